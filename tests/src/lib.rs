@@ -1,1 +1,5 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: test hosts in network namespaces, the agent and
+//! `fwctl` as real processes, and a small upstream server.
+
+pub mod agent;
+pub mod netns;

@@ -1,43 +1,82 @@
 //! Project tasks: `cargo xtask <command>`.
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod ebpf;
+#[path = "../../tests/src/netns.rs"]
+#[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
+mod netns;
+mod packages;
+mod test;
+
+pub use netns::is_root;
 
 #[derive(Parser)]
 #[command(about = "Build, demo and test tasks for the API firewall")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Task,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Task {
     /// Build the XDP object, installing the eBPF toolchain first where it is missing.
     BuildEbpf,
     /// Build the XDP object, then the agent and fwctl with the object embedded.
     Build,
+    /// Show the whole loop on real traffic in network namespaces (needs root).
+    Demo,
+    /// Build everything and run every test, including those that need root.
+    Test {
+        /// Arguments passed to the test binaries, such as a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::BuildEbpf => {
+        Task::BuildEbpf => {
             ebpf::build()?;
         }
-        Command::Build => {
-            ebpf::build()?;
-            build_agent()?;
+        Task::Build => build_all()?,
+        Task::Demo => {
+            packages::ensure_installed(packages::RUNTIME_PACKAGES)?;
+            build_all()?;
+            demo::run()?;
         }
+        Task::Test { extra } => test::run(&extra)?,
     }
     Ok(())
 }
 
-/// Builds the agent binaries in the dev profile, which the demo and the tests use.
-fn build_agent() -> Result<()> {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--package", "firewall-agent", "--bins"])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build of firewall-agent failed");
+/// Builds the XDP object, then the agent binaries in the dev profile, which the demo and the
+/// tests run.
+fn build_all() -> Result<()> {
+    ebpf::build()?;
+    println!("==> building firewall-agent and fwctl");
+    packages::run_checked(
+        Command::new(env!("CARGO")).args(["build", "--package", "firewall-agent", "--bins"]),
+    )?;
     Ok(())
+}
+
+/// The workspace's target directory: `CARGO_TARGET_DIR` or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The workspace root, one level above this crate.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

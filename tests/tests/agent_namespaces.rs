@@ -1,0 +1,196 @@
+//! The agent and fwctl as real processes, with a client in a network namespace sending real TCP
+//! through the XDP program.
+//!
+//! Every test here needs root. They run one at a time because they share the 203.0.113.0/24
+//! test network.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use integration_tests::agent::{Agent, AgentSettings, CurlOutcome, Upstream, curl, free_port};
+use integration_tests::netns::{ClientHost, is_root};
+
+const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+static NETWORK: Mutex<()> = Mutex::new(());
+
+/// A client namespace, an upstream and an agent with XDP on the client's link.
+struct Bench {
+    // Field order is drop order: stop the agent before removing its interface.
+    agent: Agent,
+    client: ClientHost,
+    _upstream: Upstream,
+    _network: MutexGuard<'static, ()>,
+}
+
+impl Bench {
+    /// Returns `None`, after printing why, when not root outside CI.
+    fn start(name: &str, limit: u32, strikes: u32, ban_seconds: u64) -> Option<Self> {
+        if !is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "namespace tests need root, and CI must run them"
+            );
+            eprintln!("skipping {name}: needs root for network namespaces and XDP");
+            return None;
+        }
+        let network = NETWORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let interface = format!("fwt{name}");
+        let client = ClientHost::create(&format!("fwt-{name}"), &interface, HOST_ADDR, CLIENT_ADDR)
+            .expect("create the client namespace");
+        let upstream = Upstream::start();
+        let agent = Agent::start(AgentSettings {
+            name: name.to_owned(),
+            interfaces: vec![interface],
+            listen: SocketAddr::from((HOST_ADDR, free_port(HOST_ADDR))),
+            upstream: upstream.addr,
+            rate_limit_requests: limit,
+            rate_limit_window_seconds: 60,
+            strikes,
+            ban_seconds,
+        });
+        Some(Self {
+            agent,
+            client,
+            _upstream: upstream,
+            _network: network,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hello", self.agent.settings.listen)
+    }
+
+    fn request(&self, connect_timeout_seconds: u32) -> CurlOutcome {
+        curl(self.client.command("curl"), &self.url(), connect_timeout_seconds)
+    }
+}
+
+/// Polls `condition` every 200 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    condition()
+}
+
+#[test]
+fn namespace_client_reaches_upstream() {
+    let Some(bench) = Bench::start("reach", 100, 5, 60) else {
+        return;
+    };
+
+    assert_eq!(bench.request(3), CurlOutcome::Status(200), "{}", bench.agent.log());
+}
+
+#[test]
+fn manual_ban_drops_syns_then_remove_serves() {
+    let Some(bench) = Bench::start("manual", 100, 5, 60) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+    let drops_before = bench.agent.dropped_packets(CLIENT_ADDR);
+
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "10m"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(bench.agent.is_banned(&client));
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+    let drops_banned = bench.agent.dropped_packets(CLIENT_ADDR);
+    assert!(
+        drops_banned > drops_before,
+        "kernel drop counter for {client} did not rise: {drops_before} -> {drops_banned}"
+    );
+
+    let removed = bench.agent.fwctl(&["bans", "remove", &client]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(!bench.agent.is_banned(&client));
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+}
+
+#[test]
+fn rate_limit_strikes_ban_client_in_kernel() {
+    let limit = 3;
+    let strikes = 2;
+    let Some(bench) = Bench::start("strike", limit, strikes, 600) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+
+    let mut statuses = Vec::new();
+    for _ in 0..limit + strikes {
+        statuses.push(bench.request(2));
+    }
+
+    let served = statuses.iter().filter(|s| **s == CurlOutcome::Status(200)).count();
+    let limited = statuses.iter().filter(|s| **s == CurlOutcome::Status(429)).count();
+    assert_eq!(served, limit as usize, "{statuses:?}");
+    assert_eq!(limited, strikes as usize, "{statuses:?}");
+    let ban = bench.agent.ban_entry(&client).expect("the client is banned after its strikes");
+    assert_eq!(ban["origin"].as_str(), Some("rate_limit"), "{ban}");
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+    assert!(bench.agent.dropped_packets(CLIENT_ADDR) > 0);
+}
+
+#[test]
+fn ban_survives_agent_restart() {
+    let Some(mut bench) = Bench::start("restart", 100, 5, 60) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "10m"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    bench.agent.stop();
+    bench.agent.spawn();
+
+    assert!(bench.agent.is_banned(&client), "{}", bench.agent.log());
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+    assert!(bench.agent.dropped_packets(CLIENT_ADDR) > 0);
+}
+
+#[test]
+fn expired_ban_serves_client_again() {
+    let Some(bench) = Bench::start("expiry", 100, 5, 60) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "3s"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert_eq!(bench.request(1), CurlOutcome::TimedOut);
+
+    let swept = wait_until(Duration::from_secs(10), || !bench.agent.is_banned(&client));
+
+    assert!(swept, "the sweeper did not remove the expired ban");
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+}
+
+#[test]
+fn agent_detaches_xdp_on_exit() {
+    let Some(mut bench) = Bench::start("detach", 100, 5, 60) else {
+        return;
+    };
+    let interface = bench.client.host_interface.clone();
+    let attached = ip_link_show(&interface);
+    assert!(attached.contains("xdp"), "no XDP program on {interface}: {attached}");
+
+    bench.agent.stop();
+
+    let detached = ip_link_show(&interface);
+    assert!(!detached.contains("xdp"), "XDP still attached to {interface}: {detached}");
+}
+
+fn ip_link_show(interface: &str) -> String {
+    let output = std::process::Command::new("ip")
+        .args(["link", "show", "dev", interface])
+        .output()
+        .expect("run ip link show");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

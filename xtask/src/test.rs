@@ -1,0 +1,28 @@
+//! `cargo xtask test`: every test of the workspace, including the ones that need root.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::packages::{self, RUNTIME_PACKAGES};
+
+/// Builds what the tests run and runs `cargo test --workspace`, passing `extra` after `--`.
+pub fn run(extra: &[String]) -> Result<()> {
+    if !crate::is_root() {
+        if std::env::var_os("CI").is_some() {
+            bail!("CI runs the tests as root, so that the kernel and namespace tests run");
+        }
+        println!("warning: not root; tests that need network namespaces and XDP will be skipped");
+    } else {
+        packages::ensure_installed(RUNTIME_PACKAGES)?;
+    }
+    crate::build_all()?;
+
+    println!("==> cargo test --workspace");
+    let mut command = Command::new(env!("CARGO"));
+    command.args(["test", "--workspace"]);
+    if !extra.is_empty() {
+        command.arg("--").args(extra);
+    }
+    packages::run_checked(&mut command)
+}
