@@ -3,4 +3,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod bans;
+pub mod config;
+pub mod daemon;
 pub mod kernel;
+pub mod limits;
+pub mod proxy;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

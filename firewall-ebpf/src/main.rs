@@ -1,1 +1,366 @@
-fn main(){}
+//! The XDP program of the API firewall.
+//!
+//! For every received frame it finds the IPv4 or IPv6 source address, drops the frame when that
+//! source has an unexpired ban, and counts the outcome per source and per [`Verdict`]. Frames it
+//! cannot classify (not IP, truncated, invalid IP header) always pass, and are counted, so a
+//! parser gap can never black-hole traffic.
+//!
+//! The maps and their layouts are defined in `firewall-common`, which the agent shares.
+
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{map, xdp},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use firewall_common::{
+    BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, DEFAULT_BANS_MAX_ENTRIES,
+    DEFAULT_SOURCE_STATS_MAX_ENTRIES, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS,
+    PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey, Verdict,
+};
+
+/// Length of an Ethernet header without VLAN tags: two MAC addresses and the EtherType.
+const ETHERNET_HEADER_LEN: usize = 14;
+/// Offset of the EtherType in an untagged Ethernet header.
+const ETHERTYPE_OFFSET: usize = 12;
+/// Length of one 802.1Q or 802.1ad tag: the tag control field and the inner EtherType.
+const VLAN_TAG_LEN: usize = 4;
+/// Number of stacked VLAN tags the parser skips. A frame with more is counted as not IP.
+const MAX_VLAN_TAGS: usize = 2;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_8021Q: u16 = 0x8100;
+const ETHERTYPE_8021AD: u16 = 0x88a8;
+
+/// Length of an IPv4 header without options (IHL of 5 words).
+const IPV4_MIN_HEADER_LEN: usize = 20;
+/// Offset of the source address in an IPv4 header.
+const IPV4_SOURCE_OFFSET: usize = 12;
+/// Length of the fixed IPv6 header.
+const IPV6_HEADER_LEN: usize = 40;
+/// Offset of the source address in an IPv6 header.
+const IPV6_SOURCE_OFFSET: usize = 8;
+/// First 12 bytes of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
+const IPV4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// `BPF_ANY` flag of `bpf_map_update_elem`: create the entry or replace it.
+const BPF_ANY: u64 = 0;
+
+/// Declares a map whose symbol name must equal a map name constant of `firewall-common`, which
+/// the agent uses to find the map. A mismatch fails the build.
+macro_rules! shared_map {
+    ($name:ident: $map_type:ty = $init:expr, named $expected:path) => {
+        #[map]
+        static $name: $map_type = $init;
+
+        const _: () = assert!(
+            str_eq(stringify!($name), $expected),
+            "map symbol differs from its name in firewall-common"
+        );
+    };
+}
+
+shared_map!(
+    BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, 0),
+    named MAP_BANS_V4
+);
+shared_map!(
+    BANS_V6: HashMap<BanKeyV6, BanValue> = HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, 0),
+    named MAP_BANS_V6
+);
+shared_map!(
+    SOURCE_STATS: LruPerCpuHashMap<SourceKey, SourceCounters> =
+        LruPerCpuHashMap::with_max_entries(DEFAULT_SOURCE_STATS_MAX_ENTRIES, 0),
+    named MAP_SOURCE_STATS
+);
+shared_map!(
+    VERDICTS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0),
+    named MAP_VERDICTS
+);
+
+const _: () = assert!(
+    str_eq(stringify!(firewall_xdp), PROGRAM_NAME),
+    "program symbol differs from its name in firewall-common"
+);
+
+/// Licence of the object. The kernel offers GPL-only helpers to GPL-compatible programs only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Reason a frame was not classified as an IP packet with a source address.
+#[derive(Clone, Copy)]
+enum Unclassified {
+    /// The frame carries neither IPv4 nor IPv6, or more VLAN tags than the parser skips.
+    NotIp,
+    /// The frame ends inside its Ethernet header or a VLAN tag.
+    TruncatedEthernet,
+    /// The frame ends inside its IPv4 or IPv6 header.
+    TruncatedIp,
+    /// The IP header has the wrong version or an IHL below 5.
+    InvalidIp,
+}
+
+impl Unclassified {
+    #[inline(always)]
+    const fn verdict(self) -> Verdict {
+        match self {
+            Unclassified::NotIp => Verdict::PassedNotIp,
+            Unclassified::TruncatedEthernet
+            | Unclassified::TruncatedIp
+            | Unclassified::InvalidIp => Verdict::PassedMalformed,
+        }
+    }
+}
+
+/// Source address of an IP packet, in network byte order.
+#[derive(Clone, Copy)]
+enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Source {
+    /// Treats an IPv4-mapped IPv6 source as IPv4, as the agent does when it bans, so such a
+    /// packet meets the IPv4 ban of the same address.
+    #[inline(always)]
+    fn from_v6(addr: [u8; 16]) -> Self {
+        let mut prefix = [0u8; 12];
+        prefix.copy_from_slice(&addr[..12]);
+        if prefix == IPV4_MAPPED_PREFIX {
+            Source::V4([addr[12], addr[13], addr[14], addr[15]])
+        } else {
+            Source::V6(addr)
+        }
+    }
+
+    #[inline(always)]
+    fn stats_key(self) -> SourceKey {
+        match self {
+            Source::V4(addr) => SourceKey::from_v4(addr),
+            Source::V6(addr) => SourceKey { addr },
+        }
+    }
+}
+
+/// Entry point: drops frames from banned sources and passes every other frame. Returns
+/// `XDP_DROP` or `XDP_PASS`, never `XDP_ABORTED`.
+#[xdp]
+pub fn firewall_xdp(ctx: XdpContext) -> u32 {
+    // The kernel guarantees data <= data_end. Subtracting two packet pointers is allowed only
+    // to programs loaded with CAP_PERFMON, which the agent checks for.
+    let frame_len = ctx.data_end().wrapping_sub(ctx.data()) as u64;
+
+    let verdict = match try_firewall_xdp(&ctx, frame_len) {
+        Ok(verdict) => verdict,
+        Err(unclassified) => unclassified.verdict(),
+    };
+    count_verdict(verdict, frame_len);
+
+    if verdict.is_drop() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Decides the verdict of an IP packet and counts it against its source.
+#[inline(always)]
+fn try_firewall_xdp(ctx: &XdpContext, frame_len: u64) -> Result<Verdict, Unclassified> {
+    let source = parse_source(ctx)?;
+
+    let banned = is_banned(source);
+    count_source(source, banned, frame_len);
+
+    Ok(if banned {
+        Verdict::DroppedBanned
+    } else {
+        Verdict::Passed
+    })
+}
+
+/// Parses the Ethernet header, skips up to [`MAX_VLAN_TAGS`] tags, and reads the source address
+/// of the IPv4 or IPv6 header behind them.
+#[inline(always)]
+fn parse_source(ctx: &XdpContext) -> Result<Source, Unclassified> {
+    let mut ethertype = read_u16(ctx, ETHERTYPE_OFFSET).ok_or(Unclassified::TruncatedEthernet)?;
+    let mut l3_offset = ETHERNET_HEADER_LEN;
+
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_8021Q && ethertype != ETHERTYPE_8021AD {
+            break;
+        }
+        // The inner EtherType is the last two bytes of the tag.
+        ethertype = read_u16(ctx, l3_offset + 2).ok_or(Unclassified::TruncatedEthernet)?;
+        l3_offset += VLAN_TAG_LEN;
+    }
+
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4_source(ctx, l3_offset),
+        ETHERTYPE_IPV6 => parse_ipv6_source(ctx, l3_offset),
+        _ => Err(Unclassified::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassified> {
+    let [version_ihl] = read_bytes::<1>(ctx, offset).ok_or(Unclassified::TruncatedIp)?;
+    if version_ihl >> 4 != 4 {
+        return Err(Unclassified::InvalidIp);
+    }
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    if header_len < IPV4_MIN_HEADER_LEN {
+        return Err(Unclassified::InvalidIp);
+    }
+
+    // The source is read before the length check below. Were it read after, LLVM would drop its
+    // bounds check as implied by that one, which has a variable length the verifier cannot
+    // carry over to this constant offset.
+    let addr =
+        read_bytes::<4>(ctx, offset + IPV4_SOURCE_OFFSET).ok_or(Unclassified::TruncatedIp)?;
+
+    // Options are not read, but a header that claims more bytes than the frame has is truncated.
+    frame_range(ctx, offset, header_len).ok_or(Unclassified::TruncatedIp)?;
+    Ok(Source::V4(addr))
+}
+
+#[inline(always)]
+fn parse_ipv6_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassified> {
+    frame_range(ctx, offset, IPV6_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
+
+    let [version_class] = read_bytes::<1>(ctx, offset).ok_or(Unclassified::TruncatedIp)?;
+    if version_class >> 4 != 6 {
+        return Err(Unclassified::InvalidIp);
+    }
+
+    let addr =
+        read_bytes::<16>(ctx, offset + IPV6_SOURCE_OFFSET).ok_or(Unclassified::TruncatedIp)?;
+    Ok(Source::from_v6(addr))
+}
+
+/// Returns the address of the `len` bytes at `offset` in the frame, or `None` when they run past
+/// its end. Every read of packet data goes through this check, which is the form the verifier
+/// needs to prove the access in bounds.
+#[inline(always)]
+fn frame_range(ctx: &XdpContext, offset: usize, len: usize) -> Option<usize> {
+    let start = ctx.data() + offset;
+    if start + len > ctx.data_end() {
+        return None;
+    }
+    Some(start)
+}
+
+/// Copies `N` bytes at `offset` out of the frame, or returns `None` when they run past its end.
+#[inline(always)]
+fn read_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    let start = frame_range(ctx, offset, N)?;
+    // SAFETY: `frame_range` checked that `start..start + N` lies within `data..data_end`, the
+    // frame the kernel handed to this program, which stays valid for the whole run. A byte array
+    // has an alignment of one, so any address is aligned for it.
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+}
+
+/// Reads a big-endian `u16` at `offset`, or returns `None` when it runs past the frame's end.
+#[inline(always)]
+fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    read_bytes::<2>(ctx, offset).map(u16::from_be_bytes)
+}
+
+/// Returns whether `source` has a ban that has not expired yet.
+#[inline(always)]
+fn is_banned(source: Source) -> bool {
+    let ban = match source {
+        Source::V4(addr) => BANS_V4.get_ptr(BanKeyV4 { addr }),
+        Source::V6(addr) => BANS_V6.get_ptr(BanKeyV6 { addr }),
+    };
+    let Some(ban) = ban else {
+        return false;
+    };
+
+    // SAFETY: the pointer comes from a successful map lookup, so it points at a live `BanValue`
+    // in the map's element storage for the rest of this run (the program runs under RCU). The
+    // agent may replace the value concurrently, but an aligned 8-byte load is not torn.
+    let expires_at_ns = unsafe { core::ptr::read_volatile(&raw const (*ban).expires_at_ns) };
+    if expires_at_ns == BAN_NEVER_EXPIRES {
+        return true;
+    }
+    // SAFETY: `bpf_ktime_get_boot_ns` takes no arguments and only reads a clock.
+    let now_ns = unsafe { bpf_ktime_get_boot_ns() };
+    now_ns < expires_at_ns
+}
+
+/// Adds the frame to the passed or dropped counters of its source on this CPU.
+#[inline(always)]
+fn count_source(source: Source, dropped: bool, frame_len: u64) {
+    let key = source.stats_key();
+
+    match SOURCE_STATS.get_ptr_mut(key) {
+        Some(counters) => {
+            // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it points
+            // at this CPU's copy of the entry, which no other CPU writes. It stays valid for the
+            // rest of this run because the program runs under RCU.
+            let counters = unsafe { &mut *counters };
+            add_frame(counters, dropped, frame_len);
+        }
+        None => {
+            let mut counters = SourceCounters::default();
+            add_frame(&mut counters, dropped, frame_len);
+            // An update of a per-CPU map from a program writes this CPU's copy only, so a
+            // concurrent first packet on another CPU is not overwritten. A failure (no memory)
+            // loses this one packet's count, which is preferable to failing the frame.
+            let _ = SOURCE_STATS.insert(key, counters, BPF_ANY);
+        }
+    }
+}
+
+#[inline(always)]
+fn add_frame(counters: &mut SourceCounters, dropped: bool, frame_len: u64) {
+    if dropped {
+        counters.dropped_packets += 1;
+        counters.dropped_bytes += frame_len;
+    } else {
+        counters.passed_packets += 1;
+        counters.passed_bytes += frame_len;
+    }
+}
+
+/// Adds the frame to the counter of `verdict` on this CPU.
+#[inline(always)]
+fn count_verdict(verdict: Verdict, frame_len: u64) {
+    if let Some(counter) = VERDICTS.get_ptr_mut(verdict as u32) {
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU array, so it points at
+        // this CPU's slot, which no other CPU writes, and array slots are never freed.
+        let counter = unsafe { &mut *counter };
+        counter.packets += 1;
+        counter.bytes += frame_len;
+    }
+}
+
+/// Compares two strings at compile time, for the name checks above.
+const fn str_eq(left: &str, right: &str) -> bool {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    if left.len() != right.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < left.len() {
+        if left[index] != right[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Never reached: no path of this program panics. A BPF program can neither unwind nor
+    // abort, so the handler only exists to satisfy the compiler.
+    loop {}
+}

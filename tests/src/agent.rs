@@ -185,7 +185,7 @@ ban_seconds = {ban}
 sweep_interval_seconds = 1
 
 [admin]
-socket = "{socket}"
+socket_path = "{socket}"
 
 [metrics]
 listen = "{metrics}"

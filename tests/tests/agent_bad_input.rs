@@ -53,7 +53,7 @@ upstream = "http://127.0.0.1:2"
 interfaces = ["lo"]
 
 [admin]
-socket = "{dir}/admin.sock"
+socket_path = "{dir}/admin.sock"
 
 [store]
 path = "{dir}/state.redb"

@@ -4,11 +4,27 @@
 //! The rest of the agent sees the kernel through the [`Blocklist`] trait, so the ban logic and the
 //! proxy are tested without a kernel.
 
+use std::io;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use aya::maps::MapError;
+use aya::programs::ProgramError;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use serde::Deserialize;
+
+mod clock;
+mod loader;
+mod maps;
+mod privileges;
+
+pub use loader::KernelFirewall;
+pub use privileges::check_privileges;
+
+/// `XDP_DROP` of the kernel's `enum xdp_action`, as [`KernelFirewall::test_run`] returns it.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS` of the kernel's `enum xdp_action`, as [`KernelFirewall::test_run`] returns it.
+pub const XDP_PASS: u32 = 2;
 
 /// How the XDP program is attached to an interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -59,7 +75,100 @@ impl Default for KernelSettings {
 /// Errors from the kernel layer.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    // Filled in by the loader module.
+    #[error("the agent was built without the XDP object; build it with `cargo xtask build`")]
+    ObjectMissing,
+
+    #[error("invalid xdp setting `{setting}`: the map capacity must be at least 1")]
+    InvalidMapCapacity { setting: &'static str },
+
+    #[error("failed to load the XDP object and create its maps")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+
+    #[error("the XDP object has no program named {name}; rebuild it with `cargo xtask build`")]
+    ProgramMissing { name: &'static str },
+
+    #[error("the kernel rejected the XDP program {name}")]
+    ProgramLoad {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+
+    #[error("the XDP object has no map named {name}; rebuild it with `cargo xtask build`")]
+    MapMissing { name: &'static str },
+
+    #[error("map {name} in the XDP object does not have the type or layout the agent expects")]
+    MapLayout {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+
+    #[error("network interface {interface} not found; list the interfaces with `ip link`")]
+    InterfaceNotFound { interface: String },
+
+    #[error("the XDP program is already attached to {interface}")]
+    AlreadyAttached { interface: String },
+
+    #[error("failed to attach the XDP program to {interface} in {mode} mode")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+
+    #[error("failed to detach the XDP program from {interface}")]
+    Detach {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+
+    #[error(
+        "ban map {map} is full ({max_entries} entries); raise `bans_max_entries` in the [xdp] \
+         config section or remove bans"
+    )]
+    BanMapFull { map: &'static str, max_entries: u32 },
+
+    #[error("failed to {operation} map {map}")]
+    Map {
+        map: &'static str,
+        operation: &'static str,
+        #[source]
+        source: MapError,
+    },
+
+    #[error("failed to read the CLOCK_BOOTTIME clock")]
+    Clock {
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to read the capabilities of the agent from {path}")]
+    ReadCapabilities {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path} has no valid `CapEff:` line")]
+    ParseCapabilities { path: &'static str },
+
+    #[error(
+        "missing capabilities {missing}; run the agent as root or grant them, for example with \
+         `setcap {setcap}+ep` on the binary or `AmbientCapabilities=` in its systemd unit"
+    )]
+    MissingCapabilities { missing: String, setcap: String },
+
+    #[error("BPF_PROG_TEST_RUN of the XDP program failed")]
+    TestRun {
+        #[source]
+        source: ProgramError,
+    },
 }
 
 /// Totals of one verdict, summed over all CPUs.

@@ -1,0 +1,478 @@
+//! Bans: strikes from security events, ban decisions, expiry, and the link between the store
+//! and the kernel blocklist.
+//!
+//! A ban is written to the store first and then inserted into the kernel map, so a ban that
+//! reached the kernel is always restored after a restart.
+
+pub mod events;
+pub mod memory;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{BanConfig, MAX_DURATION_SECONDS};
+use crate::kernel::{Blocklist, KernelError};
+use crate::store::{BanOrigin, BanRecord, Store, StoreError};
+use crate::telemetry::ErrorChain;
+use crate::telemetry::Metrics;
+
+pub use events::{EventSink, SecurityEvent, SecurityEventKind};
+
+/// Strike and ban durations, from the `[bans]` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// Strikes within `strike_window` that lead to a ban.
+    pub strikes: u32,
+    /// Time over which strikes are counted.
+    pub strike_window: Duration,
+    /// Duration of a ban for strikes.
+    pub ban_duration: Duration,
+}
+
+impl From<&BanConfig> for BanPolicy {
+    fn from(config: &BanConfig) -> Self {
+        Self {
+            strikes: config.strikes,
+            strike_window: config.strike_window(),
+            ban_duration: config.ban_duration(),
+        }
+    }
+}
+
+/// Errors from ban operations.
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    /// The store failed; nothing was changed in the kernel.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store was updated but the kernel map was not.
+    #[error("failed to update the kernel blocklist for {address}")]
+    Kernel {
+        address: IpAddr,
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// The time-to-live is zero or too long.
+    #[error("invalid ban duration of {seconds} seconds: expected 1 to {MAX_DURATION_SECONDS}")]
+    InvalidDuration { seconds: u64 },
+    /// The address can never be a packet source.
+    #[error("invalid ban address {address}: an unspecified or multicast address is never a source")]
+    InvalidAddress { address: IpAddr },
+}
+
+/// Counts of [`BanManager::restore`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// Unexpired bans pushed into the kernel.
+    pub restored: usize,
+    /// Expired bans deleted from the store.
+    pub expired: usize,
+}
+
+/// Owns the store and the kernel blocklist, and decides bans.
+pub struct BanManager {
+    store: Store,
+    blocklist: Arc<dyn Blocklist>,
+    policy: BanPolicy,
+    metrics: Arc<Metrics>,
+    /// Recent strike times per client, oldest first.
+    strikes: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Bans in force and their expiry in Unix milliseconds (`None`: never), mirrored from the
+    /// store so that the proxy can check a client without a store read.
+    active: RwLock<HashMap<IpAddr, Option<u64>>>,
+}
+
+impl std::fmt::Debug for BanManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BanManager")
+            .field("store", &self.store)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BanManager {
+    /// Creates a manager. Call [`BanManager::restore`] before serving, so that stored bans reach
+    /// the kernel.
+    pub fn new(
+        store: Store,
+        blocklist: Arc<dyn Blocklist>,
+        policy: BanPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            blocklist,
+            policy,
+            metrics,
+            strikes: Mutex::new(HashMap::new()),
+            active: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Pushes every unexpired stored ban into the kernel and deletes expired ones from the store.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] on the first store or kernel failure; bans handled before it stay applied.
+    pub fn restore(&self) -> Result<RestoreSummary, BanError> {
+        self.restore_at(SystemTime::now())
+    }
+
+    /// [`BanManager::restore`] at a given time.
+    pub fn restore_at(&self, now: SystemTime) -> Result<RestoreSummary, BanError> {
+        let now_ms = unix_ms(now);
+        let mut summary = RestoreSummary::default();
+
+        for record in self.store.list_bans()? {
+            let address = record.address.to_canonical();
+            if record.is_expired(now_ms) {
+                self.store.remove_ban(record.address)?;
+                summary.expired += 1;
+                continue;
+            }
+
+            self.blocklist
+                .ban(address, record.expires_at_ms.map(system_time))
+                .map_err(|source| BanError::Kernel {
+                    address,
+                    source: Box::new(source),
+                })?;
+            self.active_mut().insert(address, record.expires_at_ms);
+            summary.restored += 1;
+        }
+
+        self.update_active_gauge();
+        Ok(summary)
+    }
+
+    /// Counts a strike against `address`. When the strikes within the strike window reach the
+    /// policy's count, the client is banned for the policy's duration and its strikes are
+    /// cleared. Returns the ban, if one was applied.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the ban could not be stored or pushed into the kernel.
+    pub fn record_strike(
+        &self,
+        address: IpAddr,
+        reason: &str,
+    ) -> Result<Option<BanRecord>, BanError> {
+        self.record_strike_at(address, reason, Instant::now(), SystemTime::now())
+    }
+
+    /// [`BanManager::record_strike`] at given monotonic and wall-clock times.
+    pub fn record_strike_at(
+        &self,
+        address: IpAddr,
+        reason: &str,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Option<BanRecord>, BanError> {
+        let address = address.to_canonical();
+        if !self.count_strike(address, now) {
+            return Ok(None);
+        }
+        self.ban_for_strikes_at(address, reason, wall_now).map(Some)
+    }
+
+    /// Bans `address` for the policy's duration because its strikes reached the policy's count.
+    /// `reason` names the kind of strike.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the ban could not be stored or pushed into the kernel.
+    pub fn ban_for_strikes_at(
+        &self,
+        address: IpAddr,
+        reason: &str,
+        wall_now: SystemTime,
+    ) -> Result<BanRecord, BanError> {
+        let reason = format!(
+            "{} strikes within {} s: {reason}",
+            self.policy.strikes,
+            self.policy.strike_window.as_secs()
+        );
+        self.apply_at(
+            address,
+            Some(self.policy.ban_duration),
+            BanOrigin::RateLimit,
+            &reason,
+            wall_now,
+        )
+    }
+
+    /// Bans `address` for `ttl` (`None`: never expires), replacing any ban it has. An automatic
+    /// ban never shortens a ban already in force.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the address or duration is invalid, or the store or kernel update
+    /// fails. A kernel failure leaves the ban in the store, so the next start applies it.
+    pub fn apply(
+        &self,
+        address: IpAddr,
+        ttl: Option<Duration>,
+        origin: BanOrigin,
+        reason: &str,
+    ) -> Result<BanRecord, BanError> {
+        self.apply_at(address, ttl, origin, reason, SystemTime::now())
+    }
+
+    /// [`BanManager::apply`] at a given time.
+    pub fn apply_at(
+        &self,
+        address: IpAddr,
+        ttl: Option<Duration>,
+        origin: BanOrigin,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<BanRecord, BanError> {
+        let address = address.to_canonical();
+        validate_address(address)?;
+        let now_ms = unix_ms(now);
+        let expires_at_ms = ttl.map(|ttl| expiry_ms(now_ms, ttl)).transpose()?;
+
+        if origin != BanOrigin::Manual
+            && let Some(existing) = self.store.get_ban(address)?
+            && !existing.is_expired(now_ms)
+            && outlasts(existing.expires_at_ms, expires_at_ms)
+        {
+            return Ok(existing);
+        }
+
+        let record = BanRecord {
+            address,
+            expires_at_ms,
+            created_at_ms: now_ms,
+            origin,
+            reason: reason.to_owned(),
+        };
+        self.store.put_ban(&record)?;
+        self.active_mut().insert(address, expires_at_ms);
+        self.update_active_gauge();
+
+        self.blocklist
+            .ban(address, expires_at_ms.map(system_time))
+            .map_err(|source| BanError::Kernel {
+                address,
+                source: Box::new(source),
+            })?;
+
+        self.metrics.record_ban(origin);
+        tracing::info!(
+            %address,
+            origin = origin.label(),
+            ttl_seconds = ttl.map(|ttl| ttl.as_secs()),
+            reason,
+            "ban applied"
+        );
+        Ok(record)
+    }
+
+    /// Lifts the ban of `address`. Returns the removed record, or `None` if it was not banned.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the store or the kernel update fails.
+    pub fn remove(&self, address: IpAddr) -> Result<Option<BanRecord>, BanError> {
+        let address = address.to_canonical();
+        let removed = self.store.remove_ban(address)?;
+        self.active_mut().remove(&address);
+        self.update_active_gauge();
+
+        self.blocklist
+            .unban(address)
+            .map_err(|source| BanError::Kernel {
+                address,
+                source: Box::new(source),
+            })?;
+        if let Some(record) = &removed {
+            tracing::info!(%address, origin = record.origin.label(), "ban removed");
+        }
+        Ok(removed)
+    }
+
+    /// Returns the bans in force, ordered by address text.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError::Store`] when the store read fails.
+    pub fn list(&self) -> Result<Vec<BanRecord>, BanError> {
+        self.list_at(SystemTime::now())
+    }
+
+    /// [`BanManager::list`] at a given time.
+    pub fn list_at(&self, now: SystemTime) -> Result<Vec<BanRecord>, BanError> {
+        let now_ms = unix_ms(now);
+        let mut bans = self.store.list_bans()?;
+        bans.retain(|ban| !ban.is_expired(now_ms));
+        Ok(bans)
+    }
+
+    /// Returns whether `address` has a ban in force, from memory.
+    pub fn is_banned(&self, address: IpAddr) -> bool {
+        let now_ms = unix_ms(SystemTime::now());
+        let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
+        active
+            .get(&address.to_canonical())
+            .is_some_and(|expires| expires.is_none_or(|expires| expires > now_ms))
+    }
+
+    /// Removes expired bans from the store and the kernel, and drops strikes older than the
+    /// strike window. Returns the number of bans removed.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] on the first store or kernel failure; the next sweep retries the rest.
+    pub fn sweep(&self) -> Result<usize, BanError> {
+        self.sweep_at(Instant::now(), SystemTime::now())
+    }
+
+    /// [`BanManager::sweep`] at given monotonic and wall-clock times.
+    pub fn sweep_at(&self, now: Instant, wall_now: SystemTime) -> Result<usize, BanError> {
+        self.forget_stale_strikes(now);
+
+        let now_ms = unix_ms(wall_now);
+        let mut removed = 0;
+        for record in self.store.list_bans()? {
+            if !record.is_expired(now_ms) {
+                continue;
+            }
+            let address = record.address.to_canonical();
+            self.store.remove_ban(record.address)?;
+            self.active_mut().remove(&address);
+            self.blocklist
+                .unban(address)
+                .map_err(|source| BanError::Kernel {
+                    address,
+                    source: Box::new(source),
+                })?;
+            tracing::info!(%address, origin = record.origin.label(), "ban expired");
+            removed += 1;
+        }
+
+        self.update_active_gauge();
+        Ok(removed)
+    }
+
+    /// Number of clients with strikes in memory.
+    pub fn clients_with_strikes(&self) -> usize {
+        self.strikes_lock().len()
+    }
+
+    /// Adds a strike against `address` at `now` and returns whether the strikes within the
+    /// window reached the policy's count. If so, the strikes are cleared and the caller applies
+    /// the ban with [`BanManager::ban_for_strikes_at`]. Only memory is touched.
+    pub fn count_strike(&self, address: IpAddr, now: Instant) -> bool {
+        let address = address.to_canonical();
+        let mut strikes = self.strikes_lock();
+        let times = strikes.entry(address).or_default();
+        times.push_back(now);
+        while times
+            .front()
+            .is_some_and(|&first| now.saturating_duration_since(first) >= self.policy.strike_window)
+        {
+            times.pop_front();
+        }
+
+        let reached = times.len() >= self.policy.strikes as usize;
+        if reached {
+            strikes.remove(&address);
+        }
+        reached
+    }
+
+    fn forget_stale_strikes(&self, now: Instant) {
+        let window = self.policy.strike_window;
+        self.strikes_lock().retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|&last| now.saturating_duration_since(last) < window)
+        });
+    }
+
+    fn update_active_gauge(&self) {
+        let count = self
+            .active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        self.metrics.set_active_bans(count);
+    }
+
+    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<IpAddr, Option<u64>>> {
+        // Every change under the lock is one map operation, so a poisoned map is consistent.
+        self.active.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn strikes_lock(&self) -> MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
+        self.strikes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs [`BanManager::sweep`] every `interval` until shutdown, logging failures.
+pub async fn run_sweeper(
+    manager: Arc<BanManager>,
+    interval: Duration,
+    mut shutdown: crate::shutdown::ShutdownListener,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.wait() => break,
+        }
+        let manager = Arc::clone(&manager);
+        match tokio::task::spawn_blocking(move || manager.sweep()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(error = %ErrorChain(&error), "ban sweep failed"),
+            Err(error) => tracing::error!(error = %ErrorChain(&error), "ban sweep task failed"),
+        }
+    }
+    tracing::debug!("ban sweeper stopped");
+}
+
+/// Returns whether a ban expiring at `existing` lasts at least as long as one expiring at
+/// `new`.
+fn outlasts(existing: Option<u64>, new: Option<u64>) -> bool {
+    match (existing, new) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(existing), Some(new)) => existing >= new,
+    }
+}
+
+fn validate_address(address: IpAddr) -> Result<(), BanError> {
+    if address.is_unspecified() || address.is_multicast() {
+        return Err(BanError::InvalidAddress { address });
+    }
+    Ok(())
+}
+
+fn expiry_ms(now_ms: u64, ttl: Duration) -> Result<u64, BanError> {
+    let seconds = ttl.as_secs();
+    if ttl.is_zero() || seconds > MAX_DURATION_SECONDS {
+        return Err(BanError::InvalidDuration { seconds });
+    }
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    Ok(now_ms.saturating_add(ttl_ms))
+}
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before 1970.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Converts a Unix timestamp in milliseconds to a [`SystemTime`].
+pub fn system_time(unix_ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(unix_ms)
+}
+
+#[cfg(test)]
+mod tests;

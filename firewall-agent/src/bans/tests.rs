@@ -1,0 +1,353 @@
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::memory::MemoryBlocklist;
+use super::*;
+use crate::store::{BanOrigin, Store};
+use crate::telemetry::Metrics;
+
+const CLIENT: &str = "192.0.2.7";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store_path: std::path::PathBuf,
+    blocklist: Arc<MemoryBlocklist>,
+    metrics: Arc<Metrics>,
+    manager: BanManager,
+}
+
+fn policy() -> BanPolicy {
+    BanPolicy {
+        strikes: 3,
+        strike_window: Duration::from_secs(10),
+        ban_duration: Duration::from_secs(60),
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("state.redb");
+    let blocklist = Arc::new(MemoryBlocklist::new());
+    let metrics = Arc::new(Metrics::new(blocklist.clone()));
+    let store = Store::open(&store_path).expect("store opens");
+    let manager = BanManager::new(store, blocklist.clone(), policy(), metrics.clone());
+    Fixture {
+        _dir: dir,
+        store_path,
+        blocklist,
+        metrics,
+        manager,
+    }
+}
+
+fn addr(text: &str) -> IpAddr {
+    text.parse().expect("valid address")
+}
+
+#[test]
+fn strikes_below_threshold_do_not_ban() {
+    let f = fixture();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+
+    for _ in 0..2 {
+        let ban = f
+            .manager
+            .record_strike_at(addr(CLIENT), "rate_limited", now, wall)
+            .expect("strike recorded");
+        assert_eq!(ban, None);
+    }
+
+    assert_eq!(f.blocklist.ban_of(addr(CLIENT)), None);
+    assert!(f.manager.list().expect("list").is_empty());
+}
+
+#[test]
+fn threshold_strikes_ban_in_store_and_kernel() {
+    let f = fixture();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+
+    let mut applied = None;
+    for _ in 0..3 {
+        applied = f
+            .manager
+            .record_strike_at(addr(CLIENT), "rate_limited", now, wall)
+            .expect("strike recorded");
+    }
+
+    let ban = applied.expect("third strike bans");
+    assert_eq!(ban.origin, BanOrigin::RateLimit);
+    assert_eq!(ban.expires_at_ms, Some(unix_ms(wall) + 60_000));
+    assert!(ban.reason.contains("rate_limited"), "{}", ban.reason);
+    assert_eq!(
+        f.blocklist.ban_of(addr(CLIENT)),
+        Some(Some(system_time(unix_ms(wall) + 60_000)))
+    );
+    assert_eq!(f.manager.list_at(wall).expect("list"), vec![ban]);
+    assert!(f.manager.is_banned(addr(CLIENT)));
+    assert_eq!(
+        f.manager.clients_with_strikes(),
+        0,
+        "strikes are cleared by the ban"
+    );
+}
+
+#[test]
+fn strikes_outside_window_do_not_count() {
+    let f = fixture();
+    let start = Instant::now();
+    let wall = SystemTime::now();
+
+    f.manager
+        .record_strike_at(addr(CLIENT), "r", start, wall)
+        .expect("strike");
+    f.manager
+        .record_strike_at(addr(CLIENT), "r", start + Duration::from_secs(1), wall)
+        .expect("strike");
+    // The first strike is 10 s old here, so it no longer counts: two strikes, no ban.
+    let ban = f
+        .manager
+        .record_strike_at(addr(CLIENT), "r", start + Duration::from_secs(10), wall)
+        .expect("strike");
+
+    assert_eq!(ban, None);
+    assert_eq!(f.blocklist.ban_of(addr(CLIENT)), None);
+}
+
+#[test]
+fn mapped_address_is_banned_as_ipv4() {
+    let f = fixture();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+
+    for _ in 0..3 {
+        f.manager
+            .record_strike_at(addr("::ffff:192.0.2.7"), "r", now, wall)
+            .expect("strike");
+    }
+
+    assert_eq!(f.blocklist.banned_addresses(), vec![addr(CLIENT)]);
+    let stored = f.manager.list_at(wall).expect("list");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].address, addr(CLIENT));
+    assert!(f.manager.is_banned(addr("::ffff:192.0.2.7")));
+}
+
+#[test]
+fn manual_ban_add_and_remove() {
+    let f = fixture();
+
+    let ban = f
+        .manager
+        .apply(addr("2001:db8::5"), None, BanOrigin::Manual, "operator")
+        .expect("ban applied");
+    assert_eq!(ban.expires_at_ms, None);
+    assert_eq!(f.blocklist.ban_of(addr("2001:db8::5")), Some(None));
+
+    let removed = f.manager.remove(addr("2001:db8::5")).expect("ban removed");
+    assert_eq!(removed, Some(ban));
+    assert_eq!(f.blocklist.ban_of(addr("2001:db8::5")), None);
+    assert!(!f.manager.is_banned(addr("2001:db8::5")));
+    assert_eq!(f.manager.remove(addr("2001:db8::5")).expect("no ban"), None);
+}
+
+#[test]
+fn automatic_ban_does_not_shorten_manual_ban() {
+    let f = fixture();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    f.manager
+        .apply_at(addr(CLIENT), None, BanOrigin::Manual, "operator", wall)
+        .expect("manual ban");
+
+    for _ in 0..3 {
+        f.manager
+            .record_strike_at(addr(CLIENT), "r", now, wall)
+            .expect("strike");
+    }
+
+    let bans = f.manager.list_at(wall).expect("list");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].origin, BanOrigin::Manual);
+    assert_eq!(bans[0].expires_at_ms, None);
+    assert_eq!(f.blocklist.ban_of(addr(CLIENT)), Some(None));
+}
+
+#[test]
+fn invalid_ban_inputs_are_rejected() {
+    let f = fixture();
+
+    let unspecified = f
+        .manager
+        .apply(addr("0.0.0.0"), None, BanOrigin::Manual, "x");
+    assert!(matches!(unspecified, Err(BanError::InvalidAddress { .. })));
+
+    let zero = f
+        .manager
+        .apply(addr(CLIENT), Some(Duration::ZERO), BanOrigin::Manual, "x");
+    assert!(matches!(
+        zero,
+        Err(BanError::InvalidDuration { seconds: 0 })
+    ));
+
+    assert!(f.blocklist.banned_addresses().is_empty());
+}
+
+#[test]
+fn sweep_removes_expired_bans_only() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    f.manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(5)),
+            BanOrigin::Manual,
+            "short",
+            wall,
+        )
+        .expect("short ban");
+    f.manager
+        .apply_at(
+            addr("198.51.100.9"),
+            Some(Duration::from_secs(50)),
+            BanOrigin::Manual,
+            "long",
+            wall,
+        )
+        .expect("long ban");
+
+    let removed = f
+        .manager
+        .sweep_at(Instant::now(), wall + Duration::from_secs(6))
+        .expect("sweep");
+
+    assert_eq!(removed, 1);
+    assert_eq!(f.blocklist.banned_addresses(), vec![addr("198.51.100.9")]);
+    let stored = f.manager.list_at(wall).expect("list");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].address, addr("198.51.100.9"));
+}
+
+#[test]
+fn expired_ban_is_not_listed_before_sweep() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    f.manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(5)),
+            BanOrigin::Manual,
+            "x",
+            wall,
+        )
+        .expect("ban");
+
+    assert_eq!(
+        f.manager
+            .list_at(wall + Duration::from_secs(5))
+            .expect("list")
+            .len(),
+        0
+    );
+    assert_eq!(
+        f.manager
+            .list_at(wall + Duration::from_secs(4))
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn sweep_forgets_stale_strikes() {
+    let f = fixture();
+    let start = Instant::now();
+    f.manager
+        .record_strike_at(addr(CLIENT), "r", start, SystemTime::now())
+        .expect("strike");
+    assert_eq!(f.manager.clients_with_strikes(), 1);
+
+    f.manager
+        .sweep_at(start + Duration::from_secs(11), SystemTime::now())
+        .expect("sweep");
+
+    assert_eq!(f.manager.clients_with_strikes(), 0);
+}
+
+#[test]
+fn restore_pushes_unexpired_and_drops_expired() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    f.manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(5)),
+            BanOrigin::Manual,
+            "short",
+            wall,
+        )
+        .expect("short ban");
+    f.manager
+        .apply_at(
+            addr("2001:db8::9"),
+            None,
+            BanOrigin::Manual,
+            "forever",
+            wall,
+        )
+        .expect("permanent ban");
+    let Fixture {
+        _dir,
+        store_path,
+        manager,
+        metrics,
+        ..
+    } = f;
+    drop(manager);
+
+    // A fresh manager over the same file and an empty kernel, as after a restart.
+    let kernel = Arc::new(MemoryBlocklist::new());
+    let store = Store::open(&store_path).expect("store reopens");
+    let restarted = BanManager::new(store, kernel.clone(), policy(), metrics);
+    let summary = restarted
+        .restore_at(wall + Duration::from_secs(10))
+        .expect("restore");
+
+    assert_eq!(
+        summary,
+        RestoreSummary {
+            restored: 1,
+            expired: 1
+        }
+    );
+    assert_eq!(kernel.banned_addresses(), vec![addr("2001:db8::9")]);
+    assert_eq!(restarted.list_at(wall).expect("list").len(), 1);
+    assert!(restarted.is_banned(addr("2001:db8::9")));
+}
+
+#[test]
+fn metrics_count_bans_by_origin() {
+    let f = fixture();
+    f.manager
+        .apply(
+            addr(CLIENT),
+            Some(Duration::from_secs(60)),
+            BanOrigin::Manual,
+            "x",
+        )
+        .expect("ban");
+
+    let text = f.metrics.encode().expect("metrics encode");
+
+    assert!(
+        text.contains("firewall_bans_applied_total{origin=\"manual\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("firewall_bans_applied_total{origin=\"rate_limit\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("firewall_bans_active 1"), "{text}");
+}

@@ -1,0 +1,334 @@
+//! `fwctl`: the control CLI. Lists, adds and removes bans and shows the XDP counters, through
+//! the agent's admin socket.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use firewall_agent::admin::api::{AddBanRequest, BanView, MAX_TOP_SOURCES, Stats};
+use firewall_agent::admin::{AdminClient, ClientError};
+use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
+use firewall_agent::telemetry::ErrorChain;
+
+/// Default time-to-live of `fwctl bans add`.
+const DEFAULT_TTL: &str = "1h";
+
+#[derive(Debug, Parser)]
+#[command(name = "fwctl", version, about = "Control the API firewall agent")]
+struct Cli {
+    /// Path of the agent's admin socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_ADMIN_SOCKET)]
+    socket: PathBuf,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, add or remove bans.
+    #[command(subcommand)]
+    Bans(BanCommand),
+    /// Show the XDP verdict counters and the sources with the most packets.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BanCommand {
+    /// List the bans in force, with their origin and remaining time.
+    List,
+    /// Ban an address.
+    Add(AddArgs),
+    /// Lift the ban of an address.
+    Remove {
+        /// IPv4 or IPv6 address.
+        #[arg(value_name = "ADDR", value_parser = parse_address)]
+        address: IpAddr,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// IPv4 or IPv6 address.
+    #[arg(value_name = "ADDR", value_parser = parse_address)]
+    address: IpAddr,
+
+    /// How long the ban lasts, such as 90s, 10m, 1h or 2d; `never` for a ban without expiry.
+    #[arg(long, value_name = "TTL", default_value = DEFAULT_TTL, value_parser = parse_ttl)]
+    ttl: Ttl,
+
+    /// Reason shown by `fwctl bans list`.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Number of sources to show.
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_TOP_SOURCES as i64))]
+    top: u16,
+}
+
+/// A parsed `--ttl`: whole seconds, or `None` for never.
+#[derive(Clone, Copy, Debug)]
+struct Ttl(Option<u64>);
+
+fn parse_address(text: &str) -> Result<IpAddr, String> {
+    text.parse::<IpAddr>()
+        .map(|address| address.to_canonical())
+        .map_err(|_| {
+            format!(
+                "invalid address `{text}`: expected an IPv4 or IPv6 address such as 192.0.2.7 \
+                 or 2001:db8::1"
+            )
+        })
+}
+
+fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if text == "never" {
+        return Ok(Ttl(None));
+    }
+    let format_help = "expected a duration such as 90s, 10m, 1h or 2d, or `never`";
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("invalid TTL `{text}`: {error}; {format_help}"))?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!(
+            "invalid TTL `{text}`: must be at least 1s; {format_help}"
+        ));
+    }
+
+    // Round a fractional second up, so that the ban lasts at least as long as asked.
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    if seconds > MAX_DURATION_SECONDS {
+        return Err(format!(
+            "invalid TTL `{text}`: must be at most {} (ten years)",
+            humantime::format_duration(Duration::from_secs(MAX_DURATION_SECONDS))
+        ));
+    }
+    Ok(Ttl(Some(seconds)))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fwctl: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<(), ClientError> {
+    let client = AdminClient::new(cli.socket);
+    let json = cli.json;
+
+    match cli.command {
+        Command::Bans(BanCommand::List) => {
+            // JSON output is the bare array, so scripts can iterate it directly.
+            let list = client.list_bans().await?;
+            print_output(json, &list.bans, |bans| print_ban_list(bans));
+        }
+        Command::Bans(BanCommand::Add(args)) => {
+            let request = AddBanRequest {
+                address: args.address.to_string(),
+                ttl_seconds: args.ttl.0,
+                reason: args.reason,
+            };
+            let ban = client.add_ban(&request).await?;
+            print_output(json, &ban, |ban| println!("banned {}", describe_ban(ban)));
+        }
+        Command::Bans(BanCommand::Remove { address }) => {
+            let ban = client.remove_ban(address).await?;
+            print_output(json, &ban, |ban| {
+                println!("removed the ban of {}", ban.address)
+            });
+        }
+        Command::Stats(args) => {
+            let stats = client.stats(usize::from(args.top)).await?;
+            print_output(json, &stats, print_stats);
+        }
+    }
+    Ok(())
+}
+
+fn print_output<T: Serialize>(json: bool, value: &T, print_table: impl FnOnce(&T)) {
+    if !json {
+        print_table(value);
+        return;
+    }
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        // Serializing these plain data types does not fail in practice. Should it, the table is
+        // better than no output.
+        Err(_) => print_table(value),
+    }
+}
+
+fn describe_ban(ban: &BanView) -> String {
+    match ban.remaining_seconds {
+        Some(seconds) => format!(
+            "{} for {} ({})",
+            ban.address,
+            format_remaining(seconds),
+            ban.origin
+        ),
+        None => format!("{} with no expiry ({})", ban.address, ban.origin),
+    }
+}
+
+fn format_remaining(seconds: u64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+fn print_ban_list(bans: &[BanView]) {
+    if bans.is_empty() {
+        println!("no bans in force");
+        return;
+    }
+    let mut table = Table::new(&["ADDRESS", "ORIGIN", "EXPIRES IN", "REASON"]);
+    for ban in bans {
+        let remaining = ban
+            .remaining_seconds
+            .map_or_else(|| "never".to_owned(), format_remaining);
+        table.row(vec![
+            ban.address.to_string(),
+            ban.origin.to_string(),
+            remaining,
+            ban.reason.clone(),
+        ]);
+    }
+    table.print();
+}
+
+fn print_stats(stats: &Stats) {
+    let mut verdicts = Table::new(&["VERDICT", "PACKETS", "BYTES"]);
+    for verdict in &stats.verdicts {
+        verdicts.row(vec![
+            verdict.verdict.clone(),
+            verdict.packets.to_string(),
+            verdict.bytes.to_string(),
+        ]);
+    }
+    verdicts.print();
+    println!();
+
+    if stats.top_sources.is_empty() {
+        println!("no sources counted yet");
+    } else {
+        let mut sources = Table::new(&[
+            "SOURCE",
+            "PASSED PACKETS",
+            "DROPPED PACKETS",
+            "PASSED BYTES",
+            "DROPPED BYTES",
+        ]);
+        for source in &stats.top_sources {
+            sources.row(vec![
+                source.address.to_string(),
+                source.passed_packets.to_string(),
+                source.dropped_packets.to_string(),
+                source.passed_bytes.to_string(),
+                source.dropped_bytes.to_string(),
+            ]);
+        }
+        sources.print();
+    }
+    println!();
+    println!("active bans: {}", stats.active_bans);
+}
+
+/// A text table with left-aligned columns padded to the widest cell.
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn print(&self) {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|column| {
+                self.rows
+                    .iter()
+                    .filter_map(|row| row.get(column))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+
+        for row in &self.rows {
+            let mut line = String::new();
+            for (column, cell) in row.iter().enumerate() {
+                if column + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+                }
+            }
+            println!("{}", line.trim_end());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_accepts_durations_and_never() {
+        assert_eq!(parse_ttl("10m").ok().map(|ttl| ttl.0), Some(Some(600)));
+        assert_eq!(parse_ttl("1h 30m").ok().map(|ttl| ttl.0), Some(Some(5400)));
+        assert_eq!(parse_ttl("1500ms").ok().map(|ttl| ttl.0), Some(Some(2)));
+        assert_eq!(parse_ttl("never").ok().map(|ttl| ttl.0), Some(None));
+    }
+
+    #[test]
+    fn ttl_rejects_invalid_values() {
+        for text in ["", "ten minutes", "0s", "500ms", "11years"] {
+            let error = parse_ttl(text).err().unwrap_or_default();
+            assert!(error.contains(&format!("`{text}`")), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn address_is_canonical() {
+        assert_eq!(
+            parse_address("::ffff:192.0.2.7").ok(),
+            Some("192.0.2.7".parse().expect("valid address"))
+        );
+        assert!(parse_address("192.0.2.256").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const PATH: &str = "/etc/api-firewall/agent.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(PATH))
+}
+
+fn minimal() -> Config {
+    let mut config = Config::default();
+    config.apply(Overrides {
+        upstream: Some("http://127.0.0.1:9000".parse().expect("valid URL")),
+        interfaces: vec!["veth0".into()],
+        ..Overrides::default()
+    });
+    config
+}
+
+fn invalid_key(config: &Config) -> String {
+    match config.validate(&ConfigOrigin::File(PathBuf::from(PATH))) {
+        Err(ConfigError::Invalid { key, .. }) => key.to_owned(),
+        other => panic!("expected an invalid value, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_file_parses_to_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let text = std::fs::read_to_string(&path).expect("example config is readable");
+
+    let config = Config::parse(&text, &path).expect("example config parses");
+
+    let mut expected = Config::default();
+    expected.proxy.upstream = Some("http://127.0.0.1:9000".parse().expect("valid URL"));
+    expected.xdp.interfaces = vec!["eth0".into()];
+    assert_eq!(config, expected);
+    config
+        .validate(&ConfigOrigin::File(path))
+        .expect("example config is valid");
+}
+
+#[test]
+fn defaults_match_documented_values() {
+    let config = Config::default();
+    assert_eq!(config.proxy.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9750");
+    assert_eq!(
+        config.admin.socket_path,
+        PathBuf::from("/run/api-firewall/admin.sock")
+    );
+    assert_eq!(
+        config.store.path,
+        PathBuf::from("/var/lib/api-firewall/state.redb")
+    );
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let error = parse("[rate_limit]\nrequests = 10\nwindw = 5\n").expect_err("unknown key");
+
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("config {PATH}: ")),
+        "{message}"
+    );
+    assert!(
+        message.contains("unknown key `rate_limit.windw`"),
+        "{message}"
+    );
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("window_seconds"), "{message}");
+}
+
+#[test]
+fn unknown_section_is_rejected() {
+    let error = parse("[ratelimit]\nrequests = 10\n").expect_err("unknown section");
+    let message = error.to_string();
+    assert!(message.contains("unknown key `ratelimit`"), "{message}");
+}
+
+#[test]
+fn unknown_key_in_dotted_form_is_named() {
+    let error = parse("bans.strike = 3\n").expect_err("unknown key");
+    let message = error.to_string();
+    assert!(message.contains("unknown key `bans.strike`"), "{message}");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let error = parse("[rate_limit]\nrequests = \"ten\"\n").expect_err("wrong type");
+
+    let ConfigError::Parse { key, message, .. } = &error else {
+        panic!("expected a parse error, got {error:?}");
+    };
+    assert_eq!(key.as_deref(), Some("rate_limit.requests"));
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[test]
+fn negative_value_names_key() {
+    let error = parse("[bans]\nban_seconds = -5\n").expect_err("negative value");
+    let message = error.to_string();
+    assert!(message.contains("`bans.ban_seconds`"), "{message}");
+}
+
+#[test]
+fn invalid_listen_address_names_key() {
+    let error = parse("[proxy]\nlisten = \"localhost\"\n").expect_err("invalid address");
+    let message = error.to_string();
+    assert!(message.contains("`proxy.listen`"), "{message}");
+}
+
+#[test]
+fn https_upstream_is_rejected() {
+    let error = parse("[proxy]\nupstream = \"https://192.0.2.10\"\n").expect_err("https");
+    let message = error.to_string();
+    assert!(message.contains("`proxy.upstream`"), "{message}");
+    assert!(
+        message.contains("https upstreams are not supported"),
+        "{message}"
+    );
+}
+
+#[test]
+fn invalid_toml_reports_line() {
+    let error = parse("[proxy\nlisten = 1\n").expect_err("syntax error");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("config {PATH}: invalid TOML at line 1")),
+        "{message}"
+    );
+}
+
+#[test]
+fn zero_requests_is_invalid() {
+    let mut config = minimal();
+    config.rate_limit.requests = 0;
+
+    let error = config
+        .validate(&ConfigOrigin::File(PathBuf::from(PATH)))
+        .expect_err("zero requests");
+
+    assert_eq!(
+        error.to_string(),
+        format!("config {PATH}: rate_limit.requests must be at least 1")
+    );
+}
+
+#[test]
+fn zero_durations_are_invalid() {
+    type Change = fn(&mut Config);
+    let cases: [(Change, &str); 5] = [
+        (
+            |c| c.rate_limit.window_seconds = 0,
+            "rate_limit.window_seconds",
+        ),
+        (
+            |c| c.bans.strike_window_seconds = 0,
+            "bans.strike_window_seconds",
+        ),
+        (|c| c.bans.ban_seconds = 0, "bans.ban_seconds"),
+        (
+            |c| c.bans.sweep_interval_seconds = 0,
+            "bans.sweep_interval_seconds",
+        ),
+        (
+            |c| c.proxy.request_timeout_seconds = 0,
+            "proxy.request_timeout_seconds",
+        ),
+    ];
+    for (change, key) in cases {
+        let mut config = minimal();
+        change(&mut config);
+        assert_eq!(invalid_key(&config), key);
+    }
+}
+
+#[test]
+fn zero_strikes_is_invalid() {
+    let mut config = minimal();
+    config.bans.strikes = 0;
+    assert_eq!(invalid_key(&config), "bans.strikes");
+}
+
+#[test]
+fn too_long_duration_is_invalid() {
+    let mut config = minimal();
+    config.bans.ban_seconds = MAX_DURATION_SECONDS + 1;
+    assert_eq!(invalid_key(&config), "bans.ban_seconds");
+}
+
+#[test]
+fn metrics_must_listen_on_loopback() {
+    let mut config = minimal();
+    config.metrics.listen = "0.0.0.0:9750".parse().expect("valid address");
+    assert_eq!(invalid_key(&config), "metrics.listen");
+
+    config.metrics.listen = "[::1]:9750".parse().expect("valid address");
+    assert!(config.validate(&ConfigOrigin::Flags).is_ok());
+}
+
+#[test]
+fn missing_upstream_names_flag() {
+    let mut config = minimal();
+    config.proxy.upstream = None;
+
+    let error = config
+        .validate(&ConfigOrigin::Flags)
+        .expect_err("no upstream");
+
+    let message = error.to_string();
+    assert!(
+        message.starts_with("config from command-line flags: proxy.upstream"),
+        "{message}"
+    );
+    assert!(message.contains("--upstream"), "{message}");
+}
+
+#[test]
+fn missing_interfaces_names_flag() {
+    let mut config = minimal();
+    config.xdp.interfaces.clear();
+
+    let message = config
+        .validate(&ConfigOrigin::Flags)
+        .expect_err("no interfaces")
+        .to_string();
+
+    assert!(message.contains("xdp.interfaces"), "{message}");
+    assert!(message.contains("--interface"), "{message}");
+}
+
+#[test]
+fn invalid_interface_name_is_named() {
+    let mut config = minimal();
+    config.xdp.interfaces = vec!["a-name-longer-than-15".into()];
+    assert_eq!(invalid_key(&config), "xdp.interfaces");
+}
+
+#[test]
+fn socket_path_length_is_checked() {
+    let mut config = minimal();
+    config.admin.socket_path = PathBuf::from(format!("/run/{}.sock", "s".repeat(120)));
+    assert_eq!(invalid_key(&config), "admin.socket_path");
+}
+
+#[test]
+fn flags_override_file_values() {
+    let mut config = parse(
+        "[proxy]\nlisten = \"127.0.0.1:1000\"\nupstream = \"http://127.0.0.1:2000\"\n\
+         [xdp]\ninterfaces = [\"eth0\"]\n[log]\nformat = \"json\"\n",
+    )
+    .expect("valid config");
+
+    config.apply(Overrides {
+        upstream: Some("http://127.0.0.1:3000".parse().expect("valid URL")),
+        listen: Some("127.0.0.1:4000".parse().expect("valid address")),
+        interfaces: vec!["veth1".into(), "veth2".into()],
+        log_format: Some(LogFormat::Text),
+        ..Overrides::default()
+    });
+
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:4000");
+    assert_eq!(
+        config.proxy.upstream.map(|url| url.to_string()),
+        Some("http://127.0.0.1:3000".to_owned())
+    );
+    assert_eq!(config.xdp.interfaces, vec!["veth1", "veth2"]);
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn load_without_file_uses_flags() {
+    let config = Config::load(
+        None,
+        Overrides {
+            upstream: Some("http://127.0.0.1:9000".parse().expect("valid URL")),
+            listen: Some("127.0.0.1:8081".parse().expect("valid address")),
+            interfaces: vec!["veth0".into()],
+            ..Overrides::default()
+        },
+    )
+    .expect("flags alone are enough");
+
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(config.xdp.interfaces, vec!["veth0"]);
+}
+
+#[test]
+fn load_missing_file_names_path() {
+    let error = Config::load(
+        Some(Path::new("/nonexistent/agent.toml")),
+        Overrides::default(),
+    )
+    .expect_err("missing file");
+    assert!(
+        error.to_string().contains("/nonexistent/agent.toml"),
+        "{error}"
+    );
+}
+
+#[test]
+fn upstream_url_forms() {
+    let url: UpstreamUrl = "http://127.0.0.1:9000/api/".parse().expect("valid URL");
+    assert_eq!(url.authority().as_str(), "127.0.0.1:9000");
+    assert_eq!(url.base_path(), "/api");
+    assert_eq!(url.to_string(), "http://127.0.0.1:9000/api");
+
+    let root: UpstreamUrl = "http://[::1]:9000".parse().expect("valid URL");
+    assert_eq!(root.base_path(), "");
+
+    for invalid in [
+        "127.0.0.1:9000",
+        "ftp://192.0.2.1",
+        "http://user@192.0.2.1",
+        "http://192.0.2.1/?q=1",
+    ] {
+        assert!(
+            invalid.parse::<UpstreamUrl>().is_err(),
+            "{invalid} must be rejected"
+        );
+    }
+}

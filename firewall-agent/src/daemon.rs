@@ -1,0 +1,291 @@
+//! Wiring of the agent's parts: the ban manager, the pipeline, the three listeners and the
+//! background tasks.
+//!
+//! The binary does the kernel side (privileges, loading, attaching) and hands the result in as
+//! a [`Blocklist`]; in-process tests hand in a memory blocklist instead.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::admin::{AdminBindError, AdminServer, AdminState};
+use crate::bans::{BanError, BanManager, BanPolicy, EventSink, RestoreSummary, run_sweeper};
+use crate::config::Config;
+use crate::kernel::Blocklist;
+use crate::limits::RateLimiter;
+use crate::proxy::stages::{BanCheckStage, RateLimitStage};
+use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
+use crate::shutdown::{Shutdown, ShutdownListener};
+use crate::store::Store;
+use crate::telemetry::ErrorChain;
+use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
+
+/// Maximum time the background tasks get to finish after the listeners stopped.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors from binding the listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config has no upstream; [`Config::validate`] rejects that earlier.
+    #[error("proxy.upstream is missing")]
+    MissingUpstream,
+    /// The proxy listener could not be bound.
+    #[error(transparent)]
+    Proxy(#[from] ProxyBindError),
+    /// The admin socket could not be created.
+    #[error(transparent)]
+    Admin(#[from] AdminBindError),
+    /// The metrics listener could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] MetricsServerError),
+}
+
+/// The agent's parts, before any listener is bound.
+pub struct Agent {
+    config: Config,
+    bans: Arc<BanManager>,
+    blocklist: Arc<dyn Blocklist>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .field("bans", &self.bans)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Creates the ban manager and the metrics over an opened store and a blocklist.
+    pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
+        let bans = Arc::new(BanManager::new(
+            store,
+            Arc::clone(&blocklist),
+            BanPolicy::from(&config.bans),
+            Arc::clone(&metrics),
+        ));
+        Self {
+            config,
+            bans,
+            blocklist,
+            metrics,
+        }
+    }
+
+    /// Returns the ban manager.
+    pub fn bans(&self) -> &Arc<BanManager> {
+        &self.bans
+    }
+
+    /// Returns the metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Pushes the stored, unexpired bans into the blocklist.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the store or the blocklist fails.
+    pub fn restore_bans(&self) -> Result<RestoreSummary, BanError> {
+        let summary = self.bans.restore()?;
+        tracing::info!(
+            restored = summary.restored,
+            expired = summary.expired,
+            "bans restored from the store"
+        );
+        Ok(summary)
+    }
+
+    /// Binds the proxy, admin and metrics listeners. Nothing is served until
+    /// [`BoundAgent::start`].
+    ///
+    /// # Errors
+    ///
+    /// [`DaemonError`] naming the listener that failed; listeners bound before it are closed.
+    pub async fn bind(self) -> Result<BoundAgent, DaemonError> {
+        let upstream_url = self
+            .config
+            .proxy
+            .upstream
+            .clone()
+            .ok_or(DaemonError::MissingUpstream)?;
+        let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
+
+        let limiter = Arc::new(RateLimiter::new(
+            self.config.rate_limit.requests,
+            self.config.rate_limit.window(),
+        ));
+        let events = EventSink::new(Arc::clone(&self.bans));
+        let stages: Vec<Arc<dyn Stage>> = vec![
+            Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
+            Arc::new(RateLimitStage::new(Arc::clone(&limiter), events)),
+        ];
+        let state = Arc::new(ProxyState::new(
+            Pipeline::new(stages),
+            upstream,
+            Arc::clone(&self.metrics),
+        ));
+
+        let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
+        let admin_state = Arc::new(AdminState::new(
+            Arc::clone(&self.bans),
+            Arc::clone(&self.blocklist),
+        ));
+        let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
+        let metrics =
+            MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
+
+        Ok(BoundAgent {
+            sweep_interval: self.config.bans.sweep_interval(),
+            agent: self,
+            proxy,
+            admin,
+            metrics,
+            limiter,
+        })
+    }
+}
+
+/// The agent with its listeners bound.
+#[derive(Debug)]
+pub struct BoundAgent {
+    agent: Agent,
+    proxy: ProxyServer,
+    admin: AdminServer,
+    metrics: MetricsServer,
+    limiter: Arc<RateLimiter>,
+    sweep_interval: Duration,
+}
+
+impl BoundAgent {
+    /// Returns the proxy's bound address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy.local_addr()
+    }
+
+    /// Returns the metrics listener's bound address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr()
+    }
+
+    /// Returns the admin socket path.
+    pub fn admin_path(&self) -> &Path {
+        self.admin.path()
+    }
+
+    /// Starts serving and the background tasks.
+    pub fn start(self) -> RunningAgent {
+        let shutdown = Shutdown::new();
+        let proxy_addr = self.proxy_addr();
+        let metrics_addr = self.metrics_addr();
+        tracing::info!(address = %proxy_addr, "proxy listening");
+        tracing::info!(path = %self.admin.path().display(), "admin API listening");
+        tracing::info!(address = %metrics_addr, "metrics listening");
+
+        let listeners = vec![
+            tokio::spawn(self.proxy.serve(shutdown.listener())),
+            tokio::spawn(self.admin.serve(shutdown.listener())),
+            tokio::spawn(self.metrics.serve(shutdown.listener())),
+        ];
+        let background = vec![
+            tokio::spawn(run_sweeper(
+                Arc::clone(&self.agent.bans),
+                self.sweep_interval,
+                shutdown.listener(),
+            )),
+            tokio::spawn(evict_idle_clients(self.limiter, shutdown.listener())),
+        ];
+
+        RunningAgent {
+            agent: self.agent,
+            shutdown,
+            listeners,
+            background,
+            proxy_addr,
+            metrics_addr,
+        }
+    }
+}
+
+/// The serving agent. [`RunningAgent::stop`] shuts it down.
+#[derive(Debug)]
+pub struct RunningAgent {
+    agent: Agent,
+    shutdown: Shutdown,
+    listeners: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    proxy_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+impl RunningAgent {
+    /// Returns the proxy's bound address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// Returns the metrics listener's bound address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Returns the ban manager.
+    pub fn bans(&self) -> &Arc<BanManager> {
+        &self.agent.bans
+    }
+
+    /// Returns the metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.agent.metrics
+    }
+
+    /// Stops accepting, lets open proxy connections drain, removes the admin socket and stops
+    /// the background tasks.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for task in self.listeners {
+            if let Err(error) = task.await {
+                tracing::error!(error = %ErrorChain(&error), "listener task failed");
+            }
+        }
+
+        for task in self.background {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(TASK_STOP_TIMEOUT, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) if error.is_cancelled() => {}
+                Ok(Err(error)) => {
+                    tracing::error!(error = %ErrorChain(&error), "background task failed")
+                }
+                Err(_) => {
+                    tracing::warn!("background task did not stop in time, aborting it");
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!("agent stopped");
+    }
+}
+
+/// Evicts idle rate-limit entries once per window until shutdown.
+async fn evict_idle_clients(limiter: Arc<RateLimiter>, mut shutdown: ShutdownListener) {
+    let mut ticker = tokio::time::interval(limiter.window());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.wait() => break,
+        }
+        let removed = limiter.evict_idle(Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "idle rate-limit entries evicted");
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Loading the embedded XDP object, attaching its program to interfaces and detaching it.
+
+use std::error::Error;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
+use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
+use firewall_common::{MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, PROGRAM_NAME};
+
+use super::maps::KernelMaps;
+use super::{AttachedMode, KernelError, KernelSettings, XdpMode};
+
+/// The object built by `cargo xtask build-ebpf`, or an empty file when the agent was built
+/// without it (see `build.rs`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf.o"));
+
+/// The loaded XDP program and its maps.
+///
+/// Dropping it detaches the program from every interface it was attached to, and unloads it
+/// together with its maps, which drops every ban in the kernel.
+pub struct KernelFirewall {
+    ebpf: Mutex<Ebpf>,
+    maps: KernelMaps,
+    attachments: Vec<Attachment>,
+}
+
+/// One interface the program is attached to.
+struct Attachment {
+    interface: String,
+    mode: AttachedMode,
+    link: XdpLinkId,
+}
+
+impl KernelFirewall {
+    /// Loads the embedded XDP object, sizes its maps from `settings` and loads the program into
+    /// the kernel. The program is not attached to any interface yet.
+    ///
+    /// Call [`check_privileges`](super::check_privileges) first for a clearer error when the
+    /// process lacks capabilities.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the agent was built without the object or when a map capacity is zero. Also
+    /// fails when the kernel rejects a map or the program, with the verifier log in the error, and
+    /// when a map in the object does not match its layout in `firewall-common`.
+    pub fn load(settings: &KernelSettings) -> Result<Self, KernelError> {
+        Self::load_object(OBJECT, settings)
+    }
+
+    fn load_object(object: &[u8], settings: &KernelSettings) -> Result<Self, KernelError> {
+        if object.is_empty() {
+            return Err(KernelError::ObjectMissing);
+        }
+        validate_capacity("bans_max_entries", settings.bans_max_entries)?;
+        validate_capacity(
+            "source_stats_max_entries",
+            settings.source_stats_max_entries,
+        )?;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
+            .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
+            .map_max_entries(MAP_SOURCE_STATS, settings.source_stats_max_entries)
+            .load(object)
+            .map_err(|source| KernelError::Load { source })?;
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(|source| KernelError::ProgramLoad {
+            name: PROGRAM_NAME,
+            source,
+        })?;
+        // Only for the log line: a kernel that does not report them still runs the program.
+        let info = program.info().ok();
+        let program_id = info.as_ref().map(|info| info.id());
+        let verified_insns = info
+            .as_ref()
+            .and_then(|info| info.verified_instruction_count());
+        let maps = KernelMaps::take_from(
+            &mut ebpf,
+            settings.bans_max_entries,
+            settings.source_stats_max_entries,
+        )?;
+
+        tracing::info!(
+            program = PROGRAM_NAME,
+            program_id,
+            verified_insns,
+            bans_max_entries = settings.bans_max_entries,
+            source_stats_max_entries = settings.source_stats_max_entries,
+            "loaded the XDP program"
+        );
+        Ok(Self {
+            ebpf: Mutex::new(ebpf),
+            maps,
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Attaches the program to `interface` and returns the mode it got.
+    ///
+    /// [`XdpMode::Auto`] tries driver mode first and falls back to generic mode, with a warning,
+    /// when the driver rejects it.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the interface does not exist, when the program is already attached to it by
+    /// this instance, or when the kernel rejects the attachment in every mode tried.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<AttachedMode, KernelError> {
+        if self
+            .attachments
+            .iter()
+            .any(|attachment| attachment.interface == interface)
+        {
+            return Err(KernelError::AlreadyAttached {
+                interface: interface.to_owned(),
+            });
+        }
+
+        let mut ebpf = lock(&self.ebpf);
+        let program = xdp_program(&mut ebpf)?;
+        let (link, attached) = match mode {
+            XdpMode::Driver => (
+                attach_in(program, interface, AttachedMode::Driver)?,
+                AttachedMode::Driver,
+            ),
+            XdpMode::Generic => (
+                attach_in(program, interface, AttachedMode::Generic)?,
+                AttachedMode::Generic,
+            ),
+            XdpMode::Auto => match attach_in(program, interface, AttachedMode::Driver) {
+                Ok(link) => (link, AttachedMode::Driver),
+                Err(KernelError::Attach { source, .. }) => {
+                    tracing::warn!(
+                        interface,
+                        error = %error_chain(&source),
+                        "driver mode XDP rejected, falling back to generic mode"
+                    );
+                    (
+                        attach_in(program, interface, AttachedMode::Generic)?,
+                        AttachedMode::Generic,
+                    )
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        drop(ebpf);
+
+        tracing::info!(
+            interface,
+            mode = attached.label(),
+            "attached the XDP program"
+        );
+        self.attachments.push(Attachment {
+            interface: interface.to_owned(),
+            mode: attached,
+            link,
+        });
+        Ok(attached)
+    }
+
+    /// Attaches the program to every interface in `settings`, in order.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first attach error, after detaching from the interfaces this call attached
+    /// to, so a failed call leaves no partial attachment behind.
+    pub fn attach_all(&mut self, settings: &KernelSettings) -> Result<(), KernelError> {
+        let attached_before = self.attachments.len();
+        for interface in &settings.interfaces {
+            if let Err(error) = self.attach(interface, settings.mode) {
+                // Detach errors are logged by `detach_from`; the attach error is the one to
+                // report.
+                let _ = self.detach_from(attached_before);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the program from every interface it is attached to.
+    ///
+    /// # Errors
+    ///
+    /// Tries every interface, logs each failure, and returns the first.
+    pub fn detach_all(&mut self) -> Result<(), KernelError> {
+        self.detach_from(0)
+    }
+
+    /// Returns the interfaces the program is attached to, with the mode each got.
+    pub fn attachments(&self) -> Vec<(String, AttachedMode)> {
+        self.attachments
+            .iter()
+            .map(|attachment| (attachment.interface.clone(), attachment.mode))
+            .collect()
+    }
+
+    /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`, without any interface, and
+    /// returns the XDP action it chose ([`XDP_PASS`](super::XDP_PASS) or
+    /// [`XDP_DROP`](super::XDP_DROP)). The run updates the maps like a received frame would.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the kernel rejects the run, for example for a frame shorter than an Ethernet
+    /// header (14 bytes) or longer than a page.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<u32, KernelError> {
+        let mut ebpf = lock(&self.ebpf);
+        let program = xdp_program(&mut ebpf)?;
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        };
+        let result = program
+            .test_run(options)
+            .map_err(|source| KernelError::TestRun { source })?;
+        Ok(result.return_value)
+    }
+
+    pub(super) fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// Detaches the attachments from index `keep` on, newest first.
+    fn detach_from(&mut self, keep: usize) -> Result<(), KernelError> {
+        let mut ebpf = lock(&self.ebpf);
+        let program = xdp_program(&mut ebpf)?;
+
+        let mut first_error = None;
+        while self.attachments.len() > keep {
+            let Some(attachment) = self.attachments.pop() else {
+                break;
+            };
+            match program.detach(attachment.link) {
+                Ok(()) => {
+                    tracing::info!(interface = attachment.interface, "detached the XDP program");
+                }
+                Err(source) => {
+                    tracing::warn!(
+                        interface = attachment.interface,
+                        error = %error_chain(&source),
+                        "failed to detach the XDP program"
+                    );
+                    first_error.get_or_insert(KernelError::Detach {
+                        interface: attachment.interface,
+                        source,
+                    });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for KernelFirewall {
+    fn drop(&mut self) {
+        // `detach_from` logs each failure. Dropping the program afterwards still closes any link
+        // that failed to detach, and the kernel detaches a link when its last descriptor closes.
+        let _ = self.detach_all();
+    }
+}
+
+impl AttachedMode {
+    /// Label used in logs and errors.
+    pub const fn label(self) -> &'static str {
+        match self {
+            AttachedMode::Driver => "driver",
+            AttachedMode::Generic => "generic",
+        }
+    }
+}
+
+fn validate_capacity(setting: &'static str, max_entries: u32) -> Result<(), KernelError> {
+    if max_entries == 0 {
+        return Err(KernelError::InvalidMapCapacity { setting });
+    }
+    Ok(())
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, KernelError> {
+    let missing = KernelError::ProgramMissing { name: PROGRAM_NAME };
+    let Some(program) = ebpf.program_mut(PROGRAM_NAME) else {
+        return Err(missing);
+    };
+    program.try_into().map_err(|_: ProgramError| missing)
+}
+
+fn attach_in(
+    program: &mut Xdp,
+    interface: &str,
+    mode: AttachedMode,
+) -> Result<XdpLinkId, KernelError> {
+    // aya turns the name into a C string and panics on an interior NUL, which no interface name
+    // contains.
+    if interface.is_empty() || interface.contains('\0') {
+        return Err(KernelError::InterfaceNotFound {
+            interface: interface.escape_debug().to_string(),
+        });
+    }
+
+    let aya_mode = match mode {
+        AttachedMode::Driver => AyaXdpMode::Driver,
+        AttachedMode::Generic => AyaXdpMode::Skb,
+    };
+    program
+        .attach(interface, aya_mode)
+        .map_err(|source| match source {
+            ProgramError::UnknownInterface { .. } => KernelError::InterfaceNotFound {
+                interface: interface.to_owned(),
+            },
+            source => KernelError::Attach {
+                interface: interface.to_owned(),
+                mode: mode.label(),
+                source,
+            },
+        })
+}
+
+/// Locks the object. A poisoned lock is taken over, because aya's handles stay consistent
+/// whatever a panicking thread was doing with them.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Formats an error with its sources, for log fields.
+fn error_chain(error: &dyn Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_reports_missing_build() {
+        let error = KernelFirewall::load_object(&[], &KernelSettings::default())
+            .err()
+            .expect("an empty object must not load");
+        assert!(matches!(error, KernelError::ObjectMissing));
+        assert!(error.to_string().contains("cargo xtask build"));
+    }
+
+    #[test]
+    fn zero_capacity_is_rejected_before_loading() {
+        let settings = KernelSettings {
+            bans_max_entries: 0,
+            ..KernelSettings::default()
+        };
+        let error = KernelFirewall::load_object(b"not an ELF object", &settings)
+            .err()
+            .expect("a zero capacity must not load");
+        assert!(matches!(
+            error,
+            KernelError::InvalidMapCapacity {
+                setting: "bans_max_entries"
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_object_fails_to_parse() {
+        let error = KernelFirewall::load_object(b"not an ELF object", &KernelSettings::default())
+            .err()
+            .expect("garbage must not load");
+        assert!(matches!(error, KernelError::Load { .. }));
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let error = KernelError::Clock {
+            source: nix::Error::EPERM,
+        };
+        assert_eq!(
+            error_chain(&error),
+            "failed to read the CLOCK_BOOTTIME clock: EPERM: Operation not permitted"
+        );
+    }
+}

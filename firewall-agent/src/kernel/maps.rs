@@ -1,0 +1,298 @@
+//! The agent's handles on the XDP program's maps, and the [`Blocklist`] built on them.
+
+use std::collections::HashMap as StdHashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::sys::SyscallError;
+use firewall_common::{
+    BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
+    MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
+};
+use nix::errno::Errno;
+
+use super::clock::{boottime_deadline_ns, boottime_now_ns};
+use super::{Blocklist, KernelError, KernelFirewall, SourceTotal, VerdictTotal};
+
+/// The maps of one loaded XDP program.
+///
+/// Writes need exclusive access in aya, so each ban map sits behind a mutex. Reads of the counter
+/// maps need none, so `top_sources` never delays a ban.
+pub(crate) struct KernelMaps {
+    bans_v4: Mutex<HashMap<MapData, BanKeyV4, BanValue>>,
+    bans_v6: Mutex<HashMap<MapData, BanKeyV6, BanValue>>,
+    source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    verdicts: PerCpuArray<MapData, PacketCounter>,
+    bans_max_entries: u32,
+    source_stats_max_entries: u32,
+}
+
+impl KernelMaps {
+    /// Takes the maps out of a loaded object, checking their types and layouts.
+    pub(crate) fn take_from(
+        ebpf: &mut Ebpf,
+        bans_max_entries: u32,
+        source_stats_max_entries: u32,
+    ) -> Result<Self, KernelError> {
+        Ok(Self {
+            bans_v4: Mutex::new(take_map(ebpf, MAP_BANS_V4)?),
+            bans_v6: Mutex::new(take_map(ebpf, MAP_BANS_V6)?),
+            source_stats: take_map(ebpf, MAP_SOURCE_STATS)?,
+            verdicts: take_map(ebpf, MAP_VERDICTS)?,
+            bans_max_entries,
+            source_stats_max_entries,
+        })
+    }
+
+    fn insert_ban(&self, addr: IpAddr, value: BanValue) -> Result<(), KernelError> {
+        match addr.to_canonical() {
+            IpAddr::V4(v4) => lock(&self.bans_v4)
+                .insert(BanKeyV4 { addr: v4.octets() }, value, 0)
+                .map_err(|source| self.insert_error(MAP_BANS_V4, source)),
+            IpAddr::V6(v6) => lock(&self.bans_v6)
+                .insert(BanKeyV6 { addr: v6.octets() }, value, 0)
+                .map_err(|source| self.insert_error(MAP_BANS_V6, source)),
+        }
+    }
+
+    fn remove_ban(&self, addr: IpAddr) -> Result<bool, KernelError> {
+        let (map, result) = match addr.to_canonical() {
+            IpAddr::V4(v4) => (
+                MAP_BANS_V4,
+                lock(&self.bans_v4).remove(&BanKeyV4 { addr: v4.octets() }),
+            ),
+            IpAddr::V6(v6) => (
+                MAP_BANS_V6,
+                lock(&self.bans_v6).remove(&BanKeyV6 { addr: v6.octets() }),
+            ),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(source) if syscall_errno(&source) == Some(Errno::ENOENT) => Ok(false),
+            Err(source) => Err(KernelError::Map {
+                map,
+                operation: "remove a ban from",
+                source,
+            }),
+        }
+    }
+
+    fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
+        Verdict::ALL
+            .iter()
+            .map(|&verdict| {
+                let per_cpu =
+                    self.verdicts
+                        .get(&(verdict as u32), 0)
+                        .map_err(|source| KernelError::Map {
+                            map: MAP_VERDICTS,
+                            operation: "read",
+                            source,
+                        })?;
+                Ok(VerdictTotal {
+                    verdict,
+                    counter: sum_packet_counters(&per_cpu),
+                })
+            })
+            .collect()
+    }
+
+    fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
+        // NOTE: the map is read key by key while the XDP program inserts and evicts entries. When
+        // the current key is evicted, the kernel restarts the walk at the first key, so entries
+        // are deduplicated and the walk stops after as many keys as the map holds. On a busy map
+        // the list can therefore miss sources.
+        let mut totals: StdHashMap<SourceKey, SourceCounters> = StdHashMap::new();
+        let capacity = usize::try_from(self.source_stats_max_entries).unwrap_or(usize::MAX);
+        for entry in self.source_stats.iter().take(capacity) {
+            let (key, per_cpu) = entry.map_err(|source| KernelError::Map {
+                map: MAP_SOURCE_STATS,
+                operation: "read",
+                source,
+            })?;
+            totals.insert(key, sum_source_counters(&per_cpu));
+        }
+
+        let mut sources: Vec<SourceTotal> = totals
+            .into_iter()
+            .map(|(key, counters)| SourceTotal {
+                addr: source_addr(&key),
+                counters,
+            })
+            .collect();
+        sources.sort_by(|left, right| {
+            total_packets(&right.counters)
+                .cmp(&total_packets(&left.counters))
+                .then(left.addr.cmp(&right.addr))
+        });
+        sources.truncate(limit);
+        Ok(sources)
+    }
+
+    fn insert_error(&self, map: &'static str, source: MapError) -> KernelError {
+        if syscall_errno(&source) == Some(Errno::E2BIG) {
+            return KernelError::BanMapFull {
+                map,
+                max_entries: self.bans_max_entries,
+            };
+        }
+        KernelError::Map {
+            map,
+            operation: "insert a ban into",
+            source,
+        }
+    }
+}
+
+impl Blocklist for KernelFirewall {
+    fn ban(&self, addr: IpAddr, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
+        let expires_at_ns = match expires_at {
+            None => BAN_NEVER_EXPIRES,
+            Some(expires_at) => {
+                boottime_deadline_ns(expires_at, SystemTime::now(), boottime_now_ns()?)
+            }
+        };
+        self.maps().insert_ban(addr, BanValue { expires_at_ns })
+    }
+
+    fn unban(&self, addr: IpAddr) -> Result<bool, KernelError> {
+        self.maps().remove_ban(addr)
+    }
+
+    fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
+        self.maps().verdict_totals()
+    }
+
+    fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
+        self.maps().top_sources(limit)
+    }
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
+where
+    M: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(KernelError::MapMissing { name })?;
+    M::try_from(map).map_err(|source| KernelError::MapLayout { name, source })
+}
+
+/// Locks a ban map. A panic elsewhere while holding the lock leaves the map itself consistent,
+/// because the kernel applies each update whole, so a poisoned lock is taken over.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn syscall_errno(error: &MapError) -> Option<Errno> {
+    match error {
+        MapError::SyscallError(SyscallError { io_error, .. }) => {
+            io_error.raw_os_error().map(Errno::from_raw)
+        }
+        _ => None,
+    }
+}
+
+/// Turns a counter key back into an address, IPv4 sources as IPv4.
+fn source_addr(key: &SourceKey) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(key.addr)).to_canonical()
+}
+
+fn total_packets(counters: &SourceCounters) -> u64 {
+    counters
+        .passed_packets
+        .saturating_add(counters.dropped_packets)
+}
+
+fn sum_packet_counters(per_cpu: &PerCpuValues<PacketCounter>) -> PacketCounter {
+    per_cpu
+        .iter()
+        .fold(PacketCounter::default(), |sum, cpu| PacketCounter {
+            packets: sum.packets.saturating_add(cpu.packets),
+            bytes: sum.bytes.saturating_add(cpu.bytes),
+        })
+}
+
+fn sum_source_counters(per_cpu: &PerCpuValues<SourceCounters>) -> SourceCounters {
+    per_cpu
+        .iter()
+        .fold(SourceCounters::default(), |sum, cpu| SourceCounters {
+            passed_packets: sum.passed_packets.saturating_add(cpu.passed_packets),
+            passed_bytes: sum.passed_bytes.saturating_add(cpu.passed_bytes),
+            dropped_packets: sum.dropped_packets.saturating_add(cpu.dropped_packets),
+            dropped_bytes: sum.dropped_bytes.saturating_add(cpu.dropped_bytes),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn ipv4_source_key_reads_back_as_ipv4() {
+        let key = SourceKey::from_v4([192, 0, 2, 7]);
+        assert_eq!(source_addr(&key), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+    }
+
+    #[test]
+    fn ipv6_source_key_reads_back_as_ipv6() {
+        let addr: Ipv6Addr = "2001:db8::7".parse().expect("valid address");
+        let key = SourceKey {
+            addr: addr.octets(),
+        };
+        assert_eq!(source_addr(&key), IpAddr::V6(addr));
+    }
+
+    #[test]
+    fn ipv4_mapped_ban_address_is_canonicalised() {
+        let mapped: IpAddr = "::ffff:198.51.100.9".parse().expect("valid address");
+        assert_eq!(
+            mapped.to_canonical(),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9))
+        );
+    }
+
+    #[test]
+    fn ipv4_compatible_address_stays_ipv6() {
+        // `::c633:6409` is the deprecated IPv4-compatible form, not IPv4-mapped: it stays IPv6.
+        let compatible: IpAddr = "::198.51.100.9".parse().expect("valid address");
+        assert!(compatible.to_canonical().is_ipv6());
+    }
+
+    #[test]
+    fn per_cpu_counters_are_summed() {
+        let cpus = aya::util::nr_cpus().expect("possible CPUs are readable");
+        let per_cpu = PerCpuValues::try_from(vec![
+            SourceCounters {
+                passed_packets: 2,
+                passed_bytes: 120,
+                dropped_packets: 1,
+                dropped_bytes: 60,
+            };
+            cpus
+        ])
+        .expect("one value per possible CPU");
+
+        let sum = sum_source_counters(&per_cpu);
+        let cpus = u64::try_from(cpus).expect("CPU count fits u64");
+        assert_eq!(sum.passed_packets, 2 * cpus);
+        assert_eq!(sum.passed_bytes, 120 * cpus);
+        assert_eq!(sum.dropped_packets, cpus);
+        assert_eq!(sum.dropped_bytes, 60 * cpus);
+    }
+
+    #[test]
+    fn missing_key_errno_is_read_from_syscall_error() {
+        let error = MapError::SyscallError(SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(Errno::ENOENT as i32),
+        });
+        assert_eq!(syscall_errno(&error), Some(Errno::ENOENT));
+        assert_eq!(syscall_errno(&MapError::KeyNotFound), None);
+    }
+}

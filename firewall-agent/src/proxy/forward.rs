@@ -1,0 +1,262 @@
+//! Forwarding to the upstream: the target URL, header rewriting, and the HTTP client.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::pipeline::{RequestContext, RequestId};
+use crate::config::UpstreamUrl;
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110, section 7.6.1),
+/// plus `proxy-connection`, which some old clients still send. Headers named in `Connection`
+/// are removed as well.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Errors from forwarding a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request target cannot be joined to the upstream URL (for example `OPTIONS *`).
+    #[error("invalid request target `{target}` for upstream {upstream}")]
+    InvalidTarget { target: String, upstream: String },
+    /// The upstream could not be reached or did not send a valid response.
+    #[error("upstream {upstream} failed")]
+    Upstream {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream sent no response headers within the timeout.
+    #[error("upstream {upstream} sent no response within {} s", timeout.as_secs())]
+    Timeout { upstream: String, timeout: Duration },
+}
+
+/// The upstream and a pooled HTTP/1.1 client for it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    url: UpstreamUrl,
+    timeout: Duration,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    /// Creates a client for `url`. `timeout` bounds the wait for response headers; the body is
+    /// streamed without a deadline.
+    pub fn new(url: UpstreamUrl, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Self {
+            url,
+            timeout,
+            client,
+        }
+    }
+
+    /// Returns the upstream URL.
+    pub fn url(&self) -> &UpstreamUrl {
+        &self.url
+    }
+
+    /// Sends the request upstream with rewritten headers and a streamed body, and returns the
+    /// response with its hop-by-hop headers removed.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError`] when the target is invalid, or the upstream fails or times out.
+    pub async fn forward(
+        &self,
+        context: RequestContext,
+        body: Incoming,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let client = context.client();
+        let request_id = context.request_id();
+        let mut parts = context.into_parts();
+
+        parts.uri = self.target_uri(&parts.uri)?;
+        let original_host = original_host(&parts.headers, &parts.uri);
+        rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
+        // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
+        parts.version = Version::HTTP_11;
+
+        let request = Request::from_parts(parts, body);
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| ForwardError::Timeout {
+                upstream: self.url.to_string(),
+                timeout: self.timeout,
+            })?
+            .map_err(|source| ForwardError::Upstream {
+                upstream: self.url.to_string(),
+                source,
+            })?;
+
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    fn target_uri(&self, request_uri: &Uri) -> Result<Uri, ForwardError> {
+        let path_and_query = request_uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let invalid = || ForwardError::InvalidTarget {
+            target: path_and_query.to_owned(),
+            upstream: self.url.to_string(),
+        };
+        if !path_and_query.starts_with('/') {
+            return Err(invalid());
+        }
+
+        let target = format!(
+            "http://{}{}{}",
+            self.url.authority(),
+            self.url.base_path(),
+            path_and_query
+        );
+        target.parse().map_err(|_| invalid())
+    }
+}
+
+/// Returns the host the client addressed: the `Host` header, or the authority of an HTTP/2 or
+/// absolute-form request.
+fn original_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+    })
+}
+
+/// Removes hop-by-hop headers and sets the forwarding headers. `X-Forwarded-For` is replaced,
+/// not appended to, because the proxy is the first hop and a client-supplied value is untrusted.
+fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    request_id: RequestId,
+    original_host: Option<HeaderValue>,
+) {
+    remove_hop_by_hop(headers);
+    // The client derives `Host` from the upstream URI.
+    headers.remove(header::HOST);
+
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match original_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        headers.insert(X_REQUEST_ID, value);
+    }
+}
+
+/// Removes the fixed hop-by-hop headers and every header named in `Connection`.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-private", HeaderValue::from_static("secret"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+
+        remove_hop_by_hop(&mut headers);
+
+        assert_eq!(headers.len(), 1, "left: {headers:?}");
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn forwarded_for_replaces_client_value() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.66"));
+        headers.insert(header::HOST, HeaderValue::from_static("api.example"));
+
+        rewrite_request_headers(
+            &mut headers,
+            "192.0.2.7".parse().expect("valid address"),
+            RequestId(0xab),
+            Some(HeaderValue::from_static("api.example")),
+        );
+
+        assert_eq!(headers[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(headers[X_FORWARDED_HOST], "api.example");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[X_REQUEST_ID], "00000000000000ab");
+        assert!(!headers.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn target_joins_base_path_and_query() {
+        let url: UpstreamUrl = "http://127.0.0.1:9000/api/".parse().expect("valid URL");
+        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let request: Uri = "/v1/items?page=2".parse().expect("valid URI");
+
+        let target = upstream.target_uri(&request).expect("target joins");
+
+        assert_eq!(
+            target.to_string(),
+            "http://127.0.0.1:9000/api/v1/items?page=2"
+        );
+    }
+
+    #[test]
+    fn asterisk_target_is_rejected() {
+        let url: UpstreamUrl = "http://127.0.0.1:9000".parse().expect("valid URL");
+        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let request: Uri = "*".parse().expect("valid URI");
+
+        let error = upstream.target_uri(&request).expect_err("`*` has no path");
+
+        assert!(matches!(error, ForwardError::InvalidTarget { .. }));
+    }
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics, all under the `firewall_` prefix.
+//!
+//! Kernel counters are read from the [`Blocklist`] at scrape time; the agent's own counters are
+//! updated as requests and bans happen.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::ErrorChain;
+use crate::kernel::Blocklist;
+use crate::proxy::RequestOutcome;
+use crate::store::BanOrigin;
+
+/// Label set of `firewall_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: RequestOutcome,
+}
+
+/// Label set of `firewall_bans_applied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: BanOrigin,
+}
+
+impl EncodeLabelValue for RequestOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+impl EncodeLabelValue for BanOrigin {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+/// The agent's metrics and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<OutcomeLabels, Counter>,
+    bans_applied: Family<OriginLabels, Counter>,
+    bans_active: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics. Kernel verdict counters are read from `blocklist` on each scrape.
+    pub fn new(blocklist: Arc<dyn Blocklist>) -> Self {
+        let mut registry = Registry::with_prefix("firewall");
+        let http_requests = Family::<OutcomeLabels, Counter>::default();
+        let bans_applied = Family::<OriginLabels, Counter>::default();
+        let bans_active = Gauge::default();
+
+        registry.register(
+            "http_requests",
+            "HTTP requests handled by the proxy, by outcome",
+            http_requests.clone(),
+        );
+        registry.register(
+            "bans_applied",
+            "Bans applied, by origin",
+            bans_applied.clone(),
+        );
+        registry.register(
+            "bans_active",
+            "Bans currently in force",
+            bans_active.clone(),
+        );
+        registry.register_collector(Box::new(KernelCollector { blocklist }));
+
+        // Start every label at zero, so that rates work from the first scrape.
+        for outcome in RequestOutcome::ALL {
+            let _ = http_requests.get_or_create(&OutcomeLabels { outcome });
+        }
+        for origin in BanOrigin::ALL {
+            let _ = bans_applied.get_or_create(&OriginLabels { origin });
+        }
+
+        Self {
+            registry,
+            http_requests,
+            bans_applied,
+            bans_active,
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn record_request(&self, outcome: RequestOutcome) {
+        self.http_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one applied ban.
+    pub fn record_ban(&self, origin: BanOrigin) {
+        self.bans_applied
+            .get_or_create(&OriginLabels { origin })
+            .inc();
+    }
+
+    /// Sets the number of bans in force.
+    pub fn set_active_bans(&self, count: usize) {
+        self.bans_active
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Returns the value of `firewall_http_requests_total` for one outcome.
+    pub fn requests(&self, outcome: RequestOutcome) -> u64 {
+        self.http_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    ///
+    /// # Errors
+    ///
+    /// [`fmt::Error`] only if encoding into the string fails, which does not happen in practice.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Encodes the XDP program's verdict counters, read at scrape time.
+struct KernelCollector {
+    blocklist: Arc<dyn Blocklist>,
+}
+
+impl fmt::Debug for KernelCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for KernelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let totals = match self.blocklist.verdict_totals() {
+            Ok(totals) => totals,
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "failed to read kernel verdict counters for metrics");
+                return Ok(());
+            }
+        };
+
+        let mut packets = encoder.encode_descriptor(
+            "kernel_packets",
+            "Packets seen by the XDP program, by verdict",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for total in &totals {
+            let labels = [("verdict", total.verdict.label())];
+            ConstCounter::new(total.counter.packets).encode(packets.encode_family(&labels)?)?;
+        }
+
+        let mut bytes = encoder.encode_descriptor(
+            "kernel_bytes",
+            "Bytes of the frames seen by the XDP program, by verdict",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for total in &totals {
+            let labels = [("verdict", total.verdict.label())];
+            ConstCounter::new(total.counter.bytes).encode(bytes.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! The XDP program run on crafted frames through `BPF_PROG_TEST_RUN`.
+//!
+//! Every test loads its own copy of the program with fresh maps, feeds it frames, and checks the
+//! returned action, the verdict counters and the per-source counters, both read through the
+//! agent's `Blocklist` trait. No interface is involved, but loading a program needs root; outside
+//! CI the tests are skipped, with a message, when not run as root.
+//!
+//! Run with `cargo xtask build-ebpf && cargo test -p integration-tests --test xdp_test_run`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime};
+
+use firewall_agent::kernel::{
+    Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, XDP_DROP, XDP_PASS,
+    check_privileges,
+};
+use firewall_common::{PacketCounter, SourceCounters, Verdict};
+use integration_tests::frames::{
+    ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, FrameBuilder,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
+use integration_tests::netns::is_root;
+
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const OTHER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const THIRD_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x1);
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Loads a fresh program with `settings`, or returns `None` after printing why when the test
+/// does not run as root outside CI.
+fn load_with(test: &str, settings: &KernelSettings) -> Option<KernelFirewall> {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run {test} as root: loading an XDP program needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+        );
+        eprintln!("skipping {test}: loading an XDP program needs root");
+        return None;
+    }
+    check_privileges().expect("root has the capabilities to load an XDP program");
+    let firewall = KernelFirewall::load(settings)
+        .expect("the embedded XDP object loads; build it first with `cargo xtask build-ebpf`");
+    Some(firewall)
+}
+
+fn load(test: &str) -> Option<KernelFirewall> {
+    load_with(test, &KernelSettings::default())
+}
+
+fn in_an_hour() -> Option<SystemTime> {
+    Some(SystemTime::now() + HOUR)
+}
+
+fn run(firewall: &mut KernelFirewall, frame: &[u8]) -> u32 {
+    firewall
+        .test_run(frame)
+        .expect("BPF_PROG_TEST_RUN accepts the frame")
+}
+
+fn verdict_counter(firewall: &KernelFirewall, verdict: Verdict) -> PacketCounter {
+    let totals = firewall
+        .verdict_totals()
+        .expect("the verdict counters are readable");
+    let total = totals
+        .iter()
+        .find(|total| total.verdict == verdict)
+        .expect("every verdict has a counter");
+    total.counter
+}
+
+/// Asserts that exactly one frame of `frame_len` bytes was counted, under `verdict`.
+fn assert_single_verdict(firewall: &KernelFirewall, verdict: Verdict, frame_len: usize) {
+    let frame_len = u64::try_from(frame_len).expect("frame length fits u64");
+    for other in Verdict::ALL {
+        let counter = verdict_counter(firewall, other);
+        if other == verdict {
+            assert_eq!(counter.packets, 1, "packets counted as {}", other.label());
+            assert_eq!(
+                counter.bytes,
+                frame_len,
+                "bytes counted as {}",
+                other.label()
+            );
+        } else {
+            assert_eq!(counter.packets, 0, "packets counted as {}", other.label());
+            assert_eq!(counter.bytes, 0, "bytes counted as {}", other.label());
+        }
+    }
+}
+
+fn sources(firewall: &KernelFirewall) -> Vec<SourceTotal> {
+    firewall
+        .top_sources(100)
+        .expect("the per-source counters are readable")
+}
+
+/// Asserts that `addr` is the only source counted, with `expected` counters.
+fn assert_single_source(firewall: &KernelFirewall, addr: IpAddr, expected: SourceCounters) {
+    let sources = sources(firewall);
+    assert_eq!(sources.len(), 1, "sources counted: {sources:?}");
+    assert_eq!(sources[0].addr, addr);
+    assert_eq!(sources[0].counters, expected);
+}
+
+fn passed_once(frame_len: usize) -> SourceCounters {
+    SourceCounters {
+        passed_packets: 1,
+        passed_bytes: u64::try_from(frame_len).expect("frame length fits u64"),
+        ..SourceCounters::default()
+    }
+}
+
+fn dropped_once(frame_len: usize) -> SourceCounters {
+    SourceCounters {
+        dropped_packets: 1,
+        dropped_bytes: u64::try_from(frame_len).expect("frame length fits u64"),
+        ..SourceCounters::default()
+    }
+}
+
+/// Asserts that a frame passed as malformed or not IP, without a per-source count.
+fn assert_passed_unclassified(firewall: &mut KernelFirewall, frame: &[u8], verdict: Verdict) {
+    assert_eq!(run(firewall, frame), XDP_PASS);
+    assert_single_verdict(firewall, verdict, frame.len());
+    assert!(sources(firewall).is_empty(), "no source is counted");
+}
+
+#[test]
+fn unbanned_ipv4_passes() {
+    let Some(mut firewall) = load("unbanned_ipv4_passes") else {
+        return;
+    };
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
+
+#[test]
+fn banned_ipv4_drops() {
+    let Some(mut firewall) = load("banned_ipv4_drops") else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V4.into(), in_an_hour())
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn ban_of_other_source_passes() {
+    let Some(mut firewall) = load("ban_of_other_source_passes") else {
+        return;
+    };
+    firewall
+        .ban(OTHER_CLIENT_V4.into(), None)
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
+
+#[test]
+fn unbanned_ipv6_passes() {
+    let Some(mut firewall) = load("unbanned_ipv6_passes") else {
+        return;
+    };
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+    assert_single_source(&firewall, CLIENT_V6.into(), passed_once(frame.len()));
+}
+
+#[test]
+fn banned_ipv6_drops() {
+    let Some(mut firewall) = load("banned_ipv6_drops") else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V6.into(), in_an_hour())
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V6.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn expired_ban_passes() {
+    let Some(mut firewall) = load("expired_ban_passes") else {
+        return;
+    };
+    let expired = SystemTime::now() - Duration::from_secs(1);
+    firewall
+        .ban(CLIENT_V4.into(), Some(expired))
+        .expect("an expired ban is still inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
+
+#[test]
+fn ban_expiring_during_run_starts_passing() {
+    let Some(mut firewall) = load("ban_expiring_during_run_starts_passing") else {
+        return;
+    };
+    let expires_at = SystemTime::now() + Duration::from_secs(1);
+    firewall
+        .ban(CLIENT_V6.into(), Some(expires_at))
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(
+        run(&mut firewall, &frame),
+        XDP_DROP,
+        "the ban holds before it expires"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        run(&mut firewall, &frame),
+        XDP_PASS,
+        "the ban lapses without the agent"
+    );
+
+    let dropped = verdict_counter(&firewall, Verdict::DroppedBanned);
+    let passed = verdict_counter(&firewall, Verdict::Passed);
+    assert_eq!(dropped.packets, 1);
+    assert_eq!(passed.packets, 1);
+    let sources = sources(&firewall);
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].counters.dropped_packets, 1);
+    assert_eq!(sources[0].counters.passed_packets, 1);
+}
+
+#[test]
+fn never_expiring_ban_drops() {
+    let Some(mut firewall) = load("never_expiring_ban_drops") else {
+        return;
+    };
+    firewall.ban(CLIENT_V6.into(), None).expect("ban inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V6.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn unban_restores_passing() {
+    let Some(mut firewall) = load("unban_restores_passing") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert!(firewall.unban(CLIENT_V4.into()).expect("ban removed"));
+    assert!(
+        !firewall
+            .unban(CLIENT_V4.into())
+            .expect("second removal is not an error")
+    );
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    let frame_len = u64::try_from(frame.len()).expect("frame length fits u64");
+    let expected = SourceCounters {
+        passed_packets: 1,
+        passed_bytes: frame_len,
+        dropped_packets: 1,
+        dropped_bytes: frame_len,
+    };
+    assert_single_source(&firewall, CLIENT_V4.into(), expected);
+}
+
+#[test]
+fn truncated_ethernet_passes_as_malformed() {
+    let Some(mut firewall) = load("truncated_ethernet_passes_as_malformed") else {
+        return;
+    };
+    // BPF_PROG_TEST_RUN rejects frames shorter than 14 bytes, so the truncation is in a VLAN
+    // tag: the header announces 802.1Q but the frame ends two bytes into the tag.
+    let tagged = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021Q, 7)
+        .build();
+    let frame = &tagged[..ETHERNET_HEADER_LEN + 2];
+
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn frame_below_ethernet_header_is_rejected() {
+    let Some(mut firewall) = load("frame_below_ethernet_header_is_rejected") else {
+        return;
+    };
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    let error = firewall
+        .test_run(&frame[..ETHERNET_HEADER_LEN - 1])
+        .expect_err("the kernel rejects a test run on a frame below 14 bytes");
+
+    assert!(matches!(error, KernelError::TestRun { .. }), "{error:?}");
+}
+
+#[test]
+fn truncated_ipv4_header_passes_as_malformed() {
+    let Some(mut firewall) = load("truncated_ipv4_header_passes_as_malformed") else {
+        return;
+    };
+    let full = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    // One byte short of the source address's end.
+    let frame = &full[..ETHERNET_HEADER_LEN + 15];
+
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn ipv4_options_beyond_frame_pass_as_malformed() {
+    let Some(mut firewall) = load("ipv4_options_beyond_frame_pass_as_malformed") else {
+        return;
+    };
+    let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    // IHL 15 claims a 60-byte header, but the frame ends after 28 bytes of IP.
+    frame[ETHERNET_HEADER_LEN] = 0x4f;
+
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn ipv4_ihl_below_five_passes_as_malformed() {
+    let Some(mut firewall) = load("ipv4_ihl_below_five_passes_as_malformed") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    frame[ETHERNET_HEADER_LEN] = 0x44;
+
+    // Even a banned source passes: the header is invalid, so its address is not trusted.
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn wrong_ip_version_passes_as_malformed() {
+    let Some(mut firewall) = load("wrong_ip_version_passes_as_malformed") else {
+        return;
+    };
+    let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    // An IPv4 EtherType in front of a header that says version 6.
+    frame[ETHERNET_HEADER_LEN] = 0x65;
+
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn truncated_ipv6_header_passes_as_malformed() {
+    let Some(mut firewall) = load("truncated_ipv6_header_passes_as_malformed") else {
+        return;
+    };
+    let full = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+    let frame = &full[..ETHERNET_HEADER_LEN + IPV6_HEADER_LEN - 1];
+
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+}
+
+#[test]
+fn arp_passes_as_not_ip() {
+    let Some(mut firewall) = load("arp_passes_as_not_ip") else {
+        return;
+    };
+    let frame = FrameBuilder::arp_request(CLIENT_V4, SERVER_V4).build();
+
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedNotIp);
+}
+
+#[test]
+fn vlan_tagged_banned_ipv4_drops() {
+    let Some(mut firewall) = load("vlan_tagged_banned_ipv4_drops") else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V4.into(), in_an_hour())
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021Q, 42)
+        .build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn double_tagged_banned_ipv6_drops() {
+    let Some(mut firewall) = load("double_tagged_banned_ipv6_drops") else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V6.into(), in_an_hour())
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6)
+        .vlan(ETHERTYPE_8021AD, 100)
+        .vlan(ETHERTYPE_8021Q, 42)
+        .build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V6.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn third_vlan_tag_passes_as_not_ip() {
+    let Some(mut firewall) = load("third_vlan_tag_passes_as_not_ip") else {
+        return;
+    };
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021AD, 100)
+        .vlan(ETHERTYPE_8021Q, 42)
+        .vlan(ETHERTYPE_8021Q, 43)
+        .build();
+
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedNotIp);
+}
+
+#[test]
+fn ipv4_mapped_ban_drops_ipv4() {
+    let Some(mut firewall) = load("ipv4_mapped_ban_drops_ipv4") else {
+        return;
+    };
+    let mapped = IpAddr::V6(CLIENT_V4.to_ipv6_mapped());
+    firewall.ban(mapped, None).expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert!(firewall.unban(CLIENT_V4.into()).expect("ban removed"));
+}
+
+#[test]
+fn ipv4_mapped_ipv6_source_meets_ipv4_ban() {
+    let Some(mut firewall) = load("ipv4_mapped_ipv6_source_meets_ipv4_ban") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V4.to_ipv6_mapped(), SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn counters_add_up_over_frames() {
+    let Some(mut firewall) = load("counters_add_up_over_frames") else {
+        return;
+    };
+    let untagged = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let tagged = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021Q, 42)
+        .build();
+
+    assert_eq!(run(&mut firewall, &untagged), XDP_PASS);
+    assert_eq!(run(&mut firewall, &tagged), XDP_PASS);
+
+    let bytes = u64::try_from(untagged.len() + tagged.len()).expect("length fits u64");
+    let passed = verdict_counter(&firewall, Verdict::Passed);
+    assert_eq!(passed.packets, 2);
+    assert_eq!(passed.bytes, bytes);
+    let expected = SourceCounters {
+        passed_packets: 2,
+        passed_bytes: bytes,
+        ..SourceCounters::default()
+    };
+    assert_single_source(&firewall, CLIENT_V4.into(), expected);
+}
+
+#[test]
+fn top_sources_orders_by_packets() {
+    let Some(mut firewall) = load("top_sources_orders_by_packets") else {
+        return;
+    };
+    let sends = [(CLIENT_V4, 3), (OTHER_CLIENT_V4, 1), (THIRD_CLIENT_V4, 2)];
+    for (source, count) in sends {
+        let frame = FrameBuilder::ipv4(source, SERVER_V4).build();
+        for _ in 0..count {
+            assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+        }
+    }
+
+    let top = firewall
+        .top_sources(2)
+        .expect("the per-source counters are readable");
+
+    let addrs: Vec<IpAddr> = top.iter().map(|source| source.addr).collect();
+    assert_eq!(
+        addrs,
+        [IpAddr::from(CLIENT_V4), IpAddr::from(THIRD_CLIENT_V4)]
+    );
+    assert_eq!(top[0].counters.passed_packets, 3);
+    assert_eq!(top[1].counters.passed_packets, 2);
+}
+
+#[test]
+fn ban_map_capacity_comes_from_settings() {
+    let settings = KernelSettings {
+        bans_max_entries: 2,
+        ..KernelSettings::default()
+    };
+    let Some(firewall) = load_with("ban_map_capacity_comes_from_settings", &settings) else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V4.into(), None)
+        .expect("first ban fits");
+    firewall
+        .ban(OTHER_CLIENT_V4.into(), None)
+        .expect("second ban fits");
+    firewall
+        .ban(CLIENT_V4.into(), in_an_hour())
+        .expect("replacing a ban in a full map succeeds");
+
+    let error = firewall
+        .ban(THIRD_CLIENT_V4.into(), None)
+        .expect_err("a third ban does not fit");
+
+    assert!(
+        matches!(error, KernelError::BanMapFull { max_entries: 2, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("bans_max_entries"));
+}
+
+#[test]
+fn ipv4_header_with_options_passes() {
+    let Some(mut firewall) = load("ipv4_header_with_options_passes") else {
+        return;
+    };
+    // IHL 6 with four bytes of options (four no-operation options) before the payload.
+    let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let options_at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
+    frame.splice(options_at..options_at, [1u8, 1, 1, 1]);
+    frame[ETHERNET_HEADER_LEN] = 0x46;
+    assert_eq!(&frame[12..14], &ETHERTYPE_IPV4.to_be_bytes());
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+    assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
