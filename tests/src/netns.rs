@@ -45,6 +45,7 @@ impl ClientHost {
             ));
         }
         remove_leftovers(namespace, host_interface);
+        ensure_subnet_unused(host_addr)?;
 
         // Build the value first, so that Drop cleans up whatever a failing step left behind.
         let host = Self {
@@ -90,6 +91,32 @@ impl Drop for ClientHost {
     fn drop(&mut self) {
         remove_leftovers(&self.namespace, &self.host_interface);
     }
+}
+
+/// Fails if the root namespace already has an address or a route in the /24 of `addr`.
+///
+/// A test network must not overlap a real one: the machine's own uplink may sit in a
+/// documentation range, and taking its gateway's address would cut the machine off.
+fn ensure_subnet_unused(addr: Ipv4Addr) -> io::Result<()> {
+    let [a, b, c, _] = addr.octets();
+    let subnet = format!("{a}.{b}.{c}.0/24");
+    let addresses = Command::new("ip").args(["-4", "-o", "addr", "show", "to", &subnet]).output()?;
+    let routes = Command::new("ip").args(["-4", "route", "show", "root", &subnet]).output()?;
+    let in_use = format!(
+        "{}{}",
+        String::from_utf8_lossy(&addresses.stdout),
+        String::from_utf8_lossy(&routes.stdout)
+    );
+    if in_use.trim().is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "the test network {subnet} is already in use on this host, so test hosts cannot take it: {}",
+            in_use.trim()
+        ),
+    ))
 }
 
 /// Builds a command that runs `program` inside `namespace`.

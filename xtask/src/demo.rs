@@ -20,18 +20,20 @@ mod agent;
 use agent::{Agent, AgentSettings, CurlOutcome, Upstream, curl, free_port};
 use crate::netns::{self, ClientHost};
 
-const LEGIT_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const LEGIT_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const ABUSE_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const ABUSE_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+// Documentation ranges (RFC 5737). 192.0.2.0/24 is left alone because some hosts, virtual
+// machines above all, use it for their real uplink.
+const LEGIT_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const LEGIT_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const ABUSE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const ABUSE_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 
 const LIMIT_REQUESTS: u32 = 10;
 const LIMIT_WINDOW_SECONDS: u64 = 10;
 const STRIKES: u32 = 3;
 const BAN_SECONDS: u64 = 15;
-/// Time between two requests of the legitimate client: 1.4 requests per second, well under the
-/// limit of one per second.
-const LEGIT_INTERVAL: Duration = Duration::from_millis(700);
+/// Time between two requests of the legitimate client: about 5 requests per 10 s window, half the
+/// limit.
+const LEGIT_INTERVAL: Duration = Duration::from_secs(2);
 /// The demo gives up if the abuser is not served again within this time.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -140,7 +142,11 @@ fn drive_traffic(
         let namespace = legit.namespace.clone();
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                counts.record(&curl(netns::command_in(&namespace, "curl"), &url, 2));
+                let outcome = curl(netns::command_in(&namespace, "curl"), &url, 2);
+                if outcome != CurlOutcome::Status(200) {
+                    say(start, &format!("legitimate client {LEGIT_CLIENT} not served: {}", describe(&outcome)));
+                }
+                counts.record(&outcome);
                 thread::sleep(LEGIT_INTERVAL);
             }
         })
