@@ -112,7 +112,7 @@ pub fn run() -> Result<()> {
     outcome
 }
 
-/// What the abusive client went through.
+/// Milestones of the abusive client: its ban, the expiry and the first response after it.
 #[derive(Default)]
 struct AbuseStory {
     banned_at: Option<Instant>,
@@ -162,7 +162,7 @@ fn drive_traffic(
                 if outcome == CurlOutcome::TimedOut {
                     timed_out_before = true;
                 } else if timed_out_before {
-                    // The first answer after the ban: the former abuser is served again.
+                    // The first response after the ban: the former abuser is served again.
                     say(start, &format!("abusive client {ABUSE_CLIENT} served again: {}", describe(&outcome)));
                     if let Ok(mut story) = story.lock() {
                         story.served_again = Some(outcome);
