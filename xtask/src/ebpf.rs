@@ -18,7 +18,7 @@ use std::env;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
 
@@ -205,39 +205,10 @@ fn install_debian_toolchain(mut check: DebianCheck) -> Result<DebianToolchain> {
     }
 }
 
-/// Runs `apt-get install`, and once more after `apt-get update` when the first attempt fails
-/// because the package lists are missing or stale.
 fn apt_install(packages: &[String]) -> Result<()> {
     println!("ebpf: installing {}", packages.join(" "));
-    let install = || {
-        let mut command = Command::new("apt-get");
-        command
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        command
-    };
-
-    // Progress goes to the terminal; stderr is kept to tell why an install failed.
-    let first = capture(install().stdout(Stdio::inherit()))?;
-    if first.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&first.stderr);
-    let lists_missing = stderr.contains("Unable to locate package")
-        || stderr.contains("has no installation candidate");
-    if !lists_missing {
-        bail!(
-            "`{}` failed with {}: {}",
-            describe(&install()),
-            first.status,
-            stderr.trim()
-        );
-    }
-
-    println!("ebpf: package lists are missing or stale, running apt-get update");
-    run(Command::new("apt-get").arg("update"))?;
-    run(&mut install())
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    crate::packages::apt_install(&packages)
 }
 
 fn install_bpf_linker(llvm_major: u32) -> Result<()> {

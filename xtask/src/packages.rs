@@ -27,15 +27,7 @@ pub fn ensure_installed(packages: &[&str]) -> Result<()> {
         bail!("missing packages: {}; install them as root: {command}", missing.join(", "));
     }
     println!("installing Debian packages: {}", missing.join(" "));
-    if apt_install(&missing)? {
-        return Ok(());
-    }
-    // The package lists may be missing or stale on a fresh machine.
-    run_checked(Command::new("apt-get").args(["update", "-q"]))?;
-    if !apt_install(&missing)? {
-        bail!("`{command}` failed; see apt-get's output above");
-    }
-    Ok(())
+    apt_install(&missing)
 }
 
 fn is_installed(package: &str) -> bool {
@@ -46,14 +38,18 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn apt_install(packages: &[&str]) -> Result<bool> {
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("failed to run apt-get")?;
-    Ok(status.success())
+/// Runs `apt-get update`, then `apt-get install` for `packages`.
+///
+/// The update comes first because a machine's package lists can be old enough to lack a package
+/// or to offer a version the build cannot use (an older `rustc-web` with another LLVM).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// Runs `command` and fails, naming it, if it exits non-zero.
