@@ -102,19 +102,30 @@ fn ensure_subnet_unused(addr: Ipv4Addr) -> io::Result<()> {
     let subnet = format!("{a}.{b}.{c}.0/24");
     let addresses = Command::new("ip").args(["-4", "-o", "addr", "show", "to", &subnet]).output()?;
     let routes = Command::new("ip").args(["-4", "route", "show", "root", &subnet]).output()?;
-    let in_use = format!(
-        "{}{}",
-        String::from_utf8_lossy(&addresses.stdout),
+    // `ip -o addr` prints "<index>: <interface>    inet <cidr> ..."; keep the interface and the
+    // address. A route line starts with its destination.
+    let mut users: Vec<String> = String::from_utf8_lossy(&addresses.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some(format!("address {} on {}", fields.get(3)?, fields.get(1)?))
+        })
+        .collect();
+    users.extend(
         String::from_utf8_lossy(&routes.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| format!("route {}", line.trim())),
     );
-    if in_use.trim().is_empty() {
+    if users.is_empty() {
         return Ok(());
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
         format!(
-            "the test network {subnet} is already in use on this host, so test hosts cannot take it: {}",
-            in_use.trim()
+            "the test network {subnet} is already in use on this host ({}); remove that address \
+             or wait for the other test run to finish",
+            users.join(", ")
         ),
     ))
 }

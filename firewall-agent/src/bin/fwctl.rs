@@ -96,12 +96,15 @@ fn parse_address(text: &str) -> Result<IpAddr, String> {
 }
 
 fn parse_ttl(text: &str) -> Result<Ttl, String> {
-    if text == "never" {
+    if text.eq_ignore_ascii_case("never") {
         return Ok(Ttl(None));
     }
-    let format_help = "expected a duration such as 90s, 10m, 1h or 2d, or `never`";
+    let format_help = "expected a whole number with a unit of s, m, h or d (such as 90s, 10m, 1h \
+                       or 2d, or combined as 1h30m), or `never`";
+    // humantime's own messages name units that a TTL cannot use (ns, ms) and parser positions,
+    // so only the format is explained.
     let duration = humantime::parse_duration(text)
-        .map_err(|error| format!("invalid TTL `{text}`: {error}; {format_help}"))?;
+        .map_err(|_| format!("invalid TTL `{text}`: {format_help}"))?;
     if duration < Duration::from_secs(1) {
         return Err(format!(
             "invalid TTL `{text}`: must be at least 1s; {format_help}"
@@ -112,8 +115,8 @@ fn parse_ttl(text: &str) -> Result<Ttl, String> {
     let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
     if seconds > MAX_DURATION_SECONDS {
         return Err(format!(
-            "invalid TTL `{text}`: must be at most {} (ten years)",
-            humantime::format_duration(Duration::from_secs(MAX_DURATION_SECONDS))
+            "invalid TTL `{text}`: must be at most {}d (ten years)",
+            MAX_DURATION_SECONDS / 86_400
         ));
     }
     Ok(Ttl(Some(seconds)))
@@ -313,6 +316,15 @@ mod tests {
         assert_eq!(parse_ttl("1h 30m").ok().map(|ttl| ttl.0), Some(Some(5400)));
         assert_eq!(parse_ttl("1500ms").ok().map(|ttl| ttl.0), Some(Some(2)));
         assert_eq!(parse_ttl("never").ok().map(|ttl| ttl.0), Some(None));
+        assert_eq!(parse_ttl("NEVER").ok().map(|ttl| ttl.0), Some(None));
+    }
+
+    #[test]
+    fn ttl_error_explains_format() {
+        let error = parse_ttl("10x").err().unwrap_or_default();
+
+        assert!(error.contains("s, m, h or d"), "{error}");
+        assert!(!error.contains("ns"), "{error}");
     }
 
     #[test]
