@@ -14,6 +14,7 @@ use firewall_agent::kernel::{
     Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, XDP_DROP, XDP_PASS,
     check_privileges,
 };
+use firewall_agent::network::IpNetwork;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use integration_tests::frames::{
     ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, FrameBuilder,
@@ -450,7 +451,7 @@ fn ipv4_mapped_ban_drops_ipv4() {
         return;
     };
     let mapped = IpAddr::V6(CLIENT_V4.to_ipv6_mapped());
-    firewall.ban(mapped, None).expect("ban inserted");
+    firewall.ban(mapped.into(), None).expect("ban inserted");
     let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
 
     assert_eq!(run(&mut firewall, &frame), XDP_DROP);
@@ -548,7 +549,7 @@ fn ban_map_capacity_comes_from_settings() {
         .expect_err("a third ban does not fit");
 
     assert!(
-        matches!(error, KernelError::BanMapFull { max_entries: 2, .. }),
+        matches!(error, KernelError::MapFull { max_entries: 2, .. }),
         "{error:?}"
     );
     assert!(error.to_string().contains("bans_max_entries"));
@@ -570,4 +571,141 @@ fn ipv4_header_with_options_passes() {
 
     assert_single_verdict(&firewall, Verdict::Passed, frame.len());
     assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
+
+fn network(text: &str) -> IpNetwork {
+    text.parse().expect("valid address or range")
+}
+
+#[test]
+fn range_ban_drops_ipv4_source() {
+    let Some(mut firewall) = load("range_ban_drops_ipv4_source") else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/24"), in_an_hour())
+        .expect("range ban inserted");
+    let inside = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let outside = FrameBuilder::ipv4(THIRD_CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &inside), XDP_DROP);
+    assert_eq!(run(&mut firewall, &outside), XDP_PASS);
+
+    let totals = firewall.verdict_totals().expect("verdicts readable");
+    let packets = |verdict: Verdict| totals[verdict as usize].counter.packets;
+    assert_eq!(packets(Verdict::DroppedBannedRange), 1);
+    assert_eq!(packets(Verdict::Passed), 1);
+    assert_eq!(packets(Verdict::DroppedBanned), 0);
+}
+
+#[test]
+fn range_ban_drops_ipv6_source() {
+    let Some(mut firewall) = load("range_ban_drops_ipv6_source") else {
+        return;
+    };
+    firewall
+        .ban(network("2001:db8::/64"), None)
+        .expect("range ban inserted");
+    let inside = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+    let outside_source: Ipv6Addr = "2001:db8:0:1::10".parse().expect("valid address");
+    let outside = FrameBuilder::ipv6(outside_source, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &inside), XDP_DROP);
+    assert_eq!(run(&mut firewall, &outside), XDP_PASS);
+    assert!(
+        firewall
+            .unban(network("2001:db8::/64"))
+            .expect("range removed")
+    );
+    assert_eq!(run(&mut firewall, &inside), XDP_PASS);
+}
+
+#[test]
+fn expired_range_ban_passes() {
+    let Some(mut firewall) = load("expired_range_ban_passes") else {
+        return;
+    };
+    let just_expired = SystemTime::now() - Duration::from_secs(1);
+    firewall
+        .ban(network("192.0.2.0/24"), Some(just_expired))
+        .expect("range ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+}
+
+#[test]
+fn allowlist_beats_exact_and_range_bans() {
+    let Some(mut firewall) = load("allowlist_beats_exact_and_range_bans") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    firewall
+        .ban(network("192.0.2.0/24"), None)
+        .expect("range ban inserted");
+    firewall
+        .allow(network("192.0.2.8/29"))
+        .expect("allowlist entry inserted");
+    let allowed = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let banned = FrameBuilder::ipv4(OTHER_CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &allowed), XDP_PASS);
+    assert_eq!(run(&mut firewall, &banned), XDP_DROP);
+
+    let totals = firewall.verdict_totals().expect("verdicts readable");
+    assert_eq!(
+        totals[Verdict::PassedAllowlisted as usize].counter.packets,
+        1
+    );
+    assert_eq!(
+        totals[Verdict::DroppedBannedRange as usize].counter.packets,
+        1
+    );
+
+    assert!(
+        firewall
+            .disallow(network("192.0.2.8/29"))
+            .expect("entry removed")
+    );
+    assert_eq!(run(&mut firewall, &allowed), XDP_DROP);
+}
+
+#[test]
+fn allowlist_beats_ipv6_ban() {
+    let Some(mut firewall) = load("allowlist_beats_ipv6_ban") else {
+        return;
+    };
+    firewall.ban(CLIENT_V6.into(), None).expect("ban inserted");
+    firewall
+        .allow(CLIENT_V6.into())
+        .expect("allowlist entry inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    assert_single_verdict(&firewall, Verdict::PassedAllowlisted, frame.len());
+}
+
+#[test]
+fn full_range_trie_reports_error() {
+    let settings = KernelSettings {
+        ban_ranges_max_entries: 1,
+        ..KernelSettings::default()
+    };
+    let Some(firewall) = load_with("full_range_trie_reports_error", &settings) else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/24"), None)
+        .expect("first range fits");
+
+    let error = firewall
+        .ban(network("203.0.113.0/24"), None)
+        .expect_err("a second range does not fit");
+
+    assert!(
+        matches!(error, KernelError::MapFull { max_entries: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("ban_ranges_max_entries"));
 }

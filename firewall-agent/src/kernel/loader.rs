@@ -6,7 +6,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
-use firewall_common::{MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, PROGRAM_NAME};
+use firewall_common::{
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
+    MAP_SOURCE_STATS, PROGRAM_NAME,
+};
 
 use super::maps::KernelMaps;
 use super::{AttachedMode, KernelError, KernelSettings, XdpMode};
@@ -53,6 +56,8 @@ impl KernelFirewall {
             return Err(KernelError::ObjectMissing);
         }
         validate_capacity("bans_max_entries", settings.bans_max_entries)?;
+        validate_capacity("ban_ranges_max_entries", settings.ban_ranges_max_entries)?;
+        validate_capacity("allow_max_entries", settings.allow_max_entries)?;
         validate_capacity(
             "source_stats_max_entries",
             settings.source_stats_max_entries,
@@ -61,6 +66,10 @@ impl KernelFirewall {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
             .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
+            .map_max_entries(MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries)
+            .map_max_entries(MAP_BAN_RANGES_V6, settings.ban_ranges_max_entries)
+            .map_max_entries(MAP_ALLOW_V4, settings.allow_max_entries)
+            .map_max_entries(MAP_ALLOW_V6, settings.allow_max_entries)
             .map_max_entries(MAP_SOURCE_STATS, settings.source_stats_max_entries)
             .load(object)
             .map_err(|source| KernelError::Load { source })?;
@@ -75,17 +84,15 @@ impl KernelFirewall {
         let verified_insns = info
             .as_ref()
             .and_then(|info| info.verified_instruction_count());
-        let maps = KernelMaps::take_from(
-            &mut ebpf,
-            settings.bans_max_entries,
-            settings.source_stats_max_entries,
-        )?;
+        let maps = KernelMaps::take_from(&mut ebpf, settings)?;
 
         tracing::info!(
             program = PROGRAM_NAME,
             program_id,
             verified_insns,
             bans_max_entries = settings.bans_max_entries,
+            ban_ranges_max_entries = settings.ban_ranges_max_entries,
+            allow_max_entries = settings.allow_max_entries,
             source_stats_max_entries = settings.source_stats_max_entries,
             "loaded the XDP program"
         );

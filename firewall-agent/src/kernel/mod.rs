@@ -13,6 +13,8 @@ use aya::programs::ProgramError;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use serde::Deserialize;
 
+use crate::network::IpNetwork;
+
 mod clock;
 mod loader;
 mod maps;
@@ -55,8 +57,12 @@ pub struct KernelSettings {
     pub interfaces: Vec<String>,
     /// Attach mode for every interface.
     pub mode: XdpMode,
-    /// Capacity of each ban map (IPv4 and IPv6 separately).
+    /// Capacity of each exact-address ban map (IPv4 and IPv6 separately).
     pub bans_max_entries: u32,
+    /// Capacity of each range ban trie (IPv4 and IPv6 separately).
+    pub ban_ranges_max_entries: u32,
+    /// Capacity of each allowlist trie (IPv4 and IPv6 separately).
+    pub allow_max_entries: u32,
     /// Capacity of the per-source counter map; least recently seen sources are evicted.
     pub source_stats_max_entries: u32,
 }
@@ -67,6 +73,8 @@ impl Default for KernelSettings {
             interfaces: Vec::new(),
             mode: XdpMode::Auto,
             bans_max_entries: firewall_common::DEFAULT_BANS_MAX_ENTRIES,
+            ban_ranges_max_entries: firewall_common::DEFAULT_BAN_RANGES_MAX_ENTRIES,
+            allow_max_entries: firewall_common::DEFAULT_ALLOW_MAX_ENTRIES,
             source_stats_max_entries: firewall_common::DEFAULT_SOURCE_STATS_MAX_ENTRIES,
         }
     }
@@ -129,10 +137,14 @@ pub enum KernelError {
     },
 
     #[error(
-        "ban map {map} is full ({max_entries} entries); raise `bans_max_entries` in the [xdp] \
-         config section or remove bans"
+        "kernel map {map} is full ({max_entries} entries); raise `{setting}` in the [xdp] \
+         config section or remove entries"
     )]
-    BanMapFull { map: &'static str, max_entries: u32 },
+    MapFull {
+        map: &'static str,
+        setting: &'static str,
+        max_entries: u32,
+    },
 
     #[error("failed to {operation} map {map}")]
     Map {
@@ -188,14 +200,21 @@ pub struct SourceTotal {
 
 /// The kernel blocklist and its counters, as the agent uses them.
 ///
-/// Addresses passed in are canonical: an IPv4-mapped IPv6 address has already been turned into
-/// IPv4 by the caller.
+/// A single address goes into the exact-address maps and a range into the range tries. The
+/// allowlist wins over every ban.
 pub trait Blocklist: Send + Sync + 'static {
-    /// Inserts or replaces the ban of `addr`. `expires_at` of `None` means the ban never expires.
-    fn ban(&self, addr: IpAddr, expires_at: Option<SystemTime>) -> Result<(), KernelError>;
+    /// Inserts or replaces the ban of `network`. `expires_at` of `None` means the ban never
+    /// expires.
+    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError>;
 
-    /// Removes the ban of `addr`. Returns whether a ban was present.
-    fn unban(&self, addr: IpAddr) -> Result<bool, KernelError>;
+    /// Removes the ban of `network`. Returns whether a ban was present.
+    fn unban(&self, network: IpNetwork) -> Result<bool, KernelError>;
+
+    /// Adds `network` to the allowlist.
+    fn allow(&self, network: IpNetwork) -> Result<(), KernelError>;
+
+    /// Removes `network` from the allowlist. Returns whether it was present.
+    fn disallow(&self, network: IpNetwork) -> Result<bool, KernelError>;
 
     /// Returns the verdict counters, one entry per [`Verdict`], in [`Verdict::ALL`] order.
     fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError>;
