@@ -130,18 +130,22 @@ pub enum Verdict {
     DroppedBanned = 1,
     /// A well-formed frame that carries neither IPv4 nor IPv6 (ARP, LLDP, ...). Passed.
     PassedNotIp = 2,
-    /// A frame too short for its Ethernet or IP header, or with an invalid IP header. Passed,
-    /// because the kernel stack rejects it anyway and a parser bug must not black-hole traffic.
+    /// A frame with an invalid IP header (wrong version, IPv4 IHL below 5). Before
+    /// [`Verdict::PassedTruncated`] existed it also counted truncated frames. Passed, because
+    /// the kernel stack rejects it anyway and a parser bug must not black-hole traffic.
     PassedMalformed = 3,
     /// A packet from an allowlisted source, passed whatever bans cover it.
     PassedAllowlisted = 4,
     /// A packet from a source inside a banned range with an unexpired ban.
     DroppedBannedRange = 5,
+    /// A frame that ends inside its Ethernet header, a VLAN tag or its IP header (including
+    /// IPv4 options). Passed, for the same reason as [`Verdict::PassedMalformed`].
+    PassedTruncated = 6,
 }
 
 impl Verdict {
     /// Number of verdicts, and so the size of [`MAP_VERDICTS`].
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 
     /// Every verdict, in index order.
     pub const ALL: [Verdict; Self::COUNT as usize] = [
@@ -151,6 +155,7 @@ impl Verdict {
         Verdict::PassedMalformed,
         Verdict::PassedAllowlisted,
         Verdict::DroppedBannedRange,
+        Verdict::PassedTruncated,
     ];
 
     /// Label used in metrics and CLI output.
@@ -162,6 +167,7 @@ impl Verdict {
             Verdict::PassedMalformed => "passed_malformed",
             Verdict::PassedAllowlisted => "passed_allowlisted",
             Verdict::DroppedBannedRange => "dropped_banned_range",
+            Verdict::PassedTruncated => "passed_truncated",
         }
     }
 

@@ -138,9 +138,10 @@ impl Unclassified {
     const fn verdict(self) -> Verdict {
         match self {
             Unclassified::NotIp => Verdict::PassedNotIp,
-            Unclassified::TruncatedEthernet
-            | Unclassified::TruncatedIp
-            | Unclassified::InvalidIp => Verdict::PassedMalformed,
+            Unclassified::TruncatedEthernet | Unclassified::TruncatedIp => {
+                Verdict::PassedTruncated
+            }
+            Unclassified::InvalidIp => Verdict::PassedMalformed,
         }
     }
 }

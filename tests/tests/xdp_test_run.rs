@@ -17,8 +17,8 @@ use firewall_agent::kernel::{
 use firewall_agent::network::IpNetwork;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use integration_tests::frames::{
-    ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, FrameBuilder,
-    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+    FrameBuilder, IPV4_HEADER_LEN, IPV6_HEADER_LEN, ipv4_packet, ipv6_packet,
 };
 use integration_tests::netns::is_root;
 
@@ -296,8 +296,8 @@ fn unban_restores_passing() {
 }
 
 #[test]
-fn truncated_ethernet_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ethernet_passes_as_malformed") else {
+fn truncated_ethernet_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ethernet_passes_as_truncated") else {
         return;
     };
     // BPF_PROG_TEST_RUN rejects frames shorter than 14 bytes, so the truncation is in a VLAN
@@ -307,7 +307,7 @@ fn truncated_ethernet_passes_as_malformed() {
         .build();
     let frame = &tagged[..ETHERNET_HEADER_LEN + 2];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -325,27 +325,27 @@ fn frame_below_ethernet_header_is_rejected() {
 }
 
 #[test]
-fn truncated_ipv4_header_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ipv4_header_passes_as_malformed") else {
+fn truncated_ipv4_header_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ipv4_header_passes_as_truncated") else {
         return;
     };
     let full = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
     // One byte short of the source address's end.
     let frame = &full[..ETHERNET_HEADER_LEN + 15];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
-fn ipv4_options_beyond_frame_pass_as_malformed() {
-    let Some(mut firewall) = load("ipv4_options_beyond_frame_pass_as_malformed") else {
+fn ipv4_options_beyond_frame_pass_as_truncated() {
+    let Some(mut firewall) = load("ipv4_options_beyond_frame_pass_as_truncated") else {
         return;
     };
     let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
     // IHL 15 claims a 60-byte header, but the frame ends after 28 bytes of IP.
     frame[ETHERNET_HEADER_LEN] = 0x4f;
 
-    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -374,14 +374,14 @@ fn wrong_ip_version_passes_as_malformed() {
 }
 
 #[test]
-fn truncated_ipv6_header_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ipv6_header_passes_as_malformed") else {
+fn truncated_ipv6_header_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ipv6_header_passes_as_truncated") else {
         return;
     };
     let full = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
     let frame = &full[..ETHERNET_HEADER_LEN + IPV6_HEADER_LEN - 1];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -708,4 +708,115 @@ fn full_range_trie_reports_error() {
         "{error:?}"
     );
     assert!(error.to_string().contains("ban_ranges_max_entries"));
+}
+
+/// IP protocol numbers (IANA) of the headers the fragment frames carry.
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+
+#[test]
+fn every_ipv4_fragment_of_banned_source_drops() {
+    let Some(mut firewall) = load("every_ipv4_fragment_of_banned_source_drops") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+
+    let mut first = ipv4_packet(CLIENT_V4, SERVER_V4, IPPROTO_UDP, &[0; 16]);
+    first[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments, offset 0
+    let mut later = ipv4_packet(CLIENT_V4, SERVER_V4, IPPROTO_UDP, &[0; 16]);
+    later[6..8].copy_from_slice(&0x0002u16.to_be_bytes()); // last fragment, offset 16 bytes
+
+    for packet in [first, later] {
+        let frame = FrameBuilder::new(ETHERTYPE_IPV4, packet).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    }
+    assert_eq!(
+        verdict_counter(&firewall, Verdict::DroppedBanned).packets,
+        2
+    );
+}
+
+#[test]
+fn ipv6_fragment_and_extension_chain_drop() {
+    let Some(mut firewall) = load("ipv6_fragment_and_extension_chain_drop") else {
+        return;
+    };
+    firewall.ban(CLIENT_V6.into(), None).expect("ban inserted");
+
+    // A later fragment: fragment header (next header UDP, offset 8 units, no more fragments).
+    let fragment_header = [IPPROTO_UDP, 0, 0, 0x40, 0, 0, 0, 1];
+    let fragment = ipv6_packet(CLIENT_V6, SERVER_V6, IPV6_FRAGMENT, &fragment_header);
+    // Hop-by-hop options, then a routing header, then the fragment header.
+    let mut chain = vec![IPV6_ROUTING, 0, 1, 4, 0, 0, 0, 0];
+    chain.extend_from_slice(&[IPV6_FRAGMENT, 0, 0, 0, 0, 0, 0, 0]);
+    chain.extend_from_slice(&fragment_header);
+    let chained = ipv6_packet(CLIENT_V6, SERVER_V6, IPV6_HOP_BY_HOP, &chain);
+
+    for packet in [fragment, chained] {
+        let frame = FrameBuilder::new(ETHERTYPE_IPV6, packet).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    }
+    assert_eq!(
+        verdict_counter(&firewall, Verdict::DroppedBanned).packets,
+        2
+    );
+}
+
+#[test]
+fn qinq_tagged_range_ban_drops() {
+    let Some(mut firewall) = load("qinq_tagged_range_ban_drops") else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/28"), None)
+        .expect("range ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021AD, 100)
+        .vlan(ETHERTYPE_8021Q, 7)
+        .build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    assert_single_verdict(&firewall, Verdict::DroppedBannedRange, frame.len());
+}
+
+#[test]
+fn million_and_one_bans_report_full_map() {
+    const CAPACITY: u32 = 1_000_000;
+    let settings = KernelSettings {
+        bans_max_entries: CAPACITY,
+        ..KernelSettings::default()
+    };
+    let Some(mut firewall) = load_with("million_and_one_bans_report_full_map", &settings) else {
+        return;
+    };
+
+    // IPv6 sources, because 2001:db8::/32 has room for a million documentation addresses.
+    let source = |index: u32| {
+        Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000_u128 + u128::from(index))
+    };
+    for index in 0..CAPACITY {
+        firewall
+            .ban(source(index).into(), None)
+            .unwrap_or_else(|error| panic!("ban {index} of {CAPACITY} fits: {error}"));
+    }
+    let error = firewall
+        .ban(source(CAPACITY).into(), None)
+        .expect_err("ban 1,000,001 does not fit");
+
+    assert!(
+        matches!(
+            error,
+            KernelError::MapFull {
+                max_entries: CAPACITY,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let frame = FrameBuilder::ipv6(source(CAPACITY), SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    let frame = FrameBuilder::ipv6(source(CAPACITY - 1), SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
 }
