@@ -45,6 +45,11 @@ pub const DEFAULT_ALLOW_MAX_ENTRIES: u32 = 4_096;
 /// Default capacity of the per-source counter map. Least recently seen sources are evicted.
 pub const DEFAULT_SOURCE_STATS_MAX_ENTRIES: u32 = 65_536;
 
+/// Version of the map names and layouts in this crate, stored beside the pinned maps. Raise it
+/// whenever a pinned map's name, type, key or value changes, so that an agent never reuses
+/// maps that an older or newer agent pinned.
+pub const PIN_SCHEMA_VERSION: u32 = 1;
+
 /// `expires_at_ns` value of a ban that never expires.
 pub const BAN_NEVER_EXPIRES: u64 = u64::MAX;
 

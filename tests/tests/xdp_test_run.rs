@@ -49,7 +49,15 @@ fn load_with(test: &str, settings: &KernelSettings) -> Option<KernelFirewall> {
 }
 
 fn load(test: &str) -> Option<KernelFirewall> {
-    load_with(test, &KernelSettings::default())
+    load_with(test, &unpinned())
+}
+
+/// Default settings without pins, so that every test gets fresh maps of its own.
+fn unpinned() -> KernelSettings {
+    KernelSettings {
+        pin: false,
+        ..KernelSettings::default()
+    }
 }
 
 fn in_an_hour() -> Option<SystemTime> {
@@ -529,7 +537,7 @@ fn top_sources_orders_by_packets() {
 fn ban_map_capacity_comes_from_settings() {
     let settings = KernelSettings {
         bans_max_entries: 2,
-        ..KernelSettings::default()
+        ..unpinned()
     };
     let Some(firewall) = load_with("ban_map_capacity_comes_from_settings", &settings) else {
         return;
@@ -690,7 +698,7 @@ fn allowlist_beats_ipv6_ban() {
 fn full_range_trie_reports_error() {
     let settings = KernelSettings {
         ban_ranges_max_entries: 1,
-        ..KernelSettings::default()
+        ..unpinned()
     };
     let Some(firewall) = load_with("full_range_trie_reports_error", &settings) else {
         return;
@@ -786,7 +794,7 @@ fn million_and_one_bans_report_full_map() {
     const CAPACITY: u32 = 1_000_000;
     let settings = KernelSettings {
         bans_max_entries: CAPACITY,
-        ..KernelSettings::default()
+        ..unpinned()
     };
     let Some(mut firewall) = load_with("million_and_one_bans_report_full_map", &settings) else {
         return;
@@ -819,4 +827,98 @@ fn million_and_one_bans_report_full_map() {
     assert_eq!(run(&mut firewall, &frame), XDP_PASS);
     let frame = FrameBuilder::ipv6(source(CAPACITY - 1), SERVER_V6).build();
     assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+}
+
+/// A pin directory of its own for one test, removed with its pins on drop.
+struct TestPins(std::path::PathBuf);
+
+impl TestPins {
+    fn new(test: &str) -> Self {
+        let path =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/fw-test-{}-{test}", std::process::id()));
+        let _ = firewall_agent::kernel::remove_pins(&path);
+        Self(path)
+    }
+
+    fn settings(&self, bans_max_entries: u32) -> KernelSettings {
+        KernelSettings {
+            pin: true,
+            pin_dir: self.0.clone(),
+            bans_max_entries,
+            ..KernelSettings::default()
+        }
+    }
+}
+
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        if let Err(error) = firewall_agent::kernel::remove_pins(&self.0) {
+            eprintln!("failed to remove {}: {error}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn pinned_bans_outlive_the_program() {
+    if load("pinned_bans_outlive_the_program").is_none() {
+        return;
+    }
+    let pins = TestPins::new("outlive");
+    let first = KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps");
+    first.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    drop(first);
+
+    let mut second = KernelFirewall::load(&pins.settings(16)).expect("second load reuses the pins");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut second, &frame), XDP_DROP);
+}
+
+#[test]
+fn pinned_map_of_other_capacity_is_rejected() {
+    if load("pinned_map_of_other_capacity_is_rejected").is_none() {
+        return;
+    }
+    let pins = TestPins::new("capacity");
+    drop(KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps"));
+
+    let error = KernelFirewall::load(&pins.settings(32))
+        .err()
+        .expect("a capacity change must not reuse the pins");
+
+    assert!(
+        matches!(
+            error,
+            KernelError::PinnedCapacity {
+                pinned: 16,
+                configured: 32,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("fwctl detach"), "{error}");
+}
+
+#[test]
+fn pins_of_other_schema_are_rejected() {
+    if load("pins_of_other_schema_are_rejected").is_none() {
+        return;
+    }
+    let pins = TestPins::new("schema");
+    drop(KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps"));
+    let current = pins
+        .0
+        .join(format!("schema_v{}", firewall_common::PIN_SCHEMA_VERSION));
+    std::fs::remove_dir(&current).expect("schema marker removed");
+    std::fs::create_dir(pins.0.join("schema_v0")).expect("older schema marker created");
+
+    let error = KernelFirewall::load(&pins.settings(16))
+        .err()
+        .expect("pins of another schema must not be reused");
+
+    assert!(
+        matches!(&error, KernelError::PinSchemaMismatch { found, .. } if found == "0"),
+        "{error:?}"
+    );
 }

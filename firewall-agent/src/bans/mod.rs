@@ -152,7 +152,12 @@ impl BanManager {
         self
     }
 
-    /// Pushes every unexpired stored ban into the kernel and deletes expired ones from the store.
+    /// Writes the allowlist and every unexpired stored ban into the kernel, and deletes expired
+    /// bans from the store and the kernel.
+    ///
+    /// NOTE: entries found in pinned kernel maps but missing from the store (written by another
+    /// tool while the agent was down) are left in the kernel as they are, but they are neither
+    /// imported into the store nor listed by `fwctl bans list`.
     ///
     /// # Errors
     ///
@@ -184,6 +189,10 @@ impl BanManager {
             let address = record.address;
             if record.is_expired(now_ms) {
                 self.store.remove_ban(record.address)?;
+                // Pinned maps outlive the agent, so the expired entry may still be there.
+                self.blocklist
+                    .unban(address)
+                    .map_err(|source| self.kernel_error(address, source))?;
                 summary.expired += 1;
                 continue;
             }

@@ -15,6 +15,7 @@ use firewall_agent::admin::api::{
 };
 use firewall_agent::admin::{AdminClient, ClientError};
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
+use firewall_agent::kernel::{DEFAULT_PIN_DIR, remove_pins};
 use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
 
@@ -44,6 +45,10 @@ enum Command {
     /// List, add or remove allowlist entries, whose packets pass whatever bans cover them.
     #[command(subcommand)]
     Allow(AllowCommand),
+    /// Detach the XDP program and remove its pinned maps and links. Stop the agent first: a
+    /// running agent keeps the program attached until it exits. Stored bans come back at the
+    /// agent's next start.
+    Detach(DetachArgs),
     /// Show the XDP verdict counters and the sources with the most packets.
     Stats(StatsArgs),
 }
@@ -111,6 +116,13 @@ struct ImportArgs {
     /// Reason shown by `fwctl bans list`.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DetachArgs {
+    /// The agent's pin directory (`pin_dir` in the [xdp] config section).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +276,10 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
     let client = AdminClient::new(cli.socket);
     let json = cli.json;
 
+    if let Command::Detach(args) = &cli.command {
+        return Ok(detach(&args.pin_dir, json));
+    }
+
     match cli.command {
         Command::Bans(BanCommand::List) => {
             // JSON output is the bare array, so scripts can iterate it directly.
@@ -309,12 +325,35 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
                 println!("removed the allowlist entry {}", entry.address)
             });
         }
+        // Handled above, without the admin socket.
+        Command::Detach(_) => {}
         Command::Stats(args) => {
             let stats = client.stats(usize::from(args.top)).await?;
             print_output(json, &stats, print_stats);
         }
     }
     Ok(Outcome::Complete)
+}
+
+/// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.
+fn detach(pin_dir: &Path, json: bool) -> Outcome {
+    match remove_pins(pin_dir) {
+        Ok(interfaces) => {
+            print_output(json, &interfaces, |interfaces| {
+                if interfaces.is_empty() {
+                    println!("no XDP link pinned in {}", pin_dir.display());
+                } else {
+                    println!("detached from {}", interfaces.join(", "));
+                }
+                println!("removed the pins in {}", pin_dir.display());
+            });
+            Outcome::Complete
+        }
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(&error));
+            Outcome::Partial
+        }
+    }
 }
 
 fn print_output<T: Serialize>(json: bool, value: &T, print_table: impl FnOnce(&T)) {

@@ -3,15 +3,17 @@
 use std::error::Error;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, PROGRAM_NAME,
+    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
 };
 
 use super::maps::KernelMaps;
+use super::pins::{PinDir, unpin_link};
 use super::{AttachedMode, KernelError, KernelSettings, XdpMode};
 
 /// The object built by `cargo xtask build-ebpf`, or an empty file when the agent was built
@@ -20,19 +22,30 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fi
 
 /// The loaded XDP program and its maps.
 ///
-/// Dropping it detaches the program from every interface it was attached to, and unloads it
-/// together with its maps, which drops every ban in the kernel.
+/// Without pins, dropping it detaches the program from every interface it was attached to, and
+/// unloads it together with its maps, which drops every ban in the kernel. With pins, the program
+/// stays attached through its pinned links and the maps stay in bpffs until
+/// [`remove_pins`](super::remove_pins) removes them.
 pub struct KernelFirewall {
     ebpf: Mutex<Ebpf>,
     maps: KernelMaps,
     attachments: Vec<Attachment>,
+    pins: Option<PinDir>,
 }
 
 /// One interface the program is attached to.
 struct Attachment {
     interface: String,
     mode: AttachedMode,
-    link: XdpLinkId,
+    link: AttachmentLink,
+}
+
+/// The handle that keeps an attachment alive.
+enum AttachmentLink {
+    /// Owned by the loaded program: detached when the program is dropped.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: stays attached after the agent exits.
+    Pinned(PinnedLink),
 }
 
 impl KernelFirewall {
@@ -63,7 +76,19 @@ impl KernelFirewall {
             settings.source_stats_max_entries,
         )?;
 
-        let mut ebpf = EbpfLoader::new()
+        let pins = if settings.pin {
+            Some(PinDir::prepare(&settings.pin_dir, settings)?)
+        } else {
+            None
+        };
+
+        let mut loader = EbpfLoader::new();
+        if let Some(pins) = &pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map_path(name));
+            }
+        }
+        let mut ebpf = loader
             .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
             .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
             .map_max_entries(MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries)
@@ -94,12 +119,16 @@ impl KernelFirewall {
             ban_ranges_max_entries = settings.ban_ranges_max_entries,
             allow_max_entries = settings.allow_max_entries,
             source_stats_max_entries = settings.source_stats_max_entries,
+            pin_dir = pins
+                .as_ref()
+                .map(|_| settings.pin_dir.display().to_string()),
             "loaded the XDP program"
         );
         Ok(Self {
             ebpf: Mutex::new(ebpf),
             maps,
             attachments: Vec::new(),
+            pins,
         })
     }
 
@@ -121,6 +150,21 @@ impl KernelFirewall {
             return Err(KernelError::AlreadyAttached {
                 interface: interface.to_owned(),
             });
+        }
+
+        // A link pinned by an earlier agent holds the interface, so it is removed first.
+        // NOTE: between that removal and the new attachment below, frames pass unfiltered for
+        // the few microseconds two netlink calls take. Replacing the link's program in place
+        // (BPF_LINK_UPDATE) would avoid that gap, but aya 0.14 offers no call for it.
+        let link_pin = self.pins.as_ref().map(|pins| pins.link_path(interface));
+        if let Some(path) = &link_pin
+            && path.exists()
+        {
+            unpin_link(path)?;
+            tracing::info!(
+                interface,
+                "replaced the XDP link pinned by an earlier agent"
+            );
         }
 
         let mut ebpf = lock(&self.ebpf);
@@ -150,11 +194,16 @@ impl KernelFirewall {
                 Err(error) => return Err(error),
             },
         };
+        let link = match link_pin {
+            Some(path) => AttachmentLink::Pinned(pin_link(program, link, interface, path)?),
+            None => AttachmentLink::Owned(link),
+        };
         drop(ebpf);
 
         tracing::info!(
             interface,
             mode = attached.label(),
+            pinned = matches!(link, AttachmentLink::Pinned(_)),
             "attached the XDP program"
         );
         self.attachments.push(Attachment {
@@ -184,12 +233,23 @@ impl KernelFirewall {
         Ok(())
     }
 
-    /// Detaches the program from every interface it is attached to.
+    /// Detaches the program from every interface it is attached to, except where its link is
+    /// pinned: such an attachment stays, so drops continue after the agent exits.
     ///
     /// # Errors
     ///
     /// Tries every interface, logs each failure, and returns the first.
     pub fn detach_all(&mut self) -> Result<(), KernelError> {
+        self.attachments.retain(|attachment| {
+            let pinned = matches!(attachment.link, AttachmentLink::Pinned(_));
+            if pinned {
+                tracing::info!(
+                    interface = attachment.interface,
+                    "the XDP program stays attached through its pinned link"
+                );
+            }
+            !pinned
+        });
         self.detach_from(0)
     }
 
@@ -236,7 +296,17 @@ impl KernelFirewall {
             let Some(attachment) = self.attachments.pop() else {
                 break;
             };
-            match program.detach(attachment.link) {
+            let result = match attachment.link {
+                AttachmentLink::Owned(link) => program.detach(link),
+                AttachmentLink::Pinned(pinned) => match pinned.unpin() {
+                    Ok(link) => {
+                        drop(link);
+                        Ok(())
+                    }
+                    Err(error) => Err(ProgramError::IOError(error)),
+                },
+            };
+            match result {
                 Ok(()) => {
                     tracing::info!(interface = attachment.interface, "detached the XDP program");
                 }
@@ -273,6 +343,43 @@ impl AttachedMode {
             AttachedMode::Generic => "generic",
         }
     }
+}
+
+/// Every map the agent pins, so that bans and counters outlive the agent.
+const PINNED_MAPS: [&str; 8] = [
+    MAP_BANS_V4,
+    MAP_BANS_V6,
+    MAP_BAN_RANGES_V4,
+    MAP_BAN_RANGES_V6,
+    MAP_ALLOW_V4,
+    MAP_ALLOW_V6,
+    MAP_SOURCE_STATS,
+    MAP_VERDICTS,
+];
+
+/// Takes the link `link_id` out of the program's keeping and pins it at `path`.
+fn pin_link(
+    program: &mut Xdp,
+    link_id: XdpLinkId,
+    interface: &str,
+    path: std::path::PathBuf,
+) -> Result<PinnedLink, KernelError> {
+    let link = program
+        .take_link(link_id)
+        .map_err(|source| KernelError::Attach {
+            interface: interface.to_owned(),
+            mode: "pinned",
+            source,
+        })?;
+    let link = FdLink::try_from(link).map_err(|source| KernelError::LinkNotPinnable {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    link.pin(&path).map_err(|source| KernelError::PinLink {
+        interface: interface.to_owned(),
+        path,
+        source,
+    })
 }
 
 fn validate_capacity(setting: &'static str, max_entries: u32) -> Result<(), KernelError> {

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use aya::maps::MapError;
@@ -18,10 +19,15 @@ use crate::network::IpNetwork;
 mod clock;
 mod loader;
 mod maps;
+mod pins;
 mod privileges;
 
 pub use loader::KernelFirewall;
+pub use pins::remove_pins;
 pub use privileges::check_privileges;
+
+/// Default directory of the pinned maps and links.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/api-firewall";
 
 /// `XDP_DROP` of the kernel's `enum xdp_action`, as [`KernelFirewall::test_run`] returns it.
 pub const XDP_DROP: u32 = 1;
@@ -65,6 +71,11 @@ pub struct KernelSettings {
     pub allow_max_entries: u32,
     /// Capacity of the per-source counter map; least recently seen sources are evicted.
     pub source_stats_max_entries: u32,
+    /// Whether maps and links are pinned in `pin_dir`, so that drops continue while the agent
+    /// is stopped and a restarted agent reuses the maps.
+    pub pin: bool,
+    /// Directory on bpffs for the pins.
+    pub pin_dir: PathBuf,
 }
 
 impl Default for KernelSettings {
@@ -76,6 +87,8 @@ impl Default for KernelSettings {
             ban_ranges_max_entries: firewall_common::DEFAULT_BAN_RANGES_MAX_ENTRIES,
             allow_max_entries: firewall_common::DEFAULT_ALLOW_MAX_ENTRIES,
             source_stats_max_entries: firewall_common::DEFAULT_SOURCE_STATS_MAX_ENTRIES,
+            pin: true,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
         }
     }
 }
@@ -152,6 +165,67 @@ pub enum KernelError {
         operation: &'static str,
         #[source]
         source: MapError,
+    },
+
+    #[error("{} is not on bpffs; set `pin_dir` in the [xdp] section to a directory below /sys/fs/bpf", path.display())]
+    PinDirNotBpffs { path: PathBuf },
+
+    #[error("failed to mount bpffs on /sys/fs/bpf")]
+    MountBpffs {
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to {action} {}", path.display())]
+    PinIo {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "pins in {} have schema version {found}, but this agent uses version {}; remove them \
+         with `fwctl detach --pin-dir {}` (stored bans are restored at the next start)",
+        path.display(),
+        firewall_common::PIN_SCHEMA_VERSION,
+        path.display()
+    )]
+    PinSchemaMismatch { path: PathBuf, found: String },
+
+    #[error(
+        "pinned map {map} ({}) has {pinned} entries but the config sets {configured}; remove the \
+         pins with `fwctl detach` to apply the new capacity (stored bans are restored at the next \
+         start), or set the capacity back",
+        path.display()
+    )]
+    PinnedCapacity {
+        map: &'static str,
+        path: PathBuf,
+        pinned: u32,
+        configured: u32,
+    },
+
+    #[error("failed to open the pinned XDP link {}", path.display())]
+    OpenPinnedLink {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+
+    #[error("failed to pin the XDP link of {interface} at {}", path.display())]
+    PinLink {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+
+    #[error("the XDP link of {interface} is not a bpf_link, so it cannot be pinned")]
+    LinkNotPinnable {
+        interface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
 
     #[error("failed to read the CLOCK_BOOTTIME clock")]
