@@ -11,6 +11,9 @@
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "firewall_xdp";
+/// Name of an XDP program in the same object that drops every frame and does nothing else. The
+/// kernel benchmark runs it as the cost floor of `BPF_PROG_TEST_RUN`; the agent never loads it.
+pub const FLOOR_PROGRAM_NAME: &str = "bench_floor_drop";
 
 /// Hash map of banned IPv4 sources: [`BanKeyV4`] to [`BanValue`].
 pub const MAP_BANS_V4: &str = "BANS_V4";

@@ -22,7 +22,7 @@ use firewall_common::{
     AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, DEFAULT_ALLOW_MAX_ENTRIES,
     DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES, DEFAULT_SOURCE_STATS_MAX_ENTRIES,
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey,
+    FLOOR_PROGRAM_NAME, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey,
     Verdict,
 };
 
@@ -399,6 +399,17 @@ fn count_verdict(verdict: Verdict, frame_len: u64) {
         counter.bytes += frame_len;
     }
 }
+
+/// Drops every frame without reading it: the cost floor that the kernel benchmark subtracts.
+#[xdp]
+pub fn bench_floor_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+const _: () = assert!(
+    str_eq(stringify!(bench_floor_drop), FLOOR_PROGRAM_NAME),
+    "program symbol differs from its name in firewall-common"
+);
 
 /// Compares two strings at compile time, for the name checks above.
 const fn str_eq(left: &str, right: &str) -> bool {

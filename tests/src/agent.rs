@@ -172,7 +172,7 @@ impl Agent {
             std::process::id(),
             settings.name
         ));
-        let _ = firewall_agent::kernel::remove_pins(&pin_dir);
+        remove_pins(&pin_dir);
         let config = format!(
             r#"
 [proxy]
@@ -366,13 +366,28 @@ path = "{store}"
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
-        if let Err(error) = firewall_agent::kernel::remove_pins(&self.pin_dir) {
-            eprintln!(
-                "failed to remove the pins in {}: {error}",
-                self.pin_dir.display()
-            );
-        }
+        remove_pins(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Detaches the program pinned in `pin_dir` and removes the pins with `fwctl detach`, printing
+/// any failure. A missing directory is not a failure.
+fn remove_pins(pin_dir: &std::path::Path) {
+    let output = Command::new(fwctl_binary())
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => eprintln!(
+            "fwctl detach --pin-dir {} failed: {}",
+            pin_dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(error) => eprintln!("failed to run fwctl detach: {error}"),
     }
 }
 

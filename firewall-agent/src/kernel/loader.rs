@@ -9,7 +9,7 @@ use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
+    FLOOR_PROGRAM_NAME, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
 };
 
 use super::maps::KernelMaps;
@@ -280,6 +280,43 @@ impl KernelFirewall {
             .test_run(options)
             .map_err(|source| KernelError::TestRun { source })?;
         Ok(result.return_value)
+    }
+
+    /// Returns the kernel's id of the loaded firewall program, for tools such as
+    /// `bpftool prog run id`. `None` when the kernel does not report it.
+    pub fn program_id(&self) -> Option<u32> {
+        let mut ebpf = lock(&self.ebpf);
+        let program = xdp_program(&mut ebpf).ok()?;
+        program.info().ok().map(|info| info.id())
+    }
+
+    /// Loads the object's floor program, which drops every frame without reading it, and
+    /// returns its kernel id. Benchmarks run it to measure the fixed cost of a test run.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the object lacks the program or the kernel rejects it.
+    pub fn load_floor_program(&mut self) -> Result<u32, KernelError> {
+        let mut ebpf = lock(&self.ebpf);
+        let missing = KernelError::ProgramMissing {
+            name: FLOOR_PROGRAM_NAME,
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut(FLOOR_PROGRAM_NAME)
+            .ok_or(missing)?
+            .try_into()
+            .map_err(|_: ProgramError| KernelError::ProgramMissing {
+                name: FLOOR_PROGRAM_NAME,
+            })?;
+        program.load().map_err(|source| KernelError::ProgramLoad {
+            name: FLOOR_PROGRAM_NAME,
+            source,
+        })?;
+        let info = program.info().map_err(|source| KernelError::ProgramLoad {
+            name: FLOOR_PROGRAM_NAME,
+            source,
+        })?;
+        Ok(info.id())
     }
 
     pub(super) fn maps(&self) -> &KernelMaps {
