@@ -146,6 +146,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     kernel::check_privileges().context("the agent cannot load the XDP program")?;
+    kernel::check_interfaces(&config.xdp)?;
     let store = Store::open(&config.store.path)?;
     let firewall = KernelFirewall::load(&config.xdp).context("failed to load the XDP program")?;
     let kernel = Arc::new(SharedKernel::new(firewall));

@@ -26,6 +26,25 @@ pub use loader::KernelFirewall;
 pub use pins::remove_pins;
 pub use privileges::check_privileges;
 
+/// Checks that every interface in `settings` exists, so that a typo fails before anything is
+/// loaded or pinned.
+///
+/// # Errors
+///
+/// [`KernelError::InterfaceNotFound`] naming the first missing interface.
+pub fn check_interfaces(settings: &KernelSettings) -> Result<(), KernelError> {
+    let net = std::path::Path::new("/sys/class/net");
+    for interface in &settings.interfaces {
+        let valid = !interface.is_empty() && !interface.contains(['/', '\0']) && interface != "..";
+        if !valid || !net.join(interface).exists() {
+            return Err(KernelError::InterfaceNotFound {
+                interface: interface.escape_debug().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Default directory of the pinned maps and links.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/api-firewall";
 
