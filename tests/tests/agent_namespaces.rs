@@ -334,3 +334,37 @@ fn ip_link_show(interface: &str) -> String {
         .expect("run ip link show");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+#[test]
+fn expired_ban_passes_before_sweep() {
+    let Some(mut bench) = Bench::start("sweepless", 100, 5, 60) else {
+        return;
+    };
+    // Restart with a sweep interval far beyond the test, so only the kernel's expiry check can
+    // let the client through.
+    bench.agent.stop();
+    let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
+    let config = config.replace("sweep_interval_seconds = 1", "sweep_interval_seconds = 3600");
+    std::fs::write(&bench.agent.config_path, config).expect("write the config");
+    bench.agent.spawn();
+
+    let client = CLIENT_ADDR.to_string();
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "3s"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(bench.request(1), CurlOutcome::TimedOut);
+
+    let served = wait_until(Duration::from_secs(10), || {
+        bench.request(1) == CurlOutcome::Status(200)
+    });
+
+    assert!(served, "the expired ban still dropped: {}", bench.agent.log());
+    assert!(
+        !bench.agent.log().contains("ban expired"),
+        "the sweeper ran: {}",
+        bench.agent.log()
+    );
+}
