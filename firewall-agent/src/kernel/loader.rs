@@ -8,8 +8,8 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
-    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    FLOOR_PROGRAM_NAME, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
+    FLOOR_PROGRAM_NAME, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
+    MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
 };
 
 use super::maps::KernelMaps;
@@ -487,9 +487,17 @@ fn error_chain(error: &dyn Error) -> String {
 mod tests {
     use super::*;
 
+    /// Default settings without pins, so that no test writes to the default pin directory.
+    fn unpinned() -> KernelSettings {
+        KernelSettings {
+            pin: false,
+            ..KernelSettings::default()
+        }
+    }
+
     #[test]
     fn empty_object_reports_missing_build() {
-        let error = KernelFirewall::load_object(&[], &KernelSettings::default())
+        let error = KernelFirewall::load_object(&[], &unpinned())
             .err()
             .expect("an empty object must not load");
         assert!(matches!(error, KernelError::ObjectMissing));
@@ -500,7 +508,7 @@ mod tests {
     fn zero_capacity_is_rejected_before_loading() {
         let settings = KernelSettings {
             bans_max_entries: 0,
-            ..KernelSettings::default()
+            ..unpinned()
         };
         let error = KernelFirewall::load_object(b"not an ELF object", &settings)
             .err()
@@ -515,7 +523,7 @@ mod tests {
 
     #[test]
     fn garbage_object_fails_to_parse() {
-        let error = KernelFirewall::load_object(b"not an ELF object", &KernelSettings::default())
+        let error = KernelFirewall::load_object(b"not an ELF object", &unpinned())
             .err()
             .expect("garbage must not load");
         assert!(matches!(error, KernelError::Load { .. }));
