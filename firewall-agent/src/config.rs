@@ -4,7 +4,7 @@
 //! silently ignored setting. Errors name the key and the file.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 use crate::kernel::KernelSettings;
+use crate::network::IpNetwork;
 
 /// Default address of the proxy listener: every IPv4 address, port 8080.
 pub const DEFAULT_PROXY_LISTEN: SocketAddr =
@@ -125,6 +126,11 @@ pub struct BanConfig {
     pub ban_seconds: u64,
     /// Interval in seconds between two sweeps that remove expired bans.
     pub sweep_interval_seconds: u64,
+    /// Addresses and CIDR ranges that are never banned and whose packets always pass, such as
+    /// the networks the firewall is administered from.
+    pub allowlist: Vec<IpNetwork>,
+    /// Whether loopback (`127.0.0.0/8` and `::1`) is on the allowlist.
+    pub allow_loopback: bool,
 }
 
 impl Default for BanConfig {
@@ -134,6 +140,8 @@ impl Default for BanConfig {
             strike_window_seconds: 60,
             ban_seconds: 3600,
             sweep_interval_seconds: 10,
+            allowlist: Vec::new(),
+            allow_loopback: true,
         }
     }
 }
@@ -152,6 +160,18 @@ impl BanConfig {
     /// Returns the sweep interval.
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_secs(self.sweep_interval_seconds)
+    }
+
+    /// Returns the allowlist of the config: `allowlist`, plus loopback when `allow_loopback`.
+    pub fn allowlist_networks(&self) -> Vec<IpNetwork> {
+        let mut networks = self.allowlist.clone();
+        if self.allow_loopback {
+            networks.push(IpNetwork::host(Ipv6Addr::LOCALHOST.into()));
+            if let Ok(loopback_v4) = IpNetwork::new(Ipv4Addr::LOCALHOST.into(), 8) {
+                networks.push(loopback_v4);
+            }
+        }
+        networks
     }
 }
 
@@ -548,6 +568,18 @@ impl Config {
         }
         if self.xdp.bans_max_entries == 0 {
             return Err(("xdp.bans_max_entries", "must be at least 1".into()));
+        }
+        if self.xdp.pin && !self.xdp.pin_dir.is_absolute() {
+            return Err((
+                "xdp.pin_dir",
+                "must be an absolute path below /sys/fs/bpf".into(),
+            ));
+        }
+        if self.xdp.ban_ranges_max_entries == 0 {
+            return Err(("xdp.ban_ranges_max_entries", "must be at least 1".into()));
+        }
+        if self.xdp.allow_max_entries == 0 {
+            return Err(("xdp.allow_max_entries", "must be at least 1".into()));
         }
         if self.xdp.source_stats_max_entries == 0 {
             return Err(("xdp.source_stats_max_entries", "must be at least 1".into()));

@@ -64,12 +64,15 @@ impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
-        let bans = Arc::new(BanManager::new(
-            store,
-            Arc::clone(&blocklist),
-            BanPolicy::from(&config.bans),
-            Arc::clone(&metrics),
-        ));
+        let bans = Arc::new(
+            BanManager::new(
+                store,
+                Arc::clone(&blocklist),
+                BanPolicy::from(&config.bans),
+                Arc::clone(&metrics),
+            )
+            .with_allowlist(config.bans.allowlist_networks()),
+        );
         Self {
             config,
             bans,

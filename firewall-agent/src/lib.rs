@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod kernel;
 pub mod limits;
+pub mod network;
 pub mod proxy;
 pub mod shutdown;
 pub mod store;

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,6 +18,7 @@ use firewall_agent::daemon::Agent;
 use firewall_agent::kernel::{
     self, Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal,
 };
+use firewall_agent::network::IpNetwork;
 use firewall_agent::store::Store;
 use firewall_agent::telemetry;
 
@@ -145,6 +146,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     kernel::check_privileges().context("the agent cannot load the XDP program")?;
+    kernel::check_interfaces(&config.xdp)?;
     let store = Store::open(&config.store.path)?;
     let firewall = KernelFirewall::load(&config.xdp).context("failed to load the XDP program")?;
     let kernel = Arc::new(SharedKernel::new(firewall));
@@ -236,12 +238,20 @@ impl SharedKernel {
 }
 
 impl Blocklist for SharedKernel {
-    fn ban(&self, addr: IpAddr, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
-        self.lock().ban(addr, expires_at)
+    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
+        self.lock().ban(network, expires_at)
     }
 
-    fn unban(&self, addr: IpAddr) -> Result<bool, KernelError> {
-        self.lock().unban(addr)
+    fn unban(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        self.lock().unban(network)
+    }
+
+    fn allow(&self, network: IpNetwork) -> Result<(), KernelError> {
+        self.lock().allow(network)
+    }
+
+    fn disallow(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        self.lock().disallow(network)
     }
 
     fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {

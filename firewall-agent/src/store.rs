@@ -4,15 +4,20 @@
 //! ban is written here before it is pushed into the kernel.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-/// Bans by canonical address text (`192.0.2.7`, `2001:db8::1`); values are JSON [`BanRecord`]s.
+use crate::network::IpNetwork;
+
+/// Bans by canonical address or range text (`192.0.2.7`, `2001:db8::1`, `198.51.100.0/24`);
+/// values are JSON [`BanRecord`]s.
 const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
+/// Allowlist entries added at run time, by canonical address or range text; values are JSON
+/// [`AllowRecord`]s. Entries from the config file are not stored.
+const ALLOWLIST: TableDefinition<&str, &[u8]> = TableDefinition::new("allowlist");
 
 /// Origin of a ban: who or what applied it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -22,17 +27,28 @@ pub enum BanOrigin {
     Manual,
     /// Too many rate-limit rejections within the strike window.
     RateLimit,
+    /// A request threat score above the ban threshold.
+    ThreatScore,
+    /// A ban received from another host of the fleet.
+    Peer,
 }
 
 impl BanOrigin {
     /// Every origin, for metric label sets.
-    pub const ALL: [BanOrigin; 2] = [BanOrigin::Manual, BanOrigin::RateLimit];
+    pub const ALL: [BanOrigin; 4] = [
+        BanOrigin::Manual,
+        BanOrigin::RateLimit,
+        BanOrigin::ThreatScore,
+        BanOrigin::Peer,
+    ];
 
     /// Label used in metrics, logs and the admin API.
     pub const fn label(self) -> &'static str {
         match self {
             BanOrigin::Manual => "manual",
             BanOrigin::RateLimit => "rate_limit",
+            BanOrigin::ThreatScore => "threat_score",
+            BanOrigin::Peer => "peer",
         }
     }
 }
@@ -57,8 +73,8 @@ impl FromStr for BanOrigin {
 /// One stored ban.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
-    /// The banned address, canonical (IPv4 as IPv4, never IPv4-mapped IPv6).
-    pub address: IpAddr,
+    /// The banned address or range, canonical (IPv4 as IPv4, never IPv4-mapped IPv6).
+    pub address: IpNetwork,
     /// Expiry in milliseconds since the Unix epoch; `None` for a ban that never expires.
     pub expires_at_ms: Option<u64>,
     /// Creation time in milliseconds since the Unix epoch.
@@ -74,6 +90,15 @@ impl BanRecord {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|expires| expires <= now_ms)
     }
+}
+
+/// One allowlist entry added at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowRecord {
+    /// The allowlisted address or range, canonical.
+    pub address: IpNetwork,
+    /// Creation time in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
 }
 
 /// Errors from the store. Each names the file.
@@ -162,7 +187,8 @@ impl Store {
 
         // Create the table now, so that a read-only file fails here and reads never find it
         // missing.
-        store.write("create the bans table", |_| Ok(()))?;
+        store.write(BANS, "create the bans table", |_| Ok(()))?;
+        store.write(ALLOWLIST, "create the allowlist table", |_| Ok(()))?;
         Ok(store)
     }
 
@@ -183,7 +209,7 @@ impl Store {
             key: key.clone(),
             source,
         })?;
-        self.write("write a ban", |table| {
+        self.write(BANS, "write a ban", |table| {
             table.insert(key.as_str(), value.as_slice())?;
             Ok(())
         })
@@ -194,10 +220,10 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError`] when the write fails or the removed record does not decode.
-    pub fn remove_ban(&self, address: IpAddr) -> Result<Option<BanRecord>, StoreError> {
+    pub fn remove_ban(&self, address: IpNetwork) -> Result<Option<BanRecord>, StoreError> {
         let key = address.to_string();
         let mut removed = None;
-        self.write("remove a ban", |table| {
+        self.write(BANS, "remove a ban", |table| {
             removed = table
                 .remove(key.as_str())?
                 .map(|value| value.value().to_vec());
@@ -211,9 +237,9 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError`] when the read fails or the record does not decode.
-    pub fn get_ban(&self, address: IpAddr) -> Result<Option<BanRecord>, StoreError> {
+    pub fn get_ban(&self, address: IpNetwork) -> Result<Option<BanRecord>, StoreError> {
         let key = address.to_string();
-        let bytes = self.read_table("read a ban", |table| {
+        let bytes = self.read_table(BANS, "read a ban", |table| {
             Ok(table.get(key.as_str())?.map(|value| value.value().to_vec()))
         })?;
         bytes.map(|bytes| self.decode(&key, &bytes)).transpose()
@@ -225,22 +251,77 @@ impl Store {
     ///
     /// [`StoreError`] when the read fails or a record does not decode.
     pub fn list_bans(&self) -> Result<Vec<BanRecord>, StoreError> {
-        let entries = self.read_table("list bans", |table| {
+        self.read_all(BANS, "list bans")?
+            .iter()
+            .map(|(key, bytes)| self.decode(key, bytes))
+            .collect()
+    }
+
+    /// Inserts or replaces the allowlist entry of `record.address`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transaction`] when the write fails.
+    pub fn put_allow(&self, record: &AllowRecord) -> Result<(), StoreError> {
+        let key = record.address.to_string();
+        let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
+            path: self.path.clone(),
+            key: key.clone(),
+            source,
+        })?;
+        self.write(ALLOWLIST, "write an allowlist entry", |table| {
+            table.insert(key.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes the allowlist entry of `address`. Returns whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transaction`] when the write fails.
+    pub fn remove_allow(&self, address: IpNetwork) -> Result<bool, StoreError> {
+        let key = address.to_string();
+        let mut removed = false;
+        self.write(ALLOWLIST, "remove an allowlist entry", |table| {
+            removed = table.remove(key.as_str())?.is_some();
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Returns every allowlist entry added at run time, ordered by address text.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the read fails or a record does not decode.
+    pub fn list_allows(&self) -> Result<Vec<AllowRecord>, StoreError> {
+        self.read_all(ALLOWLIST, "list allowlist entries")?
+            .iter()
+            .map(|(key, bytes)| self.decode(key, bytes))
+            .collect()
+    }
+
+    fn read_all(
+        &self,
+        definition: TableDefinition<'static, &'static str, &'static [u8]>,
+        action: &'static str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.read_table(definition, action, |table| {
             let mut entries = Vec::new();
             for entry in table.iter()? {
                 let (key, value) = entry?;
                 entries.push((key.value().to_owned(), value.value().to_vec()));
             }
             Ok(entries)
-        })?;
-
-        entries
-            .iter()
-            .map(|(key, bytes)| self.decode(key, bytes))
-            .collect()
+        })
     }
 
-    fn decode(&self, key: &str, bytes: &[u8]) -> Result<BanRecord, StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             path: self.path.clone(),
             key: key.to_owned(),
@@ -248,14 +329,19 @@ impl Store {
         })
     }
 
-    fn write<F>(&self, action: &'static str, change: F) -> Result<(), StoreError>
+    fn write<F>(
+        &self,
+        definition: TableDefinition<'static, &'static str, &'static [u8]>,
+        action: &'static str,
+        change: F,
+    ) -> Result<(), StoreError>
     where
         F: FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<(), redb::Error>,
     {
         let run = || -> Result<(), redb::Error> {
             let transaction = self.db.begin_write()?;
             {
-                let mut table = transaction.open_table(BANS)?;
+                let mut table = transaction.open_table(definition)?;
                 change(&mut table)?;
             }
             transaction.commit()?;
@@ -264,13 +350,18 @@ impl Store {
         run().map_err(|source| self.transaction_error(action, source))
     }
 
-    fn read_table<T, F>(&self, action: &'static str, read: F) -> Result<T, StoreError>
+    fn read_table<T, F>(
+        &self,
+        definition: TableDefinition<'static, &'static str, &'static [u8]>,
+        action: &'static str,
+        read: F,
+    ) -> Result<T, StoreError>
     where
         F: FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, redb::Error>,
     {
         let run = || -> Result<T, redb::Error> {
             let transaction = self.db.begin_read()?;
-            let table = transaction.open_table(BANS)?;
+            let table = transaction.open_table(definition)?;
             read(&table)
         };
         run().map_err(|source| self.transaction_error(action, source))

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use common::{start_agent, start_echo_upstream};
-use firewall_agent::admin::api::{AddBanRequest, ErrorBody};
+use firewall_agent::admin::api::{AddAllowRequest, AddBanRequest, ErrorBody};
 use firewall_agent::admin::{AdminBindError, AdminClient, AdminServer, AdminState, ClientError};
 use firewall_agent::bans::memory::MemoryBlocklist;
 use firewall_agent::bans::{BanManager, BanPolicy};
@@ -140,7 +140,7 @@ async fn mapped_address_is_stored_as_ipv4() {
         agent.blocklist.banned_addresses(),
         vec![
             "192.0.2.7"
-                .parse::<std::net::IpAddr>()
+                .parse::<firewall_agent::network::IpNetwork>()
                 .expect("valid address")
         ]
     );
@@ -360,4 +360,81 @@ async fn client_reports_agent_not_running() {
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("start it"), "{message}");
+}
+
+#[tokio::test]
+async fn range_ban_is_added_and_removed() {
+    let upstream = start_echo_upstream().await;
+    let mut agent = start_agent(upstream.addr, |_| {}).await;
+    let client = AdminClient::new(&agent.socket_path);
+
+    let added = client
+        .add_ban(&add_request("198.51.100.77/24", Some(60)))
+        .await
+        .expect("range ban added");
+    assert_eq!(added.address.to_string(), "198.51.100.0/24");
+    assert_eq!(added.remaining_seconds, Some(60));
+    let listed = client.list_bans().await.expect("bans listed");
+    assert_eq!(listed.bans.len(), 1);
+    assert_eq!(listed.bans[0].address.to_string(), "198.51.100.0/24");
+
+    let removed = client
+        .remove_ban("198.51.100.0/24".parse().expect("valid range"))
+        .await
+        .expect("range ban removed");
+    assert_eq!(removed.address.to_string(), "198.51.100.0/24");
+    assert!(agent.blocklist.banned_addresses().is_empty());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn allowlisted_ban_is_rejected_with_conflict() {
+    let upstream = start_echo_upstream().await;
+    let mut agent = start_agent(upstream.addr, |_| {}).await;
+    let client = AdminClient::new(&agent.socket_path);
+
+    let entry = client
+        .add_allow(&AddAllowRequest {
+            address: "203.0.113.0/28".into(),
+        })
+        .await
+        .expect("allowlist entry added");
+    assert_eq!(entry.address.to_string(), "203.0.113.0/28");
+    assert!(!entry.configured);
+
+    let rejected = client
+        .add_ban(&add_request("203.0.113.5", Some(60)))
+        .await
+        .expect_err("an allowlisted address is not banned");
+    assert!(
+        matches!(
+            rejected,
+            ClientError::Api {
+                status: StatusCode::CONFLICT,
+                ..
+            }
+        ),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected
+            .to_string()
+            .contains("allowlisted by 203.0.113.0/28"),
+        "{rejected}"
+    );
+    assert!(agent.blocklist.banned_addresses().is_empty());
+
+    let list = client.list_allows().await.expect("allowlist listed");
+    let addresses: Vec<String> = list.entries.iter().map(|e| e.address.to_string()).collect();
+    assert_eq!(addresses, ["203.0.113.0/28"]);
+
+    client
+        .remove_allow("203.0.113.0/28".parse().expect("valid range"))
+        .await
+        .expect("entry removed");
+    client
+        .add_ban(&add_request("203.0.113.5", Some(60)))
+        .await
+        .expect("the ban applies once the entry is gone");
+    agent.stop().await;
 }

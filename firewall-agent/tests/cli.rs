@@ -157,7 +157,7 @@ fn fwctl_rejects_invalid_address() {
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
-        message.contains("invalid address `192.0.2.300`"),
+        message.contains("invalid address or range `192.0.2.300`"),
         "{message}"
     );
 }

@@ -168,7 +168,7 @@ async fn strikes_ban_client_in_kernel_and_store() {
 
     let bans = agent.running().bans().list().expect("bans list");
     assert_eq!(bans.len(), 1);
-    assert_eq!(bans[0].address, loopback());
+    assert_eq!(bans[0].address, loopback().into());
     assert_eq!(bans[0].origin, BanOrigin::RateLimit);
     let expires_at = blocklist
         .ban_of(loopback())
@@ -192,7 +192,7 @@ async fn strikes_ban_client_in_kernel_and_store() {
     let store = Store::open(&agent.store_path).expect("store reopens after stop");
     let stored = store.list_bans().expect("stored bans");
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].address, loopback());
+    assert_eq!(stored[0].address, loopback().into());
 }
 
 #[tokio::test]
@@ -215,9 +215,9 @@ async fn mapped_ipv6_client_is_banned_as_ipv4() {
 
     get(&client, &url).await;
     get(&client, &url).await;
-    assert_eq!(agent.blocklist.banned_addresses(), vec![loopback()]);
+    assert_eq!(agent.blocklist.banned_addresses(), vec![loopback().into()]);
     let bans = agent.running().bans().list().expect("bans list");
-    assert_eq!(bans[0].address, loopback());
+    assert_eq!(bans[0].address, loopback().into());
     agent.stop().await;
 }
 

@@ -11,20 +11,47 @@
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "firewall_xdp";
+/// Name of an XDP program in the same object that drops every frame and does nothing else. The
+/// kernel benchmark runs it as the cost floor of `BPF_PROG_TEST_RUN`; the agent never loads it.
+pub const FLOOR_PROGRAM_NAME: &str = "bench_floor_drop";
 
 /// Hash map of banned IPv4 sources: [`BanKeyV4`] to [`BanValue`].
 pub const MAP_BANS_V4: &str = "BANS_V4";
 /// Hash map of banned IPv6 sources: [`BanKeyV6`] to [`BanValue`].
 pub const MAP_BANS_V6: &str = "BANS_V6";
+/// LPM trie of banned IPv4 ranges: `Key<[u8; 4]>` to [`BanValue`].
+///
+/// The key is aya's LPM key: the prefix length in bits (`u32`, native byte order) followed by
+/// the address (network byte order), packed, 8 bytes. Bits past the prefix are zero in every
+/// key the agent writes. Single addresses live in [`MAP_BANS_V4`] instead, because a hash
+/// lookup is cheaper than a trie walk.
+pub const MAP_BAN_RANGES_V4: &str = "BAN_RANGES_V4";
+/// LPM trie of banned IPv6 ranges: `Key<[u8; 16]>` (20 bytes) to [`BanValue`].
+pub const MAP_BAN_RANGES_V6: &str = "BAN_RANGES_V6";
+/// LPM trie of allowlisted IPv4 addresses and ranges: `Key<[u8; 4]>` to [`AllowValue`]. A
+/// matching source passes whatever bans cover it.
+pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
+/// LPM trie of allowlisted IPv6 addresses and ranges: `Key<[u8; 16]>` to [`AllowValue`].
+pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
 /// LRU per-CPU hash map of per-source counters: [`SourceKey`] to [`SourceCounters`].
 pub const MAP_SOURCE_STATS: &str = "SOURCE_STATS";
 /// Per-CPU array of [`PacketCounter`], indexed by [`Verdict`].
 pub const MAP_VERDICTS: &str = "VERDICTS";
 
-/// Default capacity of each ban map. The agent may override it before loading.
-pub const DEFAULT_BANS_MAX_ENTRIES: u32 = 65_536;
+/// Default capacity of each exact-address ban map. The maps are created without preallocation,
+/// so an empty map costs almost no kernel memory. The agent may override it before loading.
+pub const DEFAULT_BANS_MAX_ENTRIES: u32 = 1_000_000;
+/// Default capacity of each range ban trie.
+pub const DEFAULT_BAN_RANGES_MAX_ENTRIES: u32 = 100_000;
+/// Default capacity of each allowlist trie.
+pub const DEFAULT_ALLOW_MAX_ENTRIES: u32 = 4_096;
 /// Default capacity of the per-source counter map. Least recently seen sources are evicted.
 pub const DEFAULT_SOURCE_STATS_MAX_ENTRIES: u32 = 65_536;
+
+/// Version of the map names and layouts in this crate, stored beside the pinned maps. Raise it
+/// whenever a pinned map's name, type, key or value changes, so that an agent never reuses
+/// maps that an older or newer agent pinned.
+pub const PIN_SCHEMA_VERSION: u32 = 1;
 
 /// `expires_at_ns` value of a ban that never expires.
 pub const BAN_NEVER_EXPIRES: u64 = u64::MAX;
@@ -43,7 +70,14 @@ pub struct BanKeyV6 {
     pub addr: [u8; 16],
 }
 
-/// Value of both ban maps.
+/// Value of the allowlist tries. The entry's presence is what counts; `reserved` is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowValue {
+    pub reserved: u32,
+}
+
+/// Value of the ban maps and tries.
 ///
 /// `expires_at_ns` is on the kernel's `CLOCK_BOOTTIME` clock (`bpf_ktime_get_boot_ns`), in
 /// nanoseconds, native byte order. The XDP program passes a packet whose ban has expired even
@@ -104,14 +138,22 @@ pub enum Verdict {
     DroppedBanned = 1,
     /// A well-formed frame that carries neither IPv4 nor IPv6 (ARP, LLDP, ...). Passed.
     PassedNotIp = 2,
-    /// A frame too short for its Ethernet or IP header, or with an invalid IP header. Passed,
-    /// because the kernel stack rejects it anyway and a parser bug must not black-hole traffic.
+    /// A frame with an invalid IP header (wrong version, IPv4 IHL below 5). Before
+    /// [`Verdict::PassedTruncated`] existed it also counted truncated frames. Passed, because
+    /// the kernel stack rejects it anyway and a parser bug must not black-hole traffic.
     PassedMalformed = 3,
+    /// A packet from an allowlisted source, passed whatever bans cover it.
+    PassedAllowlisted = 4,
+    /// A packet from a source inside a banned range with an unexpired ban.
+    DroppedBannedRange = 5,
+    /// A frame that ends inside its Ethernet header, a VLAN tag or its IP header (including
+    /// IPv4 options). Passed, for the same reason as [`Verdict::PassedMalformed`].
+    PassedTruncated = 6,
 }
 
 impl Verdict {
     /// Number of verdicts, and so the size of [`MAP_VERDICTS`].
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 7;
 
     /// Every verdict, in index order.
     pub const ALL: [Verdict; Self::COUNT as usize] = [
@@ -119,6 +161,9 @@ impl Verdict {
         Verdict::DroppedBanned,
         Verdict::PassedNotIp,
         Verdict::PassedMalformed,
+        Verdict::PassedAllowlisted,
+        Verdict::DroppedBannedRange,
+        Verdict::PassedTruncated,
     ];
 
     /// Label used in metrics and CLI output.
@@ -128,12 +173,15 @@ impl Verdict {
             Verdict::DroppedBanned => "dropped_banned",
             Verdict::PassedNotIp => "passed_not_ip",
             Verdict::PassedMalformed => "passed_malformed",
+            Verdict::PassedAllowlisted => "passed_allowlisted",
+            Verdict::DroppedBannedRange => "dropped_banned_range",
+            Verdict::PassedTruncated => "passed_truncated",
         }
     }
 
     /// Whether the frame is dropped.
     pub const fn is_drop(self) -> bool {
-        matches!(self, Verdict::DroppedBanned)
+        matches!(self, Verdict::DroppedBanned | Verdict::DroppedBannedRange)
     }
 }
 
@@ -146,6 +194,8 @@ mod pod {
     unsafe impl aya::Pod for super::BanKeyV6 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BanValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceKey {}
     // SAFETY: as above.
@@ -160,6 +210,7 @@ const _: () = {
     assert!(core::mem::size_of::<BanKeyV4>() == 4);
     assert!(core::mem::size_of::<BanKeyV6>() == 16);
     assert!(core::mem::size_of::<BanValue>() == 8);
+    assert!(core::mem::size_of::<AllowValue>() == 4);
     assert!(core::mem::size_of::<SourceKey>() == 16);
     assert!(core::mem::size_of::<SourceCounters>() == 32);
     assert!(core::mem::size_of::<PacketCounter>() == 16);
@@ -177,10 +228,12 @@ mod tests {
     }
 
     #[test]
-    fn only_banned_verdict_drops() {
+    fn only_banned_verdicts_drop() {
         let drops: usize = Verdict::ALL.iter().filter(|v| v.is_drop()).count();
-        assert_eq!(drops, 1);
+        assert_eq!(drops, 2);
         assert!(Verdict::DroppedBanned.is_drop());
+        assert!(Verdict::DroppedBannedRange.is_drop());
+        assert!(!Verdict::PassedAllowlisted.is_drop());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The XDP program of the API firewall.
 //!
-//! For every received frame it finds the IPv4 or IPv6 source address, drops the frame when that
-//! source has an unexpired ban, and counts the outcome per source and per [`Verdict`]. Frames it
+//! For every received frame it finds the IPv4 or IPv6 source address and decides in this order:
+//! an allowlisted source passes, and a source with an unexpired ban of its own or of a range
+//! containing it is dropped. The outcome is counted per source and per [`Verdict`]. Frames it
 //! cannot classify (not IP, truncated, invalid IP header) always pass, and are counted, so a
 //! parser gap can never black-hole traffic.
 //!
@@ -14,13 +15,15 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use firewall_common::{
-    BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, DEFAULT_BANS_MAX_ENTRIES,
-    DEFAULT_SOURCE_STATS_MAX_ENTRIES, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS,
-    PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey, Verdict,
+    AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, DEFAULT_ALLOW_MAX_ENTRIES,
+    DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES, DEFAULT_SOURCE_STATS_MAX_ENTRIES,
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
+    FLOOR_PROGRAM_NAME, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey,
+    Verdict,
 };
 
 /// Length of an Ethernet header without VLAN tags: two MAC addresses and the EtherType.
@@ -50,6 +53,9 @@ const IPV4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 /// `BPF_ANY` flag of `bpf_map_update_elem`: create the entry or replace it.
 const BPF_ANY: u64 = 0;
+/// `BPF_F_NO_PREALLOC` map flag: entries are allocated on insert, so a large, mostly empty ban
+/// map costs little kernel memory.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Declares a map whose symbol name must equal a map name constant of `firewall-common`, which
 /// the agent uses to find the map. A mismatch fails the build.
@@ -66,12 +72,33 @@ macro_rules! shared_map {
 }
 
 shared_map!(
-    BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, 0),
+    BANS_V4: HashMap<BanKeyV4, BanValue> =
+        HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, BPF_F_NO_PREALLOC),
     named MAP_BANS_V4
 );
 shared_map!(
-    BANS_V6: HashMap<BanKeyV6, BanValue> = HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, 0),
+    BANS_V6: HashMap<BanKeyV6, BanValue> =
+        HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, BPF_F_NO_PREALLOC),
     named MAP_BANS_V6
+);
+shared_map!(
+    BAN_RANGES_V4: LpmTrie<[u8; 4], BanValue> =
+        LpmTrie::with_max_entries(DEFAULT_BAN_RANGES_MAX_ENTRIES, 0),
+    named MAP_BAN_RANGES_V4
+);
+shared_map!(
+    BAN_RANGES_V6: LpmTrie<[u8; 16], BanValue> =
+        LpmTrie::with_max_entries(DEFAULT_BAN_RANGES_MAX_ENTRIES, 0),
+    named MAP_BAN_RANGES_V6
+);
+shared_map!(
+    ALLOW_V4: LpmTrie<[u8; 4], AllowValue> = LpmTrie::with_max_entries(DEFAULT_ALLOW_MAX_ENTRIES, 0),
+    named MAP_ALLOW_V4
+);
+shared_map!(
+    ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
+        LpmTrie::with_max_entries(DEFAULT_ALLOW_MAX_ENTRIES, 0),
+    named MAP_ALLOW_V6
 );
 shared_map!(
     SOURCE_STATS: LruPerCpuHashMap<SourceKey, SourceCounters> =
@@ -111,9 +138,10 @@ impl Unclassified {
     const fn verdict(self) -> Verdict {
         match self {
             Unclassified::NotIp => Verdict::PassedNotIp,
-            Unclassified::TruncatedEthernet
-            | Unclassified::TruncatedIp
-            | Unclassified::InvalidIp => Verdict::PassedMalformed,
+            Unclassified::TruncatedEthernet | Unclassified::TruncatedIp => {
+                Verdict::PassedTruncated
+            }
+            Unclassified::InvalidIp => Verdict::PassedMalformed,
         }
     }
 }
@@ -169,19 +197,23 @@ pub fn firewall_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Decides the verdict of an IP packet and counts it against its source.
+/// Decides the verdict of an IP packet and counts it against its source. The allowlist is
+/// checked first, so it wins over every ban.
 #[inline(always)]
 fn try_firewall_xdp(ctx: &XdpContext, frame_len: u64) -> Result<Verdict, Unclassified> {
     let source = parse_source(ctx)?;
 
-    let banned = is_banned(source);
-    count_source(source, banned, frame_len);
-
-    Ok(if banned {
+    let verdict = if is_allowlisted(source) {
+        Verdict::PassedAllowlisted
+    } else if has_live_ban(exact_ban(source)) {
         Verdict::DroppedBanned
+    } else if has_live_ban(range_ban(source)) {
+        Verdict::DroppedBannedRange
     } else {
         Verdict::Passed
-    })
+    };
+    count_source(source, verdict.is_drop(), frame_len);
+    Ok(verdict)
 }
 
 /// Parses the Ethernet header, skips up to [`MAX_VLAN_TAGS`] tags, and reads the source address
@@ -271,13 +303,40 @@ fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read_bytes::<2>(ctx, offset).map(u16::from_be_bytes)
 }
 
-/// Returns whether `source` has a ban that has not expired yet.
 #[inline(always)]
-fn is_banned(source: Source) -> bool {
-    let ban = match source {
+fn is_allowlisted(source: Source) -> bool {
+    match source {
+        Source::V4(addr) => ALLOW_V4.get(Key::new(32, addr)).is_some(),
+        Source::V6(addr) => ALLOW_V6.get(Key::new(128, addr)).is_some(),
+    }
+}
+
+/// Returns the ban of `source` itself, if it has one, expired or not.
+#[inline(always)]
+fn exact_ban(source: Source) -> Option<*const BanValue> {
+    match source {
         Source::V4(addr) => BANS_V4.get_ptr(BanKeyV4 { addr }),
         Source::V6(addr) => BANS_V6.get_ptr(BanKeyV6 { addr }),
+    }
+}
+
+/// Returns the ban of the longest banned range holding `source`, if any, expired or not.
+///
+/// NOTE: only the longest matching range is checked. When it has expired but a shorter range
+/// holding the same source has not, the source passes until the agent's sweeper removes the
+/// expired range.
+#[inline(always)]
+fn range_ban(source: Source) -> Option<*const BanValue> {
+    let ban = match source {
+        Source::V4(addr) => BAN_RANGES_V4.get(Key::new(32, addr)),
+        Source::V6(addr) => BAN_RANGES_V6.get(Key::new(128, addr)),
     };
+    ban.map(|ban| ban as *const BanValue)
+}
+
+/// Returns whether `ban` is present and has not expired yet.
+#[inline(always)]
+fn has_live_ban(ban: Option<*const BanValue>) -> bool {
     let Some(ban) = ban else {
         return false;
     };
@@ -340,6 +399,17 @@ fn count_verdict(verdict: Verdict, frame_len: u64) {
         counter.bytes += frame_len;
     }
 }
+
+/// Drops every frame without reading it: the cost floor that the kernel benchmark subtracts.
+#[xdp]
+pub fn bench_floor_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+const _: () = assert!(
+    str_eq(stringify!(bench_floor_drop), FLOOR_PROGRAM_NAME),
+    "program symbol differs from its name in firewall-common"
+);
 
 /// Compares two strings at compile time, for the name checks above.
 const fn str_eq(left: &str, right: &str) -> bool {

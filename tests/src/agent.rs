@@ -145,6 +145,8 @@ pub struct AgentSettings {
 pub struct Agent {
     child: Option<Child>,
     pub dir: PathBuf,
+    /// The agent's bpffs pin directory, removed with its pins on drop.
+    pub pin_dir: PathBuf,
     pub config_path: PathBuf,
     pub socket: PathBuf,
     pub metrics: SocketAddr,
@@ -165,6 +167,12 @@ impl Agent {
         let socket = dir.join("admin.sock");
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));
         let config_path = dir.join("agent.toml");
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/fw-test-{}-{}",
+            std::process::id(),
+            settings.name
+        ));
+        remove_pins(&pin_dir);
         let config = format!(
             r#"
 [proxy]
@@ -173,6 +181,7 @@ upstream = "http://{upstream}"
 
 [xdp]
 interfaces = [{interfaces}]
+pin_dir = "{pin_dir}"
 
 [rate_limit]
 requests = {requests}
@@ -206,6 +215,7 @@ path = "{store}"
             strikes = settings.strikes,
             ban = settings.ban_seconds,
             socket = socket.display(),
+            pin_dir = pin_dir.display(),
             metrics = metrics,
             store = dir.join("state.redb").display(),
         );
@@ -213,6 +223,7 @@ path = "{store}"
         let mut agent = Self {
             child: None,
             dir,
+            pin_dir,
             config_path,
             socket,
             metrics,
@@ -278,6 +289,14 @@ path = "{store}"
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Kills the agent with SIGKILL, so it has no chance to clean up, and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Returns the agent's log so far.
@@ -347,7 +366,28 @@ path = "{store}"
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+        remove_pins(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Detaches the program pinned in `pin_dir` and removes the pins with `fwctl detach`, printing
+/// any failure. A missing directory is not a failure.
+fn remove_pins(pin_dir: &std::path::Path) {
+    let output = Command::new(fwctl_binary())
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => eprintln!(
+            "fwctl detach --pin-dir {} failed: {}",
+            pin_dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(error) => eprintln!("failed to run fwctl detach: {error}"),
     }
 }
 

@@ -37,7 +37,9 @@ impl Bench {
             eprintln!("skipping {name}: needs root for network namespaces and XDP");
             return None;
         }
-        let network = NETWORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let network = NETWORK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let interface = format!("fwt{name}");
         let client = ClientHost::create(&format!("fwt-{name}"), &interface, HOST_ADDR, CLIENT_ADDR)
             .expect("create the client namespace");
@@ -65,7 +67,11 @@ impl Bench {
     }
 
     fn request(&self, connect_timeout_seconds: u32) -> CurlOutcome {
-        curl(self.client.command("curl"), &self.url(), connect_timeout_seconds)
+        curl(
+            self.client.command("curl"),
+            &self.url(),
+            connect_timeout_seconds,
+        )
     }
 }
 
@@ -87,7 +93,12 @@ fn namespace_client_reaches_upstream() {
         return;
     };
 
-    assert_eq!(bench.request(3), CurlOutcome::Status(200), "{}", bench.agent.log());
+    assert_eq!(
+        bench.request(3),
+        CurlOutcome::Status(200),
+        "{}",
+        bench.agent.log()
+    );
 }
 
 #[test]
@@ -100,7 +111,11 @@ fn manual_ban_drops_syns_then_remove_serves() {
     let drops_before = bench.agent.dropped_packets(CLIENT_ADDR);
 
     let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "10m"]);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     assert!(bench.agent.is_banned(&client));
     assert_eq!(bench.request(2), CurlOutcome::TimedOut);
     let drops_banned = bench.agent.dropped_packets(CLIENT_ADDR);
@@ -110,7 +125,11 @@ fn manual_ban_drops_syns_then_remove_serves() {
     );
 
     let removed = bench.agent.fwctl(&["bans", "remove", &client]);
-    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
     assert!(!bench.agent.is_banned(&client));
     assert_eq!(bench.request(3), CurlOutcome::Status(200));
 }
@@ -129,11 +148,20 @@ fn rate_limit_strikes_ban_client_in_kernel() {
         statuses.push(bench.request(2));
     }
 
-    let served = statuses.iter().filter(|s| **s == CurlOutcome::Status(200)).count();
-    let limited = statuses.iter().filter(|s| **s == CurlOutcome::Status(429)).count();
+    let served = statuses
+        .iter()
+        .filter(|s| **s == CurlOutcome::Status(200))
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == CurlOutcome::Status(429))
+        .count();
     assert_eq!(served, limit as usize, "{statuses:?}");
     assert_eq!(limited, strikes as usize, "{statuses:?}");
-    let ban = bench.agent.ban_entry(&client).expect("the client is banned after its strikes");
+    let ban = bench
+        .agent
+        .ban_entry(&client)
+        .expect("the client is banned after its strikes");
     assert_eq!(ban["origin"].as_str(), Some("rate_limit"), "{ban}");
     assert_eq!(bench.request(2), CurlOutcome::TimedOut);
     assert!(bench.agent.dropped_packets(CLIENT_ADDR) > 0);
@@ -146,7 +174,11 @@ fn ban_survives_agent_restart() {
     };
     let client = CLIENT_ADDR.to_string();
     let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "10m"]);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
 
     bench.agent.stop();
     bench.agent.spawn();
@@ -163,7 +195,11 @@ fn expired_ban_serves_client_again() {
     };
     let client = CLIENT_ADDR.to_string();
     let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "3s"]);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     assert_eq!(bench.request(1), CurlOutcome::TimedOut);
 
     let swept = wait_until(Duration::from_secs(10), || !bench.agent.is_banned(&client));
@@ -173,18 +209,122 @@ fn expired_ban_serves_client_again() {
 }
 
 #[test]
-fn agent_detaches_xdp_on_exit() {
+fn xdp_stays_attached_until_fwctl_detach() {
     let Some(mut bench) = Bench::start("detach", 100, 5, 60) else {
         return;
     };
     let interface = bench.client.host_interface.clone();
     let attached = ip_link_show(&interface);
-    assert!(attached.contains("xdp"), "no XDP program on {interface}: {attached}");
+    assert!(
+        attached.contains("xdp"),
+        "no XDP program on {interface}: {attached}"
+    );
 
     bench.agent.stop();
+    let after_stop = ip_link_show(&interface);
+    assert!(
+        after_stop.contains("xdp"),
+        "the pinned link did not keep XDP on {interface}: {after_stop}"
+    );
 
-    let detached = ip_link_show(&interface);
-    assert!(!detached.contains("xdp"), "XDP still attached to {interface}: {detached}");
+    let pin_dir = bench.agent.pin_dir.display().to_string();
+    let detached = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
+    assert!(
+        detached.status.success(),
+        "{}",
+        String::from_utf8_lossy(&detached.stderr)
+    );
+    let after_detach = ip_link_show(&interface);
+    assert!(
+        !after_detach.contains("xdp"),
+        "XDP still attached to {interface}: {after_detach}"
+    );
+    assert!(!bench.agent.pin_dir.exists(), "pins left in {pin_dir}");
+}
+
+#[test]
+fn drops_continue_through_sigkill_and_restart() {
+    let Some(mut bench) = Bench::start("sigkill", 100, 5, 600) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "10m"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+
+    // With the agent gone, a SYN that reached the host would meet a closed port and be reset at
+    // once, so a connect timeout means XDP still drops it.
+    bench.agent.kill();
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+
+    bench.agent.spawn();
+    assert!(bench.agent.is_banned(&client), "{}", bench.agent.log());
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+    assert!(
+        bench
+            .agent
+            .log()
+            .contains("replaced the XDP link pinned by an earlier agent"),
+        "{}",
+        bench.agent.log()
+    );
+
+    let removed = bench.agent.fwctl(&["bans", "remove", &client]);
+    assert!(removed.status.success());
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+}
+
+#[test]
+fn range_ban_drops_client_subnet() {
+    let Some(bench) = Bench::start("range", 100, 5, 60) else {
+        return;
+    };
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+
+    let added = bench
+        .agent
+        .fwctl(&["bans", "add", "203.0.113.0/30", "--ttl", "10m"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(bench.agent.is_banned("203.0.113.0/30"));
+
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+}
+
+#[test]
+fn allowlist_beats_ban() {
+    let Some(bench) = Bench::start("allow", 100, 5, 60) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    let banned = bench
+        .agent
+        .fwctl(&["bans", "add", "203.0.113.0/30", "--ttl", "10m"]);
+    assert!(banned.status.success());
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+
+    let allowed = bench.agent.fwctl(&["allow", "add", &client]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+
+    let rejected = bench.agent.fwctl(&["bans", "add", &client]);
+    assert!(!rejected.status.success());
+    assert!(
+        String::from_utf8_lossy(&rejected.stderr).contains("allowlisted"),
+        "{}",
+        String::from_utf8_lossy(&rejected.stderr)
+    );
 }
 
 fn ip_link_show(interface: &str) -> String {
@@ -193,4 +333,38 @@ fn ip_link_show(interface: &str) -> String {
         .output()
         .expect("run ip link show");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn expired_ban_passes_before_sweep() {
+    let Some(mut bench) = Bench::start("sweepless", 100, 5, 60) else {
+        return;
+    };
+    // Restart with a sweep interval far beyond the test, so only the kernel's expiry check can
+    // let the client through.
+    bench.agent.stop();
+    let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
+    let config = config.replace("sweep_interval_seconds = 1", "sweep_interval_seconds = 3600");
+    std::fs::write(&bench.agent.config_path, config).expect("write the config");
+    bench.agent.spawn();
+
+    let client = CLIENT_ADDR.to_string();
+    let added = bench.agent.fwctl(&["bans", "add", &client, "--ttl", "3s"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(bench.request(1), CurlOutcome::TimedOut);
+
+    let served = wait_until(Duration::from_secs(10), || {
+        bench.request(1) == CurlOutcome::Status(200)
+    });
+
+    assert!(served, "the expired ban still dropped: {}", bench.agent.log());
+    assert!(
+        !bench.agent.log().contains("ban expired"),
+        "the sweeper ran: {}",
+        bench.agent.log()
+    );
 }

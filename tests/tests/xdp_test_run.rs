@@ -14,10 +14,11 @@ use firewall_agent::kernel::{
     Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, XDP_DROP, XDP_PASS,
     check_privileges,
 };
+use firewall_agent::network::IpNetwork;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use integration_tests::frames::{
-    ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, FrameBuilder,
-    IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+    FrameBuilder, IPV4_HEADER_LEN, IPV6_HEADER_LEN, ipv4_packet, ipv6_packet,
 };
 use integration_tests::netns::is_root;
 
@@ -48,7 +49,15 @@ fn load_with(test: &str, settings: &KernelSettings) -> Option<KernelFirewall> {
 }
 
 fn load(test: &str) -> Option<KernelFirewall> {
-    load_with(test, &KernelSettings::default())
+    load_with(test, &unpinned())
+}
+
+/// Default settings without pins, so that every test gets fresh maps of its own.
+fn unpinned() -> KernelSettings {
+    KernelSettings {
+        pin: false,
+        ..KernelSettings::default()
+    }
 }
 
 fn in_an_hour() -> Option<SystemTime> {
@@ -295,8 +304,8 @@ fn unban_restores_passing() {
 }
 
 #[test]
-fn truncated_ethernet_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ethernet_passes_as_malformed") else {
+fn truncated_ethernet_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ethernet_passes_as_truncated") else {
         return;
     };
     // BPF_PROG_TEST_RUN rejects frames shorter than 14 bytes, so the truncation is in a VLAN
@@ -306,7 +315,7 @@ fn truncated_ethernet_passes_as_malformed() {
         .build();
     let frame = &tagged[..ETHERNET_HEADER_LEN + 2];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -324,27 +333,27 @@ fn frame_below_ethernet_header_is_rejected() {
 }
 
 #[test]
-fn truncated_ipv4_header_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ipv4_header_passes_as_malformed") else {
+fn truncated_ipv4_header_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ipv4_header_passes_as_truncated") else {
         return;
     };
     let full = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
     // One byte short of the source address's end.
     let frame = &full[..ETHERNET_HEADER_LEN + 15];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
-fn ipv4_options_beyond_frame_pass_as_malformed() {
-    let Some(mut firewall) = load("ipv4_options_beyond_frame_pass_as_malformed") else {
+fn ipv4_options_beyond_frame_pass_as_truncated() {
+    let Some(mut firewall) = load("ipv4_options_beyond_frame_pass_as_truncated") else {
         return;
     };
     let mut frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
     // IHL 15 claims a 60-byte header, but the frame ends after 28 bytes of IP.
     frame[ETHERNET_HEADER_LEN] = 0x4f;
 
-    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, &frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -373,14 +382,14 @@ fn wrong_ip_version_passes_as_malformed() {
 }
 
 #[test]
-fn truncated_ipv6_header_passes_as_malformed() {
-    let Some(mut firewall) = load("truncated_ipv6_header_passes_as_malformed") else {
+fn truncated_ipv6_header_passes_as_truncated() {
+    let Some(mut firewall) = load("truncated_ipv6_header_passes_as_truncated") else {
         return;
     };
     let full = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
     let frame = &full[..ETHERNET_HEADER_LEN + IPV6_HEADER_LEN - 1];
 
-    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedMalformed);
+    assert_passed_unclassified(&mut firewall, frame, Verdict::PassedTruncated);
 }
 
 #[test]
@@ -450,7 +459,7 @@ fn ipv4_mapped_ban_drops_ipv4() {
         return;
     };
     let mapped = IpAddr::V6(CLIENT_V4.to_ipv6_mapped());
-    firewall.ban(mapped, None).expect("ban inserted");
+    firewall.ban(mapped.into(), None).expect("ban inserted");
     let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
 
     assert_eq!(run(&mut firewall, &frame), XDP_DROP);
@@ -528,7 +537,7 @@ fn top_sources_orders_by_packets() {
 fn ban_map_capacity_comes_from_settings() {
     let settings = KernelSettings {
         bans_max_entries: 2,
-        ..KernelSettings::default()
+        ..unpinned()
     };
     let Some(firewall) = load_with("ban_map_capacity_comes_from_settings", &settings) else {
         return;
@@ -548,7 +557,7 @@ fn ban_map_capacity_comes_from_settings() {
         .expect_err("a third ban does not fit");
 
     assert!(
-        matches!(error, KernelError::BanMapFull { max_entries: 2, .. }),
+        matches!(error, KernelError::MapFull { max_entries: 2, .. }),
         "{error:?}"
     );
     assert!(error.to_string().contains("bans_max_entries"));
@@ -570,4 +579,346 @@ fn ipv4_header_with_options_passes() {
 
     assert_single_verdict(&firewall, Verdict::Passed, frame.len());
     assert_single_source(&firewall, CLIENT_V4.into(), passed_once(frame.len()));
+}
+
+fn network(text: &str) -> IpNetwork {
+    text.parse().expect("valid address or range")
+}
+
+#[test]
+fn range_ban_drops_ipv4_source() {
+    let Some(mut firewall) = load("range_ban_drops_ipv4_source") else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/24"), in_an_hour())
+        .expect("range ban inserted");
+    let inside = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let outside = FrameBuilder::ipv4(THIRD_CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &inside), XDP_DROP);
+    assert_eq!(run(&mut firewall, &outside), XDP_PASS);
+
+    let totals = firewall.verdict_totals().expect("verdicts readable");
+    let packets = |verdict: Verdict| totals[verdict as usize].counter.packets;
+    assert_eq!(packets(Verdict::DroppedBannedRange), 1);
+    assert_eq!(packets(Verdict::Passed), 1);
+    assert_eq!(packets(Verdict::DroppedBanned), 0);
+}
+
+#[test]
+fn range_ban_drops_ipv6_source() {
+    let Some(mut firewall) = load("range_ban_drops_ipv6_source") else {
+        return;
+    };
+    firewall
+        .ban(network("2001:db8::/64"), None)
+        .expect("range ban inserted");
+    let inside = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+    let outside_source: Ipv6Addr = "2001:db8:0:1::10".parse().expect("valid address");
+    let outside = FrameBuilder::ipv6(outside_source, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &inside), XDP_DROP);
+    assert_eq!(run(&mut firewall, &outside), XDP_PASS);
+    assert!(
+        firewall
+            .unban(network("2001:db8::/64"))
+            .expect("range removed")
+    );
+    assert_eq!(run(&mut firewall, &inside), XDP_PASS);
+}
+
+#[test]
+fn expired_range_ban_passes() {
+    let Some(mut firewall) = load("expired_range_ban_passes") else {
+        return;
+    };
+    let just_expired = SystemTime::now() - Duration::from_secs(1);
+    firewall
+        .ban(network("192.0.2.0/24"), Some(just_expired))
+        .expect("range ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    assert_single_verdict(&firewall, Verdict::Passed, frame.len());
+}
+
+#[test]
+fn allowlist_beats_exact_and_range_bans() {
+    let Some(mut firewall) = load("allowlist_beats_exact_and_range_bans") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    firewall
+        .ban(network("192.0.2.0/24"), None)
+        .expect("range ban inserted");
+    firewall
+        .allow(network("192.0.2.8/29"))
+        .expect("allowlist entry inserted");
+    let allowed = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    let banned = FrameBuilder::ipv4(OTHER_CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &allowed), XDP_PASS);
+    assert_eq!(run(&mut firewall, &banned), XDP_DROP);
+
+    let totals = firewall.verdict_totals().expect("verdicts readable");
+    assert_eq!(
+        totals[Verdict::PassedAllowlisted as usize].counter.packets,
+        1
+    );
+    assert_eq!(
+        totals[Verdict::DroppedBannedRange as usize].counter.packets,
+        1
+    );
+
+    assert!(
+        firewall
+            .disallow(network("192.0.2.8/29"))
+            .expect("entry removed")
+    );
+    assert_eq!(run(&mut firewall, &allowed), XDP_DROP);
+}
+
+#[test]
+fn allowlist_beats_ipv6_ban() {
+    let Some(mut firewall) = load("allowlist_beats_ipv6_ban") else {
+        return;
+    };
+    firewall.ban(CLIENT_V6.into(), None).expect("ban inserted");
+    firewall
+        .allow(CLIENT_V6.into())
+        .expect("allowlist entry inserted");
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    assert_single_verdict(&firewall, Verdict::PassedAllowlisted, frame.len());
+}
+
+#[test]
+fn full_range_trie_reports_error() {
+    let settings = KernelSettings {
+        ban_ranges_max_entries: 1,
+        ..unpinned()
+    };
+    let Some(firewall) = load_with("full_range_trie_reports_error", &settings) else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/24"), None)
+        .expect("first range fits");
+
+    let error = firewall
+        .ban(network("203.0.113.0/24"), None)
+        .expect_err("a second range does not fit");
+
+    assert!(
+        matches!(error, KernelError::MapFull { max_entries: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("ban_ranges_max_entries"));
+}
+
+/// IP protocol numbers (IANA) of the headers the fragment frames carry.
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+
+#[test]
+fn every_ipv4_fragment_of_banned_source_drops() {
+    let Some(mut firewall) = load("every_ipv4_fragment_of_banned_source_drops") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+
+    let mut first = ipv4_packet(CLIENT_V4, SERVER_V4, IPPROTO_UDP, &[0; 16]);
+    first[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments, offset 0
+    let mut later = ipv4_packet(CLIENT_V4, SERVER_V4, IPPROTO_UDP, &[0; 16]);
+    later[6..8].copy_from_slice(&0x0002u16.to_be_bytes()); // last fragment, offset 16 bytes
+
+    for packet in [first, later] {
+        let frame = FrameBuilder::new(ETHERTYPE_IPV4, packet).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    }
+    assert_eq!(
+        verdict_counter(&firewall, Verdict::DroppedBanned).packets,
+        2
+    );
+}
+
+#[test]
+fn ipv6_fragment_and_extension_chain_drop() {
+    let Some(mut firewall) = load("ipv6_fragment_and_extension_chain_drop") else {
+        return;
+    };
+    firewall.ban(CLIENT_V6.into(), None).expect("ban inserted");
+
+    // A later fragment: fragment header (next header UDP, offset 8 units, no more fragments).
+    let fragment_header = [IPPROTO_UDP, 0, 0, 0x40, 0, 0, 0, 1];
+    let fragment = ipv6_packet(CLIENT_V6, SERVER_V6, IPV6_FRAGMENT, &fragment_header);
+    // Hop-by-hop options, then a routing header, then the fragment header.
+    let mut chain = vec![IPV6_ROUTING, 0, 1, 4, 0, 0, 0, 0];
+    chain.extend_from_slice(&[IPV6_FRAGMENT, 0, 0, 0, 0, 0, 0, 0]);
+    chain.extend_from_slice(&fragment_header);
+    let chained = ipv6_packet(CLIENT_V6, SERVER_V6, IPV6_HOP_BY_HOP, &chain);
+
+    for packet in [fragment, chained] {
+        let frame = FrameBuilder::new(ETHERTYPE_IPV6, packet).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    }
+    assert_eq!(
+        verdict_counter(&firewall, Verdict::DroppedBanned).packets,
+        2
+    );
+}
+
+#[test]
+fn qinq_tagged_range_ban_drops() {
+    let Some(mut firewall) = load("qinq_tagged_range_ban_drops") else {
+        return;
+    };
+    firewall
+        .ban(network("192.0.2.0/28"), None)
+        .expect("range ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4)
+        .vlan(ETHERTYPE_8021AD, 100)
+        .vlan(ETHERTYPE_8021Q, 7)
+        .build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    assert_single_verdict(&firewall, Verdict::DroppedBannedRange, frame.len());
+}
+
+#[test]
+fn million_and_one_bans_report_full_map() {
+    const CAPACITY: u32 = 1_000_000;
+    let settings = KernelSettings {
+        bans_max_entries: CAPACITY,
+        ..unpinned()
+    };
+    let Some(mut firewall) = load_with("million_and_one_bans_report_full_map", &settings) else {
+        return;
+    };
+
+    // IPv6 sources, because 2001:db8::/32 has room for a million documentation addresses.
+    let source = |index: u32| {
+        Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000_u128 + u128::from(index))
+    };
+    for index in 0..CAPACITY {
+        firewall
+            .ban(source(index).into(), None)
+            .unwrap_or_else(|error| panic!("ban {index} of {CAPACITY} fits: {error}"));
+    }
+    let error = firewall
+        .ban(source(CAPACITY).into(), None)
+        .expect_err("ban 1,000,001 does not fit");
+
+    assert!(
+        matches!(
+            error,
+            KernelError::MapFull {
+                max_entries: CAPACITY,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let frame = FrameBuilder::ipv6(source(CAPACITY), SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    let frame = FrameBuilder::ipv6(source(CAPACITY - 1), SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+}
+
+/// A pin directory of its own for one test, removed with its pins on drop.
+struct TestPins(std::path::PathBuf);
+
+impl TestPins {
+    fn new(test: &str) -> Self {
+        let path =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/fw-test-{}-{test}", std::process::id()));
+        let _ = firewall_agent::kernel::remove_pins(&path);
+        Self(path)
+    }
+
+    fn settings(&self, bans_max_entries: u32) -> KernelSettings {
+        KernelSettings {
+            pin: true,
+            pin_dir: self.0.clone(),
+            bans_max_entries,
+            ..KernelSettings::default()
+        }
+    }
+}
+
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        if let Err(error) = firewall_agent::kernel::remove_pins(&self.0) {
+            eprintln!("failed to remove {}: {error}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn pinned_bans_outlive_the_program() {
+    if load("pinned_bans_outlive_the_program").is_none() {
+        return;
+    }
+    let pins = TestPins::new("outlive");
+    let first = KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps");
+    first.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    drop(first);
+
+    let mut second = KernelFirewall::load(&pins.settings(16)).expect("second load reuses the pins");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut second, &frame), XDP_DROP);
+}
+
+#[test]
+fn pinned_map_of_other_capacity_is_rejected() {
+    if load("pinned_map_of_other_capacity_is_rejected").is_none() {
+        return;
+    }
+    let pins = TestPins::new("capacity");
+    drop(KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps"));
+
+    let error = KernelFirewall::load(&pins.settings(32))
+        .err()
+        .expect("a capacity change must not reuse the pins");
+
+    assert!(
+        matches!(
+            error,
+            KernelError::PinnedCapacity {
+                pinned: 16,
+                configured: 32,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("fwctl detach"), "{error}");
+}
+
+#[test]
+fn pins_of_other_schema_are_rejected() {
+    if load("pins_of_other_schema_are_rejected").is_none() {
+        return;
+    }
+    let pins = TestPins::new("schema");
+    drop(KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps"));
+    let current = pins
+        .0
+        .join(format!("schema_v{}", firewall_common::PIN_SCHEMA_VERSION));
+    std::fs::remove_dir(&current).expect("schema marker removed");
+    std::fs::create_dir(pins.0.join("schema_v0")).expect("older schema marker created");
+
+    let error = KernelFirewall::load(&pins.settings(16))
+        .err()
+        .expect("pins of another schema must not be reused");
+
+    assert!(
+        matches!(&error, KernelError::PinSchemaMismatch { found, .. } if found == "0"),
+        "{error:?}"
+    );
 }

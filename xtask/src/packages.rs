@@ -8,6 +8,10 @@ use anyhow::{Context, Result, bail};
 /// veths, util-linux for `setpriv`.
 pub const RUNTIME_PACKAGES: &[&str] = &["curl", "iproute2", "util-linux"];
 
+/// Packages the kernel benchmark calls: xdp-filter (xdp-tools) as the reference and bpftool to
+/// run programs through `BPF_PROG_TEST_RUN`.
+pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "iproute2"];
+
 /// Installs whichever of `packages` are missing, with apt-get. Does nothing, quickly, when all are
 /// installed. Fails with the command to run where this is not a Debian-family host run as root.
 pub fn ensure_installed(packages: &[&str]) -> Result<()> {

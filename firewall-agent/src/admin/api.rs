@@ -5,7 +5,12 @@
 //! | `GET /v1/bans` | | [`BanList`] |
 //! | `POST /v1/bans` | [`AddBanRequest`] | [`BanView`], status 201 |
 //! | `DELETE /v1/bans/{address}` | | [`BanView`] of the removed ban, or 404 |
+//! | `GET /v1/allow` | | [`AllowList`] |
+//! | `POST /v1/allow` | [`AddAllowRequest`] | [`AllowView`], status 201 |
+//! | `DELETE /v1/allow/{address}` | | [`AllowView`] of the removed entry, or 404 |
 //! | `GET /v1/stats?top=N` | | [`Stats`] |
+//!
+//! `{address}` is an address or a CIDR range, such as `198.51.100.0/24`.
 //!
 //! Every error is an [`ErrorBody`] with a 4xx or 5xx status.
 
@@ -14,8 +19,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bans::unix_ms;
+use crate::bans::{AllowEntry, unix_ms};
 use crate::kernel::{SourceTotal, VerdictTotal};
+use crate::network::IpNetwork;
 use crate::store::{BanOrigin, BanRecord};
 
 /// Default number of sources in [`Stats::top_sources`].
@@ -26,8 +32,8 @@ pub const MAX_TOP_SOURCES: usize = 1000;
 /// One ban in force.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanView {
-    /// The banned address, canonical.
-    pub address: IpAddr,
+    /// The banned address or range, canonical.
+    pub address: IpNetwork,
     /// Origin of the ban.
     pub origin: BanOrigin,
     /// Short human-readable reason.
@@ -69,7 +75,8 @@ pub struct BanList {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddBanRequest {
-    /// The address to ban, IPv4 or IPv6. An IPv4-mapped IPv6 address is stored as IPv4.
+    /// The address or CIDR range to ban, IPv4 or IPv6. An IPv4-mapped IPv6 address is stored
+    /// as IPv4, and a range with host bits set is stored as its network (`198.51.100.0/24`).
     pub address: String,
     /// Duration of the ban in seconds; `null` for a ban that never expires. The key is
     /// required, so that a forgotten TTL is an error instead of a permanent ban.
@@ -78,6 +85,39 @@ pub struct AddBanRequest {
     /// Optional reason, shown by `fwctl bans list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// One allowlist entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowView {
+    /// The allowlisted address or range, canonical.
+    pub address: IpNetwork,
+    /// Whether the entry comes from the config file, which the admin API cannot remove.
+    pub configured: bool,
+}
+
+impl From<AllowEntry> for AllowView {
+    fn from(entry: AllowEntry) -> Self {
+        Self {
+            address: entry.address,
+            configured: entry.configured,
+        }
+    }
+}
+
+/// Response of `GET /v1/allow`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowList {
+    /// Every allowlist entry, ordered by address.
+    pub entries: Vec<AllowView>,
+}
+
+/// Request body of `POST /v1/allow`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddAllowRequest {
+    /// The address or CIDR range to allowlist, IPv4 or IPv6.
+    pub address: String,
 }
 
 /// Counters of one XDP verdict.

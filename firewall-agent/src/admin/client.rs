@@ -1,7 +1,6 @@
 //! The admin API client used by `fwctl`.
 
 use std::io::ErrorKind;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -12,7 +11,10 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::api::{AddBanRequest, BanList, BanView, ErrorBody, Stats};
+use super::api::{
+    AddAllowRequest, AddBanRequest, AllowList, AllowView, BanList, BanView, ErrorBody, Stats,
+};
+use crate::network::IpNetwork;
 use crate::telemetry::ErrorChain;
 
 /// Errors from [`AdminClient`].
@@ -97,8 +99,38 @@ impl AdminClient {
     ///
     /// [`ClientError`] when the agent is unreachable, or [`ClientError::Api`] with 404 when the
     /// address has no ban.
-    pub async fn remove_ban(&self, address: IpAddr) -> Result<BanView, ClientError> {
+    pub async fn remove_ban(&self, address: IpNetwork) -> Result<BanView, ClientError> {
         self.call(Method::DELETE, &format!("/v1/bans/{address}"), None)
+            .await
+    }
+
+    /// `GET /v1/allow`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or returns an error.
+    pub async fn list_allows(&self) -> Result<AllowList, ClientError> {
+        self.call(Method::GET, "/v1/allow", None).await
+    }
+
+    /// `POST /v1/allow`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or rejects the entry.
+    pub async fn add_allow(&self, request: &AddAllowRequest) -> Result<AllowView, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|source| ClientError::Decode { source })?;
+        self.call(Method::POST, "/v1/allow", Some(body)).await
+    }
+
+    /// `DELETE /v1/allow/{address}`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable, or [`ClientError::Api`] with 404 when the
+    /// address is not allowlisted.
+    pub async fn remove_allow(&self, address: IpNetwork) -> Result<AllowView, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/allow/{address}"), None)
             .await
     }
 

@@ -1,7 +1,6 @@
 //! The admin API server: HTTP/1.1 and JSON on a Unix socket with mode 0600.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +18,13 @@ use serde::Serialize;
 use tokio::net::UnixListener;
 
 use super::api::{
-    AddBanRequest, BanList, BanView, DEFAULT_TOP_SOURCES, ErrorBody, MAX_TOP_SOURCES, SourceView,
-    Stats, VerdictView,
+    AddAllowRequest, AddBanRequest, AllowList, AllowView, BanList, BanView, DEFAULT_TOP_SOURCES,
+    ErrorBody, MAX_TOP_SOURCES, SourceView, Stats, VerdictView,
 };
 use crate::bans::{BanError, BanManager};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::kernel::Blocklist;
+use crate::kernel::{Blocklist, KernelError};
+use crate::network::IpNetwork;
 use crate::shutdown::ShutdownListener;
 use crate::store::BanOrigin;
 use crate::telemetry::ErrorChain;
@@ -253,6 +253,13 @@ impl ApiError {
         }
     }
 
+    fn not_found(message: String) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message,
+        }
+    }
+
     fn internal(message: String) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -266,6 +273,22 @@ impl From<BanError> for ApiError {
         match error {
             BanError::InvalidAddress { .. } | BanError::InvalidDuration { .. } => {
                 Self::bad_request(error.to_string())
+            }
+            BanError::Allowlisted { .. } | BanError::ConfiguredAllow { .. } => Self {
+                status: StatusCode::CONFLICT,
+                message: error.to_string(),
+            },
+            // A full map is the caller's to fix (raise the capacity or remove entries), so it is
+            // reported whole, with the capacity setting to raise.
+            BanError::Kernel { ref source, .. }
+                if matches!(**source, KernelError::MapFull { .. }) =>
+            {
+                let message = ErrorChain(&error).to_string();
+                tracing::warn!(error = %message, "kernel map full");
+                Self {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    message,
+                }
             }
             BanError::Store(_) | BanError::Kernel { .. } => {
                 let message = ErrorChain(&error).to_string();
@@ -287,8 +310,13 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         (Method::DELETE, target) if target.starts_with("/v1/bans/") => {
             remove_ban(state, &target["/v1/bans/".len()..]).await
         }
+        (Method::GET, "/v1/allow") => list_allows(state),
+        (Method::POST, "/v1/allow") => add_allow(state, request).await,
+        (Method::DELETE, target) if target.starts_with("/v1/allow/") => {
+            remove_allow(state, &target["/v1/allow/".len()..]).await
+        }
         (Method::GET, "/v1/stats") => stats(state, query.as_deref()).await,
-        (_, "/v1/bans" | "/v1/stats") => Err(ApiError {
+        (_, "/v1/bans" | "/v1/allow" | "/v1/stats") => Err(ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("method {method} is not allowed on {path}"),
         }),
@@ -322,11 +350,8 @@ async fn list_bans(state: &AdminState) -> Result<Response<Full<Bytes>>, ApiError
     Ok(json_response(StatusCode::OK, &list))
 }
 
-async fn add_ban(
-    state: &AdminState,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
         .map_err(|error| {
@@ -334,7 +359,14 @@ async fn add_ban(
                 "failed to read the request body (at most {MAX_BODY_BYTES} bytes): {error}"
             ))
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn add_ban(
+    state: &AdminState,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = read_body(request).await?;
     let add: AddBanRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(format!(
             "invalid request body: {error}; expected {{\"address\": \"192.0.2.7\", \
@@ -380,11 +412,56 @@ async fn remove_ban(state: &AdminState, text: &str) -> Result<Response<Full<Byte
             StatusCode::OK,
             &BanView::from_record(&record, SystemTime::now()),
         )),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no ban found for {}", address.to_canonical()),
-        }),
+        None => Err(ApiError::not_found(format!("no ban found for {address}"))),
     }
+}
+
+fn list_allows(state: &AdminState) -> Result<Response<Full<Bytes>>, ApiError> {
+    let list = AllowList {
+        entries: state
+            .bans
+            .allowlist()
+            .into_iter()
+            .map(AllowView::from)
+            .collect(),
+    };
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+async fn add_allow(
+    state: &AdminState,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = read_body(request).await?;
+    let add: AddAllowRequest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "invalid request body: {error}; expected {{\"address\": \"198.51.100.0/24\"}}"
+        ))
+    })?;
+    let address = parse_address(&add.address)?;
+
+    let bans = Arc::clone(&state.bans);
+    let record = blocking(move || bans.allow(address)).await??;
+    let view = AllowView {
+        address: record.address,
+        configured: false,
+    };
+    Ok(json_response(StatusCode::CREATED, &view))
+}
+
+async fn remove_allow(state: &AdminState, text: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+    let address = parse_address(text)?;
+    let bans = Arc::clone(&state.bans);
+    if !blocking(move || bans.disallow(address)).await?? {
+        return Err(ApiError::not_found(format!(
+            "no allowlist entry found for {address}"
+        )));
+    }
+    let view = AllowView {
+        address,
+        configured: false,
+    };
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 async fn stats(state: &AdminState, query: Option<&str>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -412,15 +489,10 @@ async fn stats(state: &AdminState, query: Option<&str>) -> Result<Response<Full<
     Ok(json_response(StatusCode::OK, &stats))
 }
 
-/// Parses an address from the API, naming it when invalid.
-fn parse_address(text: &str) -> Result<IpAddr, ApiError> {
-    text.parse::<IpAddr>()
-        .map(|address| address.to_canonical())
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "invalid address `{text}`: expected an IPv4 or IPv6 address such as 192.0.2.7 or 2001:db8::1"
-            ))
-        })
+/// Parses an address or CIDR range from the API, naming it when invalid.
+fn parse_address(text: &str) -> Result<IpNetwork, ApiError> {
+    text.parse::<IpNetwork>()
+        .map_err(|error| ApiError::bad_request(error.to_string()))
 }
 
 /// Reads `top=N` from the query of `/v1/stats`.

@@ -7,14 +7,15 @@
 pub mod events;
 pub mod memory;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{BanConfig, MAX_DURATION_SECONDS};
 use crate::kernel::{Blocklist, KernelError};
-use crate::store::{BanOrigin, BanRecord, Store, StoreError};
+use crate::network::IpNetwork;
+use crate::store::{AllowRecord, BanOrigin, BanRecord, Store, StoreError};
 use crate::telemetry::ErrorChain;
 use crate::telemetry::Metrics;
 
@@ -48,18 +49,43 @@ pub enum BanError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store was updated but the kernel map was not.
-    #[error("failed to update the kernel blocklist for {address}")]
+    #[error("failed to update the kernel maps for {address}")]
     Kernel {
-        address: IpAddr,
+        address: IpNetwork,
         #[source]
         source: Box<KernelError>,
     },
     /// The time-to-live is zero or too long.
     #[error("invalid ban duration of {seconds} seconds: expected 1 to {MAX_DURATION_SECONDS}")]
     InvalidDuration { seconds: u64 },
-    /// The address can never be a packet source.
-    #[error("invalid ban address {address}: an unspecified or multicast address is never a source")]
-    InvalidAddress { address: IpAddr },
+    /// The address can never be a packet source, or the range contains every address.
+    #[error(
+        "invalid ban address {address}: an unspecified or multicast address is never a source, \
+         and a /0 range would ban every address"
+    )]
+    InvalidAddress { address: IpNetwork },
+    /// The address or range lies in the allowlist, which always wins over bans.
+    #[error(
+        "ban of {address} rejected: it is allowlisted by {allowlisted}; remove that allowlist \
+         entry first if the ban is intended"
+    )]
+    Allowlisted {
+        address: IpNetwork,
+        allowlisted: IpNetwork,
+    },
+    /// The allowlist entry comes from the config file, so it cannot be removed at run time.
+    #[error("allowlist entry {address} is set in the config file; remove it there and restart")]
+    ConfiguredAllow { address: IpNetwork },
+}
+
+/// One allowlist entry and where it comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    /// The allowlisted address or range.
+    pub address: IpNetwork,
+    /// Whether the entry comes from the config file (loopback and `bans.allowlist`), as opposed
+    /// to the admin API.
+    pub configured: bool,
 }
 
 /// Counts of [`BanManager::restore`].
@@ -81,7 +107,11 @@ pub struct BanManager {
     strikes: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     /// Bans in force and their expiry in Unix milliseconds (`None`: never), mirrored from the
     /// store so that the proxy can check a client without a store read.
-    active: RwLock<HashMap<IpAddr, Option<u64>>>,
+    active: RwLock<HashMap<IpNetwork, Option<u64>>>,
+    /// Allowlist entries from the config file.
+    configured_allows: BTreeSet<IpNetwork>,
+    /// Every allowlist entry: the configured ones and those stored at run time.
+    allowlist: RwLock<BTreeSet<IpNetwork>>,
 }
 
 impl std::fmt::Debug for BanManager {
@@ -109,10 +139,25 @@ impl BanManager {
             metrics,
             strikes: Mutex::new(HashMap::new()),
             active: RwLock::new(HashMap::new()),
+            configured_allows: BTreeSet::new(),
+            allowlist: RwLock::new(BTreeSet::new()),
         }
     }
 
-    /// Pushes every unexpired stored ban into the kernel and deletes expired ones from the store.
+    /// Sets the allowlist entries of the config file. [`BanManager::restore`] writes them, with
+    /// the stored ones, into the kernel.
+    pub fn with_allowlist(mut self, networks: impl IntoIterator<Item = IpNetwork>) -> Self {
+        self.configured_allows = networks.into_iter().collect();
+        *self.allowlist_mut() = self.configured_allows.clone();
+        self
+    }
+
+    /// Writes the allowlist and every unexpired stored ban into the kernel, and deletes expired
+    /// bans from the store and the kernel.
+    ///
+    /// NOTE: entries found in pinned kernel maps but missing from the store (written by another
+    /// tool while the agent was down) are left in the kernel as they are, but they are neither
+    /// imported into the store nor listed by `fwctl bans list`.
     ///
     /// # Errors
     ///
@@ -126,20 +171,35 @@ impl BanManager {
         let now_ms = unix_ms(now);
         let mut summary = RestoreSummary::default();
 
+        let mut allowlist = self.configured_allows.clone();
+        allowlist.extend(
+            self.store
+                .list_allows()?
+                .into_iter()
+                .map(|record| record.address),
+        );
+        for &address in &allowlist {
+            self.blocklist
+                .allow(address)
+                .map_err(|source| self.kernel_error(address, source))?;
+        }
+        *self.allowlist_mut() = allowlist;
+
         for record in self.store.list_bans()? {
-            let address = record.address.to_canonical();
+            let address = record.address;
             if record.is_expired(now_ms) {
                 self.store.remove_ban(record.address)?;
+                // Pinned maps outlive the agent, so the expired entry may still be there.
+                self.blocklist
+                    .unban(address)
+                    .map_err(|source| self.kernel_error(address, source))?;
                 summary.expired += 1;
                 continue;
             }
 
             self.blocklist
                 .ban(address, record.expires_at_ms.map(system_time))
-                .map_err(|source| BanError::Kernel {
-                    address,
-                    source: Box::new(source),
-                })?;
+                .map_err(|source| self.kernel_error(address, source))?;
             self.active_mut().insert(address, record.expires_at_ms);
             summary.restored += 1;
         }
@@ -172,6 +232,10 @@ impl BanManager {
         wall_now: SystemTime,
     ) -> Result<Option<BanRecord>, BanError> {
         let address = address.to_canonical();
+        if let Some(allowlisted) = self.allowlisted_by(IpNetwork::host(address)) {
+            tracing::debug!(%address, %allowlisted, "strike ignored for an allowlisted client");
+            return Ok(None);
+        }
         if !self.count_strike(address, now) {
             return Ok(None);
         }
@@ -196,7 +260,7 @@ impl BanManager {
             self.policy.strike_window.as_secs()
         );
         self.apply_at(
-            address,
+            IpNetwork::host(address),
             Some(self.policy.ban_duration),
             BanOrigin::RateLimit,
             &reason,
@@ -204,16 +268,17 @@ impl BanManager {
         )
     }
 
-    /// Bans `address` for `ttl` (`None`: never expires), replacing any ban it has. An automatic
-    /// ban never shortens a ban already in force.
+    /// Bans `address` (an address or a range) for `ttl` (`None`: never expires). A ban never
+    /// shortens a ban already in force: re-banning extends the expiry or keeps it.
     ///
     /// # Errors
     ///
-    /// [`BanError`] when the address or duration is invalid, or the store or kernel update
-    /// fails. A kernel failure leaves the ban in the store, so the next start applies it.
+    /// [`BanError`] when the address or duration is invalid, the address is allowlisted, or the
+    /// store or kernel update fails. A kernel failure leaves the ban in the store, so the next
+    /// start applies it.
     pub fn apply(
         &self,
-        address: IpAddr,
+        address: impl Into<IpNetwork>,
         ttl: Option<Duration>,
         origin: BanOrigin,
         reason: &str,
@@ -224,19 +289,24 @@ impl BanManager {
     /// [`BanManager::apply`] at a given time.
     pub fn apply_at(
         &self,
-        address: IpAddr,
+        address: impl Into<IpNetwork>,
         ttl: Option<Duration>,
         origin: BanOrigin,
         reason: &str,
         now: SystemTime,
     ) -> Result<BanRecord, BanError> {
-        let address = address.to_canonical();
+        let address = address.into();
         validate_address(address)?;
+        if let Some(allowlisted) = self.allowlisted_by(address) {
+            return Err(BanError::Allowlisted {
+                address,
+                allowlisted,
+            });
+        }
         let now_ms = unix_ms(now);
         let expires_at_ms = ttl.map(|ttl| expiry_ms(now_ms, ttl)).transpose()?;
 
-        if origin != BanOrigin::Manual
-            && let Some(existing) = self.store.get_ban(address)?
+        if let Some(existing) = self.store.get_ban(address)?
             && !existing.is_expired(now_ms)
             && outlasts(existing.expires_at_ms, expires_at_ms)
         {
@@ -256,10 +326,7 @@ impl BanManager {
 
         self.blocklist
             .ban(address, expires_at_ms.map(system_time))
-            .map_err(|source| BanError::Kernel {
-                address,
-                source: Box::new(source),
-            })?;
+            .map_err(|source| self.kernel_error(address, source))?;
 
         self.metrics.record_ban(origin);
         tracing::info!(
@@ -277,18 +344,15 @@ impl BanManager {
     /// # Errors
     ///
     /// [`BanError`] when the store or the kernel update fails.
-    pub fn remove(&self, address: IpAddr) -> Result<Option<BanRecord>, BanError> {
-        let address = address.to_canonical();
+    pub fn remove(&self, address: impl Into<IpNetwork>) -> Result<Option<BanRecord>, BanError> {
+        let address = address.into();
         let removed = self.store.remove_ban(address)?;
         self.active_mut().remove(&address);
         self.update_active_gauge();
 
         self.blocklist
             .unban(address)
-            .map_err(|source| BanError::Kernel {
-                address,
-                source: Box::new(source),
-            })?;
+            .map_err(|source| self.kernel_error(address, source))?;
         if let Some(record) = &removed {
             tracing::info!(%address, origin = record.origin.label(), "ban removed");
         }
@@ -312,13 +376,87 @@ impl BanManager {
         Ok(bans)
     }
 
-    /// Returns whether `address` has a ban in force, from memory.
+    /// Returns whether `address` has a ban in force, of its own or through a range, and is not
+    /// allowlisted. Reads memory only.
     pub fn is_banned(&self, address: IpAddr) -> bool {
+        let host = IpNetwork::host(address);
+        if self.allowlisted_by(host).is_some() {
+            return false;
+        }
+
         let now_ms = unix_ms(SystemTime::now());
         let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
-        active
-            .get(&address.to_canonical())
-            .is_some_and(|expires| expires.is_none_or(|expires| expires > now_ms))
+        // One lookup per prefix length, from the address itself down to /0.
+        (0..=host.prefix_len()).rev().any(|prefix_len| {
+            IpNetwork::new(host.address(), prefix_len)
+                .ok()
+                .and_then(|network| active.get(&network))
+                .is_some_and(|expires| expires.is_none_or(|expires| expires > now_ms))
+        })
+    }
+
+    /// Returns the allowlist entry that holds all of `address`, if any.
+    pub fn allowlisted_by(&self, address: IpNetwork) -> Option<IpNetwork> {
+        self.allowlist
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|entry| entry.contains(&address))
+            .copied()
+    }
+
+    /// Adds `address` to the allowlist, in the store and in the kernel. Bans it overlaps stay
+    /// stored but no longer drop its packets.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError`] when the store or kernel update fails.
+    pub fn allow(&self, address: IpNetwork) -> Result<AllowRecord, BanError> {
+        let record = AllowRecord {
+            address,
+            created_at_ms: unix_ms(SystemTime::now()),
+        };
+        self.store.put_allow(&record)?;
+        self.allowlist_mut().insert(address);
+        self.blocklist
+            .allow(address)
+            .map_err(|source| self.kernel_error(address, source))?;
+        tracing::info!(%address, "allowlist entry added");
+        Ok(record)
+    }
+
+    /// Removes `address` from the allowlist. Returns whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`BanError::ConfiguredAllow`] for an entry of the config file, or [`BanError`] when the
+    /// store or kernel update fails.
+    pub fn disallow(&self, address: IpNetwork) -> Result<bool, BanError> {
+        if self.configured_allows.contains(&address) {
+            return Err(BanError::ConfiguredAllow { address });
+        }
+        let removed = self.store.remove_allow(address)?;
+        self.allowlist_mut().remove(&address);
+        self.blocklist
+            .disallow(address)
+            .map_err(|source| self.kernel_error(address, source))?;
+        if removed {
+            tracing::info!(%address, "allowlist entry removed");
+        }
+        Ok(removed)
+    }
+
+    /// Returns every allowlist entry, ordered by address.
+    pub fn allowlist(&self) -> Vec<AllowEntry> {
+        self.allowlist
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|&address| AllowEntry {
+                address,
+                configured: self.configured_allows.contains(&address),
+            })
+            .collect()
     }
 
     /// Removes expired bans from the store and the kernel, and drops strikes older than the
@@ -341,15 +479,12 @@ impl BanManager {
             if !record.is_expired(now_ms) {
                 continue;
             }
-            let address = record.address.to_canonical();
+            let address = record.address;
             self.store.remove_ban(record.address)?;
             self.active_mut().remove(&address);
             self.blocklist
                 .unban(address)
-                .map_err(|source| BanError::Kernel {
-                    address,
-                    source: Box::new(source),
-                })?;
+                .map_err(|source| self.kernel_error(address, source))?;
             tracing::info!(%address, origin = record.origin.label(), "ban expired");
             removed += 1;
         }
@@ -394,6 +529,17 @@ impl BanManager {
         });
     }
 
+    /// Wraps a kernel failure for `address`, counting it when a map was full.
+    fn kernel_error(&self, address: IpNetwork, source: KernelError) -> BanError {
+        if let KernelError::MapFull { map, .. } = source {
+            self.metrics.record_map_full(map);
+        }
+        BanError::Kernel {
+            address,
+            source: Box::new(source),
+        }
+    }
+
     fn update_active_gauge(&self) {
         let count = self
             .active
@@ -403,9 +549,16 @@ impl BanManager {
         self.metrics.set_active_bans(count);
     }
 
-    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<IpAddr, Option<u64>>> {
+    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<IpNetwork, Option<u64>>> {
         // Every change under the lock is one map operation, so a poisoned map is consistent.
         self.active.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn allowlist_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<IpNetwork>> {
+        // As above: every change is one set operation.
+        self.allowlist
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn strikes_lock(&self) -> MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
@@ -446,8 +599,10 @@ fn outlasts(existing: Option<u64>, new: Option<u64>) -> bool {
     }
 }
 
-fn validate_address(address: IpAddr) -> Result<(), BanError> {
-    if address.is_unspecified() || address.is_multicast() {
+fn validate_address(address: IpNetwork) -> Result<(), BanError> {
+    let first = address.address();
+    let never_a_source = address.is_host() && first.is_unspecified();
+    if never_a_source || first.is_multicast() || address.prefix_len() == 0 {
         return Err(BanError::InvalidAddress { address });
     }
     Ok(())

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::memory::MemoryBlocklist;
 use super::*;
+use crate::network::IpNetwork;
 use crate::store::{BanOrigin, Store};
 use crate::telemetry::Metrics;
 
@@ -43,6 +44,10 @@ fn fixture() -> Fixture {
 
 fn addr(text: &str) -> IpAddr {
     text.parse().expect("valid address")
+}
+
+fn net(text: &str) -> IpNetwork {
+    text.parse().expect("valid address or range")
 }
 
 #[test]
@@ -128,10 +133,10 @@ fn mapped_address_is_banned_as_ipv4() {
             .expect("strike");
     }
 
-    assert_eq!(f.blocklist.banned_addresses(), vec![addr(CLIENT)]);
+    assert_eq!(f.blocklist.banned_addresses(), vec![net(CLIENT)]);
     let stored = f.manager.list_at(wall).expect("list");
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].address, addr(CLIENT));
+    assert_eq!(stored[0].address, net(CLIENT));
     assert!(f.manager.is_banned(addr("::ffff:192.0.2.7")));
 }
 
@@ -184,6 +189,16 @@ fn invalid_ban_inputs_are_rejected() {
         .apply(addr("0.0.0.0"), None, BanOrigin::Manual, "x");
     assert!(matches!(unspecified, Err(BanError::InvalidAddress { .. })));
 
+    let everything = f
+        .manager
+        .apply(net("0.0.0.0/0"), None, BanOrigin::Manual, "x");
+    assert!(matches!(everything, Err(BanError::InvalidAddress { .. })));
+
+    let multicast = f
+        .manager
+        .apply(net("ff02::/16"), None, BanOrigin::Manual, "x");
+    assert!(matches!(multicast, Err(BanError::InvalidAddress { .. })));
+
     let zero = f
         .manager
         .apply(addr(CLIENT), Some(Duration::ZERO), BanOrigin::Manual, "x");
@@ -224,10 +239,10 @@ fn sweep_removes_expired_bans_only() {
         .expect("sweep");
 
     assert_eq!(removed, 1);
-    assert_eq!(f.blocklist.banned_addresses(), vec![addr("198.51.100.9")]);
+    assert_eq!(f.blocklist.banned_addresses(), vec![net("198.51.100.9")]);
     let stored = f.manager.list_at(wall).expect("list");
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].address, addr("198.51.100.9"));
+    assert_eq!(stored[0].address, net("198.51.100.9"));
 }
 
 #[test]
@@ -322,7 +337,7 @@ fn restore_pushes_unexpired_and_drops_expired() {
             expired: 1
         }
     );
-    assert_eq!(kernel.banned_addresses(), vec![addr("2001:db8::9")]);
+    assert_eq!(kernel.banned_addresses(), vec![net("2001:db8::9")]);
     assert_eq!(restarted.list_at(wall).expect("list").len(), 1);
     assert!(restarted.is_banned(addr("2001:db8::9")));
 }
@@ -350,4 +365,160 @@ fn metrics_count_bans_by_origin() {
         "{text}"
     );
     assert!(text.contains("firewall_bans_active 1"), "{text}");
+}
+
+#[test]
+fn range_ban_covers_its_addresses() {
+    let f = fixture();
+    let record = f
+        .manager
+        .apply(net("198.51.100.77/24"), None, BanOrigin::Manual, "subnet")
+        .expect("range ban");
+
+    assert_eq!(record.address.to_string(), "198.51.100.0/24");
+    assert_eq!(f.blocklist.banned_addresses(), vec![net("198.51.100.0/24")]);
+    assert!(f.manager.is_banned(addr("198.51.100.200")));
+    assert!(f.manager.is_banned(addr("::ffff:198.51.100.1")));
+    assert!(!f.manager.is_banned(addr("198.51.101.1")));
+
+    f.manager
+        .remove(net("198.51.100.0/24"))
+        .expect("range removed");
+    assert!(!f.manager.is_banned(addr("198.51.100.200")));
+}
+
+#[test]
+fn rebanning_never_shortens_a_ban() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    let long = f
+        .manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(600)),
+            BanOrigin::Manual,
+            "long",
+            wall,
+        )
+        .expect("long ban");
+
+    let again = f
+        .manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(60)),
+            BanOrigin::Manual,
+            "short",
+            wall,
+        )
+        .expect("shorter re-ban");
+    assert_eq!(again.expires_at_ms, long.expires_at_ms);
+
+    let extended = f
+        .manager
+        .apply_at(
+            addr(CLIENT),
+            Some(Duration::from_secs(6000)),
+            BanOrigin::RateLimit,
+            "longer",
+            wall,
+        )
+        .expect("longer re-ban");
+    assert!(extended.expires_at_ms > long.expires_at_ms);
+    assert_eq!(
+        f.blocklist.ban_of(addr(CLIENT)),
+        Some(extended.expires_at_ms.map(system_time))
+    );
+}
+
+#[test]
+fn allowlisted_address_is_not_banned() {
+    let f = fixture();
+    let manager = f.manager.with_allowlist([net("198.51.100.0/24")]);
+    manager.restore().expect("restore writes the allowlist");
+    assert_eq!(f.blocklist.allowed_networks(), vec![net("198.51.100.0/24")]);
+
+    let error = manager
+        .apply(addr("198.51.100.9"), None, BanOrigin::Manual, "x")
+        .expect_err("an allowlisted address is not banned");
+    assert!(
+        matches!(error, BanError::Allowlisted { allowlisted, .. } if allowlisted == net("198.51.100.0/24")),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("198.51.100.0/24"), "{error}");
+    assert!(f.blocklist.banned_addresses().is_empty());
+
+    let now = Instant::now();
+    for _ in 0..5 {
+        let ban = manager
+            .record_strike_at(addr("198.51.100.9"), "r", now, SystemTime::now())
+            .expect("strike ignored");
+        assert!(ban.is_none());
+    }
+    assert!(f.blocklist.banned_addresses().is_empty());
+}
+
+#[test]
+fn allowlist_added_at_run_time_survives_restart() {
+    let f = fixture();
+    f.manager
+        .allow(net("2001:db8::/48"))
+        .expect("allowlist entry added");
+    assert!(f.manager.allowlisted_by(net("2001:db8::1")).is_some());
+    let error = f
+        .manager
+        .apply(addr("2001:db8::1"), None, BanOrigin::Manual, "x")
+        .expect_err("allowlisted");
+    assert!(matches!(error, BanError::Allowlisted { .. }), "{error:?}");
+
+    let Fixture {
+        _dir,
+        store_path,
+        manager,
+        metrics,
+        ..
+    } = f;
+    drop(manager);
+    let kernel = Arc::new(MemoryBlocklist::new());
+    let store = Store::open(&store_path).expect("store reopens");
+    let restarted = BanManager::new(store, kernel.clone(), policy(), metrics)
+        .with_allowlist([net("127.0.0.0/8")]);
+    restarted.restore().expect("restore");
+
+    assert_eq!(
+        kernel.allowed_networks(),
+        vec![net("127.0.0.0/8"), net("2001:db8::/48")]
+    );
+    let configured = restarted
+        .disallow(net("127.0.0.0/8"))
+        .expect_err("a configured entry stays");
+    assert!(matches!(configured, BanError::ConfiguredAllow { .. }));
+    assert!(restarted.disallow(net("2001:db8::/48")).expect("removed"));
+    assert_eq!(kernel.allowed_networks(), vec![net("127.0.0.0/8")]);
+}
+
+#[test]
+fn full_kernel_map_is_reported_and_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocklist = Arc::new(MemoryBlocklist::with_max_bans(1));
+    let metrics = Arc::new(Metrics::new(blocklist.clone()));
+    let store = Store::open(&dir.path().join("state.redb")).expect("store opens");
+    let manager = BanManager::new(store, blocklist.clone(), policy(), metrics.clone());
+    manager
+        .apply(addr(CLIENT), None, BanOrigin::Manual, "first")
+        .expect("first ban fits");
+
+    let error = manager
+        .apply(addr("198.51.100.9"), None, BanOrigin::Manual, "second")
+        .expect_err("a full map is an error");
+
+    let BanError::Kernel { source, .. } = &error else {
+        panic!("expected a kernel error, got {error:?}");
+    };
+    assert!(matches!(
+        **source,
+        KernelError::MapFull { max_entries: 1, .. }
+    ));
+    assert_eq!(metrics.map_full("memory"), 1);
+    assert_eq!(blocklist.banned_addresses(), vec![net(CLIENT)]);
 }

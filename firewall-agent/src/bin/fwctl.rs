@@ -1,19 +1,22 @@
-//! `fwctl`: the control CLI. Lists, adds and removes bans and shows the XDP counters, through
-//! the agent's admin socket.
+//! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries and shows the
+//! XDP counters, through the agent's admin socket.
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use firewall_agent::admin::api::{AddBanRequest, BanView, MAX_TOP_SOURCES, Stats};
+use firewall_agent::admin::api::{
+    AddAllowRequest, AddBanRequest, AllowView, BanView, MAX_TOP_SOURCES, Stats,
+};
 use firewall_agent::admin::{AdminClient, ClientError};
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
+use firewall_agent::kernel::{DEFAULT_PIN_DIR, remove_pins};
+use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
 
 /// Default time-to-live of `fwctl bans add`.
@@ -39,6 +42,13 @@ enum Command {
     /// List, add or remove bans.
     #[command(subcommand)]
     Bans(BanCommand),
+    /// List, add or remove allowlist entries, whose packets pass whatever bans cover them.
+    #[command(subcommand)]
+    Allow(AllowCommand),
+    /// Detach the XDP program and remove its pinned maps and links. Stop the agent first: a
+    /// running agent keeps the program attached until it exits. Stored bans come back at the
+    /// agent's next start.
+    Detach(DetachArgs),
     /// Show the XDP verdict counters and the sources with the most packets.
     Stats(StatsArgs),
 }
@@ -47,21 +57,42 @@ enum Command {
 enum BanCommand {
     /// List the bans in force, with their origin and remaining time.
     List,
-    /// Ban an address.
+    /// Ban an address or a CIDR range.
     Add(AddArgs),
-    /// Lift the ban of an address.
+    /// Lift the ban of an address or a range.
     Remove {
-        /// IPv4 or IPv6 address.
+        /// IPv4 or IPv6 address, or CIDR range.
         #[arg(value_name = "ADDR", value_parser = parse_address)]
-        address: IpAddr,
+        address: IpNetwork,
+    },
+    /// Ban every address or range in FILE, one per line. Blank lines and lines starting with
+    /// `#` are skipped; invalid lines are reported with their numbers and the others applied.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AllowCommand {
+    /// List the allowlist, including the entries of the config file.
+    List,
+    /// Allowlist an address or a CIDR range.
+    Add {
+        /// IPv4 or IPv6 address, or CIDR range.
+        #[arg(value_name = "ADDR", value_parser = parse_address)]
+        address: IpNetwork,
+    },
+    /// Remove an allowlist entry added with `fwctl allow add`.
+    Remove {
+        /// IPv4 or IPv6 address, or CIDR range.
+        #[arg(value_name = "ADDR", value_parser = parse_address)]
+        address: IpNetwork,
     },
 }
 
 #[derive(Debug, Args)]
 struct AddArgs {
-    /// IPv4 or IPv6 address.
+    /// IPv4 or IPv6 address, or CIDR range such as 198.51.100.0/24.
     #[arg(value_name = "ADDR", value_parser = parse_address)]
-    address: IpAddr,
+    address: IpNetwork,
 
     /// How long the ban lasts, such as 90s, 10m, 1h or 2d; `never` for a ban without expiry.
     #[arg(long, value_name = "TTL", default_value = DEFAULT_TTL, value_parser = parse_ttl)]
@@ -70,6 +101,28 @@ struct AddArgs {
     /// Reason shown by `fwctl bans list`.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// File with one address or CIDR range per line.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// How long each ban lasts, such as 90s, 10m, 1h or 2d; `never` for bans without expiry.
+    #[arg(long, value_name = "TTL", default_value = DEFAULT_TTL, value_parser = parse_ttl)]
+    ttl: Ttl,
+
+    /// Reason shown by `fwctl bans list`.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DetachArgs {
+    /// The agent's pin directory (`pin_dir` in the [xdp] config section).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -84,15 +137,84 @@ struct StatsArgs {
 #[derive(Clone, Copy, Debug)]
 struct Ttl(Option<u64>);
 
-fn parse_address(text: &str) -> Result<IpAddr, String> {
-    text.parse::<IpAddr>()
-        .map(|address| address.to_canonical())
-        .map_err(|_| {
-            format!(
-                "invalid address `{text}`: expected an IPv4 or IPv6 address such as 192.0.2.7 \
-                 or 2001:db8::1"
-            )
-        })
+fn parse_address(text: &str) -> Result<IpNetwork, String> {
+    text.parse::<IpNetwork>().map_err(|error| error.to_string())
+}
+
+/// An invalid line of an import file.
+#[derive(Debug, PartialEq, Eq)]
+struct BadLine {
+    /// Line number, counted from 1.
+    number: usize,
+    message: String,
+}
+
+/// Parses an import file: one address or CIDR range per line. Blank lines and `#` comments are
+/// skipped.
+fn parse_import(text: &str) -> (Vec<IpNetwork>, Vec<BadLine>) {
+    let mut networks = Vec::new();
+    let mut bad_lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_address(line) {
+            Ok(network) => networks.push(network),
+            Err(message) => bad_lines.push(BadLine {
+                number: index + 1,
+                message,
+            }),
+        }
+    }
+    (networks, bad_lines)
+}
+
+/// Applies the bans of an import file and reports its invalid lines and failed bans on stderr.
+/// Returns whether every line was applied.
+///
+/// NOTE: each ban is one admin request and one store transaction, not a batched map update, so
+/// a file of a million lines takes minutes.
+async fn import_bans(
+    client: &AdminClient,
+    path: &Path,
+    ttl: Ttl,
+    reason: Option<String>,
+) -> Result<bool, ClientError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: failed to read {}: {error}", path.display());
+            return Ok(false);
+        }
+    };
+    let (networks, bad_lines) = parse_import(&text);
+    for bad in &bad_lines {
+        eprintln!("{}:{}: {}", path.display(), bad.number, bad.message);
+    }
+
+    let mut applied = 0usize;
+    let mut failed = 0usize;
+    for network in networks {
+        let request = AddBanRequest {
+            address: network.to_string(),
+            ttl_seconds: ttl.0,
+            reason: reason.clone(),
+        };
+        match client.add_ban(&request).await {
+            Ok(_) => applied += 1,
+            Err(error @ ClientError::Api { .. }) => {
+                eprintln!("{}: {network}: {}", path.display(), ErrorChain(&error));
+                failed += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    println!(
+        "applied {applied} bans; {} invalid lines, {failed} bans rejected",
+        bad_lines.len()
+    );
+    Ok(bad_lines.is_empty() && failed == 0)
 }
 
 fn parse_ttl(text: &str) -> Result<Ttl, String> {
@@ -136,7 +258,9 @@ fn main() -> ExitCode {
     };
 
     match runtime.block_on(execute(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Complete) => ExitCode::SUCCESS,
+        // The lines or bans that failed are already reported, one per line.
+        Ok(Outcome::Partial) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("fwctl: {}", ErrorChain(&error));
             ExitCode::FAILURE
@@ -144,9 +268,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli) -> Result<(), ClientError> {
+/// Whether a command did all it was given to do.
+enum Outcome {
+    Complete,
+    /// Some input was invalid or rejected; the rest was applied.
+    Partial,
+}
+
+async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
     let client = AdminClient::new(cli.socket);
     let json = cli.json;
+
+    if let Command::Detach(args) = &cli.command {
+        return Ok(detach(&args.pin_dir, json));
+    }
 
     match cli.command {
         Command::Bans(BanCommand::List) => {
@@ -169,12 +304,59 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 println!("removed the ban of {}", ban.address)
             });
         }
+        Command::Bans(BanCommand::Import(args)) => {
+            if !import_bans(&client, &args.file, args.ttl, args.reason).await? {
+                return Ok(Outcome::Partial);
+            }
+        }
+        Command::Allow(AllowCommand::List) => {
+            let list = client.list_allows().await?;
+            print_output(json, &list.entries, |entries| print_allow_list(entries));
+        }
+        Command::Allow(AllowCommand::Add { address }) => {
+            let request = AddAllowRequest {
+                address: address.to_string(),
+            };
+            let entry = client.add_allow(&request).await?;
+            print_output(json, &entry, |entry| {
+                println!("allowlisted {}", entry.address)
+            });
+        }
+        Command::Allow(AllowCommand::Remove { address }) => {
+            let entry = client.remove_allow(address).await?;
+            print_output(json, &entry, |entry| {
+                println!("removed the allowlist entry {}", entry.address)
+            });
+        }
+        // Handled above, without the admin socket.
+        Command::Detach(_) => {}
         Command::Stats(args) => {
             let stats = client.stats(usize::from(args.top)).await?;
             print_output(json, &stats, print_stats);
         }
     }
-    Ok(())
+    Ok(Outcome::Complete)
+}
+
+/// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.
+fn detach(pin_dir: &Path, json: bool) -> Outcome {
+    match remove_pins(pin_dir) {
+        Ok(interfaces) => {
+            print_output(json, &interfaces, |interfaces| {
+                if interfaces.is_empty() {
+                    println!("no XDP link pinned in {}", pin_dir.display());
+                } else {
+                    println!("detached from {}", interfaces.join(", "));
+                }
+                println!("removed the pins in {}", pin_dir.display());
+            });
+            Outcome::Complete
+        }
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(&error));
+            Outcome::Partial
+        }
+    }
 }
 
 fn print_output<T: Serialize>(json: bool, value: &T, print_table: impl FnOnce(&T)) {
@@ -222,6 +404,19 @@ fn print_ban_list(bans: &[BanView]) {
             remaining,
             ban.reason.clone(),
         ]);
+    }
+    table.print();
+}
+
+fn print_allow_list(entries: &[AllowView]) {
+    if entries.is_empty() {
+        println!("the allowlist is empty");
+        return;
+    }
+    let mut table = Table::new(&["ADDRESS", "SOURCE"]);
+    for entry in entries {
+        let source = if entry.configured { "config" } else { "fwctl" };
+        table.row(vec![entry.address.to_string(), source.to_owned()]);
     }
     table.print();
 }
@@ -341,6 +536,21 @@ mod tests {
             parse_address("::ffff:192.0.2.7").ok(),
             Some("192.0.2.7".parse().expect("valid address"))
         );
+        assert_eq!(
+            parse_address("198.51.100.7/24").ok().map(|n| n.to_string()),
+            Some("198.51.100.0/24".to_owned())
+        );
         assert!(parse_address("192.0.2.256").is_err());
+    }
+
+    #[test]
+    fn import_reports_bad_line_numbers() {
+        let text = "# blocklist\n198.51.100.7\n\nnot-an-address\n203.0.113.0/24\n2001:db8::/200\n";
+        let (networks, bad_lines) = parse_import(text);
+        let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+        assert_eq!(networks, ["198.51.100.7", "203.0.113.0/24"]);
+        let numbers: Vec<usize> = bad_lines.iter().map(|bad| bad.number).collect();
+        assert_eq!(numbers, [4, 6]);
+        assert!(bad_lines[0].message.contains("`not-an-address`"));
     }
 }

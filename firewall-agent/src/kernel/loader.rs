@@ -3,12 +3,17 @@
 use std::error::Error;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
-use firewall_common::{MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, PROGRAM_NAME};
+use firewall_common::{
+    FLOOR_PROGRAM_NAME, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
+    MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
+};
 
 use super::maps::KernelMaps;
+use super::pins::{PinDir, unpin_link};
 use super::{AttachedMode, KernelError, KernelSettings, XdpMode};
 
 /// The object built by `cargo xtask build-ebpf`, or an empty file when the agent was built
@@ -17,19 +22,30 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fi
 
 /// The loaded XDP program and its maps.
 ///
-/// Dropping it detaches the program from every interface it was attached to, and unloads it
-/// together with its maps, which drops every ban in the kernel.
+/// Without pins, dropping it detaches the program from every interface it was attached to, and
+/// unloads it together with its maps, which drops every ban in the kernel. With pins, the program
+/// stays attached through its pinned links and the maps stay in bpffs until
+/// [`remove_pins`](super::remove_pins) removes them.
 pub struct KernelFirewall {
     ebpf: Mutex<Ebpf>,
     maps: KernelMaps,
     attachments: Vec<Attachment>,
+    pins: Option<PinDir>,
 }
 
 /// One interface the program is attached to.
 struct Attachment {
     interface: String,
     mode: AttachedMode,
-    link: XdpLinkId,
+    link: AttachmentLink,
+}
+
+/// The handle that keeps an attachment alive.
+enum AttachmentLink {
+    /// Owned by the loaded program: detached when the program is dropped.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: stays attached after the agent exits.
+    Pinned(PinnedLink),
 }
 
 impl KernelFirewall {
@@ -53,14 +69,32 @@ impl KernelFirewall {
             return Err(KernelError::ObjectMissing);
         }
         validate_capacity("bans_max_entries", settings.bans_max_entries)?;
+        validate_capacity("ban_ranges_max_entries", settings.ban_ranges_max_entries)?;
+        validate_capacity("allow_max_entries", settings.allow_max_entries)?;
         validate_capacity(
             "source_stats_max_entries",
             settings.source_stats_max_entries,
         )?;
 
-        let mut ebpf = EbpfLoader::new()
+        let pins = if settings.pin {
+            Some(PinDir::prepare(&settings.pin_dir, settings)?)
+        } else {
+            None
+        };
+
+        let mut loader = EbpfLoader::new();
+        if let Some(pins) = &pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map_path(name));
+            }
+        }
+        let mut ebpf = loader
             .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
             .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
+            .map_max_entries(MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries)
+            .map_max_entries(MAP_BAN_RANGES_V6, settings.ban_ranges_max_entries)
+            .map_max_entries(MAP_ALLOW_V4, settings.allow_max_entries)
+            .map_max_entries(MAP_ALLOW_V6, settings.allow_max_entries)
             .map_max_entries(MAP_SOURCE_STATS, settings.source_stats_max_entries)
             .load(object)
             .map_err(|source| KernelError::Load { source })?;
@@ -75,24 +109,26 @@ impl KernelFirewall {
         let verified_insns = info
             .as_ref()
             .and_then(|info| info.verified_instruction_count());
-        let maps = KernelMaps::take_from(
-            &mut ebpf,
-            settings.bans_max_entries,
-            settings.source_stats_max_entries,
-        )?;
+        let maps = KernelMaps::take_from(&mut ebpf, settings)?;
 
         tracing::info!(
             program = PROGRAM_NAME,
             program_id,
             verified_insns,
             bans_max_entries = settings.bans_max_entries,
+            ban_ranges_max_entries = settings.ban_ranges_max_entries,
+            allow_max_entries = settings.allow_max_entries,
             source_stats_max_entries = settings.source_stats_max_entries,
+            pin_dir = pins
+                .as_ref()
+                .map(|_| settings.pin_dir.display().to_string()),
             "loaded the XDP program"
         );
         Ok(Self {
             ebpf: Mutex::new(ebpf),
             maps,
             attachments: Vec::new(),
+            pins,
         })
     }
 
@@ -114,6 +150,21 @@ impl KernelFirewall {
             return Err(KernelError::AlreadyAttached {
                 interface: interface.to_owned(),
             });
+        }
+
+        // A link pinned by an earlier agent holds the interface, so it is removed first.
+        // NOTE: between that removal and the new attachment below, frames pass unfiltered for
+        // the few microseconds two netlink calls take. Replacing the link's program in place
+        // (BPF_LINK_UPDATE) would avoid that gap, but aya 0.14 offers no call for it.
+        let link_pin = self.pins.as_ref().map(|pins| pins.link_path(interface));
+        if let Some(path) = &link_pin
+            && path.exists()
+        {
+            unpin_link(path)?;
+            tracing::info!(
+                interface,
+                "replaced the XDP link pinned by an earlier agent"
+            );
         }
 
         let mut ebpf = lock(&self.ebpf);
@@ -143,11 +194,16 @@ impl KernelFirewall {
                 Err(error) => return Err(error),
             },
         };
+        let link = match link_pin {
+            Some(path) => AttachmentLink::Pinned(pin_link(program, link, interface, path)?),
+            None => AttachmentLink::Owned(link),
+        };
         drop(ebpf);
 
         tracing::info!(
             interface,
             mode = attached.label(),
+            pinned = matches!(link, AttachmentLink::Pinned(_)),
             "attached the XDP program"
         );
         self.attachments.push(Attachment {
@@ -177,12 +233,23 @@ impl KernelFirewall {
         Ok(())
     }
 
-    /// Detaches the program from every interface it is attached to.
+    /// Detaches the program from every interface it is attached to, except where its link is
+    /// pinned: such an attachment stays, so drops continue after the agent exits.
     ///
     /// # Errors
     ///
     /// Tries every interface, logs each failure, and returns the first.
     pub fn detach_all(&mut self) -> Result<(), KernelError> {
+        self.attachments.retain(|attachment| {
+            let pinned = matches!(attachment.link, AttachmentLink::Pinned(_));
+            if pinned {
+                tracing::info!(
+                    interface = attachment.interface,
+                    "the XDP program stays attached through its pinned link"
+                );
+            }
+            !pinned
+        });
         self.detach_from(0)
     }
 
@@ -215,6 +282,43 @@ impl KernelFirewall {
         Ok(result.return_value)
     }
 
+    /// Returns the kernel's id of the loaded firewall program, for tools such as
+    /// `bpftool prog run id`. `None` when the kernel does not report it.
+    pub fn program_id(&self) -> Option<u32> {
+        let mut ebpf = lock(&self.ebpf);
+        let program = xdp_program(&mut ebpf).ok()?;
+        program.info().ok().map(|info| info.id())
+    }
+
+    /// Loads the object's floor program, which drops every frame without reading it, and
+    /// returns its kernel id. Benchmarks run it to measure the fixed cost of a test run.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the object lacks the program or the kernel rejects it.
+    pub fn load_floor_program(&mut self) -> Result<u32, KernelError> {
+        let mut ebpf = lock(&self.ebpf);
+        let missing = KernelError::ProgramMissing {
+            name: FLOOR_PROGRAM_NAME,
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut(FLOOR_PROGRAM_NAME)
+            .ok_or(missing)?
+            .try_into()
+            .map_err(|_: ProgramError| KernelError::ProgramMissing {
+                name: FLOOR_PROGRAM_NAME,
+            })?;
+        program.load().map_err(|source| KernelError::ProgramLoad {
+            name: FLOOR_PROGRAM_NAME,
+            source,
+        })?;
+        let info = program.info().map_err(|source| KernelError::ProgramLoad {
+            name: FLOOR_PROGRAM_NAME,
+            source,
+        })?;
+        Ok(info.id())
+    }
+
     pub(super) fn maps(&self) -> &KernelMaps {
         &self.maps
     }
@@ -229,7 +333,17 @@ impl KernelFirewall {
             let Some(attachment) = self.attachments.pop() else {
                 break;
             };
-            match program.detach(attachment.link) {
+            let result = match attachment.link {
+                AttachmentLink::Owned(link) => program.detach(link),
+                AttachmentLink::Pinned(pinned) => match pinned.unpin() {
+                    Ok(link) => {
+                        drop(link);
+                        Ok(())
+                    }
+                    Err(error) => Err(ProgramError::IOError(error)),
+                },
+            };
+            match result {
                 Ok(()) => {
                     tracing::info!(interface = attachment.interface, "detached the XDP program");
                 }
@@ -266,6 +380,43 @@ impl AttachedMode {
             AttachedMode::Generic => "generic",
         }
     }
+}
+
+/// Every map the agent pins, so that bans and counters outlive the agent.
+const PINNED_MAPS: [&str; 8] = [
+    MAP_BANS_V4,
+    MAP_BANS_V6,
+    MAP_BAN_RANGES_V4,
+    MAP_BAN_RANGES_V6,
+    MAP_ALLOW_V4,
+    MAP_ALLOW_V6,
+    MAP_SOURCE_STATS,
+    MAP_VERDICTS,
+];
+
+/// Takes the link `link_id` out of the program's keeping and pins it at `path`.
+fn pin_link(
+    program: &mut Xdp,
+    link_id: XdpLinkId,
+    interface: &str,
+    path: std::path::PathBuf,
+) -> Result<PinnedLink, KernelError> {
+    let link = program
+        .take_link(link_id)
+        .map_err(|source| KernelError::Attach {
+            interface: interface.to_owned(),
+            mode: "pinned",
+            source,
+        })?;
+    let link = FdLink::try_from(link).map_err(|source| KernelError::LinkNotPinnable {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    link.pin(&path).map_err(|source| KernelError::PinLink {
+        interface: interface.to_owned(),
+        path,
+        source,
+    })
 }
 
 fn validate_capacity(setting: &'static str, max_entries: u32) -> Result<(), KernelError> {
@@ -336,9 +487,17 @@ fn error_chain(error: &dyn Error) -> String {
 mod tests {
     use super::*;
 
+    /// Default settings without pins, so that no test writes to the default pin directory.
+    fn unpinned() -> KernelSettings {
+        KernelSettings {
+            pin: false,
+            ..KernelSettings::default()
+        }
+    }
+
     #[test]
     fn empty_object_reports_missing_build() {
-        let error = KernelFirewall::load_object(&[], &KernelSettings::default())
+        let error = KernelFirewall::load_object(&[], &unpinned())
             .err()
             .expect("an empty object must not load");
         assert!(matches!(error, KernelError::ObjectMissing));
@@ -349,7 +508,7 @@ mod tests {
     fn zero_capacity_is_rejected_before_loading() {
         let settings = KernelSettings {
             bans_max_entries: 0,
-            ..KernelSettings::default()
+            ..unpinned()
         };
         let error = KernelFirewall::load_object(b"not an ELF object", &settings)
             .err()
@@ -364,7 +523,7 @@ mod tests {
 
     #[test]
     fn garbage_object_fails_to_parse() {
-        let error = KernelFirewall::load_object(b"not an ELF object", &KernelSettings::default())
+        let error = KernelFirewall::load_object(b"not an ELF object", &unpinned())
             .err()
             .expect("garbage must not load");
         assert!(matches!(error, KernelError::Load { .. }));

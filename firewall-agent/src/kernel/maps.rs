@@ -6,16 +6,29 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use aya::Ebpf;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::sys::SyscallError;
 use firewall_common::{
-    BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
-    MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
+    AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_V4, MAP_ALLOW_V6,
+    MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS,
+    PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 use nix::errno::Errno;
 
 use super::clock::{boottime_deadline_ns, boottime_now_ns};
-use super::{Blocklist, KernelError, KernelFirewall, SourceTotal, VerdictTotal};
+use super::{Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal};
+use crate::network::IpNetwork;
+
+type Trie<K, V> = Mutex<LpmTrie<MapData, K, V>>;
+
+/// A map that an insert can fill: its name, the config key of its capacity, and the capacity.
+#[derive(Clone, Copy)]
+struct Capacity {
+    map: &'static str,
+    setting: &'static str,
+    max_entries: u32,
+}
 
 /// The maps of one loaded XDP program.
 ///
@@ -24,59 +37,131 @@ use super::{Blocklist, KernelError, KernelFirewall, SourceTotal, VerdictTotal};
 pub(crate) struct KernelMaps {
     bans_v4: Mutex<HashMap<MapData, BanKeyV4, BanValue>>,
     bans_v6: Mutex<HashMap<MapData, BanKeyV6, BanValue>>,
+    ban_ranges_v4: Trie<[u8; 4], BanValue>,
+    ban_ranges_v6: Trie<[u8; 16], BanValue>,
+    allow_v4: Trie<[u8; 4], AllowValue>,
+    allow_v6: Trie<[u8; 16], AllowValue>,
     source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     verdicts: PerCpuArray<MapData, PacketCounter>,
-    bans_max_entries: u32,
-    source_stats_max_entries: u32,
+    settings: KernelSettings,
 }
 
 impl KernelMaps {
-    /// Takes the maps out of a loaded object, checking their types and layouts.
+    /// Takes the maps out of a loaded object, checking their types and layouts. `settings` are
+    /// the ones the maps were created with.
     pub(crate) fn take_from(
         ebpf: &mut Ebpf,
-        bans_max_entries: u32,
-        source_stats_max_entries: u32,
+        settings: &KernelSettings,
     ) -> Result<Self, KernelError> {
         Ok(Self {
             bans_v4: Mutex::new(take_map(ebpf, MAP_BANS_V4)?),
             bans_v6: Mutex::new(take_map(ebpf, MAP_BANS_V6)?),
+            ban_ranges_v4: Mutex::new(take_map(ebpf, MAP_BAN_RANGES_V4)?),
+            ban_ranges_v6: Mutex::new(take_map(ebpf, MAP_BAN_RANGES_V6)?),
+            allow_v4: Mutex::new(take_map(ebpf, MAP_ALLOW_V4)?),
+            allow_v6: Mutex::new(take_map(ebpf, MAP_ALLOW_V6)?),
             source_stats: take_map(ebpf, MAP_SOURCE_STATS)?,
             verdicts: take_map(ebpf, MAP_VERDICTS)?,
-            bans_max_entries,
-            source_stats_max_entries,
+            settings: settings.clone(),
         })
     }
 
-    fn insert_ban(&self, addr: IpAddr, value: BanValue) -> Result<(), KernelError> {
-        match addr.to_canonical() {
-            IpAddr::V4(v4) => lock(&self.bans_v4)
-                .insert(BanKeyV4 { addr: v4.octets() }, value, 0)
-                .map_err(|source| self.insert_error(MAP_BANS_V4, source)),
-            IpAddr::V6(v6) => lock(&self.bans_v6)
-                .insert(BanKeyV6 { addr: v6.octets() }, value, 0)
-                .map_err(|source| self.insert_error(MAP_BANS_V6, source)),
+    fn insert_ban(&self, network: IpNetwork, value: BanValue) -> Result<(), KernelError> {
+        let capacity = self.ban_capacity(network);
+        let result = match (network.address(), network.is_host()) {
+            (IpAddr::V4(v4), true) => {
+                lock(&self.bans_v4).insert(BanKeyV4 { addr: v4.octets() }, value, 0)
+            }
+            (IpAddr::V6(v6), true) => {
+                lock(&self.bans_v6).insert(BanKeyV6 { addr: v6.octets() }, value, 0)
+            }
+            (IpAddr::V4(v4), false) => {
+                lock(&self.ban_ranges_v4).insert(&prefix_key(network, v4.octets()), value, 0)
+            }
+            (IpAddr::V6(v6), false) => {
+                lock(&self.ban_ranges_v6).insert(&prefix_key(network, v6.octets()), value, 0)
+            }
+        };
+        result.map_err(|source| insert_error(capacity, "insert a ban into", source))
+    }
+
+    fn remove_ban(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        let map = self.ban_capacity(network).map;
+        let result = match (network.address(), network.is_host()) {
+            (IpAddr::V4(v4), true) => lock(&self.bans_v4).remove(&BanKeyV4 { addr: v4.octets() }),
+            (IpAddr::V6(v6), true) => lock(&self.bans_v6).remove(&BanKeyV6 { addr: v6.octets() }),
+            (IpAddr::V4(v4), false) => {
+                lock(&self.ban_ranges_v4).remove(&prefix_key(network, v4.octets()))
+            }
+            (IpAddr::V6(v6), false) => {
+                lock(&self.ban_ranges_v6).remove(&prefix_key(network, v6.octets()))
+            }
+        };
+        removed(map, "remove a ban from", result)
+    }
+
+    fn insert_allow(&self, network: IpNetwork) -> Result<(), KernelError> {
+        let capacity = self.allow_capacity(network);
+        let value = AllowValue::default();
+        let result = match network.address() {
+            IpAddr::V4(v4) => {
+                lock(&self.allow_v4).insert(&prefix_key(network, v4.octets()), value, 0)
+            }
+            IpAddr::V6(v6) => {
+                lock(&self.allow_v6).insert(&prefix_key(network, v6.octets()), value, 0)
+            }
+        };
+        result.map_err(|source| insert_error(capacity, "insert an allowlist entry into", source))
+    }
+
+    fn remove_allow(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        let map = self.allow_capacity(network).map;
+        let result = match network.address() {
+            IpAddr::V4(v4) => lock(&self.allow_v4).remove(&prefix_key(network, v4.octets())),
+            IpAddr::V6(v6) => lock(&self.allow_v6).remove(&prefix_key(network, v6.octets())),
+        };
+        removed(map, "remove an allowlist entry from", result)
+    }
+
+    fn ban_capacity(&self, network: IpNetwork) -> Capacity {
+        let (map, setting, max_entries) = match (network.address().is_ipv4(), network.is_host()) {
+            (true, true) => (
+                MAP_BANS_V4,
+                "bans_max_entries",
+                self.settings.bans_max_entries,
+            ),
+            (false, true) => (
+                MAP_BANS_V6,
+                "bans_max_entries",
+                self.settings.bans_max_entries,
+            ),
+            (true, false) => (
+                MAP_BAN_RANGES_V4,
+                "ban_ranges_max_entries",
+                self.settings.ban_ranges_max_entries,
+            ),
+            (false, false) => (
+                MAP_BAN_RANGES_V6,
+                "ban_ranges_max_entries",
+                self.settings.ban_ranges_max_entries,
+            ),
+        };
+        Capacity {
+            map,
+            setting,
+            max_entries,
         }
     }
 
-    fn remove_ban(&self, addr: IpAddr) -> Result<bool, KernelError> {
-        let (map, result) = match addr.to_canonical() {
-            IpAddr::V4(v4) => (
-                MAP_BANS_V4,
-                lock(&self.bans_v4).remove(&BanKeyV4 { addr: v4.octets() }),
-            ),
-            IpAddr::V6(v6) => (
-                MAP_BANS_V6,
-                lock(&self.bans_v6).remove(&BanKeyV6 { addr: v6.octets() }),
-            ),
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(source) if syscall_errno(&source) == Some(Errno::ENOENT) => Ok(false),
-            Err(source) => Err(KernelError::Map {
-                map,
-                operation: "remove a ban from",
-                source,
-            }),
+    fn allow_capacity(&self, network: IpNetwork) -> Capacity {
+        Capacity {
+            map: if network.address().is_ipv4() {
+                MAP_ALLOW_V4
+            } else {
+                MAP_ALLOW_V6
+            },
+            setting: "allow_max_entries",
+            max_entries: self.settings.allow_max_entries,
         }
     }
 
@@ -106,7 +191,8 @@ impl KernelMaps {
         // are deduplicated and the walk stops after as many keys as the map holds. On a busy map
         // the list can therefore miss sources.
         let mut totals: StdHashMap<SourceKey, SourceCounters> = StdHashMap::new();
-        let capacity = usize::try_from(self.source_stats_max_entries).unwrap_or(usize::MAX);
+        let capacity =
+            usize::try_from(self.settings.source_stats_max_entries).unwrap_or(usize::MAX);
         for entry in self.source_stats.iter().take(capacity) {
             let (key, per_cpu) = entry.map_err(|source| KernelError::Map {
                 map: MAP_SOURCE_STATS,
@@ -131,35 +217,69 @@ impl KernelMaps {
         sources.truncate(limit);
         Ok(sources)
     }
+}
 
-    fn insert_error(&self, map: &'static str, source: MapError) -> KernelError {
-        if syscall_errno(&source) == Some(Errno::E2BIG) {
-            return KernelError::BanMapFull {
-                map,
-                max_entries: self.bans_max_entries,
-            };
-        }
-        KernelError::Map {
+/// Builds the LPM trie key of `network`, whose address bytes are `octets`.
+fn prefix_key<const N: usize>(network: IpNetwork, octets: [u8; N]) -> Key<[u8; N]> {
+    Key::new(u32::from(network.prefix_len()), octets)
+}
+
+/// Turns a failed insert into [`KernelError::MapFull`] when the map is full: a hash map
+/// reports that with `E2BIG`, an LPM trie with `ENOSPC`.
+fn insert_error(capacity: Capacity, operation: &'static str, source: MapError) -> KernelError {
+    if matches!(syscall_errno(&source), Some(Errno::E2BIG | Errno::ENOSPC)) {
+        return KernelError::MapFull {
+            map: capacity.map,
+            setting: capacity.setting,
+            max_entries: capacity.max_entries,
+        };
+    }
+    KernelError::Map {
+        map: capacity.map,
+        operation,
+        source,
+    }
+}
+
+/// Maps the result of a delete to whether the entry was present.
+fn removed(
+    map: &'static str,
+    operation: &'static str,
+    result: Result<(), MapError>,
+) -> Result<bool, KernelError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(source) if syscall_errno(&source) == Some(Errno::ENOENT) => Ok(false),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(source) => Err(KernelError::Map {
             map,
-            operation: "insert a ban into",
+            operation,
             source,
-        }
+        }),
     }
 }
 
 impl Blocklist for KernelFirewall {
-    fn ban(&self, addr: IpAddr, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
+    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
         let expires_at_ns = match expires_at {
             None => BAN_NEVER_EXPIRES,
             Some(expires_at) => {
                 boottime_deadline_ns(expires_at, SystemTime::now(), boottime_now_ns()?)
             }
         };
-        self.maps().insert_ban(addr, BanValue { expires_at_ns })
+        self.maps().insert_ban(network, BanValue { expires_at_ns })
     }
 
-    fn unban(&self, addr: IpAddr) -> Result<bool, KernelError> {
-        self.maps().remove_ban(addr)
+    fn unban(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        self.maps().remove_ban(network)
+    }
+
+    fn allow(&self, network: IpNetwork) -> Result<(), KernelError> {
+        self.maps().insert_allow(network)
+    }
+
+    fn disallow(&self, network: IpNetwork) -> Result<bool, KernelError> {
+        self.maps().remove_allow(network)
     }
 
     fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {

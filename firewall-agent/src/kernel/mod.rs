@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use aya::maps::MapError;
@@ -13,13 +14,39 @@ use aya::programs::ProgramError;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
 use serde::Deserialize;
 
+use crate::network::IpNetwork;
+
 mod clock;
 mod loader;
 mod maps;
+mod pins;
 mod privileges;
 
 pub use loader::KernelFirewall;
+pub use pins::remove_pins;
 pub use privileges::check_privileges;
+
+/// Checks that every interface in `settings` exists, so that a typo fails before anything is
+/// loaded or pinned.
+///
+/// # Errors
+///
+/// [`KernelError::InterfaceNotFound`] naming the first missing interface.
+pub fn check_interfaces(settings: &KernelSettings) -> Result<(), KernelError> {
+    let net = std::path::Path::new("/sys/class/net");
+    for interface in &settings.interfaces {
+        let valid = !interface.is_empty() && !interface.contains(['/', '\0']) && interface != "..";
+        if !valid || !net.join(interface).exists() {
+            return Err(KernelError::InterfaceNotFound {
+                interface: interface.escape_debug().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Default directory of the pinned maps and links.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/api-firewall";
 
 /// `XDP_DROP` of the kernel's `enum xdp_action`, as [`KernelFirewall::test_run`] returns it.
 pub const XDP_DROP: u32 = 1;
@@ -55,10 +82,19 @@ pub struct KernelSettings {
     pub interfaces: Vec<String>,
     /// Attach mode for every interface.
     pub mode: XdpMode,
-    /// Capacity of each ban map (IPv4 and IPv6 separately).
+    /// Capacity of each exact-address ban map (IPv4 and IPv6 separately).
     pub bans_max_entries: u32,
+    /// Capacity of each range ban trie (IPv4 and IPv6 separately).
+    pub ban_ranges_max_entries: u32,
+    /// Capacity of each allowlist trie (IPv4 and IPv6 separately).
+    pub allow_max_entries: u32,
     /// Capacity of the per-source counter map; least recently seen sources are evicted.
     pub source_stats_max_entries: u32,
+    /// Whether maps and links are pinned in `pin_dir`, so that drops continue while the agent
+    /// is stopped and a restarted agent reuses the maps.
+    pub pin: bool,
+    /// Directory on bpffs for the pins.
+    pub pin_dir: PathBuf,
 }
 
 impl Default for KernelSettings {
@@ -67,7 +103,11 @@ impl Default for KernelSettings {
             interfaces: Vec::new(),
             mode: XdpMode::Auto,
             bans_max_entries: firewall_common::DEFAULT_BANS_MAX_ENTRIES,
+            ban_ranges_max_entries: firewall_common::DEFAULT_BAN_RANGES_MAX_ENTRIES,
+            allow_max_entries: firewall_common::DEFAULT_ALLOW_MAX_ENTRIES,
             source_stats_max_entries: firewall_common::DEFAULT_SOURCE_STATS_MAX_ENTRIES,
+            pin: true,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
         }
     }
 }
@@ -129,10 +169,14 @@ pub enum KernelError {
     },
 
     #[error(
-        "ban map {map} is full ({max_entries} entries); raise `bans_max_entries` in the [xdp] \
-         config section or remove bans"
+        "kernel map {map} is full ({max_entries} entries); raise `{setting}` in the [xdp] \
+         config section or remove entries"
     )]
-    BanMapFull { map: &'static str, max_entries: u32 },
+    MapFull {
+        map: &'static str,
+        setting: &'static str,
+        max_entries: u32,
+    },
 
     #[error("failed to {operation} map {map}")]
     Map {
@@ -140,6 +184,67 @@ pub enum KernelError {
         operation: &'static str,
         #[source]
         source: MapError,
+    },
+
+    #[error("{} is not on bpffs; set `pin_dir` in the [xdp] section to a directory below /sys/fs/bpf", path.display())]
+    PinDirNotBpffs { path: PathBuf },
+
+    #[error("failed to mount bpffs on /sys/fs/bpf")]
+    MountBpffs {
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to {action} {}", path.display())]
+    PinIo {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "pins in {} have schema version {found}, but this agent uses version {}; remove them \
+         with `fwctl detach --pin-dir {}` (stored bans are restored at the next start)",
+        path.display(),
+        firewall_common::PIN_SCHEMA_VERSION,
+        path.display()
+    )]
+    PinSchemaMismatch { path: PathBuf, found: String },
+
+    #[error(
+        "pinned map {map} ({}) has {pinned} entries but the config sets {configured}; remove the \
+         pins with `fwctl detach` to apply the new capacity (stored bans are restored at the next \
+         start), or set the capacity back",
+        path.display()
+    )]
+    PinnedCapacity {
+        map: &'static str,
+        path: PathBuf,
+        pinned: u32,
+        configured: u32,
+    },
+
+    #[error("failed to open the pinned XDP link {}", path.display())]
+    OpenPinnedLink {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+
+    #[error("failed to pin the XDP link of {interface} at {}", path.display())]
+    PinLink {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+
+    #[error("the XDP link of {interface} is not a bpf_link, so it cannot be pinned")]
+    LinkNotPinnable {
+        interface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
 
     #[error("failed to read the CLOCK_BOOTTIME clock")]
@@ -188,14 +293,21 @@ pub struct SourceTotal {
 
 /// The kernel blocklist and its counters, as the agent uses them.
 ///
-/// Addresses passed in are canonical: an IPv4-mapped IPv6 address has already been turned into
-/// IPv4 by the caller.
+/// A single address goes into the exact-address maps and a range into the range tries. The
+/// allowlist wins over every ban.
 pub trait Blocklist: Send + Sync + 'static {
-    /// Inserts or replaces the ban of `addr`. `expires_at` of `None` means the ban never expires.
-    fn ban(&self, addr: IpAddr, expires_at: Option<SystemTime>) -> Result<(), KernelError>;
+    /// Inserts or replaces the ban of `network`. `expires_at` of `None` means the ban never
+    /// expires.
+    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError>;
 
-    /// Removes the ban of `addr`. Returns whether a ban was present.
-    fn unban(&self, addr: IpAddr) -> Result<bool, KernelError>;
+    /// Removes the ban of `network`. Returns whether a ban was present.
+    fn unban(&self, network: IpNetwork) -> Result<bool, KernelError>;
+
+    /// Adds `network` to the allowlist.
+    fn allow(&self, network: IpNetwork) -> Result<(), KernelError>;
+
+    /// Removes `network` from the allowlist. Returns whether it was present.
+    fn disallow(&self, network: IpNetwork) -> Result<bool, KernelError>;
 
     /// Returns the verdict counters, one entry per [`Verdict`], in [`Verdict::ALL`] order.
     fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError>;

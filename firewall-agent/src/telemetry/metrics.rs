@@ -32,6 +32,12 @@ struct OriginLabels {
     origin: BanOrigin,
 }
 
+/// Label set of `firewall_kernel_map_full_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: String,
+}
+
 impl EncodeLabelValue for RequestOutcome {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
         encoder.write_str(self.label())
@@ -50,6 +56,7 @@ pub struct Metrics {
     http_requests: Family<OutcomeLabels, Counter>,
     bans_applied: Family<OriginLabels, Counter>,
     bans_active: Gauge,
+    kernel_map_full: Family<MapLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -65,6 +72,7 @@ impl Metrics {
         let http_requests = Family::<OutcomeLabels, Counter>::default();
         let bans_applied = Family::<OriginLabels, Counter>::default();
         let bans_active = Gauge::default();
+        let kernel_map_full = Family::<MapLabels, Counter>::default();
 
         registry.register(
             "http_requests",
@@ -81,6 +89,11 @@ impl Metrics {
             "Bans currently in force",
             bans_active.clone(),
         );
+        registry.register(
+            "kernel_map_full",
+            "Inserts rejected because a kernel map was full, by map",
+            kernel_map_full.clone(),
+        );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
 
         // Start every label at zero, so that rates work from the first scrape.
@@ -96,7 +109,26 @@ impl Metrics {
             http_requests,
             bans_applied,
             bans_active,
+            kernel_map_full,
         }
+    }
+
+    /// Counts one insert rejected because the kernel map `map` was full.
+    pub fn record_map_full(&self, map: &str) {
+        self.kernel_map_full
+            .get_or_create(&MapLabels {
+                map: map.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Returns the value of `firewall_kernel_map_full_total` for one map.
+    pub fn map_full(&self, map: &str) -> u64 {
+        self.kernel_map_full
+            .get_or_create(&MapLabels {
+                map: map.to_owned(),
+            })
+            .get()
     }
 
     /// Counts one finished request.
