@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::ErrorChain;
 use crate::kernel::Blocklist;
+use crate::limits::LimitMetrics;
 use crate::proxy::RequestOutcome;
 use crate::store::BanOrigin;
 
@@ -50,6 +51,7 @@ pub struct Metrics {
     http_requests: Family<OutcomeLabels, Counter>,
     bans_applied: Family<OriginLabels, Counter>,
     bans_active: Gauge,
+    limits: Arc<LimitMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -82,6 +84,7 @@ impl Metrics {
             bans_active.clone(),
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
+        let limits = Arc::new(LimitMetrics::register(&mut registry));
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -96,7 +99,13 @@ impl Metrics {
             http_requests,
             bans_applied,
             bans_active,
+            limits,
         }
+    }
+
+    /// Returns the rate-limit metrics.
+    pub fn limits(&self) -> &Arc<LimitMetrics> {
+        &self.limits
     }
 
     /// Counts one finished request.
