@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod ebpf;
 #[path = "../../tests/src/netns.rs"]
@@ -31,12 +32,24 @@ enum Task {
     Build,
     /// Show the whole loop on real traffic in network namespaces (needs root).
     Demo,
+    /// Run a benchmark and record its results in BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
     /// Build everything and run every test, including those that need root.
     Test {
         /// Arguments passed to the test binaries, such as a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         extra: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Rate-limit engines: embedded decisions per second and memory, Redis throughput, round
+    /// trips and memory against a sorted-set limiter.
+    Limits,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +64,9 @@ fn main() -> Result<()> {
             demo::run()?;
         }
         Task::Test { extra } => test::run(&extra)?,
+        Task::Bench {
+            suite: BenchSuite::Limits,
+        } => bench::limits()?,
     }
     Ok(())
 }

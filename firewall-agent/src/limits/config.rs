@@ -9,7 +9,7 @@ use crate::config::{MAX_DURATION_SECONDS, RateLimitConfig};
 /// Name of the rule that the `[rate_limit]` shorthand stands for.
 pub const SHORTHAND_RULE_NAME: &str = "per-client";
 
-/// Default prefix length that groups IPv6 clients, because one subscriber usually holds a /64.
+/// Default prefix length that groups IPv6 clients, because one subscriber usually gets a whole /64.
 pub const DEFAULT_IPV6_PREFIX_LENGTH: u8 = 64;
 
 /// Default maximum number of (key, tier) entries the embedded engine keeps.
@@ -25,7 +25,7 @@ const MAX_RULE_NAME_BYTES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Where counters live: `embedded` (in the agent's memory) or `redis` (shared by a fleet).
+    /// Counter storage: `embedded` (in the agent's memory) or `redis` (shared by a fleet).
     pub engine: EngineKind,
     /// Whether responses on limited routes carry `RateLimit-Policy` and `RateLimit` headers.
     pub headers: bool,
@@ -50,7 +50,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Where the counters live.
+/// Counter storage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
@@ -78,10 +78,10 @@ pub struct RuleConfig {
     /// Methods the rule covers, such as `["POST"]`. Empty covers every method.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// What happens to a request over the limit.
+    /// Action on a request over the limit.
     #[serde(default)]
     pub action: RuleAction,
-    /// What happens when the Redis store fails.
+    /// Behaviour while the Redis store fails.
     #[serde(default)]
     pub on_store_failure: FailureMode,
     /// Prefix length that groups IPv6 client addresses in the `client_address` key part.
@@ -112,7 +112,7 @@ impl TierConfig {
     }
 }
 
-/// What happens to a request over the limit.
+/// Action on a request over the limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
@@ -125,7 +125,7 @@ pub enum RuleAction {
     Shadow,
 }
 
-/// What a rule does while the Redis store fails.
+/// Behaviour of a rule while the Redis store fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {

@@ -179,7 +179,7 @@ impl EmbeddedEngine {
     }
 
     /// Frees one slot in a full shard: idle entries first, else the entry closest to idle,
-    /// whose loss forgets the least usage.
+    /// because removing it loses the least usage.
     fn make_room(&self, shard: &mut EntryMap, now_ns: u64) {
         let before = shard.len();
         shard.retain(|_, entry| entry.idle_at_ns > now_ns);

@@ -21,7 +21,7 @@ pub enum RuleDecision {
     StoreUnavailable,
 }
 
-/// Why an embedded entry was removed.
+/// Reason an embedded entry was removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EvictionReason {
     /// Its level had drained to zero, so removing it loses nothing.
@@ -163,7 +163,7 @@ impl LimitMetrics {
         self.entries.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Sets whether the store answers.
+    /// Sets whether calls to the store succeed.
     pub fn set_store_available(&self, available: bool) {
         self.store_available.set(i64::from(available));
     }

@@ -35,7 +35,7 @@ use crate::config::RateLimitConfig;
 use crate::telemetry::ErrorChain;
 use headers::RateLimitHeaders;
 
-/// One rule's part of a request, as an engine sees it.
+/// One rule's part of a request, as passed to an engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleCheck {
     /// Rule name.
@@ -109,7 +109,7 @@ impl CheckOutcome {
     }
 }
 
-/// What the proxy does with a request.
+/// The proxy's action on a request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
     /// Let it through.
@@ -133,7 +133,7 @@ pub enum Verdict {
 /// The verdict and the headers of one request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    /// What to do.
+    /// The action.
     pub verdict: Verdict,
     /// `RateLimit-Policy` and `RateLimit` values, unless no rule applies or headers are off.
     pub headers: Option<RateLimitHeaders>,
@@ -171,7 +171,7 @@ pub enum LimitsError {
     Invalid {
         /// Dotted config key.
         key: &'static str,
-        /// What is wrong.
+        /// The problem.
         problem: String,
     },
 }
@@ -200,7 +200,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Builds the rules and the engine. With `engine = "redis"`, connects once; a failure is
-    /// logged and the rules' failure modes apply until Redis answers.
+    /// logged and the rules' failure modes apply until a call to Redis succeeds.
     ///
     /// # Errors
     ///
@@ -217,7 +217,9 @@ impl RateLimits {
                 Arc::clone(&metrics),
             )),
             EngineKind::Redis => Engine::Redis {
-                engine: Box::new(RedisEngine::new(config.redis.clone(), Arc::clone(&metrics)).await),
+                engine: Box::new(
+                    RedisEngine::new(config.redis.clone(), Arc::clone(&metrics)).await,
+                ),
                 fallback: EmbeddedEngine::new(config.max_entries, Arc::clone(&metrics)),
                 fleet_size: config.redis.fleet_size,
             },

@@ -2,9 +2,9 @@
 //!
 //! One request costs one round trip for all its tiers: a Lua script, loaded once and then
 //! called by its SHA1 (`EVALSHA`), reads the server clock, checks every tier and commits only
-//! if the request is admitted. Every key it writes gets a TTL of the time its level takes to
+//! if the request is admitted. Every key it writes gets a TTL of the time its levels take to
 //! drain, so idle clients leave nothing behind. Key names carry a hash tag of rule and key, so
-//! the tiers of one rule share a Cluster slot.
+//! that a key's slot in a Cluster depends on nothing else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,59 +15,76 @@ use redis::cluster_async::ClusterConnection;
 
 use super::breaker::{Breaker, Permit};
 use super::config::RedisConfig;
-use super::gcra::Tier;
+use super::gcra::TierOutcome;
 use super::metrics::LimitMetrics;
-use super::{CheckOutcome, RuleCheck};
+use super::{CheckOutcome, RuleCheck, RuleOutcome};
 use crate::telemetry::ErrorChain;
 
-/// The check-and-commit script. `KEYS[i]` is one (rule, key, tier); `ARGV` holds four values
-/// per key: limit, window in microseconds, rule index and `1` when the rule is enforced.
-/// Returns the request's verdict (`1` admitted) followed by each key's drained level before
-/// the request, as strings because Redis would truncate Lua numbers to integers.
+/// The check-and-commit script. `KEYS[k]` is one (rule, key) and holds all the rule's tiers
+/// in one string, `AT WINDOW=LEVEL ...`: the time of the last commit and each tier's window in
+/// microseconds, and each tier's level in millionths of a request. Per key, `ARGV` has the tier
+/// count, `1` when the rule is enforced, then the limit and window of each tier.
+///
+/// Returns integers: the request's verdict (`1` admitted), then per rule its verdict followed
+/// by each tier's drained level before the request, in millionths of a request. One key per
+/// rule keeps the script to three Redis calls per rule (TIME, GET, SET), whatever the number
+/// of tiers.
 const CHECK_SCRIPT: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local count = #KEYS
-local levels = {}
-local rule_ok = {}
+local arg = 1
+local rules = {}
 local request_ok = true
-for i = 1, count do
-  local base = (i - 1) * 4
-  local limit = tonumber(ARGV[base + 1])
-  local window = tonumber(ARGV[base + 2])
-  local rule = ARGV[base + 3]
-  local level = 0
-  local stored = redis.call('GET', KEYS[i])
+for k = 1, #KEYS do
+  local count = tonumber(ARGV[arg])
+  local enforced = ARGV[arg + 1] == '1'
+  arg = arg + 2
+  local stored_at = now
+  local stored_levels = {}
+  local stored = redis.call('GET', KEYS[k])
   if stored then
-    local stored_level, stored_at = string.match(stored, '^(%S+) (%S+)$')
-    stored_level = tonumber(stored_level)
-    stored_at = tonumber(stored_at)
-    if stored_level and stored_at then
-      local elapsed = math.max(now - stored_at, 0)
-      level = math.max(stored_level - elapsed * limit / window, 0)
+    local at, rest = string.match(stored, '^(%d+)(.*)$')
+    stored_at = tonumber(at) or now
+    for window, level in string.gmatch(rest or '', ' (%d+)=(%d+)') do
+      stored_levels[window] = tonumber(level)
     end
   end
-  levels[i] = level
-  if level + 1 > limit + 1e-9 then
-    rule_ok[rule] = false
-    if ARGV[base + 4] == '1' then
-      request_ok = false
+  local elapsed = math.max(now - stored_at, 0)
+  local ok = true
+  local tiers = {}
+  for j = 1, count do
+    local limit = tonumber(ARGV[arg]) * 1000000
+    local window = ARGV[arg + 1]
+    arg = arg + 2
+    local level = stored_levels[window] or 0
+    level = math.max(math.floor(level - elapsed * limit / tonumber(window)), 0)
+    if level + 1000000 > limit then
+      ok = false
     end
-  elseif rule_ok[rule] == nil then
-    rule_ok[rule] = true
+    tiers[j] = { limit, window, level }
   end
+  if enforced and not ok then
+    request_ok = false
+  end
+  rules[k] = { ok, tiers }
 end
-local result = { request_ok and '1' or '0' }
-for i = 1, count do
-  local base = (i - 1) * 4
-  if request_ok and rule_ok[ARGV[base + 3]] then
-    local limit = tonumber(ARGV[base + 1])
-    local window = tonumber(ARGV[base + 2])
-    local level = levels[i] + 1
-    local ttl_ms = math.ceil(level * window / limit / 1000) + 1
-    redis.call('SET', KEYS[i], string.format('%.17g %.0f', level, now), 'PX', ttl_ms)
+local result = { request_ok and 1 or 0 }
+for k = 1, #KEYS do
+  local ok, tiers = rules[k][1], rules[k][2]
+  if request_ok and ok then
+    local parts = { string.format('%.0f', now) }
+    local ttl_us = 0
+    for j = 1, #tiers do
+      local level = tiers[j][3] + 1000000
+      parts[j + 1] = tiers[j][2] .. '=' .. string.format('%.0f', level)
+      ttl_us = math.max(ttl_us, level * tonumber(tiers[j][2]) / tiers[j][1])
+    end
+    redis.call('SET', KEYS[k], table.concat(parts, ' '), 'PX', math.ceil(ttl_us / 1000) + 1)
   end
-  result[i + 1] = string.format('%.17g', levels[i])
+  result[#result + 1] = ok and 1 or 0
+  for j = 1, #tiers do
+    result[#result + 1] = tiers[j][3]
+  end
 end
 return result
 ";
@@ -84,7 +101,7 @@ pub enum StoreError {
     /// A call took longer than the timeout.
     #[error("Redis rate-limit call timed out after {timeout_ms} ms")]
     Timeout { timeout_ms: u128 },
-    /// The script answered something other than its documented reply.
+    /// The script returned something other than its documented reply.
     #[error("Redis rate-limit script returned an unexpected reply")]
     Reply,
     /// The circuit breaker is open.
@@ -128,11 +145,14 @@ impl RedisEngine {
             metrics,
         };
         match engine.connect().await {
-            Ok(()) => tracing::info!(
-                nodes = engine.config.urls.len(),
-                cluster = engine.config.cluster,
-                "connected to the Redis rate-limit store"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    nodes = engine.config.urls.len(),
+                    cluster = engine.config.cluster,
+                    "connected to the Redis rate-limit store"
+                );
+                engine.metrics.set_store_available(true);
+            }
             Err(error) => {
                 tracing::warn!(
                     error = %ErrorChain(&error),
@@ -145,9 +165,9 @@ impl RedisEngine {
         engine
     }
 
-    /// Returns the key name of one (rule, key, tier).
-    pub fn key_name(&self, rule: &RuleCheck, tier: Tier) -> String {
-        key_name(&self.config.key_prefix, &rule.name, &rule.key, tier)
+    /// Returns the key name of one (rule, key).
+    pub fn key_name(&self, rule: &RuleCheck) -> String {
+        key_name(&self.config.key_prefix, &rule.name, &rule.key)
     }
 
     /// Checks and, if admitted, commits a request: one script call for a single Redis, one per
@@ -166,7 +186,7 @@ impl RedisEngine {
         match &result {
             Ok(_) => {
                 if self.breaker.record_success() {
-                    tracing::info!("Redis rate-limit store answers again, leaving failure mode");
+                    tracing::info!("Redis rate-limit store responds again, leaving failure mode");
                     self.metrics.set_store_available(true);
                 }
             }
@@ -224,26 +244,23 @@ impl RedisEngine {
         rules: &[RuleCheck],
     ) -> Result<CheckOutcome, StoreError> {
         let mut invocation = self.script.prepare_invoke();
-        for (index, rule) in rules.iter().enumerate() {
+        for rule in rules {
+            invocation
+                .key(self.key_name(rule))
+                .arg(rule.tiers.len())
+                .arg(u8::from(rule.enforced));
             for tier in &rule.tiers {
                 invocation
-                    .key(self.key_name(rule, *tier))
                     .arg(tier.limit)
-                    .arg(u64::try_from(tier.window.as_micros()).unwrap_or(u64::MAX))
-                    .arg(index)
-                    .arg(u8::from(rule.enforced));
+                    .arg(u64::try_from(tier.window.as_micros()).unwrap_or(u64::MAX));
             }
         }
 
         let timeout = self.config.timeout();
         let call = async {
             match connection {
-                Connection::Single(manager) => {
-                    invocation.invoke_async::<Vec<String>>(manager).await
-                }
-                Connection::Cluster(cluster) => {
-                    invocation.invoke_async::<Vec<String>>(cluster).await
-                }
+                Connection::Single(manager) => invocation.invoke_async::<Vec<i64>>(manager).await,
+                Connection::Cluster(cluster) => invocation.invoke_async::<Vec<i64>>(cluster).await,
             }
         };
         let reply = tokio::time::timeout(timeout, call)
@@ -288,14 +305,38 @@ impl RedisEngine {
                     .map_err(StoreError::Connect)?;
             Connection::Single(manager)
         };
+        self.load_script(connection.clone(), timeout).await?;
         self.connection.store(Some(Arc::new(connection)));
+        Ok(())
+    }
+
+    /// Loads the script on every server (every master of a Cluster), so that calls by hash
+    /// succeed from the first. A server that restarts loses it; the first call after that
+    /// loads it again, at the cost of two more round trips.
+    async fn load_script(
+        &self,
+        mut connection: Connection,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let load = async {
+            match &mut connection {
+                Connection::Single(manager) => self.script.load_async(manager).await,
+                Connection::Cluster(cluster) => self.script.load_async(cluster).await,
+            }
+        };
+        tokio::time::timeout(timeout, load)
+            .await
+            .map_err(|_| StoreError::Timeout {
+                timeout_ms: timeout.as_millis(),
+            })?
+            .map_err(StoreError::Connect)?;
         Ok(())
     }
 }
 
-/// Builds `PREFIX:{RULE|KEY}:WINDOW_MS`, escaping braces and `%` in the key so that the hash
-/// tag always ends where the key ends.
-pub fn key_name(prefix: &str, rule: &str, key: &str, tier: Tier) -> String {
+/// Builds `PREFIX:{RULE|KEY}`, escaping braces and `%` in the key so that the hash tag always
+/// ends where the key ends.
+pub fn key_name(prefix: &str, rule: &str, key: &str) -> String {
     let mut name = String::with_capacity(prefix.len() + rule.len() + key.len() + 24);
     name.push_str(prefix);
     name.push_str(":{");
@@ -309,36 +350,41 @@ pub fn key_name(prefix: &str, rule: &str, key: &str, tier: Tier) -> String {
             _ => name.push(c),
         }
     }
-    name.push_str("}:");
-    name.push_str(&tier.window.as_millis().to_string());
+    name.push('}');
     name
 }
 
-fn parse_reply(rules: &[RuleCheck], reply: &[String]) -> Result<CheckOutcome, StoreError> {
+/// Millionths of a request: the unit of levels in Redis.
+const LEVEL_SCALE: f64 = 1_000_000.0;
+
+fn parse_reply(rules: &[RuleCheck], reply: &[i64]) -> Result<CheckOutcome, StoreError> {
     let tier_count: usize = rules.iter().map(|rule| rule.tiers.len()).sum();
-    if reply.len() != tier_count + 1 {
+    if reply.len() != 1 + rules.len() + tier_count {
         return Err(StoreError::Reply);
-    }
-    let mut values = reply[1..].iter();
-    let mut levels = Vec::with_capacity(rules.len());
-    for rule in rules {
-        let mut rule_levels = Vec::with_capacity(rule.tiers.len());
-        for _ in &rule.tiers {
-            let level: f64 = values
-                .next()
-                .and_then(|value| value.parse().ok())
-                .ok_or(StoreError::Reply)?;
-            rule_levels.push(level);
-        }
-        levels.push(rule_levels);
     }
 
-    let outcome = CheckOutcome::decide(rules, &levels);
-    // The script and `decide` apply the same rule to the same levels; a mismatch means the
-    // script is not the one this agent sent.
-    let admitted_by_script = reply[0] == "1";
-    if outcome.admitted != admitted_by_script {
-        return Err(StoreError::Reply);
+    let admitted = reply[0] == 1;
+    let mut values = reply[1..].iter();
+    let mut outcomes = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let rule_admitted = values.next().ok_or(StoreError::Reply)? == &1;
+        let committed = admitted && rule_admitted;
+        let mut tiers = Vec::with_capacity(rule.tiers.len());
+        for tier in &rule.tiers {
+            let level = *values.next().ok_or(StoreError::Reply)? as f64 / LEVEL_SCALE;
+            let mut outcome = TierOutcome::new(*tier, level, committed);
+            // The script decided in whole millionths; its verdict is the one that counted.
+            outcome.admitted = rule_admitted || tier.admits(level);
+            tiers.push(outcome);
+        }
+        outcomes.push(RuleOutcome {
+            tiers,
+            admitted: rule_admitted,
+            committed,
+        });
     }
-    Ok(outcome)
+    Ok(CheckOutcome {
+        admitted,
+        rules: outcomes,
+    })
 }

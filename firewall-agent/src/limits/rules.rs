@@ -146,7 +146,7 @@ impl Route {
     }
 }
 
-/// What a key is built from. Token fields are `None` until a token layer fills them.
+/// Request parts that keys are built from. Token fields are `None` until a token layer fills them.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyInput<'a> {
     /// Canonical client address.
@@ -174,9 +174,9 @@ pub struct CompiledRule {
     pub routes: Vec<Route>,
     /// Methods; empty covers every method.
     pub methods: Vec<Method>,
-    /// What happens over the limit.
+    /// Action on a request over the limit.
     pub action: RuleAction,
-    /// What happens while the store fails.
+    /// Behaviour while the store fails.
     pub on_store_failure: FailureMode,
     /// Prefix length that groups IPv6 client addresses.
     pub ipv6_prefix_length: u8,
