@@ -92,7 +92,7 @@ fn replace_section(existing: &str, section: &str) -> String {
         existing
     };
     let Some(start) = body.find(SECTION_TITLE) else {
-        return format!("{}\n{section}", body.trim_end());
+        return format!("{}\n\n{section}", body.trim_end());
     };
     let after = start + SECTION_TITLE.len();
     let end = body[after..]
