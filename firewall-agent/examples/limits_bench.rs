@@ -1,11 +1,13 @@
 //! Rate-limit benchmark, run by `cargo xtask bench limits`: prints Markdown table rows.
 //!
 //! Embedded engine: decisions per second on one thread, with one hot key and with one million
-//! distinct keys, and resident memory per entry. Redis engine: requests per second with three
-//! tiers, commands per request, and Redis memory per client after a day-long limit of 10,000
-//! is filled, each compared with a sorted-set limiter implemented here: one member per request,
-//! one MULTI round trip per tier (ZREMRANGEBYSCORE, ZADD, ZCARD, PEXPIRE), tiers one after
-//! another.
+//! distinct keys, and resident memory per entry.
+//!
+//! Redis engine: requests per second with three tiers (32 and 1 in flight), round trips per
+//! request, and Redis memory per client after a day-long limit of 10,000 is filled. Each is
+//! compared with a sorted-set limiter implemented here. That limiter adds one member per
+//! request and sends one MULTI round trip per tier (ZREMRANGEBYSCORE, ZADD, ZCARD, PEXPIRE),
+//! tiers one after another.
 
 #[path = "../tests/redis_server/mod.rs"]
 #[allow(dead_code, reason = "shared with the tests, which use all of it")]
@@ -19,7 +21,8 @@ use firewall_agent::limits::config::RedisConfig;
 use firewall_agent::limits::{EmbeddedEngine, LimitMetrics, RedisEngine, RuleCheck, Tier};
 use redis::aio::ConnectionManager;
 
-/// Concurrent requests in flight against Redis.
+/// Concurrent requests in flight against Redis in the throughput runs. The latency runs have
+/// one.
 const CONCURRENCY: usize = 32;
 /// Length of each Redis throughput run.
 const REDIS_RUN: Duration = Duration::from_secs(5);
@@ -128,10 +131,9 @@ async fn redis_rows() -> Vec<String> {
         Tier::new(DAY_LIMIT, Duration::from_secs(86_400)),
     ];
 
-    let before = client_calls(&server);
-    let (engine_requests, engine_errors) = run_for(REDIS_RUN, {
+    let engine_request = {
         let engine = Arc::clone(&engine);
-        move |index| {
+        move |index: u64| {
             let engine = Arc::clone(&engine);
             async move {
                 let check = [rule(
@@ -141,15 +143,19 @@ async fn redis_rows() -> Vec<String> {
                 engine.check(&check).await.is_ok()
             }
         }
-    })
-    .await;
+    };
+    let before = client_calls(&server);
+    let (engine_requests, engine_errors) =
+        run_for(REDIS_RUN, CONCURRENCY, engine_request.clone()).await;
     let engine_commands = client_calls(&server) - before;
     let engine_rate = engine_requests as f64 / REDIS_RUN.as_secs_f64();
+    let (engine_sequential, _) = run_for(REDIS_RUN, 1, engine_request).await;
+    let engine_sequential_rate = engine_sequential as f64 / REDIS_RUN.as_secs_f64();
 
     server.command("FLUSHALL");
-    let (baseline_requests, baseline_errors) = run_for(REDIS_RUN, {
+    let baseline_request = {
         let connection = connection.clone();
-        move |index| {
+        move |index: u64| {
             let mut connection = connection.clone();
             async move {
                 let client = format!("c{}", index % u64::from(REDIS_CLIENTS));
@@ -158,10 +164,13 @@ async fn redis_rows() -> Vec<String> {
                     .is_ok()
             }
         }
-    })
-    .await;
+    };
+    let (baseline_requests, baseline_errors) =
+        run_for(REDIS_RUN, CONCURRENCY, baseline_request.clone()).await;
     let baseline_round_trips = BASELINE_ROUND_TRIPS.load(Ordering::Relaxed);
     let baseline_rate = baseline_requests as f64 / REDIS_RUN.as_secs_f64();
+    let (baseline_sequential, _) = run_for(REDIS_RUN, 1, baseline_request).await;
+    let baseline_sequential_rate = baseline_sequential as f64 / REDIS_RUN.as_secs_f64();
 
     server.command("FLUSHALL");
     let day = [Tier::new(DAY_LIMIT, Duration::from_secs(86_400))];
@@ -181,6 +190,10 @@ async fn redis_rows() -> Vec<String> {
             engine_rate / baseline_rate
         ),
         format!(
+            "| redis | requests/s, 3 tiers, 1 in flight (bound by round trips) | {engine_sequential_rate:.0} | {baseline_sequential_rate:.0} | {:.1}x |",
+            engine_sequential_rate / baseline_sequential_rate
+        ),
+        format!(
             "| redis | round trips per request, 3 tiers (engine: EVALSHA and SCRIPT calls at the server; sorted sets: MULTI pipelines sent) | {:.2} | {:.2} | |",
             engine_commands as f64 / (engine_requests + engine_errors).max(1) as f64,
             baseline_round_trips as f64 / (baseline_requests + baseline_errors).max(1) as f64
@@ -193,9 +206,9 @@ async fn redis_rows() -> Vec<String> {
     ]
 }
 
-/// Runs `request` from [`CONCURRENCY`] tasks for `duration`. Returns the successful and the
+/// Runs `request` from `concurrency` tasks for `duration`. Returns the successful and the
 /// failed requests.
-async fn run_for<F, Fut>(duration: Duration, request: F) -> (u64, u64)
+async fn run_for<F, Fut>(duration: Duration, concurrency: usize, request: F) -> (u64, u64)
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -203,7 +216,7 @@ where
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let next = Arc::clone(&next);
             let failed = Arc::clone(&failed);
@@ -229,8 +242,8 @@ where
     (total, failed.load(Ordering::Relaxed))
 }
 
-/// The sorted-set limiter: per tier, in order, one MULTI with ZREMRANGEBYSCORE, ZADD, ZCARD
-/// and PEXPIRE; rejected when a tier's count exceeds its limit.
+/// Checks a request with the sorted-set limiter: per tier, in order, one MULTI with
+/// ZREMRANGEBYSCORE, ZADD, ZCARD and PEXPIRE. A tier whose count exceeds its limit rejects.
 async fn sorted_set_check(
     connection: &mut ConnectionManager,
     client: &str,

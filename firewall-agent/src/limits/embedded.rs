@@ -36,7 +36,7 @@ type EntryMap = HashMap<u64, Entry, BuildHasherDefault<FingerprintHasher>>;
 /// The embedded engine.
 ///
 /// Entries are found by a 64-bit fingerprint of (rule name, key, window). Two keys share an
-/// entry with a probability of about n² / 2⁶⁵ for n entries (3·10⁻⁸ for a million); the hash
+/// entry with a probability of about n² / 2⁶⁵ for n entries, 3·10⁻⁸ for a million. The hash
 /// seed is random per process, so clients cannot aim for a collision.
 #[derive(Debug)]
 pub struct EmbeddedEngine {

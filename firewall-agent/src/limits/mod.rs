@@ -1,7 +1,7 @@
 //! Rate limiting: rules with keys and tiers, checked and committed atomically by an engine.
 //!
-//! A rule covers some routes and methods, builds a key from the request (client address,
-//! token subject, client id, endpoint, header value, path parameter, or several of these), and
+//! A rule covers some routes and methods and builds a key from the request: client address,
+//! token subject, client id, endpoint, header value, path parameter, or several of these. It
 //! has one or more tiers, such as 10 per second and 1000 per hour. A request is admitted only
 //! if every tier of every enforced rule admits it, and a rejected request consumes nothing.
 //! The algorithm and its error bound are described in [`gcra`].

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, Method};
 use super::config::{FailureMode, RuleAction, RuleConfig};
 use super::gcra::Tier;
 
-/// Longest header value or path parameter taken into a key, in bytes. Longer values are cut,
+/// Maximum length in bytes of a header value or path parameter taken into a key. Longer values are cut,
 /// so a client cannot grow the key (and the store's memory) with a huge header.
 pub const MAX_KEY_PART_BYTES: usize = 256;
 

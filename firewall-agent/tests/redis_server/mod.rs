@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Maximum time a server gets to answer PING after start.
+/// Maximum time a server gets to reply to PING after start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Returns whether `redis-server` is installed. Under CI its absence fails the test, because
