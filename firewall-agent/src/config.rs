@@ -43,8 +43,11 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[xdp]`: interfaces, attach mode and map sizes of the XDP program.
     pub xdp: KernelSettings,
-    /// `[rate_limit]`: the per-client request limit.
+    /// `[rate_limit]`: the per-client request limit, a shorthand for one rule when `[limits]`
+    /// has none.
     pub rate_limit: RateLimitConfig,
+    /// `[limits]`: rate-limit rules, tiers and the engine that counts.
+    pub limits: crate::limits::LimitsConfig,
     /// `[bans]`: when rejected clients are banned, and for how long.
     pub bans: BanConfig,
     /// `[admin]`: the admin API used by `fwctl`.
@@ -527,6 +530,9 @@ impl Config {
         ] {
             check_seconds(value, key).map_err(|(key, problem)| invalid(key, problem))?;
         }
+        self.limits
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if self.bans.strikes == 0 {
             return Err(invalid("bans.strikes", "must be at least 1".into()));
         }

@@ -15,13 +15,17 @@ use crate::admin::{AdminBindError, AdminServer, AdminState};
 use crate::bans::{BanError, BanManager, BanPolicy, EventSink, RestoreSummary, run_sweeper};
 use crate::config::Config;
 use crate::kernel::Blocklist;
-use crate::limits::RateLimiter;
+use crate::limits::{LimitsError, RateLimits};
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
+use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
+
+/// Interval between two sweeps of idle rate-limit entries.
+const LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Maximum time the background tasks get to finish after the listeners stopped.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +45,9 @@ pub enum DaemonError {
     /// The metrics listener could not be bound.
     #[error(transparent)]
     Metrics(#[from] MetricsServerError),
+    /// The rate-limit rules could not be built.
+    #[error("invalid rate-limit rules")]
+    Limits(#[from] LimitsError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -121,14 +128,18 @@ impl Agent {
             .ok_or(DaemonError::MissingUpstream)?;
         let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
 
-        let limiter = Arc::new(RateLimiter::new(
-            self.config.rate_limit.requests,
-            self.config.rate_limit.window(),
-        ));
+        let limits = Arc::new(
+            RateLimits::new(
+                &self.config.limits,
+                &self.config.rate_limit,
+                Arc::clone(self.metrics.limits()),
+            )
+            .await?,
+        );
         let events = EventSink::new(Arc::clone(&self.bans));
         let stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limiter), events)),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
         ];
         let state = Arc::new(ProxyState::new(
             Pipeline::new(stages),
@@ -151,7 +162,7 @@ impl Agent {
             proxy,
             admin,
             metrics,
-            limiter,
+            limits,
         })
     }
 }
@@ -163,7 +174,7 @@ pub struct BoundAgent {
     proxy: ProxyServer,
     admin: AdminServer,
     metrics: MetricsServer,
-    limiter: Arc<RateLimiter>,
+    limits: Arc<RateLimits>,
     sweep_interval: Duration,
 }
 
@@ -203,11 +214,16 @@ impl BoundAgent {
                 self.sweep_interval,
                 shutdown.listener(),
             )),
-            tokio::spawn(evict_idle_clients(self.limiter, shutdown.listener())),
+            tokio::spawn(evict_idle_entries(
+                Arc::clone(&self.limits),
+                shutdown.listener(),
+            )),
         ];
+        let reloader = Reloader::new(vec![self.limits as Arc<dyn Reloadable>]);
 
         RunningAgent {
             agent: self.agent,
+            reloader,
             shutdown,
             listeners,
             background,
@@ -221,6 +237,7 @@ impl BoundAgent {
 #[derive(Debug)]
 pub struct RunningAgent {
     agent: Agent,
+    reloader: Reloader,
     shutdown: Shutdown,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -247,6 +264,11 @@ impl RunningAgent {
     /// Returns the metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.agent.metrics
+    }
+
+    /// Returns the parts that take a new config without a restart.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
     }
 
     /// Stops accepting, lets open proxy connections drain, removes the admin socket and stops
@@ -277,16 +299,16 @@ impl RunningAgent {
     }
 }
 
-/// Evicts idle rate-limit entries once per window until shutdown.
-async fn evict_idle_clients(limiter: Arc<RateLimiter>, mut shutdown: ShutdownListener) {
-    let mut ticker = tokio::time::interval(limiter.window());
+/// Removes idle rate-limit entries every [`LIMIT_SWEEP_INTERVAL`] until shutdown.
+async fn evict_idle_entries(limits: Arc<RateLimits>, mut shutdown: ShutdownListener) {
+    let mut ticker = tokio::time::interval(LIMIT_SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.wait() => break,
         }
-        let removed = limiter.evict_idle(Instant::now());
+        let removed = limits.evict_idle(Instant::now());
         if removed > 0 {
             tracing::debug!(removed, "idle rate-limit entries evicted");
         }

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod limits;
 pub mod network;
 pub mod proxy;
+pub mod reload;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

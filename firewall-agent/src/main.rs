@@ -19,6 +19,7 @@ use firewall_agent::kernel::{
     self, Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal,
 };
 use firewall_agent::network::IpNetwork;
+use firewall_agent::reload::Reloader;
 use firewall_agent::store::Store;
 use firewall_agent::telemetry;
 
@@ -98,6 +99,7 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     let (config_path, overrides) = args.overrides();
+    let reload_overrides = overrides.clone();
     let config = match Config::load(config_path.as_deref(), overrides) {
         Ok(config) => config,
         Err(error) => {
@@ -121,7 +123,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
 
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, config_path, reload_overrides)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "agent stopped on an error");
@@ -130,8 +132,13 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Starts every part in order, waits for a signal, then stops them in reverse order.
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Starts every part in order, waits for a signal, then stops them in reverse order. SIGHUP
+/// re-reads the config file and reloads what can change while running.
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<()> {
     let upstream = config
         .proxy
         .upstream
@@ -176,7 +183,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = bound.start();
     tracing::info!("agent started");
 
-    let signal_result = wait_for_signal().await;
+    let signal_result = wait_for_signal(|| {
+        reload(running.reloader(), config_path.as_deref(), &overrides);
+    })
+    .await;
 
     running.stop().await;
     detach(&kernel);
@@ -195,18 +205,43 @@ fn detach(kernel: &SharedKernel) {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Calls `on_hangup` on each SIGHUP and completes on the first SIGINT or SIGTERM.
+async fn wait_for_signal(mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
     let mut interrupt =
         signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
-    let name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let mut hangup =
+        signal(SignalKind::hangup()).context("failed to install the SIGHUP handler")?;
+    let name = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => on_hangup(),
+        }
     };
     tracing::info!(signal = name, "stopping");
     Ok(())
+}
+
+/// Re-reads and validates the config file, then reloads the parts that support it. A config
+/// that fails to load is logged and changes nothing.
+fn reload(reloader: &Reloader, config_path: Option<&std::path::Path>, overrides: &Overrides) {
+    let Some(path) = config_path else {
+        tracing::warn!("SIGHUP received, but the agent runs without --config: nothing to reload");
+        return;
+    };
+    tracing::info!(path = %path.display(), "SIGHUP received, reloading the config");
+    match Config::load(Some(path), overrides.clone()) {
+        Ok(config) => {
+            // Failures are logged per section by the reloader.
+            let _ = reloader.reload(&config);
+        }
+        Err(error) => tracing::error!(
+            error = %telemetry::ErrorChain(&error),
+            "failed to reload the config, keeping the running one"
+        ),
+    }
 }
 
 /// The loaded XDP program behind a mutex, so that the ban manager, the admin API and the

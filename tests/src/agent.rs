@@ -233,6 +233,11 @@ path = "{store}"
         agent
     }
 
+    /// Returns the process id of the running agent.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the agent process on the existing config and store.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "the agent is already running");

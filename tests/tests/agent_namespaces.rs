@@ -66,6 +66,25 @@ impl Bench {
         format!("http://{}/hello", self.agent.settings.listen)
     }
 
+    /// Makes one request and returns the response head, with header names in lower case.
+    fn response_headers(&self) -> String {
+        let output = self
+            .client
+            .command("curl")
+            .args(["--silent", "--max-time", "5", "--dump-header", "-", "--output", "/dev/null"])
+            .arg(self.url())
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+                None => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn request(&self, connect_timeout_seconds: u32) -> CurlOutcome {
         curl(
             self.client.command("curl"),
@@ -165,6 +184,46 @@ fn rate_limit_strikes_ban_client_in_kernel() {
     assert_eq!(ban["origin"].as_str(), Some("rate_limit"), "{ban}");
     assert_eq!(bench.request(2), CurlOutcome::TimedOut);
     assert!(bench.agent.dropped_packets(CLIENT_ADDR) > 0);
+}
+
+#[test]
+fn sighup_reload_raises_limit_with_headers() {
+    let Some(bench) = Bench::start("reload", 2, 100, 60) else {
+        return;
+    };
+
+    let first = bench.response_headers();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        first.contains("ratelimit-policy: \"per-client-60s\";q=2;w=60"),
+        "{first}"
+    );
+    assert!(first.contains("ratelimit: \"per-client-60s\";r=1;t="), "{first}");
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+    let limited = bench.response_headers();
+    assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
+    assert!(limited.contains("retry-after: "), "{limited}");
+
+    let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
+    let raised = config.replace("requests = 2\n", "requests = 5\n");
+    assert_ne!(config, raised, "the config must set requests = 2");
+    std::fs::write(&bench.agent.config_path, raised).expect("write the config");
+    let pid = bench.agent.pid().expect("the agent runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let reloaded = wait_until(Duration::from_secs(5), || {
+        bench.agent.log().contains("config reloaded")
+    });
+    assert!(reloaded, "{}", bench.agent.log());
+
+    // The two admitted requests still count: 3 of the new 5 are left.
+    let after = bench.response_headers();
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    assert!(after.contains("ratelimit-policy: \"per-client-60s\";q=5;w=60"), "{after}");
+    assert!(after.contains("ratelimit: \"per-client-60s\";r=2;t="), "{after}");
 }
 
 #[test]

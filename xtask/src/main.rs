@@ -32,7 +32,7 @@ enum Task {
     Build,
     /// Show the whole loop on real traffic in network namespaces (needs root).
     Demo,
-    /// Run a benchmark and write its report into BENCHMARKS.md (needs root).
+    /// Run a benchmark and write its report into its section of BENCHMARKS.md.
     #[command(subcommand)]
     Bench(Benchmark),
     /// Build everything and run every test, including those that need root.
@@ -46,8 +46,11 @@ enum Task {
 #[derive(Subcommand)]
 enum Benchmark {
     /// ns per packet of the XDP program, xdp-filter and an empty program, through
-    /// BPF_PROG_TEST_RUN, with 1,000 to 1,000,000 bans loaded.
+    /// BPF_PROG_TEST_RUN, with 1,000 to 1,000,000 bans loaded (needs root).
     Kernel,
+    /// Rate-limit engines: embedded decisions per second and memory, Redis throughput, round
+    /// trips and memory against a sorted-set limiter.
+    Limits,
 }
 
 fn main() -> Result<()> {
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
             demo::run()?;
         }
         Task::Bench(Benchmark::Kernel) => bench::kernel()?,
+        Task::Bench(Benchmark::Limits) => bench::limits()?,
         Task::Test { extra } => test::run(&extra)?,
     }
     Ok(())

@@ -8,9 +8,16 @@ use anyhow::{Context, Result, bail};
 /// veths, util-linux for `setpriv`.
 pub const RUNTIME_PACKAGES: &[&str] = &["curl", "iproute2", "util-linux"];
 
+/// Packages the tests need besides [`RUNTIME_PACKAGES`]: redis-server (with redis-cli) for the
+/// Redis rate-limit engine, which the tests start on loopback themselves.
+pub const TEST_PACKAGES: &[&str] = &["redis-server"];
+
 /// Packages the kernel benchmark calls: xdp-filter (xdp-tools) as the reference and bpftool to
 /// run programs through `BPF_PROG_TEST_RUN`.
-pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "iproute2"];
+pub const KERNEL_BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "iproute2"];
+
+/// Packages the rate-limit benchmark calls: redis-server, which it starts on loopback.
+pub const LIMITS_BENCH_PACKAGES: &[&str] = &["redis-server"];
 
 /// Installs whichever of `packages` are missing, with apt-get. Does nothing, quickly, when all are
 /// installed. Fails with the command to run where this is not a Debian-family host run as root.

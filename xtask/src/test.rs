@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::packages::{self, RUNTIME_PACKAGES};
+use crate::packages::{self, RUNTIME_PACKAGES, TEST_PACKAGES};
 
 /// Builds what the tests run and runs `cargo test --workspace`, passing `extra` after `--`.
 pub fn run(extra: &[String]) -> Result<()> {
@@ -15,6 +15,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         println!("warning: not root; tests that need network namespaces and XDP will be skipped");
     } else {
         packages::ensure_installed(RUNTIME_PACKAGES)?;
+        packages::ensure_installed(TEST_PACKAGES)?;
     }
     crate::build_all()?;
 

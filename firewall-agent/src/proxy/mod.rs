@@ -188,8 +188,13 @@ async fn handle(
     if let Err((stage, rejection)) = state.pipeline.run(&context).await {
         state.metrics.record_request(rejection.outcome);
         log_rejection(&context, stage, &rejection);
-        return Ok(rejection_response(&rejection, request_id));
+        let mut response = rejection_response(&rejection, request_id);
+        response
+            .headers_mut()
+            .extend(context.take_response_headers());
+        return Ok(response);
     }
+    let added_headers = context.take_response_headers();
 
     let method = context.method().clone();
     let path = context.path().to_owned();
@@ -200,7 +205,9 @@ async fn handle(
                 %client, %request_id, %method, path, status = response.status().as_u16(),
                 "request forwarded"
             );
-            Ok(response.map(BodyExt::boxed))
+            let mut response = response.map(BodyExt::boxed);
+            response.headers_mut().extend(added_headers);
+            Ok(response)
         }
         Err(error) => Ok(upstream_failure(&state, client, request_id, &error)),
     }

@@ -32,6 +32,8 @@ pub struct RequestContext {
     client: IpAddr,
     request_id: RequestId,
     parts: http::request::Parts,
+    /// Headers that stages add to the response, whether it is a rejection or the upstream's.
+    response_headers: std::sync::Mutex<HeaderMap>,
 }
 
 impl RequestContext {
@@ -42,7 +44,26 @@ impl RequestContext {
             client: client.to_canonical(),
             request_id,
             parts,
+            response_headers: std::sync::Mutex::new(HeaderMap::new()),
         }
+    }
+
+    /// Adds a header to the response of this request, replacing an earlier one of that name.
+    pub fn add_response_header(&self, name: http::HeaderName, value: http::HeaderValue) {
+        self.response_headers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, value);
+    }
+
+    /// Takes the headers that stages added for the response.
+    pub fn take_response_headers(&self) -> HeaderMap {
+        std::mem::take(
+            &mut *self
+                .response_headers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Returns the client's address: the TCP peer, canonical.
@@ -88,6 +109,8 @@ pub enum RequestOutcome {
     Forwarded,
     /// Rejected by the rate limit with 429.
     RateLimited,
+    /// Rejected with 503 because the rate-limit store failed and a rule fails closed.
+    LimitStoreUnavailable,
     /// Rejected with 403 because the client is banned. The XDP program normally drops such
     /// clients first; this covers interfaces without it.
     Banned,
@@ -99,9 +122,10 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 5] = [
+    pub const ALL: [RequestOutcome; 6] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
+        RequestOutcome::LimitStoreUnavailable,
         RequestOutcome::Banned,
         RequestOutcome::UpstreamError,
         RequestOutcome::UpstreamTimeout,
@@ -112,6 +136,7 @@ impl RequestOutcome {
         match self {
             RequestOutcome::Forwarded => "forwarded",
             RequestOutcome::RateLimited => "rate_limited",
+            RequestOutcome::LimitStoreUnavailable => "limit_store_unavailable",
             RequestOutcome::Banned => "banned",
             RequestOutcome::UpstreamError => "upstream_error",
             RequestOutcome::UpstreamTimeout => "upstream_timeout",

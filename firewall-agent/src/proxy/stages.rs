@@ -8,7 +8,8 @@ use super::pipeline::{
     Rejection, RequestContext, RequestOutcome, Stage, StageFuture, StageOutcome,
 };
 use crate::bans::{BanManager, EventSink, SecurityEvent, SecurityEventKind};
-use crate::limits::{RateDecision, RateLimiter};
+use crate::limits::headers::{RATELIMIT, RATELIMIT_POLICY};
+use crate::limits::{KeyInput, RateLimits, Verdict};
 
 /// Rejects clients with a ban in force with 403.
 ///
@@ -47,18 +48,19 @@ impl Stage for BanCheckStage {
     }
 }
 
-/// Limits each client address to a number of requests per sliding window, responding with 429
-/// and `Retry-After` above it. Each rejection is a strike sent to the ban manager.
+/// Checks every rate-limit rule that covers a request. Over an enforced limit the request gets
+/// 429 with `Retry-After`, and a rule whose action is `strike` also counts a strike toward a
+/// ban. When Redis fails and a covering rule fails closed, the request gets 503.
 #[derive(Debug)]
 pub struct RateLimitStage {
-    limiter: Arc<RateLimiter>,
+    limits: Arc<RateLimits>,
     events: EventSink,
 }
 
 impl RateLimitStage {
     /// Creates the stage.
-    pub fn new(limiter: Arc<RateLimiter>, events: EventSink) -> Self {
-        Self { limiter, events }
+    pub fn new(limits: Arc<RateLimits>, events: EventSink) -> Self {
+        Self { limits, events }
     }
 }
 
@@ -69,22 +71,51 @@ impl Stage for RateLimitStage {
 
     fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a> {
         Box::pin(async move {
-            let RateDecision::Limited { retry_after } = self.limiter.check(request.client()) else {
-                return StageOutcome::Continue;
+            // NOTE: no token layer runs before this stage yet, so rules keyed on the token
+            // subject or client id count every request under an empty value.
+            let input = KeyInput {
+                client: request.client(),
+                method: request.method(),
+                path: request.path(),
+                headers: request.headers(),
+                token_subject: None,
+                client_id: None,
             };
+            let decision = self.limits.check(&input).await;
+            if let Some(headers) = decision.headers {
+                request.add_response_header(RATELIMIT_POLICY.clone(), headers.policy);
+                request.add_response_header(RATELIMIT.clone(), headers.state);
+            }
 
-            self.events
-                .report(SecurityEvent {
-                    address: request.client(),
-                    kind: SecurityEventKind::RateLimited,
-                })
-                .await;
-            StageOutcome::Reject(Rejection {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                outcome: RequestOutcome::RateLimited,
-                reason: "rate limit exceeded".into(),
-                retry_after: Some(retry_after),
-            })
+            match decision.verdict {
+                Verdict::Admit => StageOutcome::Continue,
+                Verdict::Reject {
+                    retry_after,
+                    strike,
+                    ..
+                } => {
+                    if strike {
+                        self.events
+                            .report(SecurityEvent {
+                                address: request.client(),
+                                kind: SecurityEventKind::RateLimited,
+                            })
+                            .await;
+                    }
+                    StageOutcome::Reject(Rejection {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        outcome: RequestOutcome::RateLimited,
+                        reason: "rate limit exceeded".into(),
+                        retry_after: Some(retry_after),
+                    })
+                }
+                Verdict::Unavailable { .. } => StageOutcome::Reject(Rejection {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    outcome: RequestOutcome::LimitStoreUnavailable,
+                    reason: "service temporarily unavailable".into(),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                }),
+            }
         })
     }
 }

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::ErrorChain;
 use crate::kernel::Blocklist;
+use crate::limits::LimitMetrics;
 use crate::proxy::RequestOutcome;
 use crate::store::BanOrigin;
 
@@ -57,6 +58,7 @@ pub struct Metrics {
     bans_applied: Family<OriginLabels, Counter>,
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
+    limits: Arc<LimitMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
             kernel_map_full.clone(),
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
+        let limits = Arc::new(LimitMetrics::register(&mut registry));
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -110,7 +113,13 @@ impl Metrics {
             bans_applied,
             bans_active,
             kernel_map_full,
+            limits,
         }
+    }
+
+    /// Returns the rate-limit metrics.
+    pub fn limits(&self) -> &Arc<LimitMetrics> {
+        &self.limits
     }
 
     /// Counts one insert rejected because the kernel map `map` was full.

@@ -341,7 +341,6 @@ impl Drop for Veth {
 fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String> {
     let floor = &rows[0].nanoseconds;
     let mut text = String::new();
-    writeln!(text, "# Benchmarks\n")?;
     writeln!(
         text,
         "## Kernel layer: ns per packet through BPF_PROG_TEST_RUN\n"
