@@ -236,6 +236,11 @@ impl BanManager {
             tracing::debug!(%address, %allowlisted, "strike ignored for an allowlisted client");
             return Ok(None);
         }
+        // Requests that passed the XDP program before the ban landed still strike. Counting them
+        // would ban the client again and count one ban several times.
+        if self.is_banned(address) {
+            return Ok(None);
+        }
         if !self.count_strike(address, now) {
             return Ok(None);
         }

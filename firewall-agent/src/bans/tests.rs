@@ -100,6 +100,31 @@ fn threshold_strikes_ban_in_store_and_kernel() {
 }
 
 #[test]
+fn strikes_of_banned_client_apply_no_second_ban() {
+    let f = fixture();
+    let now = Instant::now();
+    let wall = SystemTime::now();
+
+    // Requests already past the XDP program when the ban lands keep striking: three more
+    // strikes must neither re-apply the ban nor count it twice.
+    let applied: Vec<_> = (0..6)
+        .map(|_| {
+            f.manager
+                .record_strike_at(addr(CLIENT), "rate_limited", now, wall)
+                .expect("strike recorded")
+        })
+        .collect();
+
+    assert_eq!(applied.iter().filter(|ban| ban.is_some()).count(), 1);
+    let text = f.metrics.encode().expect("metrics encode");
+    assert!(
+        text.contains("firewall_bans_applied_total{origin=\"rate_limit\"} 1"),
+        "{text}"
+    );
+    assert_eq!(f.manager.clients_with_strikes(), 0);
+}
+
+#[test]
 fn strikes_outside_window_do_not_count() {
     let f = fixture();
     let start = Instant::now();
