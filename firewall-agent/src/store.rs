@@ -203,16 +203,7 @@ impl Store {
     ///
     /// [`StoreError::Transaction`] when the write fails.
     pub fn put_ban(&self, record: &BanRecord) -> Result<(), StoreError> {
-        let key = record.address.to_string();
-        let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
-            path: self.path.clone(),
-            key: key.clone(),
-            source,
-        })?;
-        self.write(BANS, "write a ban", |table| {
-            table.insert(key.as_str(), value.as_slice())?;
-            Ok(())
-        })
+        self.put_json(BANS, "write a ban", &record.address.to_string(), record)
     }
 
     /// Removes the ban of `address`. Returns the removed record, if there was one.
@@ -263,16 +254,7 @@ impl Store {
     ///
     /// [`StoreError::Transaction`] when the write fails.
     pub fn put_allow(&self, record: &AllowRecord) -> Result<(), StoreError> {
-        let key = record.address.to_string();
-        let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
-            path: self.path.clone(),
-            key: key.clone(),
-            source,
-        })?;
-        self.write(ALLOWLIST, "write an allowlist entry", |table| {
-            table.insert(key.as_str(), value.as_slice())?;
-            Ok(())
-        })
+        self.put_json(ALLOWLIST, "write an allowlist entry", &record.address.to_string(), record)
     }
 
     /// Removes the allowlist entry of `address`. Returns whether there was one.
@@ -326,6 +308,25 @@ impl Store {
             path: self.path.clone(),
             key: key.to_owned(),
             source,
+        })
+    }
+
+    /// Stores `record` as JSON under `key` in the table `definition`, replacing any value.
+    fn put_json<T: serde::Serialize>(
+        &self,
+        definition: TableDefinition<'static, &'static str, &'static [u8]>,
+        action: &'static str,
+        key: &str,
+        record: &T,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            source,
+        })?;
+        self.write(definition, action, |table| {
+            table.insert(key, value.as_slice())?;
+            Ok(())
         })
     }
 
