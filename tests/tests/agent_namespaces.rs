@@ -427,3 +427,30 @@ fn expired_ban_passes_before_sweep() {
         bench.agent.log()
     );
 }
+
+#[test]
+fn unpinned_agent_detaches_on_exit() {
+    let Some(mut bench) = Bench::start("unpinned", 100, 5, 60) else {
+        return;
+    };
+    let interface = bench.client.host_interface.clone();
+    bench.agent.stop();
+    let pin_dir = bench.agent.pin_dir.display().to_string();
+    let detached = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
+    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+    let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
+    let unpinned = config.replacen("pin_dir = ", "pin = false\npin_dir = ", 1);
+    assert_ne!(config, unpinned, "the test config has no pin_dir line to unpin");
+    std::fs::write(&bench.agent.config_path, unpinned).expect("write the config");
+
+    bench.agent.spawn();
+    let attached = ip_link_show(&interface);
+    bench.agent.stop();
+    let after_stop = ip_link_show(&interface);
+
+    assert!(attached.contains("xdp"), "no XDP program on {interface}: {attached}");
+    assert!(
+        !after_stop.contains("xdp"),
+        "an agent without pins left XDP on {interface}: {after_stop}"
+    );
+}
