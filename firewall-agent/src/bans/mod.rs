@@ -4,6 +4,7 @@
 //! A ban is written to the store first and then inserted into the kernel map, so a ban that
 //! reached the kernel is always restored after a restart.
 
+mod active;
 pub mod events;
 pub mod memory;
 
@@ -12,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use self::active::ActiveBans;
 use crate::config::{BanConfig, MAX_DURATION_SECONDS};
 use crate::kernel::{Blocklist, KernelError};
 use crate::network::IpNetwork;
@@ -105,9 +107,8 @@ pub struct BanManager {
     metrics: Arc<Metrics>,
     /// Recent strike times per client, oldest first.
     strikes: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-    /// Bans in force and their expiry in Unix milliseconds (`None`: never), mirrored from the
-    /// store so that the proxy can check a client without a store read.
-    active: RwLock<HashMap<IpNetwork, Option<u64>>>,
+    /// Bans in force, mirrored from the store.
+    active: RwLock<ActiveBans>,
     /// Allowlist entries from the config file.
     configured_allows: BTreeSet<IpNetwork>,
     /// Every allowlist entry: the configured ones and those stored at run time.
@@ -138,7 +139,7 @@ impl BanManager {
             policy,
             metrics,
             strikes: Mutex::new(HashMap::new()),
-            active: RwLock::new(HashMap::new()),
+            active: RwLock::new(ActiveBans::default()),
             configured_allows: BTreeSet::new(),
             allowlist: RwLock::new(BTreeSet::new()),
         }
@@ -389,15 +390,8 @@ impl BanManager {
             return false;
         }
 
-        let now_ms = unix_ms(SystemTime::now());
         let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
-        // One lookup per prefix length, from the address itself down to /0.
-        (0..=host.prefix_len()).rev().any(|prefix_len| {
-            IpNetwork::new(host.address(), prefix_len)
-                .ok()
-                .and_then(|network| active.get(&network))
-                .is_some_and(|expires| expires.is_none_or(|expires| expires > now_ms))
-        })
+        active.covers(host.address(), unix_ms(SystemTime::now()))
     }
 
     /// Returns the allowlist entry that holds all of `address`, if any.
@@ -554,8 +548,8 @@ impl BanManager {
         self.metrics.set_active_bans(count);
     }
 
-    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<IpNetwork, Option<u64>>> {
-        // Every change under the lock is one map operation, so a poisoned map is consistent.
+    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, ActiveBans> {
+        // Every change under the lock is one insert or remove, so a poisoned index is consistent.
         self.active.write().unwrap_or_else(PoisonError::into_inner)
     }
 
