@@ -47,7 +47,7 @@ pub fn free_port(ip: Ipv4Addr) -> u16 {
     listener.local_addr().expect("read the ephemeral port").port()
 }
 
-/// A minimal HTTP/1.1 server on 127.0.0.1 that answers every request with 200 and
+/// A minimal HTTP/1.1 server on 127.0.0.1 that responds to every request with 200 and
 /// [`UPSTREAM_BODY`], one thread per connection. Stops when dropped.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -77,7 +77,7 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
+        // Wake the accept loop so it reads the flag.
         let _ = TcpStream::connect(self.addr);
     }
 }
@@ -403,7 +403,7 @@ pub enum CurlOutcome {
     Status(u16),
     /// The TCP connection was not established in time (curl exit code 28 with no response).
     TimedOut,
-    /// curl failed otherwise; the string holds its exit code and stderr.
+    /// curl failed otherwise; the string contains its exit code and stderr.
     Failed(String),
 }
 

@@ -40,7 +40,7 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A config that would start if it were valid, with `extra` appended to its `[rate_limit]`
+/// Builds a config that would start if it were valid, with `extra` appended to its `[rate_limit]`
 /// section.
 fn config_with_rate_limit(dir: &Path, extra: &str) -> String {
     format!(

@@ -94,7 +94,7 @@ impl Bench {
     }
 }
 
-/// Polls `condition` every 200 ms until it holds or `timeout` passes.
+/// Polls `condition` every 200 ms until it is true or `timeout` passes.
 fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -1,8 +1,8 @@
 //! `cargo xtask demo`: the whole loop on real traffic.
 //!
 //! Two client namespaces talk to an agent in the root namespace through two veth pairs with the
-//! XDP program attached. The legitimate client stays under the rate limit; the abusive one floods
-//! until the agent bans it, then keeps trying while the kernel drops its packets, until the ban
+//! XDP program attached. The legitimate client stays under the rate limit. The abusive one floods
+//! until the agent bans it, and keeps trying while the kernel drops its packets until the ban
 //! expires and it is served again.
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -82,14 +82,14 @@ fn build_all() -> Result<()> {
     Ok(())
 }
 
-/// The workspace's target directory: `CARGO_TARGET_DIR` or `<workspace>/target`.
+/// Returns the workspace's target directory: `CARGO_TARGET_DIR` or `<workspace>/target`.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// The workspace root, one level above this crate.
+/// Returns the workspace root, one level above this crate.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
