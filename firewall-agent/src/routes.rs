@@ -24,6 +24,8 @@ pub struct RouteConfig {
     /// Largest request body accepted on this route, in bytes; `[proxy] max_body_bytes` when
     /// not set.
     pub max_body_bytes: Option<u64>,
+    /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.
+    pub auth: Option<crate::tokens::RouteAuthConfig>,
 }
 
 impl RouteConfig {

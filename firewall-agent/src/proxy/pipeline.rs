@@ -222,11 +222,16 @@ pub enum RequestOutcome {
     BodyUnreadable,
     /// A stage answered the request itself, as for an endpoint that the agent serves.
     Answered,
+    /// The access token was missing, invalid or not accepted on the route: 401 (400 for a
+    /// malformed `Authorization` header).
+    TokenRejected,
+    /// The access token lacks a scope the route needs: 403.
+    InsufficientScope,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 9] = [
+    pub const ALL: [RequestOutcome; 11] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -236,6 +241,8 @@ impl RequestOutcome {
         RequestOutcome::BodyTooLarge,
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
+        RequestOutcome::TokenRejected,
+        RequestOutcome::InsufficientScope,
     ];
 
     /// Label used in metrics and logs.
@@ -250,6 +257,8 @@ impl RequestOutcome {
             RequestOutcome::BodyTooLarge => "body_too_large",
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
+            RequestOutcome::TokenRejected => "token_rejected",
+            RequestOutcome::InsufficientScope => "insufficient_scope",
         }
     }
 }

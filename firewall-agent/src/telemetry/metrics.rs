@@ -59,6 +59,7 @@ pub struct Metrics {
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
+    tokens: crate::tokens::TokenMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
+        let tokens = crate::tokens::TokenMetrics::register(&mut registry);
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -114,7 +116,13 @@ impl Metrics {
             bans_active,
             kernel_map_full,
             limits,
+            tokens,
         }
+    }
+
+    /// Returns the token check metrics.
+    pub fn tokens(&self) -> &crate::tokens::TokenMetrics {
+        &self.tokens
     }
 
     /// Returns the rate-limit metrics.

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod claims;
 pub mod config;
+pub mod downstream;
 pub mod error;
 pub mod jose;
 pub mod jwk;
