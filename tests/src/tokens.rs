@@ -251,7 +251,7 @@ impl Drop for JwksServer {
     }
 }
 
-/// Reads one request head and answers it with `body`, closing the connection.
+/// Reads one request head, responds with `body` and closes the connection.
 fn serve_once(stream: TcpStream, body: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(clone) = stream.try_clone() else {
@@ -333,7 +333,7 @@ fn parse_response(raw: &str) -> HttpResponse {
     }
 }
 
-/// An upstream on 127.0.0.1 that answers every request with 200 and the request head it
+/// An upstream on 127.0.0.1 that responds to every request with 200 and the request head it
 /// received as the body, so tests can see which headers the proxy forwarded. Stops when dropped.
 pub struct EchoUpstream {
     pub addr: SocketAddr,
@@ -367,7 +367,7 @@ impl Drop for EchoUpstream {
     }
 }
 
-/// Answers each request of a keep-alive connection with its head. Requests carry no body
+/// Responds to each request of a keep-alive connection with its head. Requests carry no body
 /// here (GET only).
 fn echo_connection(stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));

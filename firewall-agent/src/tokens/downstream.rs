@@ -17,7 +17,7 @@ pub const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-
 pub const X_AUTH_ISSUER: HeaderName = HeaderName::from_static("x-auth-issuer");
 
 /// Removes the identity headers a client sent and sets them from `principal`. A claim value
-/// that cannot be a header value (control characters) is left out, so the upstream never sees
+/// that cannot be a header value (control characters) is left out, so the upstream never receives
 /// a value the proxy did not verify.
 pub fn set_identity_headers(headers: &mut HeaderMap, principal: Option<&Principal>) {
     for name in [&X_AUTH_SUBJECT, &X_AUTH_SCOPES, &X_AUTH_CLIENT_ID, &X_AUTH_ISSUER] {

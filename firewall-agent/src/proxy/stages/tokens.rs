@@ -1,11 +1,15 @@
 //! The token stage: checks the `Authorization: Bearer` access token against the matched
 //! route's `auth` rules.
 //!
-//! Responses follow RFC 6750 section 3: 401 with `WWW-Authenticate: Bearer` and no error code
-//! when the route needs a token and none was sent; 401 with `error="invalid_token"` when the
-//! token fails a check; 400 with `error="invalid_request"` for a malformed `Authorization`
-//! header; 403 with `error="insufficient_scope"` and the needed `scope` when the token lacks a
-//! scope. Token failures count as strikes against the client address.
+//! Responses follow RFC 6750 section 3:
+//!
+//! - 401 with `WWW-Authenticate: Bearer` and no error code when the route needs a token and
+//!   none was sent;
+//! - 401 with `error="invalid_token"` when the token fails a check;
+//! - 400 with `error="invalid_request"` for a malformed `Authorization` header;
+//! - 403 with `error="insufficient_scope"` and the required `scope` when the token lacks one.
+//!
+//! Token failures count as strikes against the client address.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,14 +24,14 @@ use crate::proxy::pipeline::{
 };
 use crate::tokens::{TokenError, TokenResult, TokenVerifier, VerifiedToken};
 
-/// What the route asks of a request's token.
+/// The route's requirements on a request's token.
 struct Requirement<'a> {
     required: bool,
     scopes: &'a [String],
     issuers: &'a [String],
 }
 
-/// Why the `Authorization` header could not be read.
+/// Problem with the `Authorization` header.
 #[derive(Debug, PartialEq, Eq)]
 enum BearerError {
     /// More than one `Authorization` header.
@@ -123,6 +127,8 @@ impl TokenStage {
             request_id: request.request_id(),
             reason: error.label(),
         });
+        // NOTE: a ban that token strikes complete is stored with the `rate_limit` origin,
+        // because the strike API has no origin of its own for token failures.
         self.strikes
             .report(StrikeEvent {
                 address: request.client(),
