@@ -5,9 +5,11 @@ use anyhow::{Context, Result};
 
 mod kernel;
 mod limits;
+mod tokens;
 
 pub use kernel::kernel;
 pub use limits::limits;
+pub use tokens::tokens;
 
 /// Replaces the section titled `title` in BENCHMARKS.md with `section`, or appends it.
 fn write_section(title: &str, section: &str) -> Result<()> {
