@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod kernel;
 pub mod limits;
 pub mod network;
+pub mod oauth;
 pub mod proxy;
 pub mod reload;
 pub mod shutdown;
