@@ -18,3 +18,4 @@ pub mod routes;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
