@@ -7,6 +7,7 @@ pub mod admin;
 pub mod bans;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod events;
 pub mod kernel;
 pub mod limits;
