@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bans;
 pub mod config;
 pub mod daemon;
@@ -15,3 +16,4 @@ pub mod reload;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod threat;
