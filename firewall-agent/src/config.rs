@@ -58,6 +58,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[[routes]]`: parts of the API with settings of their own, first match wins.
+    pub routes: Vec<crate::routes::RouteConfig>,
     /// `[threat]`: per-source behaviour signals, scores and escalating bans.
     pub threat: crate::threat::ThreatConfig,
     /// `[audit]`: the JSON-lines audit log of security events.
@@ -76,6 +78,8 @@ pub struct ProxyConfig {
     /// Maximum time in seconds to wait for the upstream's response headers before the proxy
     /// responds with 504.
     pub request_timeout_seconds: u64,
+    /// Largest request body in bytes; a larger one gets 413. Routes may set their own.
+    pub max_body_bytes: u64,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +88,7 @@ impl Default for ProxyConfig {
             listen: DEFAULT_PROXY_LISTEN,
             upstream: None,
             request_timeout_seconds: 30,
+            max_body_bytes: crate::proxy::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -516,6 +521,15 @@ impl Config {
 
         self.validate_xdp()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        if self.proxy.max_body_bytes == 0 {
+            return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
+        }
+        if let Err((index, error)) = crate::routes::RouteTable::new(&self.routes) {
+            return Err(invalid(
+                "routes",
+                format!("entry {} (`{}`): {error}", index + 1, self.routes[index].path),
+            ));
+        }
 
         if self.rate_limit.requests == 0 {
             return Err(invalid("rate_limit.requests", "must be at least 1".into()));
