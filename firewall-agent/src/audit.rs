@@ -421,7 +421,7 @@ impl AuditLog {
     /// Creates a handle over a queue of `capacity` records without a writer, so tests can read
     /// the lines or fill the queue.
     #[cfg(test)]
-    fn with_queue(capacity: usize) -> (Self, mpsc::Receiver<String>) {
+    pub(crate) fn with_queue(capacity: usize) -> (Self, mpsc::Receiver<String>) {
         let (sender, receiver) = mpsc::channel(capacity);
         let log = Self {
             sender: Some(sender),
@@ -471,6 +471,22 @@ impl AuditLog {
     /// Asks the writer to reopen the file before its next write, after logrotate moved it.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until the writer has taken every queued record, or `timeout` passed. Returns
+    /// whether the queue emptied.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        let Some(sender) = &self.sender else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while sender.capacity() < sender.max_capacity() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Records dropped so far because the queue was full.

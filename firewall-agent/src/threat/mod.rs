@@ -7,6 +7,7 @@
 
 pub mod config;
 mod metrics;
+mod sinks;
 pub mod tracker;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 pub use config::{SourceMode, SourcesConfig, ThreatConfig};
 pub use metrics::ThreatMetrics;
+pub use sinks::AuditEvents;
 pub use tracker::{Assessment, Fired, Observation, Signal, Tracker};
 
 use crate::audit::{AuditEventKind, AuditLog, AuditRecord, auth_burst_record};
