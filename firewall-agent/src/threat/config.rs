@@ -64,9 +64,10 @@ pub struct SourcesConfig {
     pub error_ratio: f64,
     /// Points of the error-rate signal.
     pub error_points: f64,
-    /// 401 responses per window that count as guessing credentials.
+    /// 401 and 403 responses per window that count as guessing credentials. Login forms that
+    /// refuse with 403 count as well as those that refuse with 401.
     pub unauthorized_responses: u32,
-    /// Points of the 401 signal.
+    /// Points of the 401 and 403 signal.
     pub unauthorized_points: f64,
     /// Failed logins per window from one source.
     pub failed_logins: u32,

@@ -51,7 +51,7 @@ pub enum Signal {
     ErrorRate,
     /// A high share of error responses under one user.
     UserErrorRate,
-    /// Many 401 responses.
+    /// Many 401 and 403 responses: refused credentials or access.
     Unauthorized,
     /// Many failed logins.
     FailedLogins,
@@ -360,7 +360,7 @@ impl Tracker {
         if status == 404 {
             window.not_found += 1;
         }
-        if status == 401 {
+        if status == 401 || status == 403 {
             window.unauthorized += 1;
         }
         if status >= 400 {
