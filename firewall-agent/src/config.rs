@@ -60,6 +60,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `[threat]`: per-source behaviour signals, scores and escalating bans.
+    pub threat: crate::threat::ThreatConfig,
+    /// `[audit]`: the JSON-lines audit log of security events.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[proxy]` section.
@@ -552,6 +556,13 @@ impl Config {
         }
 
         self.validate_paths()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.threat
+            .sources
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.audit
+            .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
 
         if !self.metrics.listen.ip().is_loopback() {

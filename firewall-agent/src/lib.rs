@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bans;
 pub mod config;
 pub mod daemon;
@@ -21,3 +22,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod validation;
+pub mod threat;
