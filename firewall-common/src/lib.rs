@@ -33,8 +33,8 @@ pub const MAP_BAN_RANGES_V6: &str = "BAN_RANGES_V6";
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 /// LPM trie of allowlisted IPv6 addresses and ranges: `Key<[u8; 16]>` to [`AllowValue`].
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
-/// Array of one [`AllowSummary`], at index 0, that tells the XDP program when it can skip the
-/// allowlist tries.
+/// Array of one [`AllowSummary`], at index 0, from which the XDP program learns when it can skip
+/// the allowlist tries.
 pub const MAP_ALLOW_SUMMARY: &str = "ALLOW_SUMMARY";
 /// LRU per-CPU hash map of per-source counters: [`SourceKey`] to [`SourceCounters`].
 ///

@@ -7,7 +7,7 @@
 //! black-hole traffic.
 //!
 //! The drop path of an exact-address ban is kept short, because it is the one a flood takes: one
-//! hash lookup, a compare that skips the allowlist trie while the allowlist holds nothing
+//! hash lookup, a compare that skips the allowlist trie while the allowlist contains nothing
 //! outside loopback, and atomic adds to the counters inside the ban itself instead of a write to
 //! the LRU per-source map.
 //!
@@ -329,7 +329,7 @@ fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read_bytes::<2>(ctx, offset).map(u16::from_be_bytes)
 }
 
-/// Returns whether an allowlist trie holds `source`. The trie is skipped when the source is not
+/// Returns whether an allowlist trie contains `source`. The trie is skipped when the source is not
 /// loopback and [`ALLOW_SUMMARY`] counts no entry outside loopback for its family. A missing
 /// summary means a lookup, so the allowlist still wins.
 #[inline(always)]

@@ -375,7 +375,7 @@ struct OfflineBan {
     pin_dir: PathBuf,
 }
 
-/// Bans `address` in the maps pinned in `pin_dir`, because the agent did not answer on its
+/// Bans `address` in the maps pinned in `pin_dir`, because the agent did not respond on its
 /// socket. The XDP program applies the ban at once; the agent stores it at its next start.
 fn offline_ban(
     socket_error: &ClientError,
@@ -419,7 +419,7 @@ fn offline_ban(
     Outcome::Complete
 }
 
-/// Lifts the ban of `address` in the maps pinned in `pin_dir`, because the agent did not answer
+/// Lifts the ban of `address` in the maps pinned in `pin_dir`, because the agent did not respond
 /// on its socket.
 ///
 /// NOTE: a ban that is also in the agent's store comes back at the agent's next start, because

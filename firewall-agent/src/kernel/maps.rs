@@ -225,7 +225,7 @@ impl KernelMaps {
     }
 
     /// Inserts an allowlist entry. An entry outside loopback raises the summary first, so the XDP
-    /// program never skips a trie that holds an entry for the source.
+    /// program never skips a trie that contains an entry for the source.
     pub(crate) fn insert_allow(&self, network: IpNetwork) -> Result<(), KernelError> {
         let capacity = self.allow_capacity(network);
         let value = AllowValue::default();
@@ -276,7 +276,7 @@ impl KernelMaps {
     }
 
     /// Sets the summary's count for one family to the number of entries outside loopback that
-    /// its trie holds. The trie stays locked meanwhile, so no insert of this agent races it.
+    /// its trie contains. The trie stays locked meanwhile, so no insert of this agent races it.
     ///
     /// NOTE: another process writing the same pinned trie at the same time is not locked out,
     /// and could have its raised count overwritten. The agent and `fwctl` never write the
@@ -475,7 +475,7 @@ fn add_ban_drops(
     counters.dropped_bytes = counters.dropped_bytes.saturating_add(ban.dropped_bytes);
 }
 
-/// Whether `network` lies inside loopback (`127.0.0.0/8` or `::1`), which the XDP program always
+/// Returns whether `network` lies inside loopback (`127.0.0.0/8` or `::1`), which the XDP program always
 /// looks up in the allowlist.
 fn is_loopback(network: IpNetwork) -> bool {
     match network.address() {

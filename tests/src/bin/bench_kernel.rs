@@ -39,9 +39,9 @@ const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const BANNED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 const PASSING_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
 const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x1);
-/// Allowlisted ranges of the last row, holding none of the measured sources, so that every
+/// Allowlisted ranges of the last row. They contain none of the measured sources, so every
 /// lookup walks the allowlist trie and misses.
-const ADMIN_RANGE_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 114, 0);
+const ADMIN_RANGE_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 128);
 const ADMIN_RANGE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xad, 0, 0, 0, 0, 0);
 
 /// One measured path: a frame file and the action every program must return for it.
@@ -122,7 +122,7 @@ fn run(output: &Path) -> Result<()> {
 
     let firewall = load_firewall()?;
     allow_loopback(&firewall)?;
-    firewall.allow(IpNetwork::new(ADMIN_RANGE_V4.into(), 24)?)?;
+    firewall.allow(IpNetwork::new(ADMIN_RANGE_V4.into(), 25)?)?;
     firewall.allow(IpNetwork::new(ADMIN_RANGE_V6.into(), 48)?)?;
     load_bans(&firewall, BAN_COUNTS[0])?;
     load_ranges(&firewall)?;
@@ -451,7 +451,7 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
         text,
         "- Every firewall row allowlists loopback, as the agent does by default. While the \
          allowlist holds nothing else, a source outside loopback skips the allowlist trie. The \
-         last row allowlists {ADMIN_RANGE_V4}/24 and {ADMIN_RANGE_V6}/48, so every packet \
+         last row allowlists {ADMIN_RANGE_V4}/25 and {ADMIN_RANGE_V6}/48, so every packet \
          also walks an allowlist trie."
     )?;
     writeln!(
