@@ -11,18 +11,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, Rule, Severity};
+use super::{Rule, rules};
 
-const COMMAND: Rule = Rule {
-    id: "rce-unix-command",
-    family: Family::Rce,
-    severity: Severity::Critical,
-};
-const WINDOWS_COMMAND: Rule = Rule {
-    id: "rce-windows-command",
-    family: Family::Rce,
-    severity: Severity::Critical,
-};
 
 /// Commands that no ordinary text places after a shell separator.
 const STRONG_COMMANDS: &str = concat!(
@@ -90,9 +80,9 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
             let after = &unquoted[start + command.end()..];
             if is_injection(separator.as_str(), command.as_str(), after) {
                 let rule = if is_windows_command(command.as_str()) {
-                    WINDOWS_COMMAND
+                    rules::RCE_WINDOWS_COMMAND
                 } else {
-                    COMMAND
+                    rules::RCE_UNIX_COMMAND
                 };
                 if !hits.contains(&rule) {
                     hits.push(rule);
@@ -108,9 +98,9 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
 
     if let Some(regex) = GLOBBED_COMMAND.as_ref()
         && regex.is_match(&unquoted)
-        && !hits.contains(&COMMAND)
+        && !hits.contains(&rules::RCE_UNIX_COMMAND)
     {
-        hits.push(COMMAND);
+        hits.push(rules::RCE_UNIX_COMMAND);
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, FieldKind, Rule, Severity};
+use super::{FieldKind, Rule, rules};
 
 /// Longest fingerprint kept. Injections show themselves in their first tokens; the cap bounds
 /// the work on long values.
@@ -41,72 +41,32 @@ const MAX_TOKENS: usize = 16;
 /// Longest value tokenized, in bytes. A payload longer than this still shows its start.
 const MAX_SQL_BYTES: usize = 4096;
 
-const TAUTOLOGY: Rule = Rule {
-    id: "sqli-boolean",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const UNION: Rule = Rule {
-    id: "sqli-union",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const STACKED: Rule = Rule {
-    id: "sqli-stacked-query",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const TIME_BASED: Rule = Rule {
-    id: "sqli-function",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const COMMENT: Rule = Rule {
-    id: "sqli-comment-break",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const EXECUTABLE_COMMENT: Rule = Rule {
-    id: "sqli-executable-comment",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const SUBQUERY: Rule = Rule {
-    id: "sqli-subquery",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const STRING_BREAK: Rule = Rule {
-    id: "sqli-string-break",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
 
 /// Fingerprint rules, each with the rule it reports. `^` anchors at the first token, which in
 /// a quoted context is the string the attacker closed.
 static FINGERPRINT_RULES: LazyLock<Vec<(Regex, Rule)>> = LazyLock::new(|| {
     let rules: [(&str, Rule); 14] = [
         // A value closed by the attacker, then AND/OR and a comparison, a call or the end.
-        (r"^[s1]\)*&\(*[s1vfT]", TAUTOLOGY),
-        (r"^[s1]\)*&\(*n(o|c|\)|$)", TAUTOLOGY),
-        (r"^[s1]\)*&\(*E", SUBQUERY),
-        // UNION SELECT anywhere, with brackets or ALL between.
-        (r"U\(*E", UNION),
-        (r"^[s1n]\)*U", UNION),
+        (r"^[s1]\)*&\(*[s1vfT]", rules::SQLI_BOOLEAN),
+        (r"^[s1]\)*&\(*n(o|c|\)|$)", rules::SQLI_BOOLEAN),
+        (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
+        // rules::SQLI_UNION SELECT anywhere, with brackets or ALL between.
+        (r"U\(*E", rules::SQLI_UNION),
+        (r"^[s1n]\)*U", rules::SQLI_UNION),
         // A closed value, then a statement separator and a statement.
-        (r"[s1n)];\(*E", STACKED),
-        (r"^s\)*;", STACKED),
+        (r"[s1n)];\(*E", rules::SQLI_STACKED_QUERY),
+        (r"^s\)*;", rules::SQLI_STACKED_QUERY),
         // Time-based and file-reading functions, in any position.
-        (r"T\(", TIME_BASED),
-        (r"W", TIME_BASED),
+        (r"T\(", rules::SQLI_FUNCTION),
+        (r"W", rules::SQLI_FUNCTION),
         // A closed string, then an operator and a value, call or subquery.
-        (r"^s\)*o\(*[s1vfTE]", STRING_BREAK),
-        (r"^1\)*o\(*[ETf]", STRING_BREAK),
+        (r"^s\)*o\(*[s1vfTE]", rules::SQLI_STRING_BREAK),
+        (r"^1\)*o\(*[ETf]", rules::SQLI_STRING_BREAK),
         // A closed string or number, then a comment that cuts off the rest of the query.
-        (r"^[s1]\)*c$", COMMENT),
+        (r"^[s1]\)*c$", rules::SQLI_COMMENT_BREAK),
         // A subquery inside brackets.
-        (r"\(E[1vfTo*]", SUBQUERY),
-        (r"^[s1]\)*B1", STRING_BREAK),
+        (r"\(E[1vfTo*]", rules::SQLI_SUBQUERY),
+        (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
     ];
     rules
         .into_iter()
@@ -129,7 +89,7 @@ pub fn detect(value: &str, _kind: FieldKind, hits: &mut Vec<Rule>) {
         }
         let fingerprint = fingerprint(value, quote);
         if fingerprint.contains('X') {
-            push(hits, EXECUTABLE_COMMENT);
+            push(hits, rules::SQLI_EXECUTABLE_COMMENT);
         }
         for (regex, rule) in FINGERPRINT_RULES.iter() {
             if regex.is_match(&fingerprint) {

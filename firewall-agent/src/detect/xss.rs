@@ -11,33 +11,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, Rule, Severity};
+use super::{Rule, rules};
 
-const DANGEROUS_TAG: Rule = Rule {
-    id: "xss-dangerous-tag",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const EVENT_HANDLER: Rule = Rule {
-    id: "xss-event-handler",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const SCRIPT_URL: Rule = Rule {
-    id: "xss-script-url",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const STYLE_SCRIPT: Rule = Rule {
-    id: "xss-style-script",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const SCRIPT_SINK: Rule = Rule {
-    id: "xss-script-sink",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
 
 /// Tags that run script, load a document or change how the page's URLs resolve.
 const DANGEROUS_TAGS: &[&str] = &[
@@ -89,7 +64,7 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         scan_tags(value, hits);
     }
     if contains_script_scheme(value) {
-        push(hits, SCRIPT_URL);
+        push(hits, rules::XSS_SCRIPT_URL);
     }
     if value.contains("on")
         && value.contains('=')
@@ -101,18 +76,18 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
                 .is_some_and(|name| EVENT_NAMES.contains(&name.as_str()))
         });
         if event {
-            push(hits, EVENT_HANDLER);
+            push(hits, rules::XSS_EVENT_HANDLER);
         }
     }
     if (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
         && value.contains(':')
     {
-        push(hits, STYLE_SCRIPT);
+        push(hits, rules::XSS_STYLE_SCRIPT);
     }
     if let Some(regex) = SINK.as_ref()
         && regex.is_match(value)
     {
-        push(hits, SCRIPT_SINK);
+        push(hits, rules::XSS_SCRIPT_SINK);
     }
 }
 
@@ -142,7 +117,7 @@ fn scan_tags(value: &str, hits: &mut Vec<Rule>) {
         let name = &value[name_start..cursor];
         let name = name.rsplit(':').next().unwrap_or(name);
         if DANGEROUS_TAGS.contains(&name) {
-            push(hits, DANGEROUS_TAG);
+            push(hits, rules::XSS_DANGEROUS_TAG);
         }
         position = scan_attributes(value, cursor, hits);
     }
@@ -212,15 +187,15 @@ fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
 
         let name = name.trim_start_matches(['"', '\'', '`']);
         if name.len() > 2 && name.starts_with("on") && name[2..].bytes().all(|b| b.is_ascii_alphabetic()) {
-            push(hits, EVENT_HANDLER);
+            push(hits, rules::XSS_EVENT_HANDLER);
         }
         if contains_script_scheme(attribute_value) {
-            push(hits, SCRIPT_URL);
+            push(hits, rules::XSS_SCRIPT_URL);
         }
         if name == "style"
             && (attribute_value.contains("expression") || attribute_value.contains("url("))
         {
-            push(hits, STYLE_SCRIPT);
+            push(hits, rules::XSS_STYLE_SCRIPT);
         }
     }
 }
