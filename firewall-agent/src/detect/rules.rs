@@ -53,6 +53,30 @@ pub const SQLI_EXECUTABLE_COMMENT: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// A statement with its clauses, such as `SELECT x FROM` or `DROP TABLE x`.
+pub const SQLI_STATEMENT: Rule = Rule {
+    id: "sqli-statement",
+    number: 1109,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A database's system catalogue, such as `information_schema` or `sqlite_master`.
+pub const SQLI_SYSTEM_TABLE: Rule = Rule {
+    id: "sqli-system-table",
+    number: 1110,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A PHP script file name in an upload.
+pub const PHP_FILE_UPLOAD: Rule = Rule {
+    id: "php-file-upload",
+    number: 1706,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
 /// A bracketed or chained SELECT.
 pub const SQLI_SUBQUERY: Rule = Rule {
     id: "sqli-subquery",
@@ -415,6 +439,8 @@ pub const ALL: &[Rule] = &[
     SQLI_EXECUTABLE_COMMENT,
     SQLI_SUBQUERY,
     SQLI_STRING_BREAK,
+    SQLI_STATEMENT,
+    SQLI_SYSTEM_TABLE,
     XSS_DANGEROUS_TAG,
     XSS_EVENT_HANDLER,
     XSS_SCRIPT_URL,
@@ -446,6 +472,7 @@ pub const ALL: &[Rule] = &[
     PHP_FUNCTION,
     PHP_FUNCTION_CALL,
     PHP_CONFIG_DIRECTIVE,
+    PHP_FILE_UPLOAD,
     JAVA_CODE_INJECTION,
     JAVA_BASE64_GADGET,
     DESERIALIZATION_JAVA,

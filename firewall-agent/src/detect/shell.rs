@@ -42,13 +42,16 @@ const WORD_COMMANDS: &[&str] = &[
     "paste", "nl", "rev", "tac", "od", "dd", "tee", "sort", "uniq", "source", "exec", "eval",
     "export", "env", "wall", "finger", "dig", "fish", "tar", "zip", "gem", "pip", "npm", "apt",
     "mount", "lua", "java", "ruby", "perl", "php", "python", "awk", "sed", "grep", "mkdir",
-    "strings", "shutdown", "reboot", "timeout", "users", "arp", "wget", "curl",
+    "strings", "shutdown", "reboot", "timeout", "users", "arp",
 ];
+
+/// Commands that run the command after them, so that command counts as if after a separator.
+const PREFIX_COMMANDS: &str = "time|nohup|sudo|env|strace|ltrace|exec|xargs|timeout|nice|watch|busybox|command|builtin";
 
 /// A separator, an optional path before the command, the command name and what follows it.
 static COMMAND_AFTER_SEPARATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"(^|[;|&`\n\r]|\$\(|\|\||&&)\s*(?:[a-z0-9_.?*~-]*/)*({STRONG_COMMANDS})(\s+\S|\s*$|[;|&`<>)$])"
+        r"(^|[;|&`\n\r]|\$\(|\|\||&&|\b(?:{PREFIX_COMMANDS})\s)\s*(?:[a-z0-9_.?*~-]*/)*({STRONG_COMMANDS})(\s+\S|\s*$|[;|&`<>)$])"
     ))
     .ok()
 });
@@ -59,8 +62,14 @@ static SHELL_ARGUMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
-static GLOBBED_COMMAND: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?:^|[;|&`\s(])/(?:[a-z?*\[\]]+/)+[a-z?*\[\]]*[?*\[][a-z?*\[\]]*").ok());
+static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[;|&`\s(=])/(?:[a-z?*\[\]]{1,8}/)+[a-z]{0,3}[?*\[][a-z?*\[\]]{0,6}(?:\s|$|[;|&`)])").ok()
+});
+
+/// A shell started with a command string, or started through `$SHELL`.
+static SHELL_WITH_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:\b(?:ba|z|k|c|tc|da)?sh|\$\{?shell\}?)\s+-[a-z]*c\b|\bif\s+(?:/i\s+)?(?:not\s+)?(?:exist|errorlevel|defined)\b|\bfor\s+(?:/[dlrf]\s+)*%%?[a-z~]").ok()
+});
 
 /// Looks for OS command injection in a normalised, lowercased value.
 pub fn detect(value: &str, hits: &mut Vec<Rule>) {
@@ -94,6 +103,13 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
                 break;
             }
         }
+    }
+
+    if let Some(regex) = SHELL_WITH_COMMAND.as_ref()
+        && regex.is_match(&unquoted)
+        && !hits.contains(&rules::RCE_UNIX_COMMAND)
+    {
+        hits.push(rules::RCE_UNIX_COMMAND);
     }
 
     if let Some(regex) = GLOBBED_COMMAND.as_ref()

@@ -24,7 +24,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"(?:^|[/\\=\s:;,'\x22(])(?:etc/(?:passwd|shadow|group|hosts|issue|master\.passwd|sudoers|crontab|",
                 r"profile|fstab|resolv\.conf|motd|hostname|security/|mysql/|httpd/|apache2?/|nginx/|ssh/|pam\.d)",
                 r"|proc/(?:self|\d+)/|windows/(?:win\.ini|system\.ini|system32|repair)|boot\.ini|win\.ini|",
-                r"system32/|winnt/|inetpub/|var/log/|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
+                r"system32/|winnt/|inetpub/|var/log/|sys/(?:class|kernel|devices|module|power)\b|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
                 r"\.htpasswd|web\.config|web-inf/|meta-inf/|wp-config\.php|\.git/|\.svn/|\.aws/|\.docker/|\.kube/)"
             ),
             rules::LFI_SENSITIVE_FILE,
@@ -38,7 +38,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
         (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL),
         // Request forgery towards cloud metadata services, and schemes only attacks use.
         (
-            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure)",
+            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2)",
             rules::RFI_METADATA_ADDRESS,
         ),
         (r"\b(?:gopher|dict|ldap|tftp)://", rules::RFI_SCHEME),
@@ -87,7 +87,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
         ),
         // Code injection into Node.js and prototype pollution.
         (
-            r"__proto__|constructor\s*(?:\.\s*prototype|\[\s*['\x22`]?prototype)",
+            r"__proto__|constructor\s*\]?\s*(?:\.|\[)\s*['\x22`]?prototype",
             rules::SSTI_PROTOTYPE_POLLUTION,
         ),
         (
@@ -95,6 +95,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"require\s*\(\s*['\x22`]?(?:child_process|fs|os|net|vm|http|process)\b|child_process|",
                 r"process\s*\.\s*(?:mainmodule|binding|env\b|exit|kill|dlopen)|global\s*\.\s*process|",
                 r"constructor\s*\.\s*constructor|constructor\s*\(\s*['\x22`]return|_\$\$nd_func\$\$_|",
+                r"\bprocess\s*\[\s*['\x22`]?(?:mainmodule|env|binding|exit|kill)|\bmodule\s*\.\s*exports\s*=|__js_function|",
                 r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*\("
             ),
             rules::SSTI_NODEJS_INJECTION,
@@ -115,7 +116,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
             rules::PHP_FUNCTION,
         ),
         (
-            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r)\(",
+            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r|printf|chr|unpack|substr|assert_options)\s*(?:/\*.*?\*/\s*|#[^\n]*\n\s*)*\(",
             rules::PHP_FUNCTION_CALL,
         ),
         (
@@ -124,6 +125,15 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"disable_functions|open_basedir|register_globals|suhosin\.\w+)\b"
             ),
             rules::PHP_CONFIG_DIRECTIVE,
+        ),
+        (
+            r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
+            rules::PHP_FUNCTION,
+        ),
+        // Database system catalogues.
+        (
+            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
+            rules::SQLI_SYSTEM_TABLE,
         ),
         // Java and expression language.
         (
@@ -225,6 +235,9 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }
+    if kind == FieldKind::FileName && is_php_file_name(text) {
+        hits.push(rules::PHP_FILE_UPLOAD);
+    }
     if kind != FieldKind::Body && has_header_injection(text) {
         hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
@@ -283,6 +296,17 @@ fn detect_restricted_path(path: &str, hits: &mut Vec<Rule>) {
     if restricted {
         hits.push(rules::LFI_RESTRICTED_FILE);
     }
+}
+
+/// Whether an uploaded file's name has a PHP script extension anywhere, as in `shell.php.jpg`,
+/// which servers that look at the first extension run as PHP.
+fn is_php_file_name(name: &str) -> bool {
+    name.split('.').skip(1).any(|extension| {
+        matches!(
+            extension.trim(),
+            "php" | "php3" | "php4" | "php5" | "php7" | "php8" | "phtml" | "phar" | "pht" | "phps"
+        )
+    })
 }
 
 /// Whether a line break is followed by a header that splits a response or smuggles a request.

@@ -17,7 +17,7 @@ use super::{Rule, rules};
 /// Tags that run script, load a document or change how the page's URLs resolve.
 const DANGEROUS_TAGS: &[&str] = &[
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math",
-    "base", "link", "meta", "style", "xml", "import", "isindex", "vmlframe", "template",
+    "base", "link", "meta", "style", "import", "isindex", "vmlframe", "template",
     "animate", "set", "handler", "xss", "portal", "noscript", "layer", "ilayer", "bgsound",
     "marquee",
 ];
@@ -44,11 +44,12 @@ const EVENT_NAMES: &[&str] = &[
 static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?:^|[^\w.])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript)\s*[(`]",
-        r"|document\s*\.\s*(?:cookie|domain|write|location)",
+        r"|document\s*\)?\s*(?:\.\s*|\[\s*['\x22`])(?:cookie|domain|write|location)",
         r"|window\s*\.\s*(?:location|name|open)\b",
         r"|string\s*\.\s*fromcharcode\s*\(",
         r"|\.\s*(?:innerhtml|outerhtml)\s*=",
-        r"|\b(?:top|self|parent|window|this)\s*\[\s*['`]",
+        r"|\b(?:top|self|parent|window|this|globalthis|frames)\s*\[\s*['\x22`]",
+        r"|\bformaction\s*=|\bsrcdoc\s*=|\batob\s*\(",
         r"|\[\]\s*\[\s*\(\s*!\[\]",
     ))
     .ok()
@@ -85,7 +86,7 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         push(hits, rules::XSS_STYLE_SCRIPT);
     }
     if let Some(regex) = SINK.as_ref()
-        && regex.is_match(value)
+        && regex.is_match(&strip_js_comments(value))
     {
         push(hits, rules::XSS_SCRIPT_SINK);
     }
@@ -243,4 +244,26 @@ fn looks_like_script(after: &str, original: &str, scheme: &str) -> bool {
         .count();
     let next = after.as_bytes().get(word_length).copied().unwrap_or(0);
     matches!(next, b'(' | b'`' | b'=' | b'[' | b';' | 0)
+}
+
+/// Removes `/* ... */` comments, which JavaScript allows between any two tokens, so that
+/// `document/**/.cookie` reads as `document.cookie`.
+fn strip_js_comments(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains("/*") {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut output = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("/*") {
+        output.push_str(&rest[..start]);
+        match rest[start + 2..].find("*/") {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    output.push_str(rest);
+    std::borrow::Cow::Owned(output)
 }
