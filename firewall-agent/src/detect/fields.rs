@@ -168,11 +168,11 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
     if body.is_empty() {
         return;
     }
-    let content_type = headers
+    let original_content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
+    let content_type = original_content_type.to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or("").trim();
 
     if essence == "application/x-www-form-urlencoded" || (essence.is_empty() && looks_like_form(body))
@@ -184,7 +184,8 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
             Err(_) => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
         }
     } else if essence == "multipart/form-data" {
-        match multipart_boundary(&content_type) {
+        // The boundary is case-sensitive, so it is read from the header as sent.
+        match multipart_boundary(original_content_type) {
             Some(boundary) => push_multipart(fields, body, boundary.as_bytes()),
             None => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
         }
@@ -315,7 +316,9 @@ fn json_name(path: &str) -> String {
 fn multipart_boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
-        (name.trim() == "boundary").then(|| value.trim().trim_matches('"').to_owned())
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
     })
 }
 

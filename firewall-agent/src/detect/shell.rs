@@ -134,7 +134,9 @@ fn is_injection(separator: &str, command: &str, after: &str) -> bool {
             && argument.starts_with(['-', '/', '|', ';', '>', '<', '$', '~', '`']);
     }
     if WORD_COMMANDS.contains(&command) {
-        return shell_argument;
+        // "Max & Ruby" or "cats & more": a lone `&` before a last word is prose.
+        let prose_ampersand = separator == "&" && after.trim().is_empty();
+        return shell_argument && !prose_ampersand;
     }
     true
 }

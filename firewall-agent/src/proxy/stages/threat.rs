@@ -177,3 +177,218 @@ pub fn redacted_excerpt(field: &str, value: &str) -> String {
     }
     excerpt
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::bans::memory::MemoryBlocklist;
+    use crate::detect::config::Exclusion;
+    use crate::detect::{ThreatConfig, ThreatMode};
+    use crate::events::EventSink;
+    use crate::proxy::{Pipeline, ProxyServer, ProxyState, Upstream};
+    use crate::routes::{RouteConfig, RouteTable};
+    use crate::shutdown::Shutdown;
+    use crate::telemetry::Metrics;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<SecurityEvent>>);
+
+    impl EventSink for Recorder {
+        fn emit(&self, event: &SecurityEvent) {
+            self.0.lock().expect("recorder lock").push(event.clone());
+        }
+    }
+
+    /// An upstream on loopback that answers every request with 200 `ok`.
+    async fn ok_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let address = listener.local_addr().expect("upstream address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                tokio::spawn(
+                    auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+            }
+        });
+        address
+    }
+
+    struct TestProxy {
+        address: SocketAddr,
+        events: Arc<Recorder>,
+        shutdown: Shutdown,
+        client: Client<HttpConnector, Full<Bytes>>,
+    }
+
+    impl TestProxy {
+        async fn start(config: ThreatConfig, allowlisted: bool) -> Self {
+            let upstream = ok_upstream().await;
+            let recorder = Arc::new(Recorder::default());
+            let mut events = EventSinks::new();
+            events.push(recorder.clone());
+            let route = crate::detect::RouteThreatConfig {
+                exclusions: vec![Exclusion {
+                    rules: vec!["xss".into()],
+                    fields: vec!["json:html".into()],
+                    route: None,
+                }],
+                ..Default::default()
+            };
+            let policy = Arc::new(ThreatPolicy::new(&config, [("pages", &route)]));
+            let stage = ThreatStage::new(policy, events.clone(), Arc::new(move |_| allowlisted));
+            let routes = RouteTable::new(&[RouteConfig {
+                name: Some("pages".into()),
+                path: "/pages/{*rest}".into(),
+                ..RouteConfig::default()
+            }])
+            .expect("valid routes");
+            let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+            let url = format!("http://{upstream}").parse().expect("upstream url");
+            let state = ProxyState::new(
+                Pipeline::new(vec![Arc::new(stage)]),
+                Upstream::new(url, Duration::from_secs(5)),
+                metrics,
+            )
+            .with_routes(routes, 1 << 20)
+            .with_events(events);
+            let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+                .await
+                .expect("bind proxy");
+            let address = server.local_addr();
+            let shutdown = Shutdown::new();
+            tokio::spawn(server.serve(shutdown.listener()));
+            Self {
+                address,
+                events: recorder,
+                shutdown,
+                client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            }
+        }
+
+        async fn post(&self, path: &str, json: &'static str) -> (u16, Option<String>) {
+            let request = Request::post(format!("http://{}{path}", self.address))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(json.as_bytes())))
+                .expect("request");
+            let response = self.client.request(request).await.expect("proxy answers");
+            let verdict = response
+                .headers()
+                .get(&VERDICT_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            (status, verdict)
+        }
+
+        /// Returns the `RequestInspected` events so far; the proxy also emits others.
+        fn events(&self) -> Vec<SecurityEvent> {
+            let events = self.events.0.lock().expect("recorder lock");
+            events
+                .iter()
+                .filter(|event| matches!(event, SecurityEvent::RequestInspected { .. }))
+                .cloned()
+                .collect()
+        }
+    }
+
+    impl Drop for TestProxy {
+        fn drop(&mut self) {
+            self.shutdown.trigger();
+        }
+    }
+
+    const ATTACK: &str = r#"{"id": "1 UNION SELECT password FROM users", "password": "hunter2' or '1'='1"}"#;
+    const BENIGN: &str = r#"{"name": "Mary O'Brien", "note": "select a plan from the menu"}"#;
+
+    #[tokio::test]
+    async fn attack_is_blocked_and_benign_passes() {
+        let proxy = TestProxy::start(ThreatConfig::default(), false).await;
+
+        assert_eq!(proxy.post("/api/items", ATTACK).await, (403, None));
+        assert_eq!(proxy.post("/api/items", BENIGN).await, (200, None));
+
+        let events = proxy.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let SecurityEvent::RequestInspected {
+            blocked, score, findings, path, ..
+        } = &events[0]
+        else {
+            panic!("unexpected event {:?}", events[0]);
+        };
+        assert!(*blocked);
+        assert!(*score >= 5);
+        assert_eq!(path, "/api/items");
+        let id_finding = findings.iter().find(|finding| finding.field == "json:id").expect("id finding");
+        assert!(id_finding.excerpt.contains("union select"), "{id_finding:?}");
+        let password = findings.iter().find(|finding| finding.field == "json:password").expect("password finding");
+        assert_eq!(password.excerpt, "[redacted]");
+    }
+
+    #[tokio::test]
+    async fn detect_mode_passes_but_reports() {
+        let config = ThreatConfig {
+            mode: ThreatMode::Detect,
+            verdict_header: true,
+            ..ThreatConfig::default()
+        };
+        let proxy = TestProxy::start(config, false).await;
+
+        let (status, verdict) = proxy.post("/api/items", ATTACK).await;
+        assert_eq!(status, 200);
+        let verdict = verdict.expect("verdict header");
+        assert!(verdict.contains("blocked=false"), "{verdict}");
+        assert!(verdict.contains("sqli-union"), "{verdict}");
+        assert!(matches!(
+            proxy.events().as_slice(),
+            [SecurityEvent::RequestInspected { blocked: false, .. }]
+        ));
+    }
+
+    #[tokio::test]
+    async fn route_exclusion_and_allowlist_pass() {
+        let proxy = TestProxy::start(ThreatConfig::default(), false).await;
+        let xss = r#"{"html": "<script>alert(1)</script>"}"#;
+
+        assert_eq!(proxy.post("/pages/home", xss).await.0, 200);
+        assert_eq!(proxy.post("/api/items", xss).await.0, 403);
+
+        let allowlisted = TestProxy::start(ThreatConfig::default(), true).await;
+        assert_eq!(allowlisted.post("/api/items", ATTACK).await.0, 200);
+        assert!(matches!(
+            allowlisted.events().as_slice(),
+            [SecurityEvent::RequestInspected { blocked: false, .. }]
+        ));
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_excerpts_truncated() {
+        assert_eq!(redacted_excerpt("json:user.password", "x' or 1=1"), "[redacted]");
+        assert_eq!(redacted_excerpt("cookie:sessionid", "abc"), "[redacted]");
+        assert_eq!(redacted_excerpt("header:referer", "bearer abc"), "[redacted]");
+        let long = "a".repeat(200);
+        let excerpt = redacted_excerpt("query:q", &long);
+        assert_eq!(excerpt.chars().count(), EVENT_EXCERPT_CHARS + 1);
+        assert!(excerpt.ends_with('…'));
+    }
+}
