@@ -227,11 +227,13 @@ pub enum RequestOutcome {
     TokenRejected,
     /// The access token lacks a scope the route needs: 403.
     InsufficientScope,
+    /// Rejected with 403 because the threat detectors scored it at or above the threshold.
+    ThreatBlocked,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 11] = [
+    pub const ALL: [RequestOutcome; 12] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -243,6 +245,7 @@ impl RequestOutcome {
         RequestOutcome::Answered,
         RequestOutcome::TokenRejected,
         RequestOutcome::InsufficientScope,
+        RequestOutcome::ThreatBlocked,
     ];
 
     /// Label used in metrics and logs.
@@ -259,6 +262,7 @@ impl RequestOutcome {
             RequestOutcome::Answered => "answered",
             RequestOutcome::TokenRejected => "token_rejected",
             RequestOutcome::InsufficientScope => "insufficient_scope",
+            RequestOutcome::ThreatBlocked => "threat_blocked",
         }
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod tokens;
 
+pub mod threat;
+
 use std::sync::Arc;
 
 use http::StatusCode;
