@@ -4,6 +4,7 @@
 //! The binary does the kernel side (privileges, loading, attaching) and hands the result in as
 //! a [`Blocklist`]; in-process tests hand in a memory blocklist instead.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,12 +21,14 @@ use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
 use crate::detect::ThreatPolicy;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
+use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
+use crate::tokens::{KeySource, NoRevocation, RevocationCheck, TokenVerifier};
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
@@ -62,6 +65,9 @@ pub enum DaemonError {
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
+    /// The token verifier could not be built.
+    #[error("failed to set up access-token checks")]
+    Tokens(#[from] crate::tokens::JwksError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -72,6 +78,10 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Consumers of the stages' security events.
     events: EventSinks,
+    /// Key sources that replace the `jwks_url` of some issuers, by issuer.
+    key_sources: HashMap<String, Arc<dyn KeySource>>,
+    /// Where revoked access tokens are looked up.
+    revocation: Arc<dyn RevocationCheck>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -102,7 +112,21 @@ impl Agent {
             blocklist,
             metrics,
             events: EventSinks::new(),
+            key_sources: HashMap::new(),
+            revocation: Arc::new(NoRevocation),
         }
+    }
+
+    /// Takes the keys of `issuer` from `source` instead of its `jwks_url`, such as the agent's
+    /// own signing keys. Call before [`Agent::bind`].
+    pub fn add_key_source(&mut self, issuer: String, source: Arc<dyn KeySource>) {
+        self.key_sources.insert(issuer, source);
+    }
+
+    /// Sets where revoked access tokens are looked up; by default nothing is revoked. Call
+    /// before [`Agent::bind`].
+    pub fn set_revocation_check(&mut self, check: Arc<dyn RevocationCheck>) {
+        self.revocation = check;
     }
 
     /// Adds a consumer of the stages' security events. Call before [`Agent::bind`].
@@ -174,11 +198,20 @@ impl Agent {
             .await?,
         );
         let events = EventSink::new(Arc::clone(&self.bans));
-        let stages: Vec<Arc<dyn Stage>> = vec![
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
             Arc::new(self.threat_stage()),
         ];
+        let tokens = self.token_verifier()?;
+        if let Some(verifier) = &tokens {
+            stages.push(Arc::new(TokenStage::new(
+                Arc::clone(verifier),
+                self.config.tokens.default_required,
+                events,
+                self.events.clone(),
+            )));
+        }
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
             DaemonError::Routes {
@@ -224,7 +257,23 @@ impl Agent {
             audit,
             audit_writer,
             threat_worker,
+            tokens,
         })
+    }
+
+    /// Builds the token verifier, or `None` when no issuer is configured (then no route
+    /// requires a token, which config validation ensures).
+    fn token_verifier(&self) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
+        if self.config.tokens.issuers.is_empty() {
+            return Ok(None);
+        }
+        let verifier = TokenVerifier::new(
+            &self.config.tokens,
+            self.key_sources.clone(),
+            Arc::clone(&self.revocation),
+            self.metrics.tokens().clone(),
+        )?;
+        Ok(Some(Arc::new(verifier)))
     }
 }
 
@@ -236,6 +285,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    tokens: Option<Arc<TokenVerifier>>,
     sweep_interval: Duration,
     audit: AuditLog,
     audit_writer: Option<AuditWriter>,
@@ -272,7 +322,7 @@ impl BoundAgent {
             tokio::spawn(self.admin.serve(shutdown.listener())),
             tokio::spawn(self.metrics.serve(shutdown.listener())),
         ];
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(run_sweeper(
                 Arc::clone(&self.agent.bans),
                 self.sweep_interval,
@@ -288,6 +338,9 @@ impl BoundAgent {
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
         ]);
+        if let Some(verifier) = self.tokens {
+            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
+        }
 
         RunningAgent {
             agent: self.agent,
