@@ -162,10 +162,11 @@ pub enum StoreError {
 }
 
 /// The ban store. Every call is a short blocking transaction; async callers run it through
-/// `tokio::task::spawn_blocking`.
+/// `tokio::task::spawn_blocking`. Clones share one open database.
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 impl fmt::Debug for Store {
@@ -195,7 +196,7 @@ impl Store {
         })?;
         let store = Self {
             path: path.to_owned(),
-            db,
+            db: std::sync::Arc::new(db),
         };
 
         // Create the table now, so that a read-only file fails here and reads never find it
@@ -209,6 +210,11 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Returns the open database, for modules that keep their own tables in the same file.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Inserts or replaces the ban of `record.address`.
