@@ -60,8 +60,9 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
-    /// `[threat]`: per-source behaviour signals, scores and escalating bans.
-    pub threat: crate::threat::ThreatConfig,
+    /// `[threat]`: the per-request threat detectors and what their findings do, and in
+    /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
+    pub threat: crate::detect::ThreatConfig,
     /// `[audit]`: the JSON-lines audit log of security events.
     pub audit: crate::audit::AuditConfig,
 }
@@ -524,6 +525,8 @@ impl Config {
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
         }
+        self.validate_threat()
+            .map_err(|error| invalid("threat", error.to_string()))?;
         if let Err((index, error)) = crate::routes::RouteTable::new(&self.routes) {
             return Err(invalid(
                 "routes",
@@ -573,6 +576,16 @@ impl Config {
                     self.metrics.listen
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_threat(&self) -> Result<(), crate::detect::config::ThreatConfigError> {
+        self.threat.validate()?;
+        for route in &self.routes {
+            if let Some(threat) = &route.threat {
+                threat.validate(route.display_name())?;
+            }
         }
         Ok(())
     }

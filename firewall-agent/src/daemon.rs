@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
+use crate::detect::ThreatPolicy;
+use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
@@ -133,6 +135,21 @@ impl Agent {
         Ok(summary)
     }
 
+    /// Builds the threat stage from the `[threat]` section and the routes' `threat` tables.
+    fn threat_stage(&self) -> ThreatStage {
+        let route_tables = self.config.routes.iter().filter_map(|route| {
+            route
+                .threat
+                .as_ref()
+                .map(|threat| (route.display_name(), threat))
+        });
+        let policy = Arc::new(ThreatPolicy::new(&self.config.threat, route_tables));
+        let bans = Arc::clone(&self.bans);
+        let allowlisted: AllowlistCheck =
+            Arc::new(move |client| bans.allowlisted_by(client.into()).is_some());
+        ThreatStage::new(policy, self.events.clone(), allowlisted)
+    }
+
     /// Binds the proxy, admin and metrics listeners. Nothing is served until
     /// [`BoundAgent::start`].
     ///
@@ -175,6 +192,7 @@ impl Agent {
         let stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
+            Arc::new(self.threat_stage()),
         ];
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {

@@ -7,14 +7,6 @@ use serde::Deserialize;
 use crate::bans::EscalationPolicy;
 use crate::config::MAX_DURATION_SECONDS;
 
-/// `[threat]` section, as far as per-source decisions go.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ThreatConfig {
-    /// `[threat.sources]`: per-source behaviour, score and bans.
-    pub sources: SourcesConfig,
-}
-
 /// Action of the threat engine when a source reaches the ban threshold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

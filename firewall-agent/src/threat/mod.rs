@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-pub use config::{SourceMode, SourcesConfig, ThreatConfig};
+pub use config::{SourceMode, SourcesConfig};
 pub use metrics::ThreatMetrics;
 pub use sinks::AuditEvents;
 pub use tracker::{Assessment, Fired, Observation, Signal, Tracker};
