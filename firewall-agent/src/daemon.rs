@@ -180,7 +180,7 @@ impl Agent {
     /// # Errors
     ///
     /// [`DaemonError`] naming the listener that failed; listeners bound before it are closed.
-    pub async fn bind(self) -> Result<BoundAgent, DaemonError> {
+    pub async fn bind(mut self) -> Result<BoundAgent, DaemonError> {
         let upstream_url = self
             .config
             .proxy
@@ -188,6 +188,21 @@ impl Agent {
             .clone()
             .ok_or(DaemonError::MissingUpstream)?;
         let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
+
+        // The threat engine and the audit log join the event sinks before any stage takes a
+        // copy of them.
+        let (audit, audit_writer) =
+            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
+        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
+        self.bans.set_observer(audit_events.clone());
+        let (threat, threat_worker) = ThreatEngine::new(
+            &self.config.threat.sources,
+            Arc::clone(&self.bans),
+            audit.clone(),
+            Arc::clone(self.metrics.threat()),
+        );
+        self.events.push(threat);
+        self.events.push(audit_events);
 
         let limits = Arc::new(
             RateLimits::new(
@@ -218,24 +233,10 @@ impl Agent {
                 problem: format!("route {}: {error}", index + 1),
             }
         })?;
-        let (audit, audit_writer) =
-            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
-        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
-        self.bans.set_observer(audit_events.clone());
-        let (threat, threat_worker) = ThreatEngine::new(
-            &self.config.threat.sources,
-            Arc::clone(&self.bans),
-            audit.clone(),
-            Arc::clone(self.metrics.threat()),
-        );
-        let mut sinks = self.events.clone();
-        sinks.push(threat);
-        sinks.push(audit_events);
-
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(sinks),
+                .with_events(self.events.clone()),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
