@@ -60,6 +60,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// `[proxy]` section.
@@ -550,6 +552,9 @@ impl Config {
         if self.bans.strikes == 0 {
             return Err(invalid("bans.strikes", "must be at least 1".into()));
         }
+        self.oauth
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         self.validate_paths()
             .map_err(|(key, problem)| invalid(key, problem))?;

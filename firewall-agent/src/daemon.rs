@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The authorization server could not start: its store or its signing keys failed.
+    #[error("failed to start the oauth authorization server")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
@@ -62,6 +65,8 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Consumers of the stages' security events.
     events: EventSinks,
+    /// The store, shared with the ban manager, for the authorization server's tables.
+    store: Store,
 }
 
 impl std::fmt::Debug for Agent {
@@ -76,6 +81,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let shared_store = store.clone();
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
         let bans = Arc::new(
             BanManager::new(
@@ -92,6 +98,7 @@ impl Agent {
             blocklist,
             metrics,
             events: EventSinks::new(),
+            store: shared_store,
         }
     }
 
@@ -149,10 +156,14 @@ impl Agent {
             .await?,
         );
         let events = EventSink::new(Arc::clone(&self.bans));
-        let stages: Vec<Arc<dyn Stage>> = vec![
+        let oauth = self.start_oauth()?;
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
         ];
+        if let Some(server) = &oauth {
+            stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
             DaemonError::Routes {
@@ -166,10 +177,11 @@ impl Agent {
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
-        let admin_state = Arc::new(AdminState::new(
-            Arc::clone(&self.bans),
-            Arc::clone(&self.blocklist),
-        ));
+        let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
+        if let Some(server) = oauth {
+            admin_state = admin_state.with_oauth(server);
+        }
+        let admin_state = Arc::new(admin_state);
         let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
         let metrics =
             MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
@@ -182,6 +194,24 @@ impl Agent {
             metrics,
             limits,
         })
+    }
+}
+
+impl Agent {
+    /// Starts the authorization server when `[oauth]` enables it.
+    fn start_oauth(&self) -> Result<Option<Arc<crate::oauth::AuthorizationServer>>, DaemonError> {
+        if !self.config.oauth.enabled {
+            return Ok(None);
+        }
+        let storage = crate::oauth::storage::RedbStorage::open(self.store.clone())
+            .map_err(crate::oauth::OAuthError::from)?;
+        let server = crate::oauth::AuthorizationServer::start(
+            self.config.oauth.clone(),
+            Arc::new(storage),
+            self.events.clone(),
+        )?;
+        tracing::info!(issuer = %self.config.oauth.issuer, "oauth authorization server enabled");
+        Ok(Some(Arc::new(server)))
     }
 }
 

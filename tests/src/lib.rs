@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod netns;
+pub mod oauth;
 pub mod frames;
