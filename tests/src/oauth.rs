@@ -47,14 +47,16 @@ impl EventSink for EventRecorder {
     }
 }
 
-/// The test server: two clients and one user.
+/// The test server: two clients and one user. Like a browser, it keeps the last cookie a
+/// response set and sends it with later requests.
 pub struct TestServer {
     pub server: Arc<AuthorizationServer>,
     pub events: Arc<EventRecorder>,
+    pub cookie: std::sync::Mutex<Option<String>>,
     _dir: tempfile::TempDir,
 }
 
-/// The config of [`TestServer`].
+/// Returns the config of [`TestServer`].
 pub fn test_config() -> OAuthConfig {
     OAuthConfig {
         enabled: true,
@@ -97,6 +99,7 @@ impl TestServer {
         Self {
             server: Arc::new(server),
             events,
+            cookie: std::sync::Mutex::new(None),
             _dir: dir,
         }
     }
@@ -107,17 +110,31 @@ impl TestServer {
         method: Method,
         path: &str,
         query: Option<&str>,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: &str,
     ) -> OAuthResponse {
-        self.server.handle(&OAuthRequest {
+        // The jar is not locked while the request runs, so concurrent requests stay concurrent.
+        let cookie = self.cookie.lock().expect("cookie jar").clone();
+        if let Some(cookie) = cookie {
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&cookie).expect("cookie header"),
+            );
+        }
+        let response = self.server.handle(&OAuthRequest {
             client: BROWSER,
             method,
             path: path.to_owned(),
             query: query.map(str::to_owned),
             headers,
             body: body.to_owned().into(),
-        })
+        });
+        if let Some(set_cookie) = response.headers.get(header::SET_COOKIE) {
+            let cookie = set_cookie.to_str().expect("cookie text");
+            let pair = cookie.split(';').next().unwrap_or_default();
+            *self.cookie.lock().expect("cookie jar") = Some(pair.to_owned());
+        }
+        response
     }
 
     /// `GET /oauth2/authorize` with `params`.

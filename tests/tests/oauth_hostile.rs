@@ -348,6 +348,34 @@ fn login_csrf_missing_or_wrong_rejected() {
 }
 
 #[test]
+fn login_without_csrf_cookie_rejected() {
+    let server = TestServer::start();
+    let page = authorize(&server, &authorize_params(&[]));
+    let form = hidden_fields(&page);
+    let set_cookie = page.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    *server.cookie.lock().expect("jar") = None;
+
+    let response = server.post_form(
+        "/oauth2/login",
+        &[
+            ("request_id", &form["request_id"]),
+            ("csrf_token", &form["csrf_token"]),
+            ("username", USERNAME),
+            ("password", PASSWORD),
+        ],
+        None,
+    );
+
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert_eq!(response.status, StatusCode::FORBIDDEN);
+    assert!(response.headers.get(header::LOCATION).is_none());
+}
+
+#[test]
 fn login_failure_and_success_emit_events() {
     let server = TestServer::start();
     let page = authorize(&server, &authorize_params(&[]));

@@ -66,7 +66,7 @@ enum UserCommand {
     List,
     /// Add a user, or set the password of an existing one. The password is read from the
     /// terminal without echo, or as the first line of standard input when that is not a
-    /// terminal; it is never taken from the command line.
+    /// terminal. It is never taken from the command line.
     Add {
         /// Login name.
         #[arg(value_name = "USERNAME")]

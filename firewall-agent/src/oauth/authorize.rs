@@ -21,6 +21,10 @@ use crate::telemetry::ErrorChain;
 /// older ones expire, so that a flood of requests cannot exhaust memory.
 const MAX_PENDING_REQUESTS: usize = 10_000;
 
+/// Cookie that carries the CSRF token of the login form, so that a form posted from another
+/// site, which does not send this `SameSite=Strict` cookie, fails the check.
+const CSRF_COOKIE: &str = "oauth_login_csrf";
+
 /// Wrong passwords accepted for one pending sign-in before it is dropped.
 const MAX_LOGIN_ATTEMPTS: u32 = 5;
 
@@ -77,7 +81,7 @@ impl PendingRequests {
     }
 }
 
-/// Why a sign-in attempt did not produce a code.
+/// Reason a sign-in attempt did not produce a code.
 enum LoginFailure {
     /// The pending request is unknown or expired.
     Expired,
@@ -258,7 +262,11 @@ impl AuthorizationServer {
         }
         let username = params.get("username").unwrap_or_default();
 
-        match self.check_login(&params, username) {
+        match self.check_login(
+            &params,
+            cookie_value(&request.headers, CSRF_COOKIE),
+            username,
+        ) {
             Ok(pending) => {
                 tracing::info!(client = %request.client, username, client_id = %pending.client_id, "sign-in succeeded");
                 self.emit(SecurityEvent::LoginSucceeded {
@@ -316,7 +324,12 @@ impl AuthorizationServer {
 
     /// Checks the CSRF token and the credentials. On success the pending request is removed
     /// and returned, so it can produce one code only.
-    fn check_login(&self, params: &Params, username: &str) -> Result<PendingRequest, LoginFailure> {
+    fn check_login(
+        &self,
+        params: &Params,
+        cookie: Option<&str>,
+        username: &str,
+    ) -> Result<PendingRequest, LoginFailure> {
         let now = now_ms();
         let request_id = params.get("request_id").ok_or(LoginFailure::Expired)?;
         let pending = self
@@ -327,7 +340,11 @@ impl AuthorizationServer {
             .cloned()
             .ok_or(LoginFailure::Expired)?;
         let csrf_token = params.get("csrf_token").unwrap_or_default();
-        if !secrets::tokens_equal(csrf_token, &pending.csrf_token) {
+        let cookie = cookie.unwrap_or_default();
+        // Both comparisons always run, so the time taken does not tell which one failed.
+        let form_matches = secrets::tokens_equal(csrf_token, &pending.csrf_token);
+        let cookie_matches = secrets::tokens_equal(cookie, &pending.csrf_token);
+        if !(form_matches & cookie_matches) {
             return Err(LoginFailure::Csrf);
         }
 
@@ -442,8 +459,33 @@ impl AuthorizationServer {
             request_id = escape_html(request_id),
             csrf_token = escape_html(csrf_token),
         );
-        OAuthResponse::html(status, html)
+        let mut response = OAuthResponse::html(status, html);
+        let secure = if self.config.issuer.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{CSRF_COOKIE}={csrf_token}; Path={}; HttpOnly; SameSite=Strict{secure}",
+            self.config.path_prefix
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&cookie) {
+            response.headers.insert(http::header::SET_COOKIE, value);
+        }
+        response
     }
+}
+
+/// Returns the value of the cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value)
 }
 
 /// Returns the S256 challenge, or why the PKCE parameters are rejected. Only S256 is

@@ -17,9 +17,10 @@ use crate::events::{EventSinks, SecurityEvent};
 /// Interval between two purges of expired codes, tokens and revocations, in milliseconds.
 const PURGE_INTERVAL_MS: u64 = 60_000;
 
-/// Longest accepted user name, in bytes.
+/// Maximum user name length in bytes.
 pub const MAX_USERNAME_BYTES: usize = 128;
-/// Longest accepted password, in bytes. Argon2 accepts more, but nobody types it.
+/// Maximum password length in bytes. Argon2 accepts longer passwords, but they only add
+/// hashing time.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Time added to the access-token lifetime before a retired signing key is pruned, so that a
@@ -323,9 +324,9 @@ impl AuthorizationServer {
             .saturating_add(KEY_RETENTION_LEEWAY_MS);
         let records = self.keys.rotated_records(now, retain_ms)?;
         self.storage.replace_keys(&records)?;
-        self.keys.replace(records.clone(), now)?;
+        self.keys.replace(records, now)?;
         tracing::info!(kid = %self.keys.active_kid(), "oauth signing keys rotated");
-        Ok(records)
+        Ok(self.keys.records())
     }
 }
 

@@ -10,8 +10,8 @@ use super::server::AuthorizationServer;
 use crate::proxy::{ProxyBody, RequestContext, RequestOutcome, Stage, StageFuture, StageOutcome};
 use crate::telemetry::ErrorChain;
 
-/// Answers requests under the authorization server's prefix and its metadata path, and lets
-/// every other request continue.
+/// Serves the requests under the authorization server's prefix and its metadata path, and
+/// passes every other request to the next stage.
 #[derive(Debug)]
 pub struct OAuthStage {
     server: Arc<AuthorizationServer>,

@@ -40,7 +40,7 @@ fn invalid_grant(description: &str) -> OAuthResponse {
     OAuthResponse::oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
-/// `401 invalid_client` with the `WWW-Authenticate` challenge RFC 6749 section 5.2 asks for.
+/// `401 invalid_client` with the `WWW-Authenticate` challenge that RFC 6749 section 5.2 requires.
 pub(super) fn invalid_client() -> OAuthResponse {
     let mut response = OAuthResponse::oauth_error(
         StatusCode::UNAUTHORIZED,
