@@ -67,6 +67,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// `[tokens]`: trusted issuers and how access tokens are checked.
     pub tokens: crate::tokens::TokensConfig,
+    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// `[proxy]` section.
@@ -561,6 +563,9 @@ impl Config {
         if self.bans.strikes == 0 {
             return Err(invalid("bans.strikes", "must be at least 1".into()));
         }
+        self.oauth
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         self.validate_paths()
             .map_err(|(key, problem)| invalid(key, problem))?;

@@ -62,6 +62,9 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The authorization server could not start: its store or its signing keys failed.
+    #[error("failed to start the oauth authorization server")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
@@ -82,6 +85,8 @@ pub struct Agent {
     key_sources: HashMap<String, Arc<dyn KeySource>>,
     /// Where revoked access tokens are looked up.
     revocation: Arc<dyn RevocationCheck>,
+    /// The store, shared with the ban manager, for the authorization server's tables.
+    store: Store,
 }
 
 impl std::fmt::Debug for Agent {
@@ -96,6 +101,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let shared_store = store.clone();
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
         let bans = Arc::new(
             BanManager::new(
@@ -114,6 +120,7 @@ impl Agent {
             events: EventSinks::new(),
             key_sources: HashMap::new(),
             revocation: Arc::new(NoRevocation),
+            store: shared_store,
         }
     }
 
@@ -213,11 +220,17 @@ impl Agent {
             .await?,
         );
         let events = EventSink::new(Arc::clone(&self.bans));
+        let oauth = self.start_oauth()?;
+        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // score the passwords typed into the login form.
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
-            Arc::new(self.threat_stage()),
         ];
+        if let Some(server) = &oauth {
+            stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
+        stages.push(Arc::new(self.threat_stage()));
         let tokens = self.token_verifier()?;
         if let Some(verifier) = &tokens {
             stages.push(Arc::new(TokenStage::new(
@@ -240,10 +253,11 @@ impl Agent {
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
-        let admin_state = Arc::new(AdminState::new(
-            Arc::clone(&self.bans),
-            Arc::clone(&self.blocklist),
-        ));
+        let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
+        if let Some(server) = oauth {
+            admin_state = admin_state.with_oauth(server);
+        }
+        let admin_state = Arc::new(admin_state);
         let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
         let metrics =
             MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
@@ -275,6 +289,24 @@ impl Agent {
             self.metrics.tokens().clone(),
         )?;
         Ok(Some(Arc::new(verifier)))
+    }
+}
+
+impl Agent {
+    /// Starts the authorization server when `[oauth]` enables it.
+    fn start_oauth(&self) -> Result<Option<Arc<crate::oauth::AuthorizationServer>>, DaemonError> {
+        if !self.config.oauth.enabled {
+            return Ok(None);
+        }
+        let storage = crate::oauth::storage::RedbStorage::open(self.store.clone())
+            .map_err(crate::oauth::OAuthError::from)?;
+        let server = crate::oauth::AuthorizationServer::start(
+            self.config.oauth.clone(),
+            Arc::new(storage),
+            self.events.clone(),
+        )?;
+        tracing::info!(issuer = %self.config.oauth.issuer, "oauth authorization server enabled");
+        Ok(Some(Arc::new(server)))
     }
 }
 
