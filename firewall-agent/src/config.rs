@@ -60,13 +60,15 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
-    /// `[tokens]`: trusted issuers and how access tokens are checked.
-    pub tokens: crate::tokens::TokensConfig,
     /// `[threat]`: the per-request threat detectors and what their findings do, and in
     /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
     pub threat: crate::detect::ThreatConfig,
     /// `[audit]`: the JSON-lines audit log of security events.
     pub audit: crate::audit::AuditConfig,
+    /// `[tokens]`: trusted issuers and how access tokens are checked.
+    pub tokens: crate::tokens::TokensConfig,
+    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// `[proxy]` section.
@@ -561,6 +563,9 @@ impl Config {
         if self.bans.strikes == 0 {
             return Err(invalid("bans.strikes", "must be at least 1".into()));
         }
+        self.oauth
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         self.validate_paths()
             .map_err(|(key, problem)| invalid(key, problem))?;

@@ -19,16 +19,19 @@ use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
-use crate::proxy::stages::tokens::TokenStage;
 use crate::detect::ThreatPolicy;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
+use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
-use crate::tokens::{KeySource, NoRevocation, RevocationCheck, TokenVerifier};
+use crate::tokens::{
+    KeySource, NoRevocation, OwnIssuerRevocations, RevocationCheck, SigningKeysSource,
+    TokenVerifier,
+};
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
@@ -62,6 +65,9 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The authorization server could not start: its store or its signing keys failed.
+    #[error("failed to start the oauth authorization server")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
@@ -82,6 +88,8 @@ pub struct Agent {
     key_sources: HashMap<String, Arc<dyn KeySource>>,
     /// Where revoked access tokens are looked up.
     revocation: Arc<dyn RevocationCheck>,
+    /// The store, shared with the ban manager, for the authorization server's tables.
+    store: Store,
 }
 
 impl std::fmt::Debug for Agent {
@@ -96,6 +104,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let shared_store = store.clone();
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
         let bans = Arc::new(
             BanManager::new(
@@ -114,6 +123,7 @@ impl Agent {
             events: EventSinks::new(),
             key_sources: HashMap::new(),
             revocation: Arc::new(NoRevocation),
+            store: shared_store,
         }
     }
 
@@ -180,7 +190,7 @@ impl Agent {
     /// # Errors
     ///
     /// [`DaemonError`] naming the listener that failed; listeners bound before it are closed.
-    pub async fn bind(self) -> Result<BoundAgent, DaemonError> {
+    pub async fn bind(mut self) -> Result<BoundAgent, DaemonError> {
         let upstream_url = self
             .config
             .proxy
@@ -189,35 +199,8 @@ impl Agent {
             .ok_or(DaemonError::MissingUpstream)?;
         let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
 
-        let limits = Arc::new(
-            RateLimits::new(
-                &self.config.limits,
-                &self.config.rate_limit,
-                Arc::clone(self.metrics.limits()),
-            )
-            .await?,
-        );
-        let events = EventSink::new(Arc::clone(&self.bans));
-        let mut stages: Vec<Arc<dyn Stage>> = vec![
-            Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
-        ];
-        let tokens = self.token_verifier()?;
-        if let Some(verifier) = &tokens {
-            stages.push(Arc::new(TokenStage::new(
-                Arc::clone(verifier),
-                self.config.tokens.default_required,
-                events,
-                self.events.clone(),
-            )));
-        }
-        stages.push(Arc::new(self.threat_stage()));
-        // The config was validated, so the routes compile; the error arm is a safeguard.
-        let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
-            DaemonError::Routes {
-                problem: format!("route {}: {error}", index + 1),
-            }
-        })?;
+        // The threat engine and the audit log join the event sinks before any stage takes a
+        // copy of them.
         let (audit, audit_writer) =
             AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
         let audit_events = Arc::new(AuditEvents::new(audit.clone()));
@@ -228,21 +211,56 @@ impl Agent {
             audit.clone(),
             Arc::clone(self.metrics.threat()),
         );
-        let mut sinks = self.events.clone();
-        sinks.push(threat);
-        sinks.push(audit_events);
+        self.events.push(threat);
+        self.events.push(audit_events);
 
+        let limits = Arc::new(
+            RateLimits::new(
+                &self.config.limits,
+                &self.config.rate_limit,
+                Arc::clone(self.metrics.limits()),
+            )
+            .await?,
+        );
+        let events = EventSink::new(Arc::clone(&self.bans));
+        let oauth = self.start_oauth()?;
+        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // score the passwords typed into the login form.
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
+            Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
+        ];
+        if let Some(server) = &oauth {
+            stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
+        stages.push(Arc::new(self.threat_stage()));
+        let tokens = self.token_verifier(oauth.as_ref())?;
+        if let Some(verifier) = &tokens {
+            stages.push(Arc::new(TokenStage::new(
+                Arc::clone(verifier),
+                self.config.tokens.default_required,
+                events,
+                self.events.clone(),
+            )));
+        }
+        // The config was validated, so the routes compile; the error arm is a safeguard.
+        let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
+            DaemonError::Routes {
+                problem: format!("route {}: {error}", index + 1),
+            }
+        })?;
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(sinks),
+                .with_events(self.events.clone()),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
-        let admin_state = Arc::new(AdminState::new(
-            Arc::clone(&self.bans),
-            Arc::clone(&self.blocklist),
-        ));
+        let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
+        if let Some(server) = oauth {
+            admin_state = admin_state.with_oauth(server);
+        }
+        let admin_state = Arc::new(admin_state);
         let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
         let metrics =
             MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
@@ -254,26 +272,59 @@ impl Agent {
             admin,
             metrics,
             limits,
-            tokens,
             audit,
             audit_writer,
             threat_worker,
+            tokens,
         })
     }
 
     /// Builds the token verifier, or `None` when no issuer is configured (then no route
     /// requires a token, which config validation ensures).
-    fn token_verifier(&self) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
+    ///
+    /// When the agent runs its own authorization server, the `[[tokens.issuers]]` entry with
+    /// its issuer takes keys from its signing keys instead of `jwks_url`, and its revoked tokens
+    /// are rejected.
+    fn token_verifier(
+        &self,
+        oauth: Option<&Arc<crate::oauth::AuthorizationServer>>,
+    ) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
         if self.config.tokens.issuers.is_empty() {
             return Ok(None);
         }
+        let mut sources = self.key_sources.clone();
+        let mut revocation = Arc::clone(&self.revocation);
+        if let Some(server) = oauth {
+            sources
+                .entry(server.config().issuer.clone())
+                .or_insert_with(|| Arc::new(SigningKeysSource::new(Arc::clone(server.keys()))));
+            revocation = Arc::new(OwnIssuerRevocations::new(Arc::clone(server), revocation));
+        }
         let verifier = TokenVerifier::new(
             &self.config.tokens,
-            self.key_sources.clone(),
-            Arc::clone(&self.revocation),
+            sources,
+            revocation,
             self.metrics.tokens().clone(),
         )?;
         Ok(Some(Arc::new(verifier)))
+    }
+}
+
+impl Agent {
+    /// Starts the authorization server when `[oauth]` enables it.
+    fn start_oauth(&self) -> Result<Option<Arc<crate::oauth::AuthorizationServer>>, DaemonError> {
+        if !self.config.oauth.enabled {
+            return Ok(None);
+        }
+        let storage = crate::oauth::storage::RedbStorage::open(self.store.clone())
+            .map_err(crate::oauth::OAuthError::from)?;
+        let server = crate::oauth::AuthorizationServer::start(
+            self.config.oauth.clone(),
+            Arc::new(storage),
+            self.events.clone(),
+        )?;
+        tracing::info!(issuer = %self.config.oauth.issuer, "oauth authorization server enabled");
+        Ok(Some(Arc::new(server)))
     }
 }
 
@@ -334,13 +385,13 @@ impl BoundAgent {
             )),
             tokio::spawn(self.threat_worker.run(shutdown.listener())),
         ];
-        if let Some(verifier) = self.tokens {
-            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
-        }
         let reloader = Reloader::new(vec![
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
         ]);
+        if let Some(verifier) = self.tokens {
+            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
+        }
 
         RunningAgent {
             agent: self.agent,

@@ -24,10 +24,10 @@ pub struct RouteConfig {
     /// Largest request body accepted on this route, in bytes; `[proxy] max_body_bytes` when
     /// not set.
     pub max_body_bytes: Option<u64>,
-    /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.
-    pub auth: Option<crate::tokens::RouteAuthConfig>,
     /// Threat detection settings of this route: mode, exclusions, detection-only rules.
     pub threat: Option<crate::detect::RouteThreatConfig>,
+    /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.
+    pub auth: Option<crate::tokens::RouteAuthConfig>,
 }
 
 impl RouteConfig {

@@ -222,13 +222,13 @@ pub enum RequestOutcome {
     BodyUnreadable,
     /// A stage answered the request itself, as for an endpoint that the agent serves.
     Answered,
+    /// Rejected with 403 because the threat detectors scored it at or above the threshold.
+    ThreatBlocked,
     /// The access token was missing, invalid or not accepted on the route: 401 (400 for a
     /// malformed `Authorization` header).
     TokenRejected,
     /// The access token lacks a scope the route needs: 403.
     InsufficientScope,
-    /// Rejected with 403 because the threat detectors scored it at or above the threshold.
-    ThreatBlocked,
 }
 
 impl RequestOutcome {
@@ -243,9 +243,9 @@ impl RequestOutcome {
         RequestOutcome::BodyTooLarge,
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
+        RequestOutcome::ThreatBlocked,
         RequestOutcome::TokenRejected,
         RequestOutcome::InsufficientScope,
-        RequestOutcome::ThreatBlocked,
     ];
 
     /// Label used in metrics and logs.
@@ -260,9 +260,9 @@ impl RequestOutcome {
             RequestOutcome::BodyTooLarge => "body_too_large",
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
+            RequestOutcome::ThreatBlocked => "threat_blocked",
             RequestOutcome::TokenRejected => "token_rejected",
             RequestOutcome::InsufficientScope => "insufficient_scope",
-            RequestOutcome::ThreatBlocked => "threat_blocked",
         }
     }
 }

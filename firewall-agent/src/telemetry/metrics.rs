@@ -60,8 +60,8 @@ pub struct Metrics {
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
-    tokens: crate::tokens::TokenMetrics,
     threat: Arc<ThreatMetrics>,
+    tokens: crate::tokens::TokenMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -101,8 +101,8 @@ impl Metrics {
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
-        let tokens = crate::tokens::TokenMetrics::register(&mut registry);
         let threat = Arc::new(ThreatMetrics::register(&mut registry));
+        let tokens = crate::tokens::TokenMetrics::register(&mut registry);
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -119,8 +119,8 @@ impl Metrics {
             bans_active,
             kernel_map_full,
             limits,
-            tokens,
             threat,
+            tokens,
         }
     }
 

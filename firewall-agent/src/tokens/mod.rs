@@ -25,6 +25,7 @@ pub mod jose;
 pub mod jwk;
 pub mod jwks;
 pub mod metrics;
+pub mod own;
 pub mod revocation;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use error::TokenError;
 pub use jwk::{KeySet, VerifyingKey};
 pub use jwks::{HttpKeySource, IssuerKeys, JwksError, KeyLookup, KeySource, StaticKeySource};
 pub use metrics::{TokenMetrics, TokenResult};
+pub use own::{OwnIssuerRevocations, SigningKeysSource};
 pub use revocation::{NoRevocation, RevocationCheck, RevocationError};
 
 use crate::shutdown::ShutdownListener;

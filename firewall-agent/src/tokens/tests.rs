@@ -427,3 +427,41 @@ fn scope_names_follow_rfc_6749() {
     assert!(!config::is_scope_token("quote\""));
     assert!(!config::is_scope_token("back\\slash"));
 }
+
+#[tokio::test]
+async fn agent_signing_keys_verify_own_tokens() {
+    let keys = Arc::new(
+        crate::oauth::keys::SigningKeys::generate((NOW as u64) * 1000).expect("generate keys"),
+    );
+    let header = json!({"alg": "ES256", "kid": keys.active_kid(), "typ": "at+jwt"});
+    let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "iat": NOW, "exp": NOW + 600.0});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let (_, signature) = keys.sign(input.as_bytes()).expect("sign the token");
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let config = TokensConfig {
+        issuers: vec![issuer_config()],
+        ..TokensConfig::default()
+    };
+    let sources = HashMap::from([(
+        ISSUER.to_owned(),
+        Arc::new(SigningKeysSource::new(Arc::clone(&keys))) as Arc<dyn KeySource>,
+    )]);
+    let verifier = TokenVerifier::new(
+        &config,
+        sources,
+        Arc::new(NoRevocation),
+        TokenMetrics::default(),
+    )
+    .expect("build the verifier");
+
+    let verified = verifier.verify_at(&token, NOW).await;
+
+    assert_eq!(
+        verified.map(|token| token.subject.clone()),
+        Ok(Some("user-1".to_owned()))
+    );
+}

@@ -459,6 +459,8 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
         "- Not measured yet: packets per second on a veth pair under a trafgen flood, against \
          xdp-filter and an nftables drop rule."
     )?;
+    // A blank line keeps the next section of BENCHMARKS.md apart from this one.
+    writeln!(text)?;
     Ok(text)
 }
 
