@@ -4,6 +4,7 @@
 //! The binary does the kernel side (privileges, loading, attaching) and hands the result in as
 //! a [`Blocklist`]; in-process tests hand in a memory blocklist instead.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,12 +21,14 @@ use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
 use crate::detect::ThreatPolicy;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
+use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
+use crate::tokens::{KeySource, NoRevocation, RevocationCheck, TokenVerifier};
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
@@ -59,9 +62,15 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The authorization server could not start: its store or its signing keys failed.
+    #[error("failed to start the oauth authorization server")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
+    /// The token verifier could not be built.
+    #[error("failed to set up access-token checks")]
+    Tokens(#[from] crate::tokens::JwksError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -72,6 +81,12 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Consumers of the stages' security events.
     events: EventSinks,
+    /// Key sources that replace the `jwks_url` of some issuers, by issuer.
+    key_sources: HashMap<String, Arc<dyn KeySource>>,
+    /// Where revoked access tokens are looked up.
+    revocation: Arc<dyn RevocationCheck>,
+    /// The store, shared with the ban manager, for the authorization server's tables.
+    store: Store,
 }
 
 impl std::fmt::Debug for Agent {
@@ -86,6 +101,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let shared_store = store.clone();
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
         let bans = Arc::new(
             BanManager::new(
@@ -102,7 +118,22 @@ impl Agent {
             blocklist,
             metrics,
             events: EventSinks::new(),
+            key_sources: HashMap::new(),
+            revocation: Arc::new(NoRevocation),
+            store: shared_store,
         }
+    }
+
+    /// Takes the keys of `issuer` from `source` instead of its `jwks_url`, such as the agent's
+    /// own signing keys. Call before [`Agent::bind`].
+    pub fn add_key_source(&mut self, issuer: String, source: Arc<dyn KeySource>) {
+        self.key_sources.insert(issuer, source);
+    }
+
+    /// Sets where revoked access tokens are looked up; by default nothing is revoked. Call
+    /// before [`Agent::bind`].
+    pub fn set_revocation_check(&mut self, check: Arc<dyn RevocationCheck>) {
+        self.revocation = check;
     }
 
     /// Adds a consumer of the stages' security events. Call before [`Agent::bind`].
@@ -189,11 +220,26 @@ impl Agent {
             .await?,
         );
         let events = EventSink::new(Arc::clone(&self.bans));
-        let stages: Vec<Arc<dyn Stage>> = vec![
+        let oauth = self.start_oauth()?;
+        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // score the passwords typed into the login form.
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
-            Arc::new(self.threat_stage()),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
         ];
+        if let Some(server) = &oauth {
+            stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
+        stages.push(Arc::new(self.threat_stage()));
+        let tokens = self.token_verifier()?;
+        if let Some(verifier) = &tokens {
+            stages.push(Arc::new(TokenStage::new(
+                Arc::clone(verifier),
+                self.config.tokens.default_required,
+                events,
+                self.events.clone(),
+            )));
+        }
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
             DaemonError::Routes {
@@ -207,10 +253,11 @@ impl Agent {
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
-        let admin_state = Arc::new(AdminState::new(
-            Arc::clone(&self.bans),
-            Arc::clone(&self.blocklist),
-        ));
+        let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
+        if let Some(server) = oauth {
+            admin_state = admin_state.with_oauth(server);
+        }
+        let admin_state = Arc::new(admin_state);
         let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
         let metrics =
             MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
@@ -225,7 +272,41 @@ impl Agent {
             audit,
             audit_writer,
             threat_worker,
+            tokens,
         })
+    }
+
+    /// Builds the token verifier, or `None` when no issuer is configured (then no route
+    /// requires a token, which config validation ensures).
+    fn token_verifier(&self) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
+        if self.config.tokens.issuers.is_empty() {
+            return Ok(None);
+        }
+        let verifier = TokenVerifier::new(
+            &self.config.tokens,
+            self.key_sources.clone(),
+            Arc::clone(&self.revocation),
+            self.metrics.tokens().clone(),
+        )?;
+        Ok(Some(Arc::new(verifier)))
+    }
+}
+
+impl Agent {
+    /// Starts the authorization server when `[oauth]` enables it.
+    fn start_oauth(&self) -> Result<Option<Arc<crate::oauth::AuthorizationServer>>, DaemonError> {
+        if !self.config.oauth.enabled {
+            return Ok(None);
+        }
+        let storage = crate::oauth::storage::RedbStorage::open(self.store.clone())
+            .map_err(crate::oauth::OAuthError::from)?;
+        let server = crate::oauth::AuthorizationServer::start(
+            self.config.oauth.clone(),
+            Arc::new(storage),
+            self.events.clone(),
+        )?;
+        tracing::info!(issuer = %self.config.oauth.issuer, "oauth authorization server enabled");
+        Ok(Some(Arc::new(server)))
     }
 }
 
@@ -237,6 +318,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    tokens: Option<Arc<TokenVerifier>>,
     sweep_interval: Duration,
     audit: AuditLog,
     audit_writer: Option<AuditWriter>,
@@ -273,7 +355,7 @@ impl BoundAgent {
             tokio::spawn(self.admin.serve(shutdown.listener())),
             tokio::spawn(self.metrics.serve(shutdown.listener())),
         ];
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(run_sweeper(
                 Arc::clone(&self.agent.bans),
                 self.sweep_interval,
@@ -289,6 +371,9 @@ impl BoundAgent {
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
         ]);
+        if let Some(verifier) = self.tokens {
+            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
+        }
 
         RunningAgent {
             agent: self.agent,
