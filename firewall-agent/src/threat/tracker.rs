@@ -398,6 +398,8 @@ impl Tracker {
         }
     }
 
+    // NOTE: a user's signals add points to the address the request came from; nothing bans or
+    // throttles the user itself, so a user spread over many addresses is only slowed down.
     fn count_user_response(
         &mut self,
         user: &str,
@@ -466,6 +468,8 @@ impl Tracker {
         if target.sources.len() < config.stuffing_sources as usize {
             target.sources.insert(source);
         }
+        // NOTE: only sources that fail after the username reached the threshold get points; the
+        // earlier ones that made it reach the threshold keep their scores.
         let sources = u32::try_from(target.sources.len()).unwrap_or(u32::MAX);
         if sources >= config.stuffing_sources
             && self.window_of(source, now).fire_once(Signal::ManySources)
