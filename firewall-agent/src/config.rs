@@ -62,6 +62,11 @@ pub struct Config {
     pub routes: Vec<crate::routes::RouteConfig>,
     /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
     pub oauth: crate::oauth::OAuthConfig,
+    /// `[threat]`: the per-request threat detectors and what their findings do, and in
+    /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
+    pub threat: crate::detect::ThreatConfig,
+    /// `[audit]`: the JSON-lines audit log of security events.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[proxy]` section.
@@ -522,6 +527,8 @@ impl Config {
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
         }
+        self.validate_threat()
+            .map_err(|error| invalid("threat", error.to_string()))?;
         if let Err((index, error)) = crate::routes::RouteTable::new(&self.routes) {
             return Err(invalid(
                 "routes",
@@ -558,6 +565,13 @@ impl Config {
 
         self.validate_paths()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        self.threat
+            .sources
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.audit
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         if !self.metrics.listen.ip().is_loopback() {
             return Err(invalid(
@@ -567,6 +581,16 @@ impl Config {
                     self.metrics.listen
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_threat(&self) -> Result<(), crate::detect::config::ThreatConfigError> {
+        self.threat.validate()?;
+        for route in &self.routes {
+            if let Some(threat) = &route.threat {
+                threat.validate(route.display_name())?;
+            }
         }
         Ok(())
     }

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminBindError, AdminServer, AdminState};
+use crate::audit::{AuditError, AuditLog, AuditWriter};
 use crate::bans::{BanError, BanManager, BanPolicy, EventSink, RestoreSummary, run_sweeper};
 use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
+use crate::detect::ThreatPolicy;
+use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
@@ -24,12 +27,16 @@ use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
+use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
 /// Interval between two sweeps of idle rate-limit entries.
 const LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Maximum time the background tasks get to finish after the listeners stopped.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Maximum time the audit writer gets to take the queued records at shutdown.
+const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors from binding the listeners.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,9 @@ pub enum DaemonError {
     /// The metrics listener could not be bound.
     #[error(transparent)]
     Metrics(#[from] MetricsServerError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
@@ -132,6 +142,21 @@ impl Agent {
         Ok(summary)
     }
 
+    /// Builds the threat stage from the `[threat]` section and the routes' `threat` tables.
+    fn threat_stage(&self) -> ThreatStage {
+        let route_tables = self.config.routes.iter().filter_map(|route| {
+            route
+                .threat
+                .as_ref()
+                .map(|threat| (route.display_name(), threat))
+        });
+        let policy = Arc::new(ThreatPolicy::new(&self.config.threat, route_tables));
+        let bans = Arc::clone(&self.bans);
+        let allowlisted: AllowlistCheck =
+            Arc::new(move |client| bans.allowlisted_by(client.into()).is_some());
+        ThreatStage::new(policy, self.events.clone(), allowlisted)
+    }
+
     /// Binds the proxy, admin and metrics listeners. Nothing is served until
     /// [`BoundAgent::start`].
     ///
@@ -160,6 +185,7 @@ impl Agent {
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
+            Arc::new(self.threat_stage()),
         ];
         if let Some(server) = &oauth {
             stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
@@ -170,10 +196,24 @@ impl Agent {
                 problem: format!("route {}: {error}", index + 1),
             }
         })?;
+        let (audit, audit_writer) =
+            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
+        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
+        self.bans.set_observer(audit_events.clone());
+        let (threat, threat_worker) = ThreatEngine::new(
+            &self.config.threat.sources,
+            Arc::clone(&self.bans),
+            audit.clone(),
+            Arc::clone(self.metrics.threat()),
+        );
+        let mut sinks = self.events.clone();
+        sinks.push(threat);
+        sinks.push(audit_events);
+
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(self.events.clone()),
+                .with_events(sinks),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
@@ -193,6 +233,9 @@ impl Agent {
             admin,
             metrics,
             limits,
+            audit,
+            audit_writer,
+            threat_worker,
         })
     }
 }
@@ -224,6 +267,9 @@ pub struct BoundAgent {
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
     sweep_interval: Duration,
+    audit: AuditLog,
+    audit_writer: Option<AuditWriter>,
+    threat_worker: BanWorker,
 }
 
 impl BoundAgent {
@@ -266,8 +312,12 @@ impl BoundAgent {
                 Arc::clone(&self.limits),
                 shutdown.listener(),
             )),
+            tokio::spawn(self.threat_worker.run(shutdown.listener())),
         ];
-        let reloader = Reloader::new(vec![self.limits as Arc<dyn Reloadable>]);
+        let reloader = Reloader::new(vec![
+            self.limits as Arc<dyn Reloadable>,
+            Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
+        ]);
 
         RunningAgent {
             agent: self.agent,
@@ -277,6 +327,8 @@ impl BoundAgent {
             background,
             proxy_addr,
             metrics_addr,
+            audit: self.audit,
+            _audit_writer: self.audit_writer,
         }
     }
 }
@@ -291,6 +343,10 @@ pub struct RunningAgent {
     background: Vec<JoinHandle<()>>,
     proxy_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    audit: AuditLog,
+    /// The audit writer thread. It ends with the process; [`RunningAgent::stop`] waits for the
+    /// queue to empty instead of joining it, because request tasks may still hold handles.
+    _audit_writer: Option<AuditWriter>,
 }
 
 impl RunningAgent {
@@ -342,6 +398,12 @@ impl RunningAgent {
                     abort.abort();
                 }
             }
+        }
+        if !self.audit.drain(AUDIT_DRAIN_TIMEOUT).await {
+            tracing::warn!(
+                timeout_seconds = AUDIT_DRAIN_TIMEOUT.as_secs(),
+                "audit records still queued at shutdown, they are lost"
+            );
         }
         tracing::info!("agent stopped");
     }

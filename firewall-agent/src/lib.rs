@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bans;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod events;
 pub mod kernel;
 pub mod limits;
@@ -18,3 +20,6 @@ pub mod routes;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod threat;
+pub mod tokens;
+pub mod validation;

@@ -24,6 +24,8 @@ pub struct RouteConfig {
     /// Largest request body accepted on this route, in bytes; `[proxy] max_body_bytes` when
     /// not set.
     pub max_body_bytes: Option<u64>,
+    /// Threat detection settings of this route: mode, exclusions, detection-only rules.
+    pub threat: Option<crate::detect::RouteThreatConfig>,
 }
 
 impl RouteConfig {

@@ -5,3 +5,4 @@ pub mod agent;
 pub mod netns;
 pub mod oauth;
 pub mod frames;
+pub mod tokens;

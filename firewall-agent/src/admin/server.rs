@@ -304,7 +304,7 @@ impl From<BanError> for ApiError {
                     message,
                 }
             }
-            BanError::Store(_) | BanError::Kernel { .. } => {
+            BanError::Store(_) | BanError::Kernel { .. } | BanError::KernelRead { .. } => {
                 let message = ErrorChain(&error).to_string();
                 tracing::error!(error = %message, "admin request failed");
                 Self::internal(message)

@@ -5,12 +5,13 @@
 //! reached the kernel is always restored after a restart.
 
 mod active;
+pub mod escalation;
 pub mod events;
 pub mod memory;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::active::ActiveBans;
@@ -21,6 +22,7 @@ use crate::store::{AllowRecord, BanOrigin, BanRecord, Store, StoreError};
 use crate::telemetry::ErrorChain;
 use crate::telemetry::Metrics;
 
+pub use escalation::{BanChange, BanObserver, EscalatedBan, EscalationPolicy};
 pub use events::{EventSink, SecurityEvent, SecurityEventKind};
 
 /// Strike and ban durations, from the `[bans]` section.
@@ -54,6 +56,12 @@ pub enum BanError {
     #[error("failed to update the kernel maps for {address}")]
     Kernel {
         address: IpNetwork,
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// The bans in the kernel maps could not be read.
+    #[error("failed to read the bans in the kernel maps")]
+    KernelRead {
         #[source]
         source: Box<KernelError>,
     },
@@ -113,6 +121,8 @@ pub struct BanManager {
     configured_allows: BTreeSet<IpNetwork>,
     /// Every allowlist entry: the configured ones and those stored at run time.
     allowlist: RwLock<BTreeSet<IpNetwork>>,
+    /// Hears of ban changes, such as the audit log.
+    observer: OnceLock<Arc<dyn BanObserver>>,
 }
 
 impl std::fmt::Debug for BanManager {
@@ -142,6 +152,19 @@ impl BanManager {
             active: RwLock::new(ActiveBans::default()),
             configured_allows: BTreeSet::new(),
             allowlist: RwLock::new(BTreeSet::new()),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer that hears of every later ban change. Only the first call takes
+    /// effect; returns whether this one did.
+    pub fn set_observer(&self, observer: Arc<dyn BanObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    fn notify(&self, change: BanChange, record: &BanRecord, offences: Option<u32>) {
+        if let Some(observer) = self.observer.get() {
+            observer.ban_changed(change, record, offences);
         }
     }
 
@@ -156,9 +179,8 @@ impl BanManager {
     /// Writes the allowlist and every unexpired stored ban into the kernel, and deletes expired
     /// bans from the store and the kernel.
     ///
-    /// NOTE: entries found in pinned kernel maps but missing from the store (written by another
-    /// tool while the agent was down) are left in the kernel as they are, but they are neither
-    /// imported into the store nor listed by `fwctl bans list`.
+    /// Unexpired bans found only in the kernel maps, written there by `fwctl` while the agent was
+    /// stopped, are stored as manual bans with the kernel's expiry.
     ///
     /// # Errors
     ///
@@ -204,9 +226,48 @@ impl BanManager {
             self.active_mut().insert(address, record.expires_at_ms);
             summary.restored += 1;
         }
+        self.import_kernel_bans(now_ms)?;
 
         self.update_active_gauge();
         Ok(summary)
+    }
+
+    /// Stores the bans that are in the kernel maps but not in the store, as manual bans with the
+    /// kernel's expiry, and removes the expired ones from the kernel.
+    fn import_kernel_bans(&self, now_ms: u64) -> Result<(), BanError> {
+        let kernel_bans = self
+            .blocklist
+            .kernel_bans()
+            .map_err(|source| BanError::KernelRead {
+                source: Box::new(source),
+            })?;
+        let mut imported = 0usize;
+        for ban in kernel_bans {
+            let address = ban.network;
+            if self.store.get_ban(address)?.is_some() {
+                continue;
+            }
+            let record = BanRecord {
+                address,
+                expires_at_ms: ban.expires_at.map(unix_ms),
+                created_at_ms: now_ms,
+                origin: BanOrigin::Manual,
+                reason: "added to the kernel maps while the agent was stopped".to_owned(),
+            };
+            if record.is_expired(now_ms) {
+                self.blocklist
+                    .unban(address)
+                    .map_err(|source| self.kernel_error(address, source))?;
+                continue;
+            }
+            self.store.put_ban(&record)?;
+            self.active_mut().insert(address, record.expires_at_ms);
+            imported += 1;
+        }
+        if imported > 0 {
+            tracing::info!(imported, "stored the bans found only in the kernel maps");
+        }
+        Ok(())
     }
 
     /// Counts a strike against `address`. When the strikes within the strike window reach the
@@ -301,7 +362,19 @@ impl BanManager {
         reason: &str,
         now: SystemTime,
     ) -> Result<BanRecord, BanError> {
-        let address = address.into();
+        self.apply_counted_at(address.into(), ttl, origin, reason, now, None)
+    }
+
+    /// [`BanManager::apply_at`] that passes the source's earlier ban count to the observer.
+    fn apply_counted_at(
+        &self,
+        address: IpNetwork,
+        ttl: Option<Duration>,
+        origin: BanOrigin,
+        reason: &str,
+        now: SystemTime,
+        offences: Option<u32>,
+    ) -> Result<BanRecord, BanError> {
         validate_address(address)?;
         if let Some(allowlisted) = self.allowlisted_by(address) {
             return Err(BanError::Allowlisted {
@@ -312,11 +385,14 @@ impl BanManager {
         let now_ms = unix_ms(now);
         let expires_at_ms = ttl.map(|ttl| expiry_ms(now_ms, ttl)).transpose()?;
 
-        if let Some(existing) = self.store.get_ban(address)?
-            && !existing.is_expired(now_ms)
+        let existing = self
+            .store
+            .get_ban(address)?
+            .filter(|existing| !existing.is_expired(now_ms));
+        if let Some(existing) = existing.as_ref()
             && outlasts(existing.expires_at_ms, expires_at_ms)
         {
-            return Ok(existing);
+            return Ok(existing.clone());
         }
 
         let record = BanRecord {
@@ -342,6 +418,12 @@ impl BanManager {
             reason,
             "ban applied"
         );
+        let change = if existing.is_some() {
+            BanChange::Extended
+        } else {
+            BanChange::Applied
+        };
+        self.notify(change, &record, offences);
         Ok(record)
     }
 
@@ -361,6 +443,7 @@ impl BanManager {
             .map_err(|source| self.kernel_error(address, source))?;
         if let Some(record) = &removed {
             tracing::info!(%address, origin = record.origin.label(), "ban removed");
+            self.notify(BanChange::Lifted, record, None);
         }
         Ok(removed)
     }
@@ -485,6 +568,7 @@ impl BanManager {
                 .unban(address)
                 .map_err(|source| self.kernel_error(address, source))?;
             tracing::info!(%address, origin = record.origin.label(), "ban expired");
+            self.notify(BanChange::Expired, &record, None);
             removed += 1;
         }
 
@@ -598,7 +682,8 @@ fn outlasts(existing: Option<u64>, new: Option<u64>) -> bool {
     }
 }
 
-fn validate_address(address: IpNetwork) -> Result<(), BanError> {
+/// Checks that `address` can be banned: a possible packet source, and not a /0 range.
+pub fn validate_address(address: IpNetwork) -> Result<(), BanError> {
     let first = address.address();
     let never_a_source = address.is_host() && first.is_unspecified();
     if never_a_source || first.is_multicast() || address.prefix_len() == 0 {

@@ -547,3 +547,41 @@ fn full_kernel_map_is_reported_and_counted() {
     assert_eq!(metrics.map_full("memory"), 1);
     assert_eq!(blocklist.banned_addresses(), vec![net(CLIENT)]);
 }
+
+#[test]
+fn restore_stores_kernel_only_bans() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    let kept_until = wall + Duration::from_secs(600);
+    f.blocklist
+        .ban(net("198.51.100.0/24"), Some(kept_until))
+        .expect("kernel-only range ban");
+    f.blocklist
+        .ban(net("2001:db8::9"), None)
+        .expect("kernel-only permanent ban");
+    f.blocklist
+        .ban(net("192.0.2.44"), Some(wall - Duration::from_secs(1)))
+        .expect("kernel-only expired ban");
+
+    f.manager.restore_at(wall).expect("restore");
+
+    let bans = f.manager.list_at(wall).expect("list");
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    let range = bans
+        .iter()
+        .find(|ban| ban.address == net("198.51.100.0/24"))
+        .expect("range ban stored");
+    assert_eq!(range.origin, BanOrigin::Manual);
+    assert_eq!(range.expires_at_ms, Some(unix_ms(kept_until)));
+    let permanent = bans
+        .iter()
+        .find(|ban| ban.address == net("2001:db8::9"))
+        .expect("permanent ban stored");
+    assert_eq!(permanent.expires_at_ms, None);
+    assert!(f.manager.is_banned(addr("198.51.100.7")));
+    assert_eq!(
+        f.blocklist.ban_of(net("192.0.2.44")),
+        None,
+        "expired ban left in the kernel"
+    );
+}

@@ -1,11 +1,12 @@
 //! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries, shows the
 //! XDP counters, and manages the OAuth users and signing keys, through the agent's admin socket.
+//! While the agent is stopped, `bans add` and `bans remove` write the pinned kernel maps directly.
 
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -15,8 +16,9 @@ use firewall_agent::admin::api::{
 };
 use firewall_agent::admin::oauth_api::{AddUserRequest, KeyView};
 use firewall_agent::admin::{AdminClient, ClientError};
+use firewall_agent::bans::validate_address;
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
-use firewall_agent::kernel::{DEFAULT_PIN_DIR, remove_pins};
+use firewall_agent::kernel::{Blocklist, DEFAULT_PIN_DIR, PinnedBlocklist, remove_pins};
 use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
 
@@ -100,6 +102,10 @@ enum BanCommand {
         /// IPv4 or IPv6 address, or CIDR range.
         #[arg(value_name = "ADDR", value_parser = parse_address)]
         address: IpNetwork,
+
+        /// The agent's pin directory, written directly when the agent is not running.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
     /// Ban every address or range in FILE, one per line. Blank lines and lines starting with
     /// `#` are skipped; invalid lines are reported with their numbers and the others applied.
@@ -134,9 +140,13 @@ struct AddArgs {
     #[arg(long, value_name = "TTL", default_value = DEFAULT_TTL, value_parser = parse_ttl)]
     ttl: Ttl,
 
-    /// Reason shown by `fwctl bans list`.
+    /// Reason shown by `fwctl bans list`. Not kept when the agent is not running.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+
+    /// The agent's pin directory, written directly when the agent is not running.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -331,14 +341,32 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
                 ttl_seconds: args.ttl.0,
                 reason: args.reason,
             };
-            let ban = client.add_ban(&request).await?;
-            print_output(json, &ban, |ban| println!("banned {}", describe_ban(ban)));
+            match client.add_ban(&request).await {
+                Ok(ban) => {
+                    print_output(json, &ban, |ban| println!("banned {}", describe_ban(ban)));
+                }
+                Err(error @ ClientError::NotRunning { .. }) => {
+                    return Ok(offline_ban(
+                        &error,
+                        &args.pin_dir,
+                        args.address,
+                        args.ttl,
+                        json,
+                    ));
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Command::Bans(BanCommand::Remove { address }) => {
-            let ban = client.remove_ban(address).await?;
-            print_output(json, &ban, |ban| {
-                println!("removed the ban of {}", ban.address)
-            });
+        Command::Bans(BanCommand::Remove { address, pin_dir }) => {
+            match client.remove_ban(address).await {
+                Ok(ban) => print_output(json, &ban, |ban| {
+                    println!("removed the ban of {}", ban.address)
+                }),
+                Err(error @ ClientError::NotRunning { .. }) => {
+                    return Ok(offline_unban(&error, &pin_dir, address, json));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Command::Bans(BanCommand::Import(args)) => {
             if !import_bans(&client, &args.file, args.ttl, args.reason).await? {
@@ -474,6 +502,99 @@ fn print_key_list(keys: &[KeyView]) {
         let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
         println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
     }
+/// A ban written into the pinned maps while the agent is stopped, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct OfflineBan {
+    address: String,
+    /// Remaining seconds; `None` for a ban that never expires.
+    ttl_seconds: Option<u64>,
+    pin_dir: PathBuf,
+}
+
+/// Bans `address` in the maps pinned in `pin_dir`, because the agent did not respond on its
+/// socket. The XDP program applies the ban at once; the agent stores it at its next start.
+fn offline_ban(
+    socket_error: &ClientError,
+    pin_dir: &Path,
+    address: IpNetwork,
+    ttl: Ttl,
+    json: bool,
+) -> Outcome {
+    if let Err(error) = validate_address(address) {
+        eprintln!("fwctl: {}", ErrorChain(&error));
+        return Outcome::Partial;
+    }
+    let expires_at = ttl
+        .0
+        .map(|seconds| SystemTime::now() + Duration::from_secs(seconds));
+    let written =
+        PinnedBlocklist::open(pin_dir).and_then(|blocklist| blocklist.ban(address, expires_at));
+    if let Err(error) = written {
+        eprintln!("fwctl: {}", ErrorChain(socket_error));
+        eprintln!(
+            "fwctl: failed to write the pinned maps instead: {}",
+            ErrorChain(&error)
+        );
+        return Outcome::Partial;
+    }
+
+    eprintln!(
+        "fwctl: the agent is not running, so the ban was written into the pinned maps in {}; \
+         the XDP program applies it now and the agent stores it at its next start",
+        pin_dir.display()
+    );
+    let ban = OfflineBan {
+        address: address.to_string(),
+        ttl_seconds: ttl.0,
+        pin_dir: pin_dir.to_owned(),
+    };
+    print_output(json, &ban, |ban| match ban.ttl_seconds {
+        Some(seconds) => println!("banned {} for {}", ban.address, format_remaining(seconds)),
+        None => println!("banned {} without expiry", ban.address),
+    });
+    Outcome::Complete
+}
+
+/// Lifts the ban of `address` in the maps pinned in `pin_dir`, because the agent did not respond
+/// on its socket.
+///
+/// NOTE: a ban that is also in the agent's store comes back at the agent's next start, because
+/// the store is the source of truth. Only bans written while the agent was stopped stay lifted.
+fn offline_unban(
+    socket_error: &ClientError,
+    pin_dir: &Path,
+    address: IpNetwork,
+    json: bool,
+) -> Outcome {
+    let removed = PinnedBlocklist::open(pin_dir).and_then(|blocklist| blocklist.unban(address));
+    let removed = match removed {
+        Ok(removed) => removed,
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(socket_error));
+            eprintln!(
+                "fwctl: failed to write the pinned maps instead: {}",
+                ErrorChain(&error)
+            );
+            return Outcome::Partial;
+        }
+    };
+    if !removed {
+        eprintln!(
+            "fwctl: {address} has no ban in the pinned maps in {}",
+            pin_dir.display()
+        );
+        return Outcome::Partial;
+    }
+
+    eprintln!(
+        "fwctl: the agent is not running, so the ban was removed from the pinned maps in {}; \
+         a ban kept in the agent's store comes back at its next start",
+        pin_dir.display()
+    );
+    print_output(json, &address.to_string(), |address| {
+        println!("removed the ban of {address}")
+    });
+    Outcome::Complete
 }
 
 /// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.

@@ -1,5 +1,7 @@
 //! The pipeline stages built so far: the ban check and the rate limit.
 
+pub mod threat;
+
 use std::sync::Arc;
 
 use http::StatusCode;

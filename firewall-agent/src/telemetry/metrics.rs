@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use super::ErrorChain;
 use crate::kernel::Blocklist;
 use crate::limits::LimitMetrics;
+use crate::threat::ThreatMetrics;
 use crate::proxy::RequestOutcome;
 use crate::store::BanOrigin;
 
@@ -59,6 +60,7 @@ pub struct Metrics {
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
+    threat: Arc<ThreatMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -98,6 +100,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
+        let threat = Arc::new(ThreatMetrics::register(&mut registry));
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -114,12 +117,18 @@ impl Metrics {
             bans_active,
             kernel_map_full,
             limits,
+            threat,
         }
     }
 
     /// Returns the rate-limit metrics.
     pub fn limits(&self) -> &Arc<LimitMetrics> {
         &self.limits
+    }
+
+    /// Returns the threat engine's and the audit log's metrics.
+    pub fn threat(&self) -> &Arc<ThreatMetrics> {
+        &self.threat
     }
 
     /// Counts one insert rejected because the kernel map `map` was full.
