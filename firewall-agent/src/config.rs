@@ -60,13 +60,15 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
-    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
-    pub oauth: crate::oauth::OAuthConfig,
     /// `[threat]`: the per-request threat detectors and what their findings do, and in
     /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
     pub threat: crate::detect::ThreatConfig,
     /// `[audit]`: the JSON-lines audit log of security events.
     pub audit: crate::audit::AuditConfig,
+    /// `[tokens]`: trusted issuers and how access tokens are checked.
+    pub tokens: crate::tokens::TokensConfig,
+    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// `[proxy]` section.
@@ -535,6 +537,8 @@ impl Config {
                 format!("entry {} (`{}`): {error}", index + 1, self.routes[index].path),
             ));
         }
+        self.validate_tokens()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         if self.rate_limit.requests == 0 {
             return Err(invalid("rate_limit.requests", "must be at least 1".into()));
@@ -632,6 +636,22 @@ impl Config {
         }
         if self.xdp.source_stats_max_entries == 0 {
             return Err(("xdp.source_stats_max_entries", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_tokens(&self) -> Result<(), (&'static str, String)> {
+        self.tokens.validate()?;
+        if self.tokens.default_required && self.tokens.issuers.is_empty() {
+            return Err((
+                "tokens.default_required",
+                "needs at least one [[tokens.issuers]] entry".into(),
+            ));
+        }
+        for route in &self.routes {
+            if let Some(auth) = &route.auth {
+                self.tokens.validate_route(auth)?;
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! The binary does the kernel side (privileges, loading, attaching) and hands the result in as
 //! a [`Blocklist`]; in-process tests hand in a memory blocklist instead.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,12 +21,14 @@ use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
 use crate::detect::ThreatPolicy;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
+use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
+use crate::tokens::{KeySource, NoRevocation, RevocationCheck, TokenVerifier};
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
@@ -65,6 +68,9 @@ pub enum DaemonError {
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
+    /// The token verifier could not be built.
+    #[error("failed to set up access-token checks")]
+    Tokens(#[from] crate::tokens::JwksError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -75,6 +81,10 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Consumers of the stages' security events.
     events: EventSinks,
+    /// Key sources that replace the `jwks_url` of some issuers, by issuer.
+    key_sources: HashMap<String, Arc<dyn KeySource>>,
+    /// Where revoked access tokens are looked up.
+    revocation: Arc<dyn RevocationCheck>,
     /// The store, shared with the ban manager, for the authorization server's tables.
     store: Store,
 }
@@ -108,8 +118,22 @@ impl Agent {
             blocklist,
             metrics,
             events: EventSinks::new(),
+            key_sources: HashMap::new(),
+            revocation: Arc::new(NoRevocation),
             store: shared_store,
         }
+    }
+
+    /// Takes the keys of `issuer` from `source` instead of its `jwks_url`, such as the agent's
+    /// own signing keys. Call before [`Agent::bind`].
+    pub fn add_key_source(&mut self, issuer: String, source: Arc<dyn KeySource>) {
+        self.key_sources.insert(issuer, source);
+    }
+
+    /// Sets where revoked access tokens are looked up; by default nothing is revoked. Call
+    /// before [`Agent::bind`].
+    pub fn set_revocation_check(&mut self, check: Arc<dyn RevocationCheck>) {
+        self.revocation = check;
     }
 
     /// Adds a consumer of the stages' security events. Call before [`Agent::bind`].
@@ -163,7 +187,7 @@ impl Agent {
     /// # Errors
     ///
     /// [`DaemonError`] naming the listener that failed; listeners bound before it are closed.
-    pub async fn bind(self) -> Result<BoundAgent, DaemonError> {
+    pub async fn bind(mut self) -> Result<BoundAgent, DaemonError> {
         let upstream_url = self
             .config
             .proxy
@@ -171,6 +195,21 @@ impl Agent {
             .clone()
             .ok_or(DaemonError::MissingUpstream)?;
         let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
+
+        // The threat engine and the audit log join the event sinks before any stage takes a
+        // copy of them.
+        let (audit, audit_writer) =
+            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
+        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
+        self.bans.set_observer(audit_events.clone());
+        let (threat, threat_worker) = ThreatEngine::new(
+            &self.config.threat.sources,
+            Arc::clone(&self.bans),
+            audit.clone(),
+            Arc::clone(self.metrics.threat()),
+        );
+        self.events.push(threat);
+        self.events.push(audit_events);
 
         let limits = Arc::new(
             RateLimits::new(
@@ -182,13 +221,24 @@ impl Agent {
         );
         let events = EventSink::new(Arc::clone(&self.bans));
         let oauth = self.start_oauth()?;
+        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // score the passwords typed into the login form.
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
-            Arc::new(self.threat_stage()),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
         ];
         if let Some(server) = &oauth {
             stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
+        stages.push(Arc::new(self.threat_stage()));
+        let tokens = self.token_verifier()?;
+        if let Some(verifier) = &tokens {
+            stages.push(Arc::new(TokenStage::new(
+                Arc::clone(verifier),
+                self.config.tokens.default_required,
+                events,
+                self.events.clone(),
+            )));
         }
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
@@ -196,24 +246,10 @@ impl Agent {
                 problem: format!("route {}: {error}", index + 1),
             }
         })?;
-        let (audit, audit_writer) =
-            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
-        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
-        self.bans.set_observer(audit_events.clone());
-        let (threat, threat_worker) = ThreatEngine::new(
-            &self.config.threat.sources,
-            Arc::clone(&self.bans),
-            audit.clone(),
-            Arc::clone(self.metrics.threat()),
-        );
-        let mut sinks = self.events.clone();
-        sinks.push(threat);
-        sinks.push(audit_events);
-
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(sinks),
+                .with_events(self.events.clone()),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
@@ -236,7 +272,23 @@ impl Agent {
             audit,
             audit_writer,
             threat_worker,
+            tokens,
         })
+    }
+
+    /// Builds the token verifier, or `None` when no issuer is configured (then no route
+    /// requires a token, which config validation ensures).
+    fn token_verifier(&self) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
+        if self.config.tokens.issuers.is_empty() {
+            return Ok(None);
+        }
+        let verifier = TokenVerifier::new(
+            &self.config.tokens,
+            self.key_sources.clone(),
+            Arc::clone(&self.revocation),
+            self.metrics.tokens().clone(),
+        )?;
+        Ok(Some(Arc::new(verifier)))
     }
 }
 
@@ -266,6 +318,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    tokens: Option<Arc<TokenVerifier>>,
     sweep_interval: Duration,
     audit: AuditLog,
     audit_writer: Option<AuditWriter>,
@@ -302,7 +355,7 @@ impl BoundAgent {
             tokio::spawn(self.admin.serve(shutdown.listener())),
             tokio::spawn(self.metrics.serve(shutdown.listener())),
         ];
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(run_sweeper(
                 Arc::clone(&self.agent.bans),
                 self.sweep_interval,
@@ -318,6 +371,9 @@ impl BoundAgent {
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
         ]);
+        if let Some(verifier) = self.tokens {
+            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
+        }
 
         RunningAgent {
             agent: self.agent,

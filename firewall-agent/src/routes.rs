@@ -26,6 +26,8 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// Threat detection settings of this route: mode, exclusions, detection-only rules.
     pub threat: Option<crate::detect::RouteThreatConfig>,
+    /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.
+    pub auth: Option<crate::tokens::RouteAuthConfig>,
 }
 
 impl RouteConfig {

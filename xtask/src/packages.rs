@@ -9,16 +9,16 @@ use anyhow::{Context, Result, bail};
 pub const RUNTIME_PACKAGES: &[&str] = &["curl", "iproute2", "util-linux"];
 
 /// Packages the tests need besides [`RUNTIME_PACKAGES`]: redis-server (with redis-cli) for the
-/// Redis rate-limit engine, which the tests start on loopback themselves, the attack tools
-/// sqlmap and hydra, which the threat tests run from a client namespace, and Python's authlib,
-/// PyJWT and requests as OAuth clients of the agent's authorization server.
+/// Redis rate-limit engine, which the tests start on loopback themselves; Python's authlib,
+/// PyJWT and requests as OAuth clients of the agent's authorization server; and the attack
+/// tools sqlmap and hydra, which the threat tests run from a client namespace.
 pub const TEST_PACKAGES: &[&str] = &[
     "redis-server",
-    "sqlmap",
-    "hydra",
     "python3-authlib",
     "python3-jwt",
     "python3-requests",
+    "sqlmap",
+    "hydra",
 ];
 
 /// Packages the kernel benchmark calls: xdp-filter (xdp-tools) as the reference and bpftool to

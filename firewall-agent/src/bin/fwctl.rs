@@ -1,6 +1,7 @@
-//! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries, shows the
-//! XDP counters, and manages the OAuth users and signing keys, through the agent's admin socket.
-//! While the agent is stopped, `bans add` and `bans remove` write the pinned kernel maps directly.
+//! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries, shows the XDP
+//! counters, and manages the OAuth users and signing keys, through the agent's admin socket.
+//! While the agent is stopped, `bans add` and `bans remove` write the pinned kernel maps
+//! directly.
 
 #![forbid(unsafe_code)]
 
@@ -410,98 +411,6 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
     Ok(Outcome::Complete)
 }
 
-async fn users(client: &AdminClient, command: UserCommand, json: bool) -> Result<Outcome, ClientError> {
-    match command {
-        UserCommand::List => {
-            let list = client.list_users().await?;
-            print_output(json, &list.users, |users| {
-                if users.is_empty() {
-                    println!("no users");
-                }
-                for user in users {
-                    println!("{}", user.username);
-                }
-            });
-        }
-        UserCommand::Add { username } => {
-            let password = match read_password() {
-                Ok(password) => password,
-                Err(message) => {
-                    eprintln!("fwctl: {message}");
-                    return Ok(Outcome::Partial);
-                }
-            };
-            let request = AddUserRequest { username, password };
-            let user = client.add_user(&request).await?;
-            print_output(json, &user, |user| println!("added user {}", user.username));
-        }
-        UserCommand::Remove { username } => {
-            let user = client.remove_user(&username).await?;
-            print_output(json, &user, |user| println!("removed user {}", user.username));
-        }
-    }
-    Ok(Outcome::Complete)
-}
-
-/// Reads a password: from the terminal without echo, asked twice, or as the first line of
-/// standard input when that is not a terminal.
-fn read_password() -> Result<String, String> {
-    use std::io::{BufRead as _, IsTerminal as _, Write as _};
-
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut line = String::new();
-        stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|error| format!("failed to read the password from standard input: {error}"))?;
-        let password = line.trim_end_matches(['\r', '\n']).to_owned();
-        if password.is_empty() {
-            return Err("no password on standard input: pipe it as the first line".into());
-        }
-        return Ok(password);
-    }
-
-    let prompt = |text: &str| -> Result<String, String> {
-        eprint!("{text}");
-        let _ = std::io::stderr().flush();
-        let line = read_line_without_echo(&stdin)
-            .map_err(|error| format!("failed to read the password from the terminal: {error}"))?;
-        eprintln!();
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-    };
-    let password = prompt("password: ")?;
-    let repeated = prompt("repeat the password: ")?;
-    if password != repeated {
-        return Err("the two passwords differ: nothing was changed".into());
-    }
-    if password.is_empty() {
-        return Err("the password is empty: nothing was changed".into());
-    }
-    Ok(password)
-}
-
-/// Reads one line from the terminal with echo turned off, restoring the terminal afterwards.
-fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    use std::io::BufRead as _;
-
-    let original = tcgetattr(stdin).map_err(std::io::Error::from)?;
-    let mut silent = original.clone();
-    silent.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(stdin, SetArg::TCSANOW, &silent).map_err(std::io::Error::from)?;
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    tcsetattr(stdin, SetArg::TCSANOW, &original).map_err(std::io::Error::from)?;
-    read.map(|_| line)
-}
-
-fn print_key_list(keys: &[KeyView]) {
-    println!("{:<24} {:<8} {:<20} {}", "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)");
-    for key in keys {
-        let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
-        println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
-    }
 /// A ban written into the pinned maps while the agent is stopped, as `--json` prints it.
 #[derive(Debug, Serialize)]
 struct OfflineBan {
@@ -595,6 +504,100 @@ fn offline_unban(
         println!("removed the ban of {address}")
     });
     Outcome::Complete
+}
+
+async fn users(client: &AdminClient, command: UserCommand, json: bool) -> Result<Outcome, ClientError> {
+    match command {
+        UserCommand::List => {
+            let list = client.list_users().await?;
+            print_output(json, &list.users, |users| {
+                if users.is_empty() {
+                    println!("no users");
+                }
+                for user in users {
+                    println!("{}", user.username);
+                }
+            });
+        }
+        UserCommand::Add { username } => {
+            let password = match read_password() {
+                Ok(password) => password,
+                Err(message) => {
+                    eprintln!("fwctl: {message}");
+                    return Ok(Outcome::Partial);
+                }
+            };
+            let request = AddUserRequest { username, password };
+            let user = client.add_user(&request).await?;
+            print_output(json, &user, |user| println!("added user {}", user.username));
+        }
+        UserCommand::Remove { username } => {
+            let user = client.remove_user(&username).await?;
+            print_output(json, &user, |user| println!("removed user {}", user.username));
+        }
+    }
+    Ok(Outcome::Complete)
+}
+
+/// Reads a password: from the terminal without echo, asked twice, or as the first line of
+/// standard input when that is not a terminal.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|error| format!("failed to read the password from standard input: {error}"))?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            return Err("no password on standard input: pipe it as the first line".into());
+        }
+        return Ok(password);
+    }
+
+    let prompt = |text: &str| -> Result<String, String> {
+        eprint!("{text}");
+        let _ = std::io::stderr().flush();
+        let line = read_line_without_echo(&stdin)
+            .map_err(|error| format!("failed to read the password from the terminal: {error}"))?;
+        eprintln!();
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    let password = prompt("password: ")?;
+    let repeated = prompt("repeat the password: ")?;
+    if password != repeated {
+        return Err("the two passwords differ: nothing was changed".into());
+    }
+    if password.is_empty() {
+        return Err("the password is empty: nothing was changed".into());
+    }
+    Ok(password)
+}
+
+/// Reads one line from the terminal with echo turned off, restoring the terminal afterwards.
+fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::BufRead as _;
+
+    let original = tcgetattr(stdin).map_err(std::io::Error::from)?;
+    let mut silent = original.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSANOW, &silent).map_err(std::io::Error::from)?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    tcsetattr(stdin, SetArg::TCSANOW, &original).map_err(std::io::Error::from)?;
+    read.map(|_| line)
+}
+
+fn print_key_list(keys: &[KeyView]) {
+    println!("{:<24} {:<8} {:<20} {}", "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)");
+    for key in keys {
+        let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
+        println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
+    }
 }
 
 /// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.

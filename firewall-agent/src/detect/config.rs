@@ -24,7 +24,7 @@ pub enum ThreatMode {
 }
 
 /// `[threat]` section.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThreatConfig {
     /// Whether the detectors run at all.

@@ -98,6 +98,7 @@ impl Upstream {
         parts.uri = self.target_uri(context.uri())?;
         let original_host = original_host(&parts.headers, &parts.uri);
         rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
+        crate::tokens::downstream::set_identity_headers(&mut parts.headers, context.principal());
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;
 

@@ -224,11 +224,16 @@ pub enum RequestOutcome {
     Answered,
     /// Rejected with 403 because the threat detectors scored it at or above the threshold.
     ThreatBlocked,
+    /// The access token was missing, invalid or not accepted on the route: 401 (400 for a
+    /// malformed `Authorization` header).
+    TokenRejected,
+    /// The access token lacks a scope the route needs: 403.
+    InsufficientScope,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 10] = [
+    pub const ALL: [RequestOutcome; 12] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -239,6 +244,8 @@ impl RequestOutcome {
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
         RequestOutcome::ThreatBlocked,
+        RequestOutcome::TokenRejected,
+        RequestOutcome::InsufficientScope,
     ];
 
     /// Label used in metrics and logs.
@@ -254,6 +261,8 @@ impl RequestOutcome {
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
             RequestOutcome::ThreatBlocked => "threat_blocked",
+            RequestOutcome::TokenRejected => "token_rejected",
+            RequestOutcome::InsufficientScope => "insufficient_scope",
         }
     }
 }

@@ -1,4 +1,7 @@
-//! The pipeline stages built so far: the ban check and the rate limit.
+//! The pipeline stages built so far: the ban check and the rate limit here, the token check
+//! in [`tokens`].
+
+pub mod tokens;
 
 pub mod threat;
 

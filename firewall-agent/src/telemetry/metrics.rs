@@ -61,6 +61,7 @@ pub struct Metrics {
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
     threat: Arc<ThreatMetrics>,
+    tokens: crate::tokens::TokenMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -101,6 +102,7 @@ impl Metrics {
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
         let threat = Arc::new(ThreatMetrics::register(&mut registry));
+        let tokens = crate::tokens::TokenMetrics::register(&mut registry);
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -118,7 +120,13 @@ impl Metrics {
             kernel_map_full,
             limits,
             threat,
+            tokens,
         }
+    }
+
+    /// Returns the token check metrics.
+    pub fn tokens(&self) -> &crate::tokens::TokenMetrics {
+        &self.tokens
     }
 
     /// Returns the rate-limit metrics.
