@@ -43,6 +43,10 @@ pub(super) struct PendingRequest {
 }
 
 /// The sign-ins in progress, by request identifier.
+///
+/// NOTE: they live in this process's memory, unlike codes and tokens, so a restart drops them
+/// and, with several agents behind one name, the login form must reach the agent that showed
+/// it.
 #[derive(Debug)]
 pub(super) struct PendingRequests {
     requests: Mutex<HashMap<String, PendingRequest>>,

@@ -301,3 +301,144 @@ pub fn is_absolute_uri(value: &str) -> bool {
         && !value.contains('#')
         && value.chars().all(|c| c.is_ascii_graphic())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn enabled() -> OAuthConfig {
+        OAuthConfig {
+            enabled: true,
+            issuer: "https://auth.example".to_owned(),
+            ..OAuthConfig::default()
+        }
+    }
+
+    fn client(id: &str) -> ClientConfig {
+        ClientConfig {
+            client_id: id.to_owned(),
+            secret_sha256: None,
+            redirect_uris: vec!["https://app.example/cb".to_owned()],
+            grant_types: default_grant_types(),
+            scopes: vec!["read".to_owned()],
+        }
+    }
+
+    #[test]
+    fn disabled_section_not_checked() {
+        assert_eq!(OAuthConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn issuer_rules() {
+        let cases = [
+            ("", false),
+            ("http://auth.example", false),
+            ("ftp://auth.example", false),
+            ("https://auth.example?x=1", false),
+            ("https://auth.example#top", false),
+            ("https://auth.example", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:8080", true),
+        ];
+        for (issuer, valid) in cases {
+            let config = OAuthConfig {
+                issuer: issuer.to_owned(),
+                ..enabled()
+            };
+            assert_eq!(config.validate().is_ok(), valid, "issuer `{issuer}`");
+        }
+    }
+
+    #[test]
+    fn code_lifetime_capped_at_ten_minutes() {
+        let config = OAuthConfig {
+            code_seconds: 601,
+            ..enabled()
+        };
+        let error = config.validate().expect_err("601 s rejected");
+        assert_eq!(error.0, "oauth.code_seconds");
+    }
+
+    #[test]
+    fn public_client_credentials_rejected() {
+        let mut public = client("spa");
+        public.grant_types.push("client_credentials".to_owned());
+        let config = OAuthConfig {
+            clients: vec![public],
+            ..enabled()
+        };
+        let error = config.validate().expect_err("public client_credentials");
+        assert_eq!(error.0, "oauth.clients.grant_types");
+    }
+
+    #[test]
+    fn duplicate_client_rejected() {
+        let config = OAuthConfig {
+            clients: vec![client("spa"), client("spa")],
+            ..enabled()
+        };
+        let error = config.validate().expect_err("duplicate client");
+        assert_eq!(error.0, "oauth.clients");
+    }
+
+    #[test]
+    fn malformed_secret_hash_rejected() {
+        let mut confidential = client("backend");
+        confidential.secret_sha256 = Some("not-hex".to_owned());
+        let config = OAuthConfig {
+            clients: vec![confidential],
+            ..enabled()
+        };
+        let error = config.validate().expect_err("bad hash");
+        assert_eq!(error.0, "oauth.clients.secret_sha256");
+    }
+
+    #[test]
+    fn redirect_with_fragment_rejected() {
+        let mut fragment = client("spa");
+        fragment.redirect_uris = vec!["https://app.example/cb#x".to_owned()];
+        let config = OAuthConfig {
+            clients: vec![fragment],
+            ..enabled()
+        };
+        let error = config.validate().expect_err("fragment");
+        assert_eq!(error.0, "oauth.clients.redirect_uris");
+    }
+
+    #[test]
+    fn section_parses_from_toml() {
+        let text = r#"
+[oauth]
+enabled = true
+issuer = "https://auth.example"
+access_token_seconds = 300
+
+[[oauth.clients]]
+client_id = "spa"
+redirect_uris = ["http://127.0.0.1/cb"]
+scopes = ["read"]
+"#;
+        let config = Config::parse(text, Path::new("agent.toml")).expect("parse");
+
+        assert!(config.oauth.enabled);
+        assert_eq!(config.oauth.access_token_seconds, 300);
+        assert_eq!(config.oauth.path_prefix, "/oauth2/");
+        assert_eq!(config.oauth.clients[0].grant_types, default_grant_types());
+        assert_eq!(config.oauth.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_client_key_rejected() {
+        let text = r#"
+[[oauth.clients]]
+client_id = "spa"
+client_secret = "plain"
+"#;
+        let error = Config::parse(text, Path::new("agent.toml")).expect_err("unknown key");
+        assert!(error.to_string().contains("client_secret"), "{error}");
+    }
+}

@@ -213,6 +213,9 @@ impl SigningKeys {
     /// records, which the caller stores; the keys in use change only when it calls
     /// [`SigningKeys::replace`].
     ///
+    /// NOTE: nothing enforces a minimum time between rotations, so a second rotation soon after
+    /// the first signs with a key that verifiers caching the JWKS may not have fetched yet.
+    ///
     /// # Errors
     ///
     /// [`KeyError::Generate`] when the random generator fails.
