@@ -50,12 +50,12 @@ pub struct LabelledRequest {
     pub raw: Vec<u8>,
 }
 
-/// What the agent made of one request.
+/// The agent's verdict on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Inspected, with this anomaly score.
     Scored(u32),
-    /// Answered without the verdict header: the agent refused the request before the threat
+    /// No verdict header in the response: the agent rejected the request before the threat
     /// stage (malformed HTTP, a body over the limit), or the connection failed.
     NotInspected,
 }
@@ -118,8 +118,8 @@ pub fn crs() -> Result<()> {
     crate::bench::write_section(SECTION_TITLE, &section)
 }
 
-/// The corpus folder: `FIREWALL_CRS_CORPUS`, or `../shared/corpus/crs-regression` beside the
-/// workspace.
+/// Returns the corpus folder: `FIREWALL_CRS_CORPUS`, or `../shared/corpus/crs-regression`
+/// beside the workspace.
 pub fn corpus_dir() -> PathBuf {
     std::env::var_os("FIREWALL_CRS_CORPUS").map_or_else(
         || {
@@ -491,7 +491,7 @@ fn share(part: usize, whole: usize) -> String {
     format!("{part} ({percent:.1}%)")
 }
 
-/// A minimal upstream on loopback that answers every request with 200.
+/// A minimal upstream on loopback that responds to every request with 200.
 struct StubUpstream {
     address: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -524,7 +524,7 @@ impl Drop for StubUpstream {
     }
 }
 
-/// Reads requests on one connection and answers each with 200, until the peer closes.
+/// Reads requests on one connection and responds to each with 200, until the peer closes.
 fn answer_upstream(stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(RESPONSE_TIMEOUT));
     let Ok(clone) = stream.try_clone() else {

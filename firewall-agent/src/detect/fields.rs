@@ -12,10 +12,10 @@ pub const MAX_FIELDS: usize = 1024;
 /// Deepest JSON nesting walked. Deeper values are not inspected.
 pub const MAX_JSON_DEPTH: usize = 32;
 
-/// Longest field name kept, in characters. Keys are attacker-controlled and can be long.
+/// Maximum field name length kept, in characters. Keys come from the client and can be long.
 const MAX_NAME_CHARS: usize = 64;
 
-/// Where in the request a field comes from. Some detectors only apply to some kinds.
+/// Part of the request a field comes from. Some detectors only apply to some kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FieldKind {
     /// The request path.
@@ -43,9 +43,9 @@ pub struct Field {
     pub name: String,
     /// Raw bytes, still encoded.
     pub raw: Vec<u8>,
-    /// How the bytes are encoded.
+    /// Encoding of the bytes.
     pub encoding: FieldEncoding,
-    /// Where the field comes from.
+    /// Part of the request the field comes from.
     pub kind: FieldKind,
 }
 
@@ -66,7 +66,7 @@ impl RequestFields {
         self.fields.len()
     }
 
-    /// Whether there are no fields.
+    /// Returns whether there are no fields.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
@@ -152,7 +152,7 @@ fn push_cookies(fields: &mut RequestFields, header: &[u8]) {
     }
 }
 
-/// A short, printable form of a raw key for field names: percent-decoded once and cut to
+/// Returns a short, printable form of a raw key for field names: normalised and cut to
 /// [`MAX_NAME_CHARS`].
 fn display_name(raw: &[u8]) -> String {
     let decoded = super::normalise::normalise(raw, FieldEncoding::Form);
@@ -253,8 +253,8 @@ fn push_xml_attributes(fields: &mut RequestFields, element: &str, mut attributes
     }
 }
 
-/// Whether a body without a content type reads as `key=value&key=value`, as many clients send
-/// forms without saying so.
+/// Returns whether a body without a content type reads as `key=value&key=value`, because many
+/// clients send forms without declaring them.
 fn looks_like_form(body: &[u8]) -> bool {
     let Some(first) = body.split(|byte| *byte == b'&').next() else {
         return false;

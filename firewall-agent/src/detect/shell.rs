@@ -1,8 +1,8 @@
 //! OS command injection: a command name where a shell would start a new command.
 //!
 //! The value is first stripped of the quoting and escaping that a shell removes before it runs
-//! a word (`c'a't`, `c\at`, `w"h"oami`, `$@`), then searched for a separator (`;`, `|`, `&`,
-//! a line break, a backtick or `$(`) followed by a known command. Command names that are also
+//! a word (`c'a't`, `c\at`, `w"h"oami`, `$@`). Then it is searched for a separator (`;`, `|`,
+//! `&`, a line break, a backtick or `$(`) followed by a known command. Command names that are also
 //! English words (`cat`, `more`, `set`) count only with an argument that looks like a shell
 //! argument (`-l`, a path, a number, a redirection), so that "apples; more later" is not a
 //! finding.

@@ -132,7 +132,7 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
         ),
         // Database system catalogues.
         (
-            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
+            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|tempdb|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
             rules::SQLI_SYSTEM_TABLE,
         ),
         // Java and expression language.
@@ -170,9 +170,18 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
     ];
     let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
     let rules = table.iter().map(|(_, rule)| *rule).collect();
+    // A unit test checks that the set compiles, so the empty fallback never ships.
     let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
     (set, rules)
 });
+
+/// Returns the number of signature patterns compiled into the set and the number written,
+/// for the test that checks that none was lost.
+#[cfg(test)]
+pub(super) fn signature_counts() -> (usize, usize) {
+    let (set, rules) = &*SIGNATURES;
+    (set.len(), rules.len())
+}
 
 /// Rules matched on the value with its case kept.
 static CASED_SIGNATURES: LazyLock<Option<Regex>> =
@@ -298,7 +307,7 @@ fn detect_restricted_path(path: &str, hits: &mut Vec<Rule>) {
     }
 }
 
-/// Whether an uploaded file's name has a PHP script extension anywhere, as in `shell.php.jpg`,
+/// Returns whether an uploaded file's name has a PHP script extension anywhere, as in `shell.php.jpg`,
 /// which servers that look at the first extension run as PHP.
 fn is_php_file_name(name: &str) -> bool {
     name.split('.').skip(1).any(|extension| {
@@ -309,7 +318,7 @@ fn is_php_file_name(name: &str) -> bool {
     })
 }
 
-/// Whether a line break is followed by a header that splits a response or smuggles a request.
+/// Returns whether a line break is followed by a header that splits a response or smuggles a request.
 fn has_header_injection(text: &str) -> bool {
     if !text.contains(['\r', '\n']) {
         return false;
@@ -334,7 +343,7 @@ fn has_header_injection(text: &str) -> bool {
     })
 }
 
-/// Whether a Base64 run in `text` decodes, at any of the four alignments, to a Java gadget
+/// Returns whether a Base64 run in `text` decodes, at any of the four alignments, to a Java gadget
 /// name. Payload generators embed serialized objects in Base64, and the class names inside
 /// them survive the encoding only up to the 3-byte alignment.
 fn has_base64_gadget(text: &str) -> bool {

@@ -35,51 +35,55 @@ use regex::Regex;
 
 use super::{FieldKind, Rule, rules};
 
-/// Longest fingerprint kept. Injections show themselves in their first tokens; the cap bounds
-/// the work on long values.
+/// Maximum fingerprint length in tokens. Injections show in their first tokens, and the cap
+/// bounds the work on long values.
 const MAX_TOKENS: usize = 16;
 
-/// Longest value tokenized, in bytes. A payload longer than this still shows its start.
+/// Maximum length tokenized, in bytes. A longer payload is still tokenized from its start.
 const MAX_SQL_BYTES: usize = 4096;
 
 
-/// Fingerprint rules, each with the rule it reports. `^` anchors at the first token, which in
+/// Fingerprint patterns, each with the rule it reports. `^` anchors at the first token, which in
 /// a quoted context is the string the attacker closed.
+pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
+    // A value closed by the attacker, then AND/OR and a comparison, a call or a subquery.
+    (r"^s\)*&\(*[s1vfT]", rules::SQLI_BOOLEAN),
+    (r"^1\)*&\(*(?:[vfT]|[1s](?:o|c|;|&|\)))", rules::SQLI_BOOLEAN),
+    (r"^[s1]\)*&\(*n(?:o|c|\)|1|\()", rules::SQLI_BOOLEAN),
+    (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
+    // A value that starts with AND/OR and a comparison, as appended to a WHERE clause.
+    (r"^&\(*[s1v]o", rules::SQLI_BOOLEAN),
+    // UNION SELECT anywhere, with brackets or ALL between.
+    (r"U\(*E", rules::SQLI_UNION),
+    (r"^[s1]\)*U\(*[1sfv]", rules::SQLI_UNION),
+    // A statement with its clauses: SELECT ... FROM, DELETE FROM x, DROP TABLE x.
+    (r"E[n1vfo(),.B]{1,8}[kB]", rules::SQLI_STATEMENT),
+    (r"Ekn", rules::SQLI_STATEMENT),
+    (r"E\(*[fT]\(", rules::SQLI_STATEMENT),
+    // A closed value, then a statement separator and a statement.
+    (r"[s1n)];\(*E", rules::SQLI_STACKED_QUERY),
+    (r"^s\)*;", rules::SQLI_STACKED_QUERY),
+    // Time-based and file-reading functions, in any position.
+    (r"T\(", rules::SQLI_FUNCTION),
+    (r"W", rules::SQLI_FUNCTION),
+    // A closed string, then an operator and a value, call or subquery.
+    (r"^s\)*o\(*[s1vfT]", rules::SQLI_STRING_BREAK),
+    (r"^s\)*o\(*E.", rules::SQLI_STRING_BREAK),
+    (r"^s\)*o+\(*n[c&;]", rules::SQLI_STRING_BREAK),
+    (r"^1\)*o\(*(?:E.|[Tf]\()", rules::SQLI_STRING_BREAK),
+    // A closed string or number, then a comment that cuts off the rest of the query.
+    (r"^[s1]\)*c$", rules::SQLI_COMMENT_BREAK),
+    // A subquery inside brackets.
+    (r"\(E[1vfTo*]", rules::SQLI_SUBQUERY),
+    (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
+];
+
+/// [`FINGERPRINT_PATTERNS`] compiled. A unit test checks that every pattern compiles, so none
+/// is dropped here in a release.
 static FINGERPRINT_RULES: LazyLock<Vec<(Regex, Rule)>> = LazyLock::new(|| {
-    let table: Vec<(&str, Rule)> = vec![
-        // A value closed by the attacker, then AND/OR and a comparison, a call or a subquery.
-        (r"^s\)*&\(*[s1vfT]", rules::SQLI_BOOLEAN),
-        (r"^1\)*&\(*(?:[vfT]|[1s](?:o|c|;|&|\)))", rules::SQLI_BOOLEAN),
-        (r"^[s1]\)*&\(*n(?:o|c|\)|1|\()", rules::SQLI_BOOLEAN),
-        (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
-        // A value that starts with AND/OR and a comparison, as appended to a WHERE clause.
-        (r"^&\(*[s1v]o", rules::SQLI_BOOLEAN),
-        // UNION SELECT anywhere, with brackets or ALL between.
-        (r"U\(*E", rules::SQLI_UNION),
-        (r"^[s1]\)*U\(*[1sfv]", rules::SQLI_UNION),
-        // A statement with its clauses: SELECT ... FROM, DELETE FROM x, DROP TABLE x.
-        (r"E[n1vfo(),.B]{1,8}[kB]", rules::SQLI_STATEMENT),
-        (r"Ekn", rules::SQLI_STATEMENT),
-        // A closed value, then a statement separator and a statement.
-        (r"[s1n)];\(*E", rules::SQLI_STACKED_QUERY),
-        (r"^s\)*;", rules::SQLI_STACKED_QUERY),
-        // Time-based and file-reading functions, in any position.
-        (r"T\(", rules::SQLI_FUNCTION),
-        (r"W", rules::SQLI_FUNCTION),
-        // A closed string, then an operator and a value, call or subquery.
-        (r"^s\)*o\(*[s1vfT]", rules::SQLI_STRING_BREAK),
-        (r"^s\)*o\(*E.", rules::SQLI_STRING_BREAK),
-        (r"^s\)*o\(*n[c&;]", rules::SQLI_STRING_BREAK),
-        (r"^1\)*o\(*(?:E.|[Tf]\()", rules::SQLI_STRING_BREAK),
-        // A closed string or number, then a comment that cuts off the rest of the query.
-        (r"^[s1]\)*c$", rules::SQLI_COMMENT_BREAK),
-        // A subquery inside brackets.
-        (r"\(E[1vfTo*]", rules::SQLI_SUBQUERY),
-        (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
-    ];
-    table
-        .into_iter()
-        .filter_map(|(pattern, rule)| Regex::new(pattern).ok().map(|regex| (regex, rule)))
+    FINGERPRINT_PATTERNS
+        .iter()
+        .filter_map(|(pattern, rule)| Regex::new(pattern).ok().map(|regex| (regex, *rule)))
         .collect()
 });
 

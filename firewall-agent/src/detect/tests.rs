@@ -466,3 +466,13 @@ fields = ["query:q"]
     let headers: Vec<&str> = headers.iter().map(HeaderName::as_str).collect();
     assert_eq!(headers, ["user-agent", "referer", "x-filename"]);
 }
+
+#[test]
+fn every_pattern_compiles() {
+    for (pattern, rule) in sqli::FINGERPRINT_PATTERNS {
+        assert!(regex::Regex::new(pattern).is_ok(), "{} pattern {pattern:?}", rule.id);
+    }
+    let (compiled, written) = signatures::signature_counts();
+    assert_eq!(compiled, written);
+    assert!(written > 30, "only {written} signatures");
+}

@@ -201,7 +201,7 @@ fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
     }
 }
 
-/// Whether `value` holds a `javascript:`, `vbscript:` or HTML `data:` URL. Browsers ignore
+/// Returns whether `value` contains a `javascript:`, `vbscript:` or HTML `data:` URL. Browsers ignore
 /// whitespace and control characters inside the scheme, so they are skipped here too.
 fn contains_script_scheme(value: &str) -> bool {
     let compact: String;
@@ -224,7 +224,7 @@ fn contains_script_scheme(value: &str) -> bool {
     text.contains("data:text/html") || text.contains("data:image/svg+xml")
 }
 
-/// Whether the text after a script scheme reads as code, so that prose such as
+/// Returns whether the text after a script scheme reads as code, so that prose such as
 /// "JavaScript: the good parts" is not taken for a URL.
 fn looks_like_script(after: &str, original: &str, scheme: &str) -> bool {
     let spaced_prose = original.contains(&format!("{scheme} ")) && {

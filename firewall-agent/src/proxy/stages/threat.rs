@@ -17,7 +17,7 @@ use crate::proxy::pipeline::{
 /// `score=7; blocked=false; rules=sqli-union,xss-event-handler`.
 pub static VERDICT_HEADER: HeaderName = HeaderName::from_static("x-firewall-threat");
 
-/// Longest excerpt written into an event, in characters.
+/// Maximum excerpt length written into an event, in characters.
 const EVENT_EXCERPT_CHARS: usize = 64;
 
 /// Parts of field names that mark a value as a secret, whose excerpt is never written.
@@ -214,7 +214,7 @@ mod tests {
         }
     }
 
-    /// An upstream on loopback that answers every request with 200 `ok`.
+    /// Starts an upstream on loopback that responds to every request with 200 `ok`.
     async fn ok_upstream() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let address = listener.local_addr().expect("upstream address");
@@ -290,7 +290,7 @@ mod tests {
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from_static(json.as_bytes())))
                 .expect("request");
-            let response = self.client.request(request).await.expect("proxy answers");
+            let response = self.client.request(request).await.expect("proxy response");
             let verdict = response
                 .headers()
                 .get(&VERDICT_HEADER)
