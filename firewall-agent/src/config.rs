@@ -60,6 +60,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `[validation]`: the strict check of every JSON request body.
+    pub validation: crate::validation::ValidationConfig,
+    /// `[openapi]`: the API description that requests are checked against.
+    pub openapi: crate::validation::OpenApiConfig,
 }
 
 /// `[proxy]` section.
@@ -524,6 +528,13 @@ impl Config {
             return Err(invalid(
                 "routes",
                 format!("entry {} (`{}`): {error}", index + 1, self.routes[index].path),
+            ));
+        }
+        // Compiles every schema and the OpenAPI document, so a broken one fails here.
+        if let Err(error) = crate::validation::Validation::build(self) {
+            return Err(invalid(
+                error.section(),
+                crate::telemetry::ErrorChain(&error).to_string(),
             ));
         }
 

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
-use crate::proxy::stages::{BanCheckStage, RateLimitStage};
+use crate::proxy::stages::{BanCheckStage, RateLimitStage, ValidationStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
@@ -52,6 +52,9 @@ pub enum DaemonError {
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
+    /// The validation rules or the OpenAPI document could not be compiled.
+    #[error("invalid validation settings")]
+    Validation(#[from] crate::validation::BuildError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -149,9 +152,14 @@ impl Agent {
             .await?,
         );
         let events = EventSink::new(Arc::clone(&self.bans));
+        let validation = Arc::new(ValidationStage::from_config(
+            &self.config,
+            Arc::clone(self.metrics.validation()),
+        )?);
         let stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
+            Arc::clone(&validation) as Arc<dyn Stage>,
         ];
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
@@ -181,6 +189,7 @@ impl Agent {
             admin,
             metrics,
             limits,
+            validation,
         })
     }
 }
@@ -193,6 +202,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    validation: Arc<ValidationStage>,
     sweep_interval: Duration,
 }
 
@@ -237,7 +247,10 @@ impl BoundAgent {
                 shutdown.listener(),
             )),
         ];
-        let reloader = Reloader::new(vec![self.limits as Arc<dyn Reloadable>]);
+        let reloader = Reloader::new(vec![
+            self.limits as Arc<dyn Reloadable>,
+            self.validation as Arc<dyn Reloadable>,
+        ]);
 
         RunningAgent {
             agent: self.agent,

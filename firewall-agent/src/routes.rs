@@ -24,6 +24,8 @@ pub struct RouteConfig {
     /// Largest request body accepted on this route, in bytes; `[proxy] max_body_bytes` when
     /// not set.
     pub max_body_bytes: Option<u64>,
+    /// `[routes.validation]`: request validation rules of this route.
+    pub validation: Option<crate::validation::RouteValidationConfig>,
 }
 
 impl RouteConfig {

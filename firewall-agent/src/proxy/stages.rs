@@ -1,4 +1,8 @@
-//! The pipeline stages built so far: the ban check and the rate limit.
+//! The pipeline stages built so far: the ban check, the rate limit and request validation.
+
+mod validation;
+
+pub use validation::ValidationStage;
 
 use std::sync::Arc;
 

@@ -59,6 +59,7 @@ pub struct Metrics {
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
+    validation: Arc<crate::validation::ValidationMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
+        let validation = Arc::new(crate::validation::ValidationMetrics::register(&mut registry));
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -114,12 +116,18 @@ impl Metrics {
             bans_active,
             kernel_map_full,
             limits,
+            validation,
         }
     }
 
     /// Returns the rate-limit metrics.
     pub fn limits(&self) -> &Arc<LimitMetrics> {
         &self.limits
+    }
+
+    /// Returns the validation metrics.
+    pub fn validation(&self) -> &Arc<crate::validation::ValidationMetrics> {
+        &self.validation
     }
 
     /// Counts one insert rejected because the kernel map `map` was full.

@@ -74,7 +74,7 @@ pub enum OpenApiError {
         reason: String,
     },
     /// A path key is not a valid template.
-    #[error("invalid OpenAPI document {path}: {source}")]
+    #[error("invalid path template in OpenAPI document {path}")]
     Template {
         /// The file.
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum OpenApiError {
         source: PathTemplateError,
     },
     /// A schema does not compile.
-    #[error("invalid schema in OpenAPI document {path}: {source}")]
+    #[error("invalid schema in OpenAPI document {path}")]
     Schema {
         /// The file.
         path: PathBuf,
