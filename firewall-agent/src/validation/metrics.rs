@@ -34,12 +34,12 @@ impl ValidationMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
-            "firewall_validation_violations",
+            "validation_violations",
             "Requests that broke a validation rule, by step, route, rule and action (rejected or reported)",
             metrics.violations.clone(),
         );
         registry.register(
-            "firewall_validation_sanitized_fields",
+            "validation_sanitized_fields",
             "Rich-text fields whose HTML was changed by sanitization",
             metrics.sanitized.clone(),
         );
