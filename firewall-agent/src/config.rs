@@ -64,6 +64,10 @@ pub struct Config {
     pub validation: crate::validation::ValidationConfig,
     /// `[openapi]`: the API description that requests are checked against.
     pub openapi: crate::validation::OpenApiConfig,
+    /// `[threat]`: per-source behaviour signals, scores and escalating bans.
+    pub threat: crate::threat::ThreatConfig,
+    /// `[audit]`: the JSON-lines audit log of security events.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[proxy]` section.
@@ -563,6 +567,13 @@ impl Config {
         }
 
         self.validate_paths()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.threat
+            .sources
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.audit
+            .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
 
         if !self.metrics.listen.ip().is_loopback() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminBindError, AdminServer, AdminState};
+use crate::audit::{AuditError, AuditLog, AuditWriter};
 use crate::bans::{BanError, BanManager, BanPolicy, EventSink, RestoreSummary, run_sweeper};
 use crate::config::Config;
 use crate::kernel::Blocklist;
@@ -24,12 +25,16 @@ use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
+use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
 /// Interval between two sweeps of idle rate-limit entries.
 const LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Maximum time the background tasks get to finish after the listeners stopped.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Maximum time the audit writer gets to take the queued records at shutdown.
+const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors from binding the listeners.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,9 @@ pub enum DaemonError {
     /// The metrics listener could not be bound.
     #[error(transparent)]
     Metrics(#[from] MetricsServerError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
@@ -167,10 +175,24 @@ impl Agent {
                 problem: format!("route {}: {error}", index + 1),
             }
         })?;
+        let (audit, audit_writer) =
+            AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
+        let audit_events = Arc::new(AuditEvents::new(audit.clone()));
+        self.bans.set_observer(audit_events.clone());
+        let (threat, threat_worker) = ThreatEngine::new(
+            &self.config.threat.sources,
+            Arc::clone(&self.bans),
+            audit.clone(),
+            Arc::clone(self.metrics.threat()),
+        );
+        let mut sinks = self.events.clone();
+        sinks.push(threat);
+        sinks.push(audit_events);
+
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(self.events.clone()),
+                .with_events(sinks),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
@@ -190,6 +212,9 @@ impl Agent {
             metrics,
             limits,
             validation,
+            audit,
+            audit_writer,
+            threat_worker,
         })
     }
 }
@@ -204,6 +229,9 @@ pub struct BoundAgent {
     limits: Arc<RateLimits>,
     validation: Arc<ValidationStage>,
     sweep_interval: Duration,
+    audit: AuditLog,
+    audit_writer: Option<AuditWriter>,
+    threat_worker: BanWorker,
 }
 
 impl BoundAgent {
@@ -246,10 +274,12 @@ impl BoundAgent {
                 Arc::clone(&self.limits),
                 shutdown.listener(),
             )),
+            tokio::spawn(self.threat_worker.run(shutdown.listener())),
         ];
         let reloader = Reloader::new(vec![
             self.limits as Arc<dyn Reloadable>,
             self.validation as Arc<dyn Reloadable>,
+            Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
         ]);
 
         RunningAgent {
@@ -260,6 +290,8 @@ impl BoundAgent {
             background,
             proxy_addr,
             metrics_addr,
+            audit: self.audit,
+            _audit_writer: self.audit_writer,
         }
     }
 }
@@ -274,6 +306,10 @@ pub struct RunningAgent {
     background: Vec<JoinHandle<()>>,
     proxy_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    audit: AuditLog,
+    /// The audit writer thread. It ends with the process; [`RunningAgent::stop`] waits for the
+    /// queue to empty instead of joining it, because request tasks may still hold handles.
+    _audit_writer: Option<AuditWriter>,
 }
 
 impl RunningAgent {
@@ -325,6 +361,12 @@ impl RunningAgent {
                     abort.abort();
                 }
             }
+        }
+        if !self.audit.drain(AUDIT_DRAIN_TIMEOUT).await {
+            tracing::warn!(
+                timeout_seconds = AUDIT_DRAIN_TIMEOUT.as_secs(),
+                "audit records still queued at shutdown, they are lost"
+            );
         }
         tracing::info!("agent stopped");
     }

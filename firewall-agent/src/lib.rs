@@ -4,17 +4,22 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bans;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod events;
 pub mod kernel;
 pub mod limits;
 pub mod network;
+pub mod oauth;
 pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod validation;
+pub mod threat;

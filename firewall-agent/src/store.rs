@@ -18,6 +18,10 @@ const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 /// Allowlist entries added at run time, by canonical address or range text; values are JSON
 /// [`AllowRecord`]s. Entries from the config file are not stored.
 const ALLOWLIST: TableDefinition<&str, &[u8]> = TableDefinition::new("allowlist");
+/// Offence history of sources banned by the threat engine, by canonical address text; values
+/// are JSON [`OffenceRecord`]s. Kept after the ban expires, so a repeat offender's next ban is
+/// longer.
+const OFFENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("offences");
 
 /// Origin of a ban: who or what applied it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,6 +105,15 @@ pub struct AllowRecord {
     pub created_at_ms: u64,
 }
 
+/// The ban history of one source, for escalating ban durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffenceRecord {
+    /// Bans applied to the source so far.
+    pub count: u32,
+    /// Time of the latest ban in milliseconds since the Unix epoch.
+    pub last_at_ms: u64,
+}
+
 /// Errors from the store. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -149,10 +162,11 @@ pub enum StoreError {
 }
 
 /// The ban store. Every call is a short blocking transaction; async callers run it through
-/// `tokio::task::spawn_blocking`.
+/// `tokio::task::spawn_blocking`. Clones share one open database.
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 impl fmt::Debug for Store {
@@ -182,19 +196,25 @@ impl Store {
         })?;
         let store = Self {
             path: path.to_owned(),
-            db,
+            db: std::sync::Arc::new(db),
         };
 
         // Create the table now, so that a read-only file fails here and reads never find it
         // missing.
         store.write(BANS, "create the bans table", |_| Ok(()))?;
         store.write(ALLOWLIST, "create the allowlist table", |_| Ok(()))?;
+        store.write(OFFENCES, "create the offences table", |_| Ok(()))?;
         Ok(store)
     }
 
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Returns the open database, for modules that keep their own tables in the same file.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Inserts or replaces the ban of `record.address`.
@@ -282,6 +302,58 @@ impl Store {
             .iter()
             .map(|(key, bytes)| self.decode(key, bytes))
             .collect()
+    }
+
+    /// Returns the offence history of `address`, if it has one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the read fails or the record does not decode.
+    pub fn get_offences(&self, address: IpNetwork) -> Result<Option<OffenceRecord>, StoreError> {
+        let key = address.to_string();
+        let bytes = self.read_table(OFFENCES, "read an offence history", |table| {
+            Ok(table.get(key.as_str())?.map(|value| value.value().to_vec()))
+        })?;
+        bytes.map(|bytes| self.decode(&key, &bytes)).transpose()
+    }
+
+    /// Inserts or replaces the offence history of `address`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transaction`] when the write fails.
+    pub fn put_offences(
+        &self,
+        address: IpNetwork,
+        record: &OffenceRecord,
+    ) -> Result<(), StoreError> {
+        self.put_json(OFFENCES, "write an offence history", &address.to_string(), record)
+    }
+
+    /// Removes offence histories whose latest ban is older than `before_ms` (milliseconds since
+    /// the Unix epoch). Returns the number removed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the read or write fails or a record does not decode.
+    pub fn forget_offences_before(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut stale = Vec::new();
+        for (key, bytes) in self.read_all(OFFENCES, "list offence histories")? {
+            let record: OffenceRecord = self.decode(&key, &bytes)?;
+            if record.last_at_ms < before_ms {
+                stale.push(key);
+            }
+        }
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.write(OFFENCES, "remove offence histories", |table| {
+            for key in &stale {
+                table.remove(key.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(stale.len())
     }
 
     fn read_all(

@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod netns;
 pub mod frames;
+pub mod tokens;

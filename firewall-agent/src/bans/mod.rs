@@ -5,12 +5,13 @@
 //! reached the kernel is always restored after a restart.
 
 mod active;
+pub mod escalation;
 pub mod events;
 pub mod memory;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::active::ActiveBans;
@@ -21,6 +22,7 @@ use crate::store::{AllowRecord, BanOrigin, BanRecord, Store, StoreError};
 use crate::telemetry::ErrorChain;
 use crate::telemetry::Metrics;
 
+pub use escalation::{BanChange, BanObserver, EscalatedBan, EscalationPolicy};
 pub use events::{EventSink, SecurityEvent, SecurityEventKind};
 
 /// Strike and ban durations, from the `[bans]` section.
@@ -113,6 +115,8 @@ pub struct BanManager {
     configured_allows: BTreeSet<IpNetwork>,
     /// Every allowlist entry: the configured ones and those stored at run time.
     allowlist: RwLock<BTreeSet<IpNetwork>>,
+    /// Hears of ban changes, such as the audit log.
+    observer: OnceLock<Arc<dyn BanObserver>>,
 }
 
 impl std::fmt::Debug for BanManager {
@@ -142,6 +146,19 @@ impl BanManager {
             active: RwLock::new(ActiveBans::default()),
             configured_allows: BTreeSet::new(),
             allowlist: RwLock::new(BTreeSet::new()),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer that hears of every later ban change. Only the first call takes
+    /// effect; returns whether this one did.
+    pub fn set_observer(&self, observer: Arc<dyn BanObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    fn notify(&self, change: BanChange, record: &BanRecord, offences: Option<u32>) {
+        if let Some(observer) = self.observer.get() {
+            observer.ban_changed(change, record, offences);
         }
     }
 
@@ -301,7 +318,19 @@ impl BanManager {
         reason: &str,
         now: SystemTime,
     ) -> Result<BanRecord, BanError> {
-        let address = address.into();
+        self.apply_counted_at(address.into(), ttl, origin, reason, now, None)
+    }
+
+    /// [`BanManager::apply_at`] that passes the source's earlier ban count to the observer.
+    fn apply_counted_at(
+        &self,
+        address: IpNetwork,
+        ttl: Option<Duration>,
+        origin: BanOrigin,
+        reason: &str,
+        now: SystemTime,
+        offences: Option<u32>,
+    ) -> Result<BanRecord, BanError> {
         validate_address(address)?;
         if let Some(allowlisted) = self.allowlisted_by(address) {
             return Err(BanError::Allowlisted {
@@ -312,11 +341,14 @@ impl BanManager {
         let now_ms = unix_ms(now);
         let expires_at_ms = ttl.map(|ttl| expiry_ms(now_ms, ttl)).transpose()?;
 
-        if let Some(existing) = self.store.get_ban(address)?
-            && !existing.is_expired(now_ms)
+        let existing = self
+            .store
+            .get_ban(address)?
+            .filter(|existing| !existing.is_expired(now_ms));
+        if let Some(existing) = existing.as_ref()
             && outlasts(existing.expires_at_ms, expires_at_ms)
         {
-            return Ok(existing);
+            return Ok(existing.clone());
         }
 
         let record = BanRecord {
@@ -342,6 +374,12 @@ impl BanManager {
             reason,
             "ban applied"
         );
+        let change = if existing.is_some() {
+            BanChange::Extended
+        } else {
+            BanChange::Applied
+        };
+        self.notify(change, &record, offences);
         Ok(record)
     }
 
@@ -361,6 +399,7 @@ impl BanManager {
             .map_err(|source| self.kernel_error(address, source))?;
         if let Some(record) = &removed {
             tracing::info!(%address, origin = record.origin.label(), "ban removed");
+            self.notify(BanChange::Lifted, record, None);
         }
         Ok(removed)
     }
@@ -485,6 +524,7 @@ impl BanManager {
                 .unban(address)
                 .map_err(|source| self.kernel_error(address, source))?;
             tracing::info!(%address, origin = record.origin.label(), "ban expired");
+            self.notify(BanChange::Expired, &record, None);
             removed += 1;
         }
 

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use super::ErrorChain;
 use crate::kernel::Blocklist;
 use crate::limits::LimitMetrics;
+use crate::threat::ThreatMetrics;
 use crate::proxy::RequestOutcome;
 use crate::store::BanOrigin;
 
@@ -60,6 +61,7 @@ pub struct Metrics {
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
     validation: Arc<crate::validation::ValidationMetrics>,
+    threat: Arc<ThreatMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
         let validation = Arc::new(crate::validation::ValidationMetrics::register(&mut registry));
+        let threat = Arc::new(ThreatMetrics::register(&mut registry));
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -117,6 +120,7 @@ impl Metrics {
             kernel_map_full,
             limits,
             validation,
+            threat,
         }
     }
 
@@ -128,6 +132,11 @@ impl Metrics {
     /// Returns the validation metrics.
     pub fn validation(&self) -> &Arc<crate::validation::ValidationMetrics> {
         &self.validation
+    }
+
+    /// Returns the threat engine's and the audit log's metrics.
+    pub fn threat(&self) -> &Arc<ThreatMetrics> {
+        &self.threat
     }
 
     /// Counts one insert rejected because the kernel map `map` was full.

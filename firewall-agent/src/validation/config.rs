@@ -72,6 +72,9 @@ pub struct OpenApiConfig {
     /// OpenAPI 3.0 or 3.1 document, YAML or JSON, relative to the working directory. No
     /// OpenAPI check runs when unset.
     pub file: Option<PathBuf>,
+    /// Path prefix the document's paths are relative to, such as `/api/v3` when its server URL
+    /// is `https://api.example/api/v3`. A request outside the prefix is undeclared.
+    pub base_path: Option<String>,
     /// Whether a request that breaks the document is rejected or only reported.
     pub mode: ValidationMode,
     /// What happens to undeclared paths and methods (`reject`, `report` or `pass`).

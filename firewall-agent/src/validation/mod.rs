@@ -40,10 +40,10 @@ use crate::config::Config;
 /// Error while compiling the validation settings.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A `[validation]` setting is invalid.
-    #[error("validation.{key} {problem}")]
+    /// A `[validation]` or `[openapi]` setting is invalid.
+    #[error("{key} {problem}")]
     Invalid {
-        /// The key under `[validation]`.
+        /// The key, with its section, such as `openapi.base_path`.
         key: &'static str,
         /// What is wrong.
         problem: String,
@@ -60,7 +60,10 @@ impl BuildError {
     /// Returns the config section the error belongs to.
     pub fn section(&self) -> &'static str {
         match self {
-            BuildError::Invalid { .. } => "validation",
+            BuildError::Invalid { key, .. } => {
+                let key: &'static str = key;
+                key.split('.').next().unwrap_or(key)
+            }
             BuildError::Route(_) => "routes",
             BuildError::OpenApi(_) => "openapi",
         }
@@ -139,6 +142,7 @@ struct RouteEntry {
 #[derive(Debug)]
 struct OpenApiPolicy {
     spec: OpenApiSpec,
+    base_path: Option<String>,
     mode: ValidationMode,
     undeclared: UndeclaredAction,
 }
@@ -163,7 +167,7 @@ impl Validation {
         let max_depth = config.validation.max_json_depth;
         if max_depth > MAX_DEPTH_CEILING {
             return Err(BuildError::Invalid {
-                key: "max_json_depth",
+                key: "validation.max_json_depth",
                 problem: format!("must be at most {MAX_DEPTH_CEILING}"),
             });
         }
@@ -178,9 +182,19 @@ impl Validation {
                 });
             }
         }
+        let base_path = config.openapi.base_path.clone();
+        if let Some(prefix) = &base_path {
+            if !prefix.starts_with('/') || prefix.ends_with('/') {
+                return Err(BuildError::Invalid {
+                    key: "openapi.base_path",
+                    problem: format!("`{prefix}` must start with `/` and not end with `/`"),
+                });
+            }
+        }
         let openapi = match &config.openapi.file {
             Some(file) => Some(OpenApiPolicy {
                 spec: OpenApiSpec::load(file)?,
+                base_path,
                 mode: config.openapi.mode,
                 undeclared: config.openapi.undeclared,
             }),
@@ -260,22 +274,6 @@ impl Validation {
 
     fn check_openapi(&self, policy: &OpenApiPolicy, request: &RequestView<'_>, json_parsed: &mut bool) -> Option<Finding> {
         let enforce = policy.mode == ValidationMode::Enforce;
-        let segments = match path::split_path(request.path) {
-            Ok(segments) => segments,
-            Err(_) => {
-                return Some(Finding {
-                    source: Source::OpenApi,
-                    label: None,
-                    violation: Violation::new(
-                        ViolationKind::Encoding,
-                        StatusCode::BAD_REQUEST,
-                        "request path is not valid percent-encoded UTF-8",
-                    ),
-                    enforced: enforce,
-                });
-            }
-        };
-
         let undeclared = |violation: Violation| match policy.undeclared {
             UndeclaredAction::Pass => None,
             UndeclaredAction::Report | UndeclaredAction::Reject => Some(Finding {
@@ -285,12 +283,40 @@ impl Validation {
                 enforced: policy.undeclared == UndeclaredAction::Reject,
             }),
         };
-        match policy.spec.find(request.method, &segments) {
-            OperationMatch::NotFound => undeclared(Violation::new(
+        let not_found = || {
+            Violation::new(
                 ViolationKind::UndeclaredPath,
                 StatusCode::NOT_FOUND,
                 "no operation of the API is declared at this path",
-            )),
+            )
+        };
+
+        let relative = match &policy.base_path {
+            None => Some(request.path),
+            Some(prefix) => request
+                .path
+                .strip_prefix(prefix.as_str())
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                .map(|rest| if rest.is_empty() { "/" } else { rest }),
+        };
+        let Some(relative) = relative else {
+            return undeclared(not_found());
+        };
+        let Ok(segments) = path::split_path(relative) else {
+            return Some(Finding {
+                source: Source::OpenApi,
+                label: None,
+                violation: Violation::new(
+                    ViolationKind::Encoding,
+                    StatusCode::BAD_REQUEST,
+                    "request path is not valid percent-encoded UTF-8",
+                ),
+                enforced: enforce,
+            });
+        };
+
+        match policy.spec.find(request.method, &segments) {
+            OperationMatch::NotFound => undeclared(not_found()),
             OperationMatch::MethodNotAllowed { allowed } => {
                 undeclared(Violation::method_not_allowed(request.method, allowed))
             }

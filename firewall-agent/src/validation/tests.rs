@@ -338,6 +338,21 @@ fn openapi_undeclared_can_pass_or_report() {
 }
 
 #[test]
+fn openapi_base_path_prefixes_declared_paths() {
+    let fixture = petstore("base_path = \"/api/v3\"\n");
+
+    let inside = check(&fixture, &request(Method::GET, "/api/v3/pet/10", b""));
+    let invalid = check(&fixture, &request(Method::GET, "/api/v3/pet/ten", b""));
+    let bare = check(&fixture, &request(Method::GET, "/pet/10", b""));
+    let lookalike = check(&fixture, &request(Method::GET, "/api/v3x/pet/10", b""));
+
+    assert!(inside.findings.is_empty(), "{:?}", inside.findings);
+    assert_eq!(rejection_status(&invalid), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(rejection_status(&bare), Some(StatusCode::NOT_FOUND));
+    assert_eq!(rejection_status(&lookalike), Some(StatusCode::NOT_FOUND));
+}
+
+#[test]
 fn openapi_report_mode_passes_schema_violations() {
     let fixture = petstore("mode = \"report\"\n");
 
@@ -423,6 +438,7 @@ fn build_rejects_bad_settings() {
         "[[routes]]\npath = \"/a\"\n[routes.validation]\nrich_text = [\"bio\"]\n",
         "[[routes]]\npath = \"/a\"\n[routes.validation]\nmax_body_bytes = 0\n",
         "[openapi]\nfile = \"/nonexistent/openapi.yaml\"\n",
+        "[openapi]\nbase_path = \"api/\"\n",
     ];
 
     for text in cases {

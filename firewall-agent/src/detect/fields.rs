@@ -1,0 +1,325 @@
+//! Splitting a request into the named fields that detectors inspect.
+
+use http::{HeaderMap, HeaderName};
+use serde_json::Value;
+
+use super::normalise::FieldEncoding;
+
+/// Most fields taken from one request. Fields past it are not inspected, so the work per
+/// request stays bounded; the request still gets its score from the first ones.
+pub const MAX_FIELDS: usize = 1024;
+
+/// Deepest JSON nesting walked. Deeper values are not inspected.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Longest field name kept, in characters. Keys are attacker-controlled and can be long.
+const MAX_NAME_CHARS: usize = 64;
+
+/// Where in the request a field comes from. Some detectors only apply to some kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    /// The request path.
+    Path,
+    /// A query key or value.
+    Query,
+    /// A cookie name or value.
+    Cookie,
+    /// A header value.
+    Header,
+    /// A key or value of a form, multipart or JSON body.
+    Body,
+    /// A whole body of a type that is not parsed, such as XML or plain text.
+    RawBody,
+}
+
+/// One named field of a request, as raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Name used in findings and exclusions: `path`, `query:KEY`, `cookie:NAME`,
+    /// `header:NAME`, `body:KEY` (form), `multipart:NAME`, `json:PATH` or `body`.
+    pub name: String,
+    /// Raw bytes, still encoded.
+    pub raw: Vec<u8>,
+    /// How the bytes are encoded.
+    pub encoding: FieldEncoding,
+    /// Where the field comes from.
+    pub kind: FieldKind,
+}
+
+/// The fields of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFields {
+    fields: Vec<Field>,
+}
+
+impl RequestFields {
+    /// Iterates over the fields.
+    pub fn iter(&self) -> impl Iterator<Item = &Field> {
+        self.fields.iter()
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Adds a field unless the cap is reached.
+    fn push(&mut self, name: String, raw: &[u8], encoding: FieldEncoding, kind: FieldKind) {
+        if self.fields.len() < MAX_FIELDS && !raw.is_empty() {
+            self.fields.push(Field {
+                name,
+                raw: raw.to_vec(),
+                encoding,
+                kind,
+            });
+        }
+    }
+}
+
+/// The parts of a request that fields are taken from.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestParts<'a> {
+    /// The path, still percent-encoded.
+    pub path: &'a str,
+    /// The query without `?`, still percent-encoded.
+    pub query: Option<&'a str>,
+    /// All headers.
+    pub headers: &'a HeaderMap,
+    /// Headers whose values are inspected, besides `Cookie`.
+    pub inspected_headers: &'a [HeaderName],
+    /// The buffered body.
+    pub body: &'a [u8],
+}
+
+/// Splits a request into fields: the path, every query key and value, every cookie name and
+/// value, the inspected headers, and the body by its content type.
+pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
+    let mut fields = RequestFields::default();
+    fields.push("path".into(), parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
+    if let Some(query) = parts.query {
+        push_form_pairs(&mut fields, query.as_bytes(), "query", FieldKind::Query);
+    }
+    for cookie_header in parts.headers.get_all(http::header::COOKIE) {
+        push_cookies(&mut fields, cookie_header.as_bytes());
+    }
+    for name in parts.inspected_headers {
+        for value in parts.headers.get_all(name) {
+            fields.push(
+                format!("header:{}", name.as_str()),
+                value.as_bytes(),
+                FieldEncoding::Plain,
+                FieldKind::Header,
+            );
+        }
+    }
+    push_body(&mut fields, parts.headers, parts.body);
+    fields
+}
+
+fn push_form_pairs(fields: &mut RequestFields, raw: &[u8], prefix: &str, kind: FieldKind) {
+    for pair in raw.split(|byte| *byte == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = match pair.iter().position(|byte| *byte == b'=') {
+            Some(index) => (&pair[..index], &pair[index + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        let name = format!("{prefix}:{}", display_name(key));
+        fields.push(name.clone(), key, FieldEncoding::Form, kind);
+        fields.push(name, value, FieldEncoding::Form, kind);
+    }
+}
+
+fn push_cookies(fields: &mut RequestFields, header: &[u8]) {
+    for cookie in header.split(|byte| *byte == b';') {
+        let cookie = cookie.trim_ascii();
+        let (name, value) = match cookie.iter().position(|byte| *byte == b'=') {
+            Some(index) => (&cookie[..index], &cookie[index + 1..]),
+            None => (cookie, &cookie[cookie.len()..]),
+        };
+        let field = format!("cookie:{}", display_name(name));
+        fields.push(field.clone(), name, FieldEncoding::Plain, FieldKind::Cookie);
+        fields.push(field, value, FieldEncoding::Plain, FieldKind::Cookie);
+    }
+}
+
+/// A short, printable form of a raw key for field names: percent-decoded once and cut to
+/// [`MAX_NAME_CHARS`].
+fn display_name(raw: &[u8]) -> String {
+    let decoded = super::normalise::normalise(raw, FieldEncoding::Form);
+    decoded
+        .folded
+        .chars()
+        .filter(|character| !character.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect()
+}
+
+fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
+    if body.is_empty() {
+        return;
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+
+    if essence == "application/x-www-form-urlencoded" || (essence.is_empty() && looks_like_form(body))
+    {
+        push_form_pairs(fields, body, "body", FieldKind::Body);
+    } else if essence == "application/json" || essence.ends_with("+json") {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value) => push_json(fields, &value),
+            Err(_) => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
+        }
+    } else if essence == "multipart/form-data" {
+        match multipart_boundary(&content_type) {
+            Some(boundary) => push_multipart(fields, body, boundary.as_bytes()),
+            None => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
+        }
+    } else {
+        fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
+    }
+}
+
+/// Whether a body without a content type reads as `key=value&key=value`, as many clients send
+/// forms without saying so.
+fn looks_like_form(body: &[u8]) -> bool {
+    let Some(first) = body.split(|byte| *byte == b'&').next() else {
+        return false;
+    };
+    match first.iter().position(|byte| *byte == b'=') {
+        Some(index) => first[..index]
+            .iter()
+            .all(|byte| !byte.is_ascii_whitespace() && !byte.is_ascii_control()),
+        None => false,
+    }
+}
+
+/// Walks a JSON document without recursion: every object key and every string value becomes a
+/// field named by its path, such as `json:user.emails.0`.
+fn push_json(fields: &mut RequestFields, root: &Value) {
+    let mut stack: Vec<(&Value, String, usize)> = vec![(root, String::new(), 0)];
+    while let Some((value, path, depth)) = stack.pop() {
+        match value {
+            Value::String(text) => {
+                fields.push(json_name(&path), text.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+            }
+            Value::Object(map) if depth < MAX_JSON_DEPTH => {
+                for (key, child) in map {
+                    let child_path = join_path(&path, key);
+                    fields.push(json_name(&child_path), key.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+                    stack.push((child, child_path, depth + 1));
+                }
+            }
+            Value::Array(items) if depth < MAX_JSON_DEPTH => {
+                for (index, child) in items.iter().enumerate() {
+                    stack.push((child, join_path(&path, &index.to_string()), depth + 1));
+                }
+            }
+            // NOTE: values nested deeper than MAX_JSON_DEPTH are not inspected; serde_json
+            // itself rejects documents nested deeper than 128 levels.
+            _ => {}
+        }
+        if fields.len() >= MAX_FIELDS {
+            return;
+        }
+    }
+}
+
+fn join_path(path: &str, key: &str) -> String {
+    let key: String = key.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS).collect();
+    if path.is_empty() {
+        key
+    } else if path.len() > MAX_NAME_CHARS * 2 {
+        path.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn json_name(path: &str) -> String {
+    format!("json:{path}")
+}
+
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        (name.trim() == "boundary").then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// Takes the fields of a multipart body: each part's name, its file name, and the value of
+/// parts that carry no file.
+fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+
+    for part in split_bytes(body, &delimiter).skip(1) {
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        if part.starts_with(b"--") {
+            break;
+        }
+        let Some(header_end) = find_bytes(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&part[..header_end]).to_ascii_lowercase();
+        let content = &part[header_end + 4..];
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+
+        let name = disposition_parameter(&head, "name").unwrap_or_default();
+        let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
+        fields.push(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        match disposition_parameter(&head, "filename") {
+            // NOTE: file contents are not inspected; only their names are.
+            Some(file_name) => fields.push(
+                format!("{field}:filename"),
+                file_name.as_bytes(),
+                FieldEncoding::Plain,
+                FieldKind::Body,
+            ),
+            None => fields.push(field, content, FieldEncoding::Plain, FieldKind::Body),
+        }
+    }
+}
+
+fn disposition_parameter(head: &str, parameter: &str) -> Option<String> {
+    let line = head
+        .lines()
+        .find(|line| line.starts_with("content-disposition:"))?;
+    line.split(';').skip(1).find_map(|item| {
+        let (name, value) = item.split_once('=')?;
+        (name.trim() == parameter).then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn split_bytes<'a>(haystack: &'a [u8], delimiter: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = Some(haystack);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match find_bytes(current, delimiter) {
+            Some(index) => {
+                rest = Some(&current[index + delimiter.len()..]);
+                Some(&current[..index])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}

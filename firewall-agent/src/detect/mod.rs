@@ -1,0 +1,202 @@
+//! Per-request threat detection: normalisation, detectors and the anomaly score.
+//!
+//! A request is split into fields (path, query keys and values, cookies, selected headers and
+//! the keys and values of form, multipart and JSON bodies). Each field is normalised, then every
+//! detector runs on it. A hit is a [`Finding`] with a rule id, a family, a severity and the
+//! field's name. Severities carry weights in the manner of the OWASP Core Rule Set (critical 5,
+//! error 4, warning 3, notice 2), and the request's anomaly score is the sum of the weights of
+//! the distinct rules that matched.
+
+mod fields;
+pub mod normalise;
+mod shell;
+mod signatures;
+mod sqli;
+mod xss;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use fields::{Field, FieldKind, RequestFields, RequestParts, extract_fields};
+use normalise::{FieldEncoding, Normalised, normalise};
+
+/// Attack family of a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// SQL injection.
+    Sqli,
+    /// Cross-site scripting.
+    Xss,
+    /// Path traversal and local file inclusion.
+    Lfi,
+    /// Remote file inclusion and server-side request forgery.
+    Rfi,
+    /// OS command injection.
+    Rce,
+    /// Server-side template injection and other generic code injection.
+    Ssti,
+    /// PHP code injection.
+    Php,
+    /// Java code injection and gadget markers.
+    Java,
+    /// Serialized objects that unsafe deserializers turn into code.
+    Deserialization,
+    /// Protocol anomalies: overlong UTF-8, NUL bytes, header injection.
+    Protocol,
+}
+
+impl Family {
+    /// Label used in config, events and metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Family::Sqli => "sqli",
+            Family::Xss => "xss",
+            Family::Lfi => "lfi",
+            Family::Rfi => "rfi",
+            Family::Rce => "rce",
+            Family::Ssti => "ssti",
+            Family::Php => "php",
+            Family::Java => "java",
+            Family::Deserialization => "deserialization",
+            Family::Protocol => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Severity of a finding, weighted as the OWASP Core Rule Set weights its anomaly scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// Weight 2.
+    Notice,
+    /// Weight 3.
+    Warning,
+    /// Weight 4.
+    Error,
+    /// Weight 5: enough on its own to reach the default request threshold.
+    Critical,
+}
+
+impl Severity {
+    /// Weight added to the anomaly score.
+    pub const fn weight(self) -> u32 {
+        match self {
+            Severity::Notice => 2,
+            Severity::Warning => 3,
+            Severity::Error => 4,
+            Severity::Critical => 5,
+        }
+    }
+
+    /// Label used in events.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Severity::Notice => "notice",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A detection rule: its id (stable, used in config exclusions and events), family and
+/// severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// Stable identifier, such as `sqli-tautology`.
+    pub id: &'static str,
+    /// Attack family.
+    pub family: Family,
+    /// Severity.
+    pub severity: Severity,
+}
+
+/// One detector hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The rule that matched.
+    pub rule: Rule,
+    /// Name of the field it matched in, such as `query:id` or `json:user.name`.
+    pub field: String,
+    /// The normalised field value, truncated to [`EXCERPT_CHARS`] characters. It is not
+    /// redacted here: callers redact before writing it anywhere.
+    pub excerpt: String,
+}
+
+/// Longest excerpt of a field value kept in a finding, in characters.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// Most findings kept per request. A request with more is an attack either way, and the cap
+/// bounds the work of writing events.
+pub const MAX_FINDINGS: usize = 32;
+
+/// Runs every detector over one normalised value and collects the rules that matched.
+pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+    signatures::detect_anomalies(value, hits);
+    if value.folded.is_empty() {
+        return;
+    }
+    sqli::detect(&value.folded, kind, hits);
+    xss::detect(&value.folded, hits);
+    signatures::detect(value, kind, hits);
+}
+
+/// Normalises `raw` and runs every detector over it.
+pub fn inspect_value(raw: &[u8], encoding: FieldEncoding, kind: FieldKind) -> Vec<Rule> {
+    let value = normalise(raw, encoding);
+    let mut hits = Vec::new();
+    detect_value(&value, kind, &mut hits);
+    hits.sort_by_key(|rule| rule.id);
+    hits.dedup_by_key(|rule| rule.id);
+    hits
+}
+
+/// Inspects every field of a request and returns the findings, at most [`MAX_FINDINGS`], one
+/// per rule and field.
+pub fn inspect_fields(fields: &RequestFields) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut hits = Vec::new();
+    for field in fields.iter() {
+        hits.clear();
+        let value = normalise(&field.raw, field.encoding);
+        detect_value(&value, field.kind, &mut hits);
+        for rule in hits.drain(..) {
+            let duplicate = findings
+                .iter()
+                .any(|finding| finding.rule.id == rule.id && finding.field == field.name);
+            if duplicate {
+                continue;
+            }
+            if findings.len() == MAX_FINDINGS {
+                return findings;
+            }
+            findings.push(Finding {
+                rule,
+                field: field.name.clone(),
+                excerpt: value.folded.chars().take(EXCERPT_CHARS).collect(),
+            });
+        }
+    }
+    findings
+}
+
+/// Sums the anomaly score of `findings`: the weight of each distinct rule once, however many
+/// fields it matched in.
+pub fn anomaly_score<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> u32 {
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut score = 0;
+    for finding in findings {
+        if !seen.contains(&finding.rule.id) {
+            seen.push(finding.rule.id);
+            score += finding.rule.severity.weight();
+        }
+    }
+    score
+}

@@ -1,0 +1,319 @@
+//! Normalisation of one request field before detection.
+//!
+//! Attackers hide payloads behind encodings that the application, a framework or a browser
+//! undoes later: percent-encoding applied twice, HTML entities, full-width Unicode forms, mixed
+//! case, NUL bytes between letters and overlong UTF-8. Detectors only ever see the result of
+//! undoing all of them, so one signature covers every spelling.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Maximum number of percent-decoding rounds. Three rounds undo triple encoding, which is more
+/// than any real client sends; a fourth round would only feed an attacker's nesting.
+pub const MAX_DECODE_ROUNDS: usize = 3;
+
+/// Maximum number of HTML entity decoding rounds, so that `&amp;lt;` becomes `<`.
+const MAX_ENTITY_ROUNDS: usize = 2;
+
+/// Longest entity name or number accepted between `&` and `;`.
+const MAX_ENTITY_CHARS: usize = 10;
+
+/// How a field's raw bytes are encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldEncoding {
+    /// A query or form value, where `+` stands for a space.
+    Form,
+    /// Anything else: a path, a header, a cookie or a JSON string.
+    Plain,
+}
+
+/// Encoding anomalies met while normalising. Each becomes a finding of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anomalies {
+    /// An overlong UTF-8 sequence, such as `C0 AF` for `/`. No conforming encoder writes one,
+    /// so it is only ever an attempt to slip a character past a filter.
+    pub overlong_utf8: bool,
+    /// A NUL byte, a classic way to end a string early in C-based code.
+    pub nul_byte: bool,
+    /// A control byte other than tab, line feed and carriage return.
+    pub control_byte: bool,
+    /// Percent-encoding still left after [`MAX_DECODE_ROUNDS`] rounds.
+    pub deep_encoding: bool,
+}
+
+/// One field after normalisation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Normalised {
+    /// The decoded text after NFKC, with its case kept. Some detectors need the case, such as
+    /// the one that looks for Base64-encoded gadget names.
+    pub cased: String,
+    /// `cased` after lowercasing. Most detectors match on this.
+    pub folded: String,
+    /// Anomalies met on the way.
+    pub anomalies: Anomalies,
+}
+
+/// Normalises the raw bytes of one field.
+///
+/// The steps run in this order: `+` to space (form values only), percent-decoding until
+/// nothing changes or [`MAX_DECODE_ROUNDS`] rounds, overlong UTF-8 decoding (flagged), UTF-8
+/// decoding with invalid bytes replaced, HTML entity decoding, NUL removal, control bytes to
+/// spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
+/// in bounded time on any input.
+pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
+    let mut anomalies = Anomalies::default();
+
+    let mut bytes: Vec<u8> = raw.to_vec();
+    if encoding == FieldEncoding::Form {
+        for byte in &mut bytes {
+            if *byte == b'+' {
+                *byte = b' ';
+            }
+        }
+    }
+
+    for _ in 0..MAX_DECODE_ROUNDS {
+        match percent_decode(&bytes) {
+            Some(decoded) => bytes = decoded,
+            None => break,
+        }
+    }
+    if percent_decode(&bytes).is_some() {
+        anomalies.deep_encoding = true;
+    }
+
+    let bytes = decode_overlong(&bytes, &mut anomalies);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+
+    for _ in 0..MAX_ENTITY_ROUNDS {
+        match decode_entities(&text) {
+            Some(decoded) => text = decoded,
+            None => break,
+        }
+    }
+
+    let text = replace_controls(&text, &mut anomalies);
+    let cased: String = text.nfkc().collect();
+    let folded = cased.to_lowercase();
+    Normalised {
+        cased,
+        folded,
+        anomalies,
+    }
+}
+
+/// Decodes `%XX` and `%uXXXX` escapes once. Returns `None` when there was nothing to decode.
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    if !input.contains(&b'%') {
+        return None;
+    }
+
+    let mut output = Vec::with_capacity(input.len());
+    let mut changed = false;
+    let mut index = 0;
+    while index < input.len() {
+        let byte = input[index];
+        if byte == b'%' {
+            if let Some(value) = hex_pair(input, index + 1) {
+                output.push(value);
+                index += 3;
+                changed = true;
+                continue;
+            }
+            if let Some(code_point) = percent_u(input, index + 1) {
+                let mut buffer = [0u8; 4];
+                output.extend_from_slice(code_point.encode_utf8(&mut buffer).as_bytes());
+                index += 6;
+                changed = true;
+                continue;
+            }
+        }
+        output.push(byte);
+        index += 1;
+    }
+    changed.then_some(output)
+}
+
+/// Reads two hex digits at `index`.
+fn hex_pair(input: &[u8], index: usize) -> Option<u8> {
+    let high = hex_value(*input.get(index)?)?;
+    let low = hex_value(*input.get(index + 1)?)?;
+    Some(high << 4 | low)
+}
+
+/// Reads the IIS-style `uXXXX` escape at `index`, as in `%u003c`.
+fn percent_u(input: &[u8], index: usize) -> Option<char> {
+    if !matches!(input.get(index), Some(b'u' | b'U')) {
+        return None;
+    }
+    let high = hex_pair(input, index + 1)?;
+    let low = hex_pair(input, index + 3)?;
+    char::from_u32(u32::from(high) << 8 | u32::from(low))
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Replaces overlong two- and three-byte UTF-8 sequences with the character they spell, and
+/// flags them. Lenient decoders once accepted `C0 AF` as `/`, so detectors must see the `/`.
+fn decode_overlong(input: &[u8], anomalies: &mut Anomalies) -> Vec<u8> {
+    let mut output = Vec::with_capacity(input.len());
+    let mut index = 0;
+    while index < input.len() {
+        let lead = input[index];
+        let next = input.get(index + 1).copied().unwrap_or(0);
+        let third = input.get(index + 2).copied().unwrap_or(0);
+        if matches!(lead, 0xC0 | 0xC1) && is_continuation(next) {
+            anomalies.overlong_utf8 = true;
+            output.push(((lead & 0x1F) << 6) | (next & 0x3F));
+            index += 2;
+            continue;
+        }
+        if lead == 0xE0 && (0x80..=0x9F).contains(&next) && is_continuation(third) {
+            anomalies.overlong_utf8 = true;
+            let code_point =
+                (u32::from(next & 0x3F) << 6) | u32::from(third & 0x3F);
+            let character = char::from_u32(code_point).unwrap_or(char::REPLACEMENT_CHARACTER);
+            let mut buffer = [0u8; 4];
+            output.extend_from_slice(character.encode_utf8(&mut buffer).as_bytes());
+            index += 3;
+            continue;
+        }
+        if lead == 0xF0 && (0x80..=0x8F).contains(&next) {
+            anomalies.overlong_utf8 = true;
+        }
+        output.push(lead);
+        index += 1;
+    }
+    output
+}
+
+fn is_continuation(byte: u8) -> bool {
+    byte & 0xC0 == 0x80
+}
+
+/// Decodes numeric (`&#60;`, `&#x3c;`) and common named HTML entities once, with or without
+/// the closing `;` as browsers do. Returns `None` when there was nothing to decode.
+fn decode_entities(input: &str) -> Option<String> {
+    if !input.contains('&') {
+        return None;
+    }
+
+    let mut output = String::with_capacity(input.len());
+    let mut changed = false;
+    let mut rest = input;
+    while let Some(position) = rest.find('&') {
+        output.push_str(&rest[..position]);
+        rest = &rest[position..];
+        match decode_entity(rest) {
+            Some((character, consumed)) => {
+                output.push(character);
+                rest = &rest[consumed..];
+                changed = true;
+            }
+            None => {
+                output.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    output.push_str(rest);
+    changed.then_some(output)
+}
+
+/// Decodes the entity at the start of `input` (which starts with `&`). Returns the character
+/// and the number of bytes the entity took.
+fn decode_entity(input: &str) -> Option<(char, usize)> {
+    let body = &input[1..];
+    if let Some(number) = body.strip_prefix('#') {
+        let (digits, radix, prefix) = match number.strip_prefix(['x', 'X']) {
+            Some(hex) => (hex, 16, 2),
+            None => (number, 10, 1),
+        };
+        let length = digits
+            .bytes()
+            .take(MAX_ENTITY_CHARS)
+            .take_while(|byte| (*byte as char).is_digit(radix))
+            .count();
+        if length == 0 {
+            return None;
+        }
+        let value = u32::from_str_radix(&digits[..length], radix).ok()?;
+        let character = char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER);
+        let semicolon = usize::from(digits[length..].starts_with(';'));
+        return Some((character, 1 + prefix + length + semicolon));
+    }
+
+    let length = body
+        .bytes()
+        .take(MAX_ENTITY_CHARS)
+        .take_while(u8::is_ascii_alphanumeric)
+        .count();
+    let character = named_entity(&body[..length].to_ascii_lowercase())?;
+    let semicolon = usize::from(body[length..].starts_with(';'));
+    Some((character, 1 + length + semicolon))
+}
+
+/// The named entities that matter for injection: markup, quotes, separators and the
+/// whitespace that browsers strip inside URLs.
+fn named_entity(name: &str) -> Option<char> {
+    let character = match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "colon" => ':',
+        "semi" => ';',
+        "comma" => ',',
+        "period" => '.',
+        "sol" => '/',
+        "bsol" => '\\',
+        "lpar" => '(',
+        "rpar" => ')',
+        "lsqb" | "lbrack" => '[',
+        "rsqb" | "rbrack" => ']',
+        "lcub" | "lbrace" => '{',
+        "rcub" | "rbrace" => '}',
+        "equals" => '=',
+        "plus" => '+',
+        "excl" => '!',
+        "num" => '#',
+        "dollar" => '$',
+        "percnt" => '%',
+        "grave" => '`',
+        "tab" => '\t',
+        "newline" => '\n',
+        _ => return None,
+    };
+    Some(character)
+}
+
+/// Removes NUL characters and turns other control characters into spaces, flagging both. Tab,
+/// line feed and carriage return are kept, because detectors of header injection and shell
+/// command separators need them.
+fn replace_controls(input: &str, anomalies: &mut Anomalies) -> String {
+    if !input.chars().any(char::is_control) {
+        return input.to_owned();
+    }
+
+    let mut output = String::with_capacity(input.len());
+    for character in input.chars() {
+        match character {
+            '\0' => anomalies.nul_byte = true,
+            '\t' | '\n' | '\r' => output.push(character),
+            _ if character.is_control() => {
+                anomalies.control_byte = true;
+                output.push(' ');
+            }
+            _ => output.push(character),
+        }
+    }
+    output
+}

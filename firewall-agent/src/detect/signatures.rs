@@ -1,0 +1,387 @@
+//! Signature detectors for the families that have a fixed vocabulary: path traversal and local
+//! file inclusion, remote file inclusion and request forgery, OS command injection, template
+//! injection, PHP, Java and serialized gadgets, and protocol anomalies.
+//!
+//! The patterns run on the normalised, lowercased value, so they are written in lowercase and
+//! need no encoding variants. Patterns that would match ordinary words require the context an
+//! attack needs, such as a shell separator before a command name or an operator inside a
+//! template expression.
+
+use std::sync::LazyLock;
+
+use regex::{Regex, RegexSet};
+
+use super::normalise::Normalised;
+use super::{Family, FieldKind, Rule, Severity};
+
+const fn rule(id: &'static str, family: Family, severity: Severity) -> Rule {
+    Rule {
+        id,
+        family,
+        severity,
+    }
+}
+
+const OVERLONG_UTF8: Rule = rule("protocol-overlong-utf8", Family::Protocol, Severity::Critical);
+const NUL_BYTE: Rule = rule("protocol-nul-byte", Family::Protocol, Severity::Critical);
+const CONTROL_BYTE: Rule = rule("protocol-control-byte", Family::Protocol, Severity::Notice);
+const DEEP_ENCODING: Rule = rule("protocol-deep-encoding", Family::Protocol, Severity::Error);
+const HEADER_INJECTION: Rule =
+    rule("protocol-header-injection", Family::Protocol, Severity::Critical);
+const TRAVERSAL: Rule = rule("lfi-traversal", Family::Lfi, Severity::Critical);
+const SINGLE_TRAVERSAL: Rule = rule("lfi-traversal-single", Family::Lfi, Severity::Notice);
+const RESTRICTED_FILE: Rule = rule("lfi-restricted-file", Family::Lfi, Severity::Critical);
+const BASE64_GADGET: Rule = rule("java-base64-gadget", Family::Java, Severity::Critical);
+
+/// Signatures matched together in one pass: pattern and rule.
+static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
+    use Family::*;
+    use Severity::*;
+    let table: Vec<(&str, Rule)> = vec![
+        // Sensitive files of Unix and Windows systems and web servers.
+        (
+            concat!(
+                r"(?:^|[/\\=\s:;,'\x22(])(?:etc/(?:passwd|shadow|group|hosts|issue|master\.passwd|sudoers|crontab|",
+                r"profile|fstab|resolv\.conf|motd|hostname|security/|mysql/|httpd/|apache2?/|nginx/|ssh/|pam\.d)",
+                r"|proc/(?:self|\d+)/|windows/(?:win\.ini|system\.ini|system32|repair)|boot\.ini|win\.ini|",
+                r"system32/|winnt/|inetpub/|var/log/|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
+                r"\.htpasswd|web\.config|web-inf/|meta-inf/|wp-config\.php|\.git/|\.svn/|\.aws/|\.docker/|\.kube/)"
+            ),
+            rule("lfi-sensitive-file", Lfi, Critical),
+        ),
+        (r"(?:^|/)\.env(?:$|[./])", rule("lfi-sensitive-file", Lfi, Critical)),
+        // Stream wrappers that read local files or run code.
+        (
+            r"\b(?:php|phar|zip|expect|glob|zlib|compress\.zlib|rar|ogg|ssh2|jar|netdoc)://",
+            rule("lfi-stream-wrapper", Lfi, Critical),
+        ),
+        (r"\bfile:/{1,3}[a-z/.]", rule("lfi-file-url", Lfi, Critical)),
+        // Request forgery towards cloud metadata services, and schemes only attacks use.
+        (
+            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure)",
+            rule("rfi-metadata-address", Rfi, Critical),
+        ),
+        (r"\b(?:gopher|dict|ldap|tftp)://", rule("rfi-scheme", Rfi, Critical)),
+        // A URL whose host is an IP address, or which ends in `?` to cut off an appended path.
+        (
+            r"(?:https?|ftps?)://(?:[^/@\s]*@)?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+            rule("rfi-ip-url", Rfi, Warning),
+        ),
+        (r"^(?:https?|ftps?)://\S+\?+$", rule("rfi-trailing-question-mark", Rfi, Critical)),
+        // Shell syntax that only command injection uses.
+        (r"\$\{?ifs\b", rule("rce-shell-syntax", Rce, Critical)),
+        (r"\(\s*\)\s*\{", rule("rce-shellshock", Rce, Critical)),
+        (r"/dev/(?:tcp|udp)/", rule("rce-shell-syntax", Rce, Critical)),
+        (r"\{[a-z]{2,},[^}\s]*\}", rule("rce-brace-expansion", Rce, Warning)),
+        (
+            concat!(
+                r"\b(?:invoke-(?:expression|webrequest|command|restmethod|item|wmimethod|shellcode)|iex\s*\(|",
+                r"new-object\s+(?:-\w+\s+)?(?:system\.)?net\.webclient|downloadstring|downloadfile|",
+                r"start-process|get-(?:content|childitem|process|wmiobject|itemproperty)\b|",
+                r"set-(?:content|executionpolicy|itemproperty)\b|add-type\b|out-file\b|remove-item\b|",
+                r"-encodedcommand|-executionpolicy|-windowstyle\s+hidden)"
+            ),
+            rule("rce-powershell", Rce, Critical),
+        ),
+        (
+            r"(?:%comspec%|cmd(?:\.exe)?\s+/[ck]\b|%systemroot%|%windir%|\bfor\s+/f\b|%errorlevel%)",
+            rule("rce-windows-shell", Rce, Critical),
+        ),
+        // Template expressions with an operator, call or attribute access inside.
+        (
+            concat!(
+                r"\{\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|__|\(|\[|\bconfig\b|\bself\b|request\.|lipsum|cycler|",
+                r"joiner|namespace|\|\s*(?:attr|safe|e|join|map))"
+            ),
+            rule("ssti-expression", Ssti, Critical),
+        ),
+        (
+            r"[$#*@]\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|\(|\.getclass|\bt\s*\(|java\.|new\s|\[|@)",
+            rule("ssti-expression", Ssti, Critical),
+        ),
+        (r"<%=?.{0,200}?%>", rule("ssti-expression", Ssti, Critical)),
+        (r"\[%.{0,200}?%\]", rule("ssti-expression", Ssti, Critical)),
+        (
+            r"\{%\s*(?:if|for|import|include|set|debug|load|extends|macro|print|with|raw)\b",
+            rule("ssti-statement", Ssti, Critical),
+        ),
+        // Code injection into Node.js and prototype pollution.
+        (
+            r"__proto__|constructor\s*(?:\.\s*prototype|\[\s*['\x22`]?prototype)",
+            rule("ssti-prototype-pollution", Ssti, Critical),
+        ),
+        (
+            concat!(
+                r"require\s*\(\s*['\x22`]?(?:child_process|fs|os|net|vm|http|process)\b|child_process|",
+                r"process\s*\.\s*(?:mainmodule|binding|env\b|exit|kill|dlopen)|global\s*\.\s*process|",
+                r"constructor\s*\.\s*constructor|constructor\s*\(\s*['\x22`]return|_\$\$nd_func\$\$_|",
+                r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*\("
+            ),
+            rule("ssti-nodejs-injection", Ssti, Critical),
+        ),
+        // PHP.
+        (r"<\?(?:php\b|=)", rule("php-open-tag", Php, Critical)),
+        (
+            r"\$_(?:get|post|request|cookie|server|env|files|session|globals)\b",
+            rule("php-superglobal", Php, Critical),
+        ),
+        (
+            concat!(
+                r"\b(?:passthru|shell_exec|proc_open|popen|pcntl_exec|phpinfo|base64_decode|gzinflate|",
+                r"gzuncompress|str_rot13|file_get_contents|file_put_contents|create_function|",
+                r"call_user_func(?:_array)?|highlight_file|show_source|unserialize|move_uploaded_file|",
+                r"preg_replace|assert|eval|array_map|posix_\w+)\s*(?:/\*.*?\*/\s*)*\(",
+            ),
+            rule("php-function", Php, Critical),
+        ),
+        (
+            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r)\(",
+            rule("php-function", Php, Warning),
+        ),
+        (
+            concat!(
+                r"\b(?:allow_url_include|allow_url_fopen|auto_prepend_file|auto_append_file|",
+                r"disable_functions|open_basedir|register_globals|suhosin\.\w+)\b"
+            ),
+            rule("php-config-directive", Php, Critical),
+        ),
+        // Java and expression language.
+        (
+            concat!(
+                r"java\.lang\.(?:runtime|processbuilder|system|reflect|class|thread)|getruntime\s*\(|",
+                r"processbuilder|\$\{\s*jndi\s*:|jndi:(?:ldaps?|rmi|dns|iiop|corba|nds|nis|http)|",
+                r"class\.module\.classloader|\bclassloader\b|javax\.script|org\.apache\.commons\.collections|",
+                r"(?:invoker|chained|constant|instantiate|clone)transformer|",
+                r"(?:instantiate|prototypeclone|prototypeserialization)factory|(?:while|for)closure|",
+                r"xwork\.methodaccessor|#_memberaccess|ognlcontext|com\.opensymphony|%\{\s*\(#|",
+                r"java\.io\.(?:file|inputstream)|java\.util\.scanner|sun\.misc\.|\.forname\s*\(|",
+                r"com\.sun\.rowset|jdbcrowsetimpl|\.getclass\s*\(\s*\)\s*\.|java\.beans\.xmldecoder"
+            ),
+            rule("java-code-injection", Java, Critical),
+        ),
+        (r"\bruntime\s*\.\s*(?:exec|getruntime|instantiate)", rule("java-code-injection", Java, Critical)),
+        (r"\baced0005", rule("deserialization-java", Deserialization, Critical)),
+        // Serialized objects.
+        (
+            r#"\b[oc]:\d+:"[^"]{1,200}":\d+:\{"#,
+            rule("deserialization-php", Deserialization, Critical),
+        ),
+        (
+            concat!(
+                r#""\$type"\s*:\s*"[^"]*(?:system\.|windows\.)|objectdataprovider|typeconfusedelegate|"#,
+                r#"system\.diagnostics\.process|"@type"\s*:\s*"(?:com|org|java)\."#
+            ),
+            rule("deserialization-dotnet-json", Deserialization, Critical),
+        ),
+        (
+            r"!!(?:python/|javax?\.|ruby/)|!ruby/object|c__builtin__|\bc(?:os|posix|subprocess|builtins)\n(?:system|popen|check_output)",
+            rule("deserialization-yaml-pickle", Deserialization, Critical),
+        ),
+    ];
+    let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
+    let rules = table.iter().map(|(_, rule)| *rule).collect();
+    let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
+    (set, rules)
+});
+
+/// Rules matched on the value with its case kept.
+static CASED_SIGNATURES: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"rO0AB|AAEAAAD/////|H4sIAAAAAAAA[A-Za-z0-9+/]{0,8}rO0").ok());
+
+/// Most Base64 runs decoded per value, bounding the work on long values.
+const MAX_BASE64_RUNS: usize = 16;
+
+/// Shortest Base64 run worth decoding. The shortest gadget name, `runtime`, takes 10 Base64
+/// characters.
+const MIN_BASE64_RUN: usize = 10;
+
+/// Gadget and class names whose Base64 form hides Java deserialization payloads.
+const GADGET_NAMES: &[&[u8]] = &[
+    b"runtime",
+    b"processbuilder",
+    b"clonetransformer",
+    b"forclosure",
+    b"instantiatefactory",
+    b"instantiatetransformer",
+    b"invokertransformer",
+    b"prototypeclonefactory",
+    b"prototypeserializationfactory",
+    b"whileclosure",
+    b"chainedtransformer",
+    b"classloader",
+    b"java.lang",
+];
+
+/// Reports the encoding anomalies that normalisation met.
+pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
+    let anomalies = value.anomalies;
+    if anomalies.overlong_utf8 {
+        hits.push(OVERLONG_UTF8);
+    }
+    if anomalies.nul_byte {
+        hits.push(NUL_BYTE);
+    }
+    if anomalies.control_byte {
+        hits.push(CONTROL_BYTE);
+    }
+    if anomalies.deep_encoding {
+        hits.push(DEEP_ENCODING);
+    }
+}
+
+/// Runs the signature detectors on one normalised value.
+pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+    let text = value.folded.as_str();
+    let (set, rules) = &*SIGNATURES;
+    for index in set.matches(text).iter() {
+        if let Some(rule) = rules.get(index)
+            && !hits.contains(rule)
+        {
+            hits.push(*rule);
+        }
+    }
+
+    detect_traversal(text, hits);
+    if kind == FieldKind::Path {
+        detect_restricted_path(text, hits);
+    }
+    if kind != FieldKind::Body && has_header_injection(text) {
+        hits.push(HEADER_INJECTION);
+    }
+    super::shell::detect(text, hits);
+
+    if let Some(regex) = CASED_SIGNATURES.as_ref()
+        && regex.is_match(&value.cased)
+    {
+        hits.push(rule("deserialization-java", Family::Deserialization, Severity::Critical));
+    }
+    if has_base64_gadget(&value.cased) {
+        hits.push(BASE64_GADGET);
+    }
+}
+
+/// Counts `../` steps (or `..\`, or longer runs of dots). One step is common in relative links;
+/// two or more climb out of the directory a file name was meant to stay in.
+fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
+    if !text.contains("..") {
+        return;
+    }
+    let bytes = text.as_bytes();
+    let mut steps = 0;
+    let mut index = 0;
+    while index + 2 < bytes.len() {
+        let at_start = index == 0 || matches!(bytes[index - 1], b'/' | b'\\' | b'=' | b' ' | b'"' | b'\'' | b':');
+        if at_start && bytes[index] == b'.' && bytes[index + 1] == b'.' {
+            let mut end = index + 2;
+            while end < bytes.len() && bytes[end] == b'.' {
+                end += 1;
+            }
+            if end < bytes.len() && matches!(bytes[end], b'/' | b'\\') {
+                steps += 1;
+                index = end + 1;
+                continue;
+            }
+        }
+        index += 1;
+    }
+    if steps >= 2 {
+        hits.push(TRAVERSAL);
+    } else if steps == 1 {
+        hits.push(SINGLE_TRAVERSAL);
+    }
+}
+
+/// Flags a request path that names a hidden file or folder (a segment starting with a dot),
+/// such as `/.git/config` or `/.env`. `/.well-known/` is the one standard exception.
+fn detect_restricted_path(path: &str, hits: &mut Vec<Rule>) {
+    let restricted = path.split(['/', '\\']).any(|segment| {
+        segment.len() > 1
+            && segment.starts_with('.')
+            && !segment.starts_with("..")
+            && segment != ".well-known"
+    });
+    if restricted {
+        hits.push(RESTRICTED_FILE);
+    }
+}
+
+/// Whether a line break is followed by a header that splits a response or smuggles a request.
+fn has_header_injection(text: &str) -> bool {
+    if !text.contains(['\r', '\n']) {
+        return false;
+    }
+    text.split(['\r', '\n']).skip(1).any(|line| {
+        let line = line.trim_start();
+        [
+            "set-cookie:",
+            "location:",
+            "content-length:",
+            "transfer-encoding:",
+            "content-type:",
+            "refresh:",
+            "x-forwarded-for:",
+            "host:",
+            "http/1.",
+        ]
+        .iter()
+        .any(|header| line.starts_with(header))
+            || line.starts_with("get /")
+            || line.starts_with("post /")
+    })
+}
+
+/// Whether a Base64 run in `text` decodes, at any of the four alignments, to a Java gadget
+/// name. Payload generators embed serialized objects in Base64, and the class names inside
+/// them survive the encoding only up to the 3-byte alignment.
+fn has_base64_gadget(text: &str) -> bool {
+    let mut runs = 0;
+    for run in text
+        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '=' | '-' | '_')))
+        .filter(|run| run.len() >= MIN_BASE64_RUN)
+    {
+        runs += 1;
+        if runs > MAX_BASE64_RUNS {
+            return false;
+        }
+        let run = run.trim_end_matches('=');
+        for shift in 0..4 {
+            let Some(start) = run.get(shift..) else {
+                break;
+            };
+            let decoded = decode_base64_lenient(start);
+            let lowered = decoded.to_ascii_lowercase();
+            if GADGET_NAMES
+                .iter()
+                .any(|name| lowered.windows(name.len()).any(|window| window == *name))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Decodes standard or URL-safe Base64, ignoring a trailing partial group.
+fn decode_base64_lenient(text: &str) -> Vec<u8> {
+    let mut output = Vec::with_capacity(text.len() * 3 / 4);
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => break,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            output.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    output
+}

@@ -1,0 +1,1 @@
+//! Tests of normalisation and the detectors.

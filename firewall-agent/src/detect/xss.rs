@@ -1,0 +1,271 @@
+//! Cross-site scripting detection by tokenizing HTML.
+//!
+//! The value is read the way a browser's tokenizer would read it if it were written into a
+//! page: tags with their names and attributes. A dangerous tag (`script`, `iframe`, `svg`,
+//! ...), an event handler attribute (`onerror=`), or a URL attribute whose scheme runs script
+//! (`javascript:`) is a finding. A value can also land inside an attribute the page already
+//! opened, so an `on...=` handler after a closing quote counts without any tag. Plain markup
+//! such as `<b>` or `a < b` is not a finding.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{Family, Rule, Severity};
+
+const DANGEROUS_TAG: Rule = Rule {
+    id: "xss-dangerous-tag",
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+const EVENT_HANDLER: Rule = Rule {
+    id: "xss-event-handler",
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+const SCRIPT_URL: Rule = Rule {
+    id: "xss-script-url",
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+const STYLE_SCRIPT: Rule = Rule {
+    id: "xss-style-script",
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+const SCRIPT_SINK: Rule = Rule {
+    id: "xss-script-sink",
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// Tags that run script, load a document or change how the page's URLs resolve.
+const DANGEROUS_TAGS: &[&str] = &[
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math",
+    "base", "link", "meta", "style", "xml", "import", "isindex", "vmlframe", "template",
+    "animate", "set", "handler", "xss", "portal", "noscript", "layer", "ilayer", "bgsound",
+    "marquee",
+];
+
+/// Event names recognised without a tag around them (after a quote that closes an attribute
+/// the page opened). Inside a tag every `on...` attribute counts.
+const EVENT_NAMES: &[&str] = &[
+    "load", "error", "click", "dblclick", "mouseover", "mouseout", "mousemove", "mousedown",
+    "mouseup", "mouseenter", "mouseleave", "focus", "blur", "focusin", "focusout", "change",
+    "submit", "reset", "select", "keydown", "keyup", "keypress", "input", "invalid", "scroll",
+    "resize", "wheel", "toggle", "begin", "end", "repeat", "animationstart", "animationend",
+    "animationiteration", "transitionend", "transitionstart", "pageshow", "pagehide",
+    "hashchange", "popstate", "message", "beforeunload", "unload", "readystatechange", "drag",
+    "dragstart", "dragend", "dragover", "drop", "copy", "cut", "paste", "contextmenu", "zoom",
+    "start", "finish", "search", "show", "auxclick", "pointerover", "pointerenter",
+    "pointerdown", "pointerup", "pointermove", "touchstart", "touchend", "touchmove",
+    "afterprint", "beforeprint", "loadstart", "loadend", "play", "playing", "canplay",
+    "durationchange", "volumechange", "timeupdate", "activate", "beforeactivate",
+    "filterchange", "propertychange", "mousewheel", "online", "offline", "storage",
+];
+
+/// Script in a value without markup: calls of the functions proof-of-concept payloads use,
+/// and the DOM objects they steal from.
+static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?:^|[^\w.])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript)\s*[(`]",
+        r"|document\s*\.\s*(?:cookie|domain|write|location)",
+        r"|window\s*\.\s*(?:location|name|open)\b",
+        r"|string\s*\.\s*fromcharcode\s*\(",
+        r"|\.\s*(?:innerhtml|outerhtml)\s*=",
+        r"|\b(?:top|self|parent|window|this)\s*\[\s*['`]",
+        r"|\[\]\s*\[\s*\(\s*!\[\]",
+    ))
+    .ok()
+});
+
+/// An event handler after a quote or slash that ends an attribute value or a tag name.
+static BROKEN_ATTRIBUTE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"(?:^|["'`/\s])on([a-z]{3,})\s*="#).ok());
+
+/// Looks for cross-site scripting in a normalised, lowercased value.
+pub fn detect(value: &str, hits: &mut Vec<Rule>) {
+    if value.contains('<') {
+        scan_tags(value, hits);
+    }
+    if contains_script_scheme(value) {
+        push(hits, SCRIPT_URL);
+    }
+    if value.contains("on")
+        && value.contains('=')
+        && let Some(regex) = BROKEN_ATTRIBUTE.as_ref()
+    {
+        let event = regex.captures_iter(value).any(|captures| {
+            captures
+                .get(1)
+                .is_some_and(|name| EVENT_NAMES.contains(&name.as_str()))
+        });
+        if event {
+            push(hits, EVENT_HANDLER);
+        }
+    }
+    if (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
+        && value.contains(':')
+    {
+        push(hits, STYLE_SCRIPT);
+    }
+    if let Some(regex) = SINK.as_ref()
+        && regex.is_match(value)
+    {
+        push(hits, SCRIPT_SINK);
+    }
+}
+
+fn push(hits: &mut Vec<Rule>, rule: Rule) {
+    if !hits.contains(&rule) {
+        hits.push(rule);
+    }
+}
+
+/// Reads every tag in `value`, including one cut off by the end of the value.
+fn scan_tags(value: &str, hits: &mut Vec<Rule>) {
+    let bytes = value.as_bytes();
+    let mut position = 0;
+    while let Some(offset) = value[position..].find('<') {
+        position += offset + 1;
+        let mut cursor = position;
+        if bytes.get(cursor) == Some(&b'/') {
+            cursor += 1;
+        }
+        let name_start = cursor;
+        while cursor < bytes.len() && is_tag_name_byte(bytes[cursor]) {
+            cursor += 1;
+        }
+        if cursor == name_start || !bytes[name_start].is_ascii_alphabetic() {
+            continue;
+        }
+        let name = &value[name_start..cursor];
+        let name = name.rsplit(':').next().unwrap_or(name);
+        if DANGEROUS_TAGS.contains(&name) {
+            push(hits, DANGEROUS_TAG);
+        }
+        position = scan_attributes(value, cursor, hits);
+    }
+}
+
+fn is_tag_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b':' || byte == b'_'
+}
+
+/// Reads the attributes of a tag from `start` to its `>`. Returns where the tag ends.
+fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
+    let bytes = value.as_bytes();
+    let mut cursor = start;
+    loop {
+        while cursor < bytes.len() && (bytes[cursor].is_ascii_whitespace() || bytes[cursor] == b'/')
+        {
+            cursor += 1;
+        }
+        if cursor >= bytes.len() || bytes[cursor] == b'>' || bytes[cursor] == b'<' {
+            return cursor;
+        }
+
+        let name_start = cursor;
+        while cursor < bytes.len()
+            && !bytes[cursor].is_ascii_whitespace()
+            && !matches!(bytes[cursor], b'/' | b'>' | b'=' | b'<')
+        {
+            cursor += 1;
+        }
+        let name = &value[name_start..cursor];
+        if cursor == name_start {
+            cursor += 1;
+            continue;
+        }
+
+        while cursor < bytes.len() && bytes[cursor].is_ascii_whitespace() {
+            cursor += 1;
+        }
+        let mut attribute_value = "";
+        if bytes.get(cursor) == Some(&b'=') {
+            cursor += 1;
+            while cursor < bytes.len() && bytes[cursor].is_ascii_whitespace() {
+                cursor += 1;
+            }
+            let value_start;
+            match bytes.get(cursor) {
+                Some(quote @ (b'"' | b'\'' | b'`')) => {
+                    value_start = cursor + 1;
+                    cursor = value[value_start..]
+                        .find(*quote as char)
+                        .map_or(bytes.len(), |end| value_start + end);
+                    attribute_value = &value[value_start..cursor];
+                    cursor = (cursor + 1).min(bytes.len());
+                }
+                _ => {
+                    value_start = cursor;
+                    while cursor < bytes.len()
+                        && !bytes[cursor].is_ascii_whitespace()
+                        && bytes[cursor] != b'>'
+                    {
+                        cursor += 1;
+                    }
+                    attribute_value = &value[value_start..cursor];
+                }
+            }
+        }
+
+        let name = name.trim_start_matches(['"', '\'', '`']);
+        if name.len() > 2 && name.starts_with("on") && name[2..].bytes().all(|b| b.is_ascii_alphabetic()) {
+            push(hits, EVENT_HANDLER);
+        }
+        if contains_script_scheme(attribute_value) {
+            push(hits, SCRIPT_URL);
+        }
+        if name == "style"
+            && (attribute_value.contains("expression") || attribute_value.contains("url("))
+        {
+            push(hits, STYLE_SCRIPT);
+        }
+    }
+}
+
+/// Whether `value` holds a `javascript:`, `vbscript:` or HTML `data:` URL. Browsers ignore
+/// whitespace and control characters inside the scheme, so they are skipped here too.
+fn contains_script_scheme(value: &str) -> bool {
+    let compact: String;
+    let text = if value.bytes().any(|byte| byte.is_ascii_whitespace()) {
+        compact = value.chars().filter(|character| !character.is_whitespace()).collect();
+        compact.as_str()
+    } else {
+        value
+    };
+    for scheme in ["javascript:", "vbscript:", "livescript:"] {
+        let mut rest = text;
+        while let Some(index) = rest.find(scheme) {
+            let after = &rest[index + scheme.len()..];
+            if looks_like_script(after, value, scheme) {
+                return true;
+            }
+            rest = after;
+        }
+    }
+    text.contains("data:text/html") || text.contains("data:image/svg+xml")
+}
+
+/// Whether the text after a script scheme reads as code, so that prose such as
+/// "JavaScript: the good parts" is not taken for a URL.
+fn looks_like_script(after: &str, original: &str, scheme: &str) -> bool {
+    let spaced_prose = original.contains(&format!("{scheme} ")) && {
+        let words = original.split_whitespace().count();
+        words > 3 && !after.contains('(') && !after.contains('`')
+    };
+    if spaced_prose {
+        return false;
+    }
+    let first = after.bytes().next().unwrap_or(0);
+    if matches!(first, b'/' | b'\'' | b'"' | b'`' | b'[' | b'(' | b'%' | b'\\' | b'{' | b'!' | b'+' | b'-' | b'~' | 0) {
+        return true;
+    }
+    let word_length = after
+        .bytes()
+        .take_while(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'$'))
+        .count();
+    let next = after.as_bytes().get(word_length).copied().unwrap_or(0);
+    matches!(next, b'(' | b'`' | b'=' | b'[' | b';' | 0)
+}
