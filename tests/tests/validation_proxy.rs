@@ -18,7 +18,7 @@ use firewall_agent::routes::RouteTable;
 use firewall_agent::shutdown::Shutdown;
 use firewall_agent::telemetry::Metrics;
 
-/// An HTTP/1.1 upstream on loopback that records every request body it receives and answers
+/// An HTTP/1.1 upstream on loopback that records every request body it receives and responds
 /// 200. Stops accepting when dropped.
 struct RecordingUpstream {
     addr: SocketAddr,

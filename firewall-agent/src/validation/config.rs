@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::json::DEFAULT_MAX_DEPTH;
 
-/// What happens to a request that breaks a rule.
+/// Action on a request that breaks a rule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidationMode {
@@ -18,7 +18,7 @@ pub enum ValidationMode {
     Report,
 }
 
-/// What happens to a request for a path or method the OpenAPI document does not declare.
+/// Action on a request for a path or method that the OpenAPI document does not declare.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UndeclaredAction {
@@ -31,8 +31,8 @@ pub enum UndeclaredAction {
     Pass,
 }
 
-/// How request bodies with a JSON media type are checked on routes without rules of their
-/// own.
+/// Check of request bodies with a JSON media type that no route rule or OpenAPI operation
+/// parsed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JsonBodies {
@@ -42,7 +42,7 @@ pub enum JsonBodies {
     Enforce,
     /// Parse strictly, log and count a violation, and let the request through.
     Report,
-    /// Do not look at bodies unless a route or the OpenAPI document asks for it.
+    /// Parse bodies only where a route rule or the OpenAPI document requires it.
     Off,
 }
 
@@ -50,7 +50,7 @@ pub enum JsonBodies {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidationConfig {
-    /// How every JSON request body is checked (`enforce`, `report` or `off`).
+    /// Check of every JSON request body: `enforce`, `report` or `off`.
     pub json_bodies: JsonBodies,
     /// Maximum nesting depth of a JSON body, for routes that set none.
     pub max_json_depth: usize,
@@ -77,7 +77,7 @@ pub struct OpenApiConfig {
     pub base_path: Option<String>,
     /// Whether a request that breaks the document is rejected or only reported.
     pub mode: ValidationMode,
-    /// What happens to undeclared paths and methods (`reject`, `report` or `pass`).
+    /// Action on undeclared paths and methods: `reject`, `report` or `pass`.
     pub undeclared: UndeclaredAction,
 }
 

@@ -70,7 +70,7 @@ impl BuildError {
     }
 }
 
-/// Which step found a violation.
+/// Step of the check that found a violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     /// The matched route's rules.
@@ -95,7 +95,7 @@ impl Source {
 /// One violation found in a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Which step found it.
+    /// The step that found it.
     pub source: Source,
     /// The route's name or the OpenAPI operation, when known.
     pub label: Option<String>,

@@ -8,7 +8,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 use super::json::JsonError;
 use super::problem::{InvalidParam, ParamLocation, Problem};
 
-/// A request as validation sees it.
+/// The parts of a request that validation reads.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestView<'a> {
     /// The method.
@@ -23,7 +23,7 @@ pub struct RequestView<'a> {
     pub body: &'a Bytes,
 }
 
-/// Which rule a request broke, for metrics and logs.
+/// Kind of rule a request broke, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ViolationKind {
     /// The method is not allowed: 405.

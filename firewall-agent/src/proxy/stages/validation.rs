@@ -1,5 +1,5 @@
 //! The validation stage: checks each request against the route rules, the OpenAPI document and
-//! the JSON limits, and answers a violation with an `application/problem+json` body.
+//! the JSON limits, and responds to a violation with an `application/problem+json` body.
 
 use std::sync::Arc;
 
