@@ -200,7 +200,9 @@ impl AuditRecord {
     /// escaped here as well, because some log shippers treat them as line ends.
     pub fn to_line(&self) -> Result<String, serde_json::Error> {
         let json = serde_json::to_string(self)?;
-        let mut line = json.replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+        let mut line = json
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029");
         line.push('\n');
         Ok(line)
     }
@@ -211,14 +213,14 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Returns whether `name` (a header, form field, JSON key or query parameter) holds a secret.
+/// Returns whether `name` (a header, form field, JSON key or query parameter) names a secret.
 pub fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     SECRET_NAMES.iter().any(|secret| name.contains(secret))
 }
 
 /// Builds the excerpt of `value` found in `field`: the whole value is redacted when the field
-/// holds a secret; otherwise `name=value` pairs with secret names and `Bearer`/`Basic`
+/// contains a secret; otherwise `name=value` pairs with secret names and `Bearer`/`Basic`
 /// credentials inside it are redacted. The result is cut to at most `max_bytes` bytes on a
 /// character boundary, with `...` marking the cut.
 pub fn excerpt(field: &str, value: &str, max_bytes: usize) -> String {
@@ -251,7 +253,7 @@ fn redact_pairs(text: &str) -> String {
     while let Some(value_start) = next_secret_value(rest) {
         output.push_str(&rest[..value_start]);
         let value_len = rest[value_start..]
-            .find(|c: char| matches!(c, '&' | ';' | ',' | '"' | '\'' | '}' | ' ' | '\n' | '\r'))
+            .find(['&', ';', ',', '"', '\'', '}', ' ', '\n', '\r'])
             .unwrap_or(rest.len() - value_start);
         if value_len > 0 {
             output.push_str(REDACTED);
@@ -320,7 +322,7 @@ fn value_after_separator(lower: &str, at: usize) -> Option<usize> {
     Some(index)
 }
 
-/// Where the writer thread sends lines.
+/// Destination of the writer thread's lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditOutput {
     /// Standard output.
@@ -415,7 +417,12 @@ impl AuditLog {
             counters,
             excerpt_bytes: config.excerpt_bytes,
         };
-        Ok((log, Some(AuditWriter { thread: Some(thread) })))
+        Ok((
+            log,
+            Some(AuditWriter {
+                thread: Some(thread),
+            }),
+        ))
     }
 
     /// Creates a handle over a queue of `capacity` records without a writer, so tests can read

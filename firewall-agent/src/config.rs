@@ -64,10 +64,15 @@ pub struct Config {
     pub validation: crate::validation::ValidationConfig,
     /// `[openapi]`: the API description that requests are checked against.
     pub openapi: crate::validation::OpenApiConfig,
-    /// `[threat]`: per-source behaviour signals, scores and escalating bans.
-    pub threat: crate::threat::ThreatConfig,
+    /// `[threat]`: the per-request threat detectors and what their findings do, and in
+    /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
+    pub threat: crate::detect::ThreatConfig,
     /// `[audit]`: the JSON-lines audit log of security events.
     pub audit: crate::audit::AuditConfig,
+    /// `[tokens]`: trusted issuers and how access tokens are checked.
+    pub tokens: crate::tokens::TokensConfig,
+    /// `[oauth]`: the built-in OAuth 2.1 authorization server, off by default.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 /// `[proxy]` section.
@@ -528,12 +533,16 @@ impl Config {
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
         }
+        self.validate_threat()
+            .map_err(|error| invalid("threat", error.to_string()))?;
         if let Err((index, error)) = crate::routes::RouteTable::new(&self.routes) {
             return Err(invalid(
                 "routes",
                 format!("entry {} (`{}`): {error}", index + 1, self.routes[index].path),
             ));
         }
+        self.validate_tokens()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         // Compiles every schema and the OpenAPI document, so a broken one fails here.
         if let Err(error) = crate::validation::Validation::build(self) {
             return Err(invalid(
@@ -565,6 +574,9 @@ impl Config {
         if self.bans.strikes == 0 {
             return Err(invalid("bans.strikes", "must be at least 1".into()));
         }
+        self.oauth
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
 
         self.validate_paths()
             .map_err(|(key, problem)| invalid(key, problem))?;
@@ -584,6 +596,16 @@ impl Config {
                     self.metrics.listen
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_threat(&self) -> Result<(), crate::detect::config::ThreatConfigError> {
+        self.threat.validate()?;
+        for route in &self.routes {
+            if let Some(threat) = &route.threat {
+                threat.validate(route.display_name())?;
+            }
         }
         Ok(())
     }
@@ -625,6 +647,22 @@ impl Config {
         }
         if self.xdp.source_stats_max_entries == 0 {
             return Err(("xdp.source_stats_max_entries", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_tokens(&self) -> Result<(), (&'static str, String)> {
+        self.tokens.validate()?;
+        if self.tokens.default_required && self.tokens.issuers.is_empty() {
+            return Err((
+                "tokens.default_required",
+                "needs at least one [[tokens.issuers]] entry".into(),
+            ));
+        }
+        for route in &self.routes {
+            if let Some(auth) = &route.auth {
+                self.tokens.validate_route(auth)?;
+            }
         }
         Ok(())
     }

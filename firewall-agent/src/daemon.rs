@@ -4,6 +4,7 @@
 //! The binary does the kernel side (privileges, loading, attaching) and hands the result in as
 //! a [`Blocklist`]; in-process tests hand in a memory blocklist instead.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,12 +19,16 @@ use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
+use crate::detect::ThreatPolicy;
+use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
+use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage, ValidationStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
+use crate::tokens::{KeySource, NoRevocation, RevocationCheck, TokenVerifier};
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
 
@@ -57,9 +62,15 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The authorization server could not start: its store or its signing keys failed.
+    #[error("failed to start the oauth authorization server")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
+    /// The token verifier could not be built.
+    #[error("failed to set up access-token checks")]
+    Tokens(#[from] crate::tokens::JwksError),
     /// The validation rules or the OpenAPI document could not be compiled.
     #[error("invalid validation settings")]
     Validation(#[from] crate::validation::BuildError),
@@ -73,6 +84,12 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     /// Consumers of the stages' security events.
     events: EventSinks,
+    /// Key sources that replace the `jwks_url` of some issuers, by issuer.
+    key_sources: HashMap<String, Arc<dyn KeySource>>,
+    /// Where revoked access tokens are looked up.
+    revocation: Arc<dyn RevocationCheck>,
+    /// The store, shared with the ban manager, for the authorization server's tables.
+    store: Store,
 }
 
 impl std::fmt::Debug for Agent {
@@ -87,6 +104,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Creates the ban manager and the metrics over an opened store and a blocklist.
     pub fn new(config: Config, store: Store, blocklist: Arc<dyn Blocklist>) -> Self {
+        let shared_store = store.clone();
         let metrics = Arc::new(Metrics::new(Arc::clone(&blocklist)));
         let bans = Arc::new(
             BanManager::new(
@@ -103,7 +121,22 @@ impl Agent {
             blocklist,
             metrics,
             events: EventSinks::new(),
+            key_sources: HashMap::new(),
+            revocation: Arc::new(NoRevocation),
+            store: shared_store,
         }
+    }
+
+    /// Takes the keys of `issuer` from `source` instead of its `jwks_url`, such as the agent's
+    /// own signing keys. Call before [`Agent::bind`].
+    pub fn add_key_source(&mut self, issuer: String, source: Arc<dyn KeySource>) {
+        self.key_sources.insert(issuer, source);
+    }
+
+    /// Sets where revoked access tokens are looked up; by default nothing is revoked. Call
+    /// before [`Agent::bind`].
+    pub fn set_revocation_check(&mut self, check: Arc<dyn RevocationCheck>) {
+        self.revocation = check;
     }
 
     /// Adds a consumer of the stages' security events. Call before [`Agent::bind`].
@@ -136,13 +169,28 @@ impl Agent {
         Ok(summary)
     }
 
+    /// Builds the threat stage from the `[threat]` section and the routes' `threat` tables.
+    fn threat_stage(&self) -> ThreatStage {
+        let route_tables = self.config.routes.iter().filter_map(|route| {
+            route
+                .threat
+                .as_ref()
+                .map(|threat| (route.display_name(), threat))
+        });
+        let policy = Arc::new(ThreatPolicy::new(&self.config.threat, route_tables));
+        let bans = Arc::clone(&self.bans);
+        let allowlisted: AllowlistCheck =
+            Arc::new(move |client| bans.allowlisted_by(client.into()).is_some());
+        ThreatStage::new(policy, self.events.clone(), allowlisted)
+    }
+
     /// Binds the proxy, admin and metrics listeners. Nothing is served until
     /// [`BoundAgent::start`].
     ///
     /// # Errors
     ///
     /// [`DaemonError`] naming the listener that failed; listeners bound before it are closed.
-    pub async fn bind(self) -> Result<BoundAgent, DaemonError> {
+    pub async fn bind(mut self) -> Result<BoundAgent, DaemonError> {
         let upstream_url = self
             .config
             .proxy
@@ -151,30 +199,8 @@ impl Agent {
             .ok_or(DaemonError::MissingUpstream)?;
         let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
 
-        let limits = Arc::new(
-            RateLimits::new(
-                &self.config.limits,
-                &self.config.rate_limit,
-                Arc::clone(self.metrics.limits()),
-            )
-            .await?,
-        );
-        let events = EventSink::new(Arc::clone(&self.bans));
-        let validation = Arc::new(ValidationStage::from_config(
-            &self.config,
-            Arc::clone(self.metrics.validation()),
-        )?);
-        let stages: Vec<Arc<dyn Stage>> = vec![
-            Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
-            Arc::clone(&validation) as Arc<dyn Stage>,
-        ];
-        // The config was validated, so the routes compile; the error arm is a safeguard.
-        let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
-            DaemonError::Routes {
-                problem: format!("route {}: {error}", index + 1),
-            }
-        })?;
+        // The threat engine and the audit log join the event sinks before any stage takes a
+        // copy of them.
         let (audit, audit_writer) =
             AuditLog::start(&self.config.audit, self.metrics.threat().audit())?;
         let audit_events = Arc::new(AuditEvents::new(audit.clone()));
@@ -185,21 +211,61 @@ impl Agent {
             audit.clone(),
             Arc::clone(self.metrics.threat()),
         );
-        let mut sinks = self.events.clone();
-        sinks.push(threat);
-        sinks.push(audit_events);
+        self.events.push(threat);
+        self.events.push(audit_events);
 
+        let limits = Arc::new(
+            RateLimits::new(
+                &self.config.limits,
+                &self.config.rate_limit,
+                Arc::clone(self.metrics.limits()),
+            )
+            .await?,
+        );
+        let events = EventSink::new(Arc::clone(&self.bans));
+        let oauth = self.start_oauth()?;
+        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // score the passwords typed into the login form.
+        let mut stages: Vec<Arc<dyn Stage>> = vec![
+            Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
+            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
+        ];
+        if let Some(server) = &oauth {
+            stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
+        }
+        stages.push(Arc::new(self.threat_stage()));
+        let tokens = self.token_verifier()?;
+        if let Some(verifier) = &tokens {
+            stages.push(Arc::new(TokenStage::new(
+                Arc::clone(verifier),
+                self.config.tokens.default_required,
+                events,
+                self.events.clone(),
+            )));
+        }
+        let validation = Arc::new(ValidationStage::from_config(
+            &self.config,
+            Arc::clone(self.metrics.validation()),
+        )?);
+        stages.push(Arc::clone(&validation) as Arc<dyn Stage>);
+        // The config was validated, so the routes compile; the error arm is a safeguard.
+        let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
+            DaemonError::Routes {
+                problem: format!("route {}: {error}", index + 1),
+            }
+        })?;
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(sinks),
+                .with_events(self.events.clone()),
         );
 
         let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
-        let admin_state = Arc::new(AdminState::new(
-            Arc::clone(&self.bans),
-            Arc::clone(&self.blocklist),
-        ));
+        let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
+        if let Some(server) = oauth {
+            admin_state = admin_state.with_oauth(server);
+        }
+        let admin_state = Arc::new(admin_state);
         let admin = AdminServer::bind(&self.config.admin.socket_path, admin_state).await?;
         let metrics =
             MetricsServer::bind(self.config.metrics.listen, Arc::clone(&self.metrics)).await?;
@@ -211,11 +277,45 @@ impl Agent {
             admin,
             metrics,
             limits,
-            validation,
             audit,
             audit_writer,
             threat_worker,
+            tokens,
+            validation,
         })
+    }
+
+    /// Builds the token verifier, or `None` when no issuer is configured (then no route
+    /// requires a token, which config validation ensures).
+    fn token_verifier(&self) -> Result<Option<Arc<TokenVerifier>>, DaemonError> {
+        if self.config.tokens.issuers.is_empty() {
+            return Ok(None);
+        }
+        let verifier = TokenVerifier::new(
+            &self.config.tokens,
+            self.key_sources.clone(),
+            Arc::clone(&self.revocation),
+            self.metrics.tokens().clone(),
+        )?;
+        Ok(Some(Arc::new(verifier)))
+    }
+}
+
+impl Agent {
+    /// Starts the authorization server when `[oauth]` enables it.
+    fn start_oauth(&self) -> Result<Option<Arc<crate::oauth::AuthorizationServer>>, DaemonError> {
+        if !self.config.oauth.enabled {
+            return Ok(None);
+        }
+        let storage = crate::oauth::storage::RedbStorage::open(self.store.clone())
+            .map_err(crate::oauth::OAuthError::from)?;
+        let server = crate::oauth::AuthorizationServer::start(
+            self.config.oauth.clone(),
+            Arc::new(storage),
+            self.events.clone(),
+        )?;
+        tracing::info!(issuer = %self.config.oauth.issuer, "oauth authorization server enabled");
+        Ok(Some(Arc::new(server)))
     }
 }
 
@@ -227,6 +327,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    tokens: Option<Arc<TokenVerifier>>,
     validation: Arc<ValidationStage>,
     sweep_interval: Duration,
     audit: AuditLog,
@@ -264,7 +365,7 @@ impl BoundAgent {
             tokio::spawn(self.admin.serve(shutdown.listener())),
             tokio::spawn(self.metrics.serve(shutdown.listener())),
         ];
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(run_sweeper(
                 Arc::clone(&self.agent.bans),
                 self.sweep_interval,
@@ -278,9 +379,12 @@ impl BoundAgent {
         ];
         let reloader = Reloader::new(vec![
             self.limits as Arc<dyn Reloadable>,
-            self.validation as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
+            self.validation as Arc<dyn Reloadable>,
         ]);
+        if let Some(verifier) = self.tokens {
+            background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
+        }
 
         RunningAgent {
             agent: self.agent,

@@ -20,6 +20,6 @@ pub mod routes;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod threat;
 pub mod tokens;
 pub mod validation;
-pub mod threat;

@@ -296,4 +296,8 @@ impl Blocklist for SharedKernel {
     fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
         self.lock().top_sources(limit)
     }
+
+    fn kernel_bans(&self) -> Result<Vec<firewall_agent::kernel::KernelBan>, KernelError> {
+        self.lock().kernel_bans()
+    }
 }

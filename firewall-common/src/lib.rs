@@ -33,7 +33,14 @@ pub const MAP_BAN_RANGES_V6: &str = "BAN_RANGES_V6";
 pub const MAP_ALLOW_V4: &str = "ALLOW_V4";
 /// LPM trie of allowlisted IPv6 addresses and ranges: `Key<[u8; 16]>` to [`AllowValue`].
 pub const MAP_ALLOW_V6: &str = "ALLOW_V6";
+/// Array of one [`AllowSummary`], at index 0, from which the XDP program learns when it can skip
+/// the allowlist tries.
+pub const MAP_ALLOW_SUMMARY: &str = "ALLOW_SUMMARY";
 /// LRU per-CPU hash map of per-source counters: [`SourceKey`] to [`SourceCounters`].
+///
+/// It counts every classified packet except those dropped by an exact-address ban, which are
+/// counted in the ban's own [`BanValue`] so that the drop path writes no LRU entry. A source's
+/// totals are the sum of both.
 pub const MAP_SOURCE_STATS: &str = "SOURCE_STATS";
 /// Per-CPU array of [`PacketCounter`], indexed by [`Verdict`].
 pub const MAP_VERDICTS: &str = "VERDICTS";
@@ -51,7 +58,7 @@ pub const DEFAULT_SOURCE_STATS_MAX_ENTRIES: u32 = 65_536;
 /// Version of the map names and layouts in this crate, stored beside the pinned maps. Raise it
 /// whenever a pinned map's name, type, key or value changes, so that an agent never reuses
 /// maps that an older or newer agent pinned.
-pub const PIN_SCHEMA_VERSION: u32 = 1;
+pub const PIN_SCHEMA_VERSION: u32 = 2;
 
 /// `expires_at_ns` value of a ban that never expires.
 pub const BAN_NEVER_EXPIRES: u64 = u64::MAX;
@@ -77,15 +84,46 @@ pub struct AllowValue {
     pub reserved: u32,
 }
 
-/// Value of the ban maps and tries.
+/// Value of the ban maps and tries. Native byte order.
 ///
 /// `expires_at_ns` is on the kernel's `CLOCK_BOOTTIME` clock (`bpf_ktime_get_boot_ns`), in
-/// nanoseconds, native byte order. The XDP program passes a packet whose ban has expired even
-/// while the entry is still in the map, so expiry does not depend on the agent's sweeper.
+/// nanoseconds. The XDP program passes a packet whose ban has expired even while the entry is
+/// still in the map, so expiry does not depend on the agent's sweeper.
+///
+/// In the exact-address maps, the XDP program adds every frame the ban drops to
+/// `dropped_packets` and `dropped_bytes` with atomic adds, which are shared by all CPUs. Range
+/// bans leave them at zero, because their drops are counted per source in [`MAP_SOURCE_STATS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
     pub expires_at_ns: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+impl BanValue {
+    /// Builds a ban with no drops counted yet.
+    pub const fn new(expires_at_ns: u64) -> Self {
+        Self {
+            expires_at_ns,
+            dropped_packets: 0,
+            dropped_bytes: 0,
+        }
+    }
+}
+
+/// Number of allowlist entries outside loopback, per family, written by the agent. Native byte
+/// order.
+///
+/// The XDP program looks a source up in an allowlist trie only when the source is a loopback
+/// address (`127.0.0.0/8`, `::1`) or the count of its family is not zero. So every writer of an
+/// allowlist trie raises the count before it inserts an entry outside loopback, and recounts
+/// after it removes one. A count that is too high only costs a lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowSummary {
+    pub outside_loopback_v4: u32,
+    pub outside_loopback_v6: u32,
 }
 
 /// Key of [`MAP_SOURCE_STATS`]: the source address as 16 bytes in network byte order. IPv4
@@ -197,6 +235,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AllowValue {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowSummary {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceCounters {}
@@ -209,7 +249,8 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<BanKeyV4>() == 4);
     assert!(core::mem::size_of::<BanKeyV6>() == 16);
-    assert!(core::mem::size_of::<BanValue>() == 8);
+    assert!(core::mem::size_of::<BanValue>() == 24);
+    assert!(core::mem::size_of::<AllowSummary>() == 8);
     assert!(core::mem::size_of::<AllowValue>() == 4);
     assert!(core::mem::size_of::<SourceKey>() == 16);
     assert!(core::mem::size_of::<SourceCounters>() == 32);

@@ -1,29 +1,40 @@
 //! The XDP program of the API firewall.
 //!
-//! For every received frame it finds the IPv4 or IPv6 source address and decides in this order:
-//! an allowlisted source passes, and a source with an unexpired ban of its own or of a range
-//! containing it is dropped. The outcome is counted per source and per [`Verdict`]. Frames it
-//! cannot classify (not IP, truncated, invalid IP header) always pass, and are counted, so a
-//! parser gap can never black-hole traffic.
+//! For every received frame it finds the IPv4 or IPv6 source address and decides: an allowlisted
+//! source passes, and a source with an unexpired ban of its own or of a range containing it is
+//! dropped. The outcome is counted per source and per [`Verdict`]. Frames it cannot classify (not
+//! IP, truncated, invalid IP header) always pass, and are counted, so a parser gap can never
+//! black-hole traffic.
+//!
+//! The drop path of an exact-address ban is kept short, because it is the one a flood takes: one
+//! hash lookup, a compare that skips the allowlist trie while the allowlist contains nothing
+//! outside loopback, and atomic adds to the counters inside the ban itself instead of a write to
+//! the LRU per-source map.
 //!
 //! The maps and their layouts are defined in `firewall-common`, which the agent shares.
 
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target's `core` has 64-bit atomic loads and stores but no `fetch_add`,
+// while the kernel has had an atomic add instruction (BPF_XADD) since Linux 3.18.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics gives the BPF atomic add")]
 
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use firewall_common::{
-    AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, DEFAULT_ALLOW_MAX_ENTRIES,
-    DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES, DEFAULT_SOURCE_STATS_MAX_ENTRIES,
-    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    FLOOR_PROGRAM_NAME, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey,
-    Verdict,
+    AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue,
+    DEFAULT_ALLOW_MAX_ENTRIES, DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES,
+    DEFAULT_SOURCE_STATS_MAX_ENTRIES, FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4,
+    MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
+    MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 
 /// Length of an Ethernet header without VLAN tags: two MAC addresses and the EtherType.
@@ -48,6 +59,10 @@ const IPV4_SOURCE_OFFSET: usize = 12;
 const IPV6_HEADER_LEN: usize = 40;
 /// Offset of the source address in an IPv6 header.
 const IPV6_SOURCE_OFFSET: usize = 8;
+/// First byte of every IPv4 loopback address (`127.0.0.0/8`).
+const IPV4_LOOPBACK_FIRST_BYTE: u8 = 127;
+/// The IPv6 loopback address `::1`.
+const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// First 12 bytes of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
 const IPV4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
@@ -101,6 +116,10 @@ shared_map!(
     named MAP_ALLOW_V6
 );
 shared_map!(
+    ALLOW_SUMMARY: Array<AllowSummary> = Array::with_max_entries(1, 0),
+    named MAP_ALLOW_SUMMARY
+);
+shared_map!(
     SOURCE_STATS: LruPerCpuHashMap<SourceKey, SourceCounters> =
         LruPerCpuHashMap::with_max_entries(DEFAULT_SOURCE_STATS_MAX_ENTRIES, 0),
     named MAP_SOURCE_STATS
@@ -138,9 +157,7 @@ impl Unclassified {
     const fn verdict(self) -> Verdict {
         match self {
             Unclassified::NotIp => Verdict::PassedNotIp,
-            Unclassified::TruncatedEthernet | Unclassified::TruncatedIp => {
-                Verdict::PassedTruncated
-            }
+            Unclassified::TruncatedEthernet | Unclassified::TruncatedIp => Verdict::PassedTruncated,
             Unclassified::InvalidIp => Verdict::PassedMalformed,
         }
     }
@@ -197,17 +214,26 @@ pub fn firewall_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Decides the verdict of an IP packet and counts it against its source. The allowlist is
-/// checked first, so it wins over every ban.
+/// Decides the verdict of an IP packet and counts it against its source. An allowlisted source
+/// passes whatever bans cover it.
 #[inline(always)]
 fn try_firewall_xdp(ctx: &XdpContext, frame_len: u64) -> Result<Verdict, Unclassified> {
     let source = parse_source(ctx)?;
 
+    if let Some(ban) = exact_ban(source)
+        && is_live(ban)
+    {
+        if is_allowlisted(source) {
+            count_source(source, false, frame_len);
+            return Ok(Verdict::PassedAllowlisted);
+        }
+        count_ban_drop(ban, frame_len);
+        return Ok(Verdict::DroppedBanned);
+    }
+
     let verdict = if is_allowlisted(source) {
         Verdict::PassedAllowlisted
-    } else if has_live_ban(exact_ban(source)) {
-        Verdict::DroppedBanned
-    } else if has_live_ban(range_ban(source)) {
+    } else if range_ban(source).is_some_and(is_live) {
         Verdict::DroppedBannedRange
     } else {
         Verdict::Passed
@@ -303,20 +329,32 @@ fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read_bytes::<2>(ctx, offset).map(u16::from_be_bytes)
 }
 
+/// Returns whether an allowlist trie contains `source`. The trie is skipped when the source is not
+/// loopback and [`ALLOW_SUMMARY`] counts no entry outside loopback for its family. A missing
+/// summary means a lookup, so the allowlist still wins.
 #[inline(always)]
 fn is_allowlisted(source: Source) -> bool {
+    let summary = ALLOW_SUMMARY.get(0);
     match source {
-        Source::V4(addr) => ALLOW_V4.get(Key::new(32, addr)).is_some(),
-        Source::V6(addr) => ALLOW_V6.get(Key::new(128, addr)).is_some(),
+        Source::V4(addr) => {
+            let may_match = addr[0] == IPV4_LOOPBACK_FIRST_BYTE
+                || summary.is_none_or(|summary| summary.outside_loopback_v4 != 0);
+            may_match && ALLOW_V4.get(Key::new(32, addr)).is_some()
+        }
+        Source::V6(addr) => {
+            let may_match = addr == IPV6_LOOPBACK
+                || summary.is_none_or(|summary| summary.outside_loopback_v6 != 0);
+            may_match && ALLOW_V6.get(Key::new(128, addr)).is_some()
+        }
     }
 }
 
 /// Returns the ban of `source` itself, if it has one, expired or not.
 #[inline(always)]
-fn exact_ban(source: Source) -> Option<*const BanValue> {
+fn exact_ban(source: Source) -> Option<*mut BanValue> {
     match source {
-        Source::V4(addr) => BANS_V4.get_ptr(BanKeyV4 { addr }),
-        Source::V6(addr) => BANS_V6.get_ptr(BanKeyV6 { addr }),
+        Source::V4(addr) => BANS_V4.get_ptr_mut(BanKeyV4 { addr }),
+        Source::V6(addr) => BANS_V6.get_ptr_mut(BanKeyV6 { addr }),
     }
 }
 
@@ -334,13 +372,9 @@ fn range_ban(source: Source) -> Option<*const BanValue> {
     ban.map(|ban| ban as *const BanValue)
 }
 
-/// Returns whether `ban` is present and has not expired yet.
+/// Returns whether `ban` has not expired yet. The clock is read only for a ban that expires.
 #[inline(always)]
-fn has_live_ban(ban: Option<*const BanValue>) -> bool {
-    let Some(ban) = ban else {
-        return false;
-    };
-
+fn is_live(ban: *const BanValue) -> bool {
     // SAFETY: the pointer comes from a successful map lookup, so it points at a live `BanValue`
     // in the map's element storage for the rest of this run (the program runs under RCU). The
     // agent may replace the value concurrently, but an aligned 8-byte load is not torn.
@@ -351,6 +385,23 @@ fn has_live_ban(ban: Option<*const BanValue>) -> bool {
     // SAFETY: `bpf_ktime_get_boot_ns` takes no arguments and only reads a clock.
     let now_ns = unsafe { bpf_ktime_get_boot_ns() };
     now_ns < expires_at_ns
+}
+
+/// Adds a dropped frame to the counters inside its exact-address ban.
+#[inline(always)]
+fn count_ban_drop(ban: *mut BanValue, frame_len: u64) {
+    // SAFETY: the pointer comes from a successful hash map lookup, so it points at a live,
+    // 8-byte aligned `BanValue` for the rest of this run (the program runs under RCU). Every CPU
+    // may run this at once on the same entry, so the counters are only changed by atomic adds.
+    // An update by the agent may replace the value meanwhile, which loses at most the adds of
+    // the frames in flight.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ban).dropped_packets, 1);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            &raw mut (*ban).dropped_bytes,
+            frame_len,
+        );
+    }
 }
 
 /// Adds the frame to the passed or dropped counters of its source on this CPU.

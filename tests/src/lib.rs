@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod netns;
+pub mod oauth;
 pub mod frames;
 pub mod tokens;

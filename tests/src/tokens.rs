@@ -251,7 +251,7 @@ impl Drop for JwksServer {
     }
 }
 
-/// Reads one request head and answers it with `body`, closing the connection.
+/// Reads one request head, responds with `body` and closes the connection.
 fn serve_once(stream: TcpStream, body: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(clone) = stream.try_clone() else {
@@ -273,4 +273,126 @@ fn serve_once(stream: TcpStream, body: &str) {
     );
     let mut writer = stream;
     let _ = writer.write_all(response.as_bytes());
+}
+
+/// A response read by [`http_get`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// Returns the first value of the header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 GET to `addr` with the extra `headers` and `Connection: close`, and reads
+/// the whole response. Panics on I/O errors or a response that does not parse.
+pub fn http_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    use std::io::Read as _;
+
+    let mut stream = TcpStream::connect(addr).expect("connect to the proxy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut request = format!("GET {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+fn parse_response(raw: &str) -> HttpResponse {
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// An upstream on 127.0.0.1 that responds to every request with 200 and the request head it
+/// received as the body, so tests can see which headers the proxy forwarded. Stops when dropped.
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl EchoUpstream {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the upstream");
+        let addr = listener.local_addr().expect("read the upstream address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    thread::spawn(move || echo_connection(stream));
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Responds to each request of a keep-alive connection with its head. Requests carry no body
+/// here (GET only).
+fn echo_connection(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(clone) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(clone);
+    let mut writer = stream;
+    loop {
+        let mut head = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" || line == "\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{head}",
+            head.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
 }

@@ -71,7 +71,15 @@ impl Bench {
         let output = self
             .client
             .command("curl")
-            .args(["--silent", "--max-time", "5", "--dump-header", "-", "--output", "/dev/null"])
+            .args([
+                "--silent",
+                "--max-time",
+                "5",
+                "--dump-header",
+                "-",
+                "--output",
+                "/dev/null",
+            ])
             .arg(self.url())
             .output()
             .expect("run curl");
@@ -198,7 +206,10 @@ fn sighup_reload_raises_limit_with_headers() {
         first.contains("ratelimit-policy: \"per-client-60s\";q=2;w=60"),
         "{first}"
     );
-    assert!(first.contains("ratelimit: \"per-client-60s\";r=1;t="), "{first}");
+    assert!(
+        first.contains("ratelimit: \"per-client-60s\";r=1;t="),
+        "{first}"
+    );
     assert_eq!(bench.request(3), CurlOutcome::Status(200));
     let limited = bench.response_headers();
     assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
@@ -222,8 +233,14 @@ fn sighup_reload_raises_limit_with_headers() {
     // The two admitted requests still count: 3 of the new 5 are left.
     let after = bench.response_headers();
     assert!(after.starts_with("HTTP/1.1 200"), "{after}");
-    assert!(after.contains("ratelimit-policy: \"per-client-60s\";q=5;w=60"), "{after}");
-    assert!(after.contains("ratelimit: \"per-client-60s\";r=2;t="), "{after}");
+    assert!(
+        after.contains("ratelimit-policy: \"per-client-60s\";q=5;w=60"),
+        "{after}"
+    );
+    assert!(
+        after.contains("ratelimit: \"per-client-60s\";r=2;t="),
+        "{after}"
+    );
 }
 
 #[test]
@@ -403,7 +420,10 @@ fn expired_ban_passes_before_sweep() {
     // let the client through.
     bench.agent.stop();
     let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
-    let config = config.replace("sweep_interval_seconds = 1", "sweep_interval_seconds = 3600");
+    let config = config.replace(
+        "sweep_interval_seconds = 1",
+        "sweep_interval_seconds = 3600",
+    );
     std::fs::write(&bench.agent.config_path, config).expect("write the config");
     bench.agent.spawn();
 
@@ -420,7 +440,11 @@ fn expired_ban_passes_before_sweep() {
         bench.request(1) == CurlOutcome::Status(200)
     });
 
-    assert!(served, "the expired ban still dropped: {}", bench.agent.log());
+    assert!(
+        served,
+        "the expired ban still dropped: {}",
+        bench.agent.log()
+    );
     assert!(
         !bench.agent.log().contains("ban expired"),
         "the sweeper ran: {}",
@@ -437,10 +461,17 @@ fn unpinned_agent_detaches_on_exit() {
     bench.agent.stop();
     let pin_dir = bench.agent.pin_dir.display().to_string();
     let detached = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
-    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+    assert!(
+        detached.status.success(),
+        "{}",
+        String::from_utf8_lossy(&detached.stderr)
+    );
     let config = std::fs::read_to_string(&bench.agent.config_path).expect("read the config");
     let unpinned = config.replacen("pin_dir = ", "pin = false\npin_dir = ", 1);
-    assert_ne!(config, unpinned, "the test config has no pin_dir line to unpin");
+    assert_ne!(
+        config, unpinned,
+        "the test config has no pin_dir line to unpin"
+    );
     std::fs::write(&bench.agent.config_path, unpinned).expect("write the config");
 
     bench.agent.spawn();
@@ -448,9 +479,53 @@ fn unpinned_agent_detaches_on_exit() {
     bench.agent.stop();
     let after_stop = ip_link_show(&interface);
 
-    assert!(attached.contains("xdp"), "no XDP program on {interface}: {attached}");
+    assert!(
+        attached.contains("xdp"),
+        "no XDP program on {interface}: {attached}"
+    );
     assert!(
         !after_stop.contains("xdp"),
         "an agent without pins left XDP on {interface}: {after_stop}"
     );
+}
+
+#[test]
+fn fwctl_bans_through_pins_while_agent_stopped() {
+    let Some(mut bench) = Bench::start("offline", 100, 5, 60) else {
+        return;
+    };
+    let client = CLIENT_ADDR.to_string();
+    assert_eq!(bench.request(3), CurlOutcome::Status(200));
+    bench.agent.stop();
+
+    let pin_dir = bench.agent.pin_dir.display().to_string();
+    let added = bench.agent.fwctl(&[
+        "bans",
+        "add",
+        &client,
+        "--ttl",
+        "10m",
+        "--pin-dir",
+        &pin_dir,
+    ]);
+    let stderr = String::from_utf8_lossy(&added.stderr);
+    assert!(added.status.success(), "{stderr}");
+    assert!(stderr.contains("the agent is not running"), "{stderr}");
+    // With the agent stopped, a SYN that reached the host would meet a closed port and be reset
+    // at once, so a connect timeout means XDP drops it.
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+
+    bench.agent.spawn();
+    let ban = bench
+        .agent
+        .ban_entry(&client)
+        .unwrap_or_else(|| panic!("ban of {client} not stored: {}", bench.agent.log()));
+    assert_eq!(ban["origin"].as_str(), Some("manual"));
+    let remaining = ban["remaining_seconds"].as_u64().unwrap_or(0);
+    assert!(
+        (500..=600).contains(&remaining),
+        "the stored ban lost the kernel's expiry: {remaining} s left"
+    );
+    assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+    assert!(bench.agent.dropped_packets(CLIENT_ADDR) > 0);
 }

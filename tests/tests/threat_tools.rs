@@ -2,7 +2,7 @@
 //! namespace on 203.0.113.0/24, while a legitimate client on 198.51.100.0/24 keeps making
 //! requests. Each attack must end with the attacker banned in the kernel by the threat engine.
 //!
-//! Every test here needs root and holds both test networks, so run this file alone with
+//! Every test here needs root and uses both test networks, so run this file alone with
 //! `--test-threads=1`. Every tool run is bounded in time with `timeout`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,8 +28,8 @@ const LOGIN_FAILURES_TO_BAN: u32 = 10;
 static NETWORK: Mutex<()> = Mutex::new(());
 
 /// A deliberately injectable API on loopback: `/item?id=` pastes the id into an SQLite query,
-/// `/login` checks a form against one user and answers 403 otherwise, `/hello` answers 200 and
-/// every other path 404. `/stats` returns how many login attempts it saw.
+/// `/login` checks a form against one user and returns 403 otherwise, `/hello` returns 200
+/// and every other path 404. `/stats` returns how many login attempts it saw.
 const INJECTABLE_UPSTREAM: &str = r#"
 import http.server, json, sqlite3, threading, urllib.parse
 
@@ -90,7 +90,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # 403, not 401: hydra's form module takes a 401 for HTTP authentication and stops.
         self.reply(403, "invalid credentials\n")
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # Clients cut off by a ban leave broken pipes; they are expected here.
+        pass
+
+server = Server(("127.0.0.1", 0), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
@@ -230,7 +235,8 @@ mod tempfile_dir {
 
     impl Dir {
         pub fn new(name: &str) -> Self {
-            let path = std::env::temp_dir().join(format!("fw-threat-{}-{name}", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("fw-threat-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("create the work directory");
             Self(path)
@@ -309,7 +315,10 @@ impl Bench {
     }
 
     fn legitimate_traffic(&self) -> LegitimateTraffic {
-        LegitimateTraffic::start(self.legit.namespace.clone(), format!("{}/hello", self.base_url()))
+        LegitimateTraffic::start(
+            self.legit.namespace.clone(),
+            format!("{}/hello", self.base_url()),
+        )
     }
 
     /// Runs `program` in the attacker namespace under `timeout`, returning stdout and stderr.
@@ -343,13 +352,18 @@ impl Bench {
     /// that the audit log recorded it.
     fn assert_attacker_banned(&self, context: &str) {
         let attacker = ATTACKER.to_string();
-        let ban = self.agent.ban_entry(&attacker).unwrap_or_else(|| {
-            panic!("{context}: {attacker} is not banned\n{}", self.agent.log())
-        });
+        let ban = self
+            .agent
+            .ban_entry(&attacker)
+            .unwrap_or_else(|| panic!("{context}: {attacker} is not banned\n{}", self.agent.log()));
         assert_eq!(ban["origin"], "threat_score", "{context}: {ban}");
         assert!(
             matches!(
-                curl(self.attacker.command("curl"), &format!("{}/hello", self.base_url()), 2),
+                curl(
+                    self.attacker.command("curl"),
+                    &format!("{}/hello", self.base_url()),
+                    2
+                ),
                 CurlOutcome::TimedOut
             ),
             "{context}: the banned attacker still connects"
@@ -366,7 +380,10 @@ impl Bench {
 }
 
 fn assert_all_succeeded(outcomes: &[CurlOutcome], context: &str) {
-    assert!(!outcomes.is_empty(), "{context}: the legitimate client made no request");
+    assert!(
+        !outcomes.is_empty(),
+        "{context}: the legitimate client made no request"
+    );
     let failed: Vec<&CurlOutcome> = outcomes
         .iter()
         .filter(|outcome| **outcome != CurlOutcome::Status(200))
@@ -379,23 +396,90 @@ fn assert_all_succeeded(outcomes: &[CurlOutcome], context: &str) {
     );
 }
 
-/// A few hundred paths that scanners probe: admin panels, backups, configuration files and
+/// Builds a few hundred paths that scanners probe: admin panels, backups, configuration files and
 /// framework endpoints, each under a few prefixes.
 fn scan_wordlist() -> Vec<String> {
     let names = [
-        "admin", "administrator", "login", "wp-login.php", "wp-admin", "phpmyadmin", "pma",
-        "mysql", "db", "database", "backup", "backups", "backup.zip", "backup.tar.gz", "dump.sql",
-        "db.sql", ".git/config", ".git/HEAD", ".svn/entries", ".hg", ".env", ".env.local",
-        ".htaccess", ".htpasswd", ".DS_Store", "config.php", "config.json", "config.yml",
-        "settings.py", "web.config", "server-status", "server-info", "phpinfo.php", "info.php",
-        "test.php", "shell.php", "cmd.php", "upload", "uploads", "files", "tmp", "temp", "old",
-        "new", "dev", "debug", "console", "actuator", "actuator/env", "actuator/health",
-        "metrics", "swagger.json", "swagger-ui.html", "api-docs", "graphql", "graphiql",
-        "jenkins", "manager/html", "solr", "cgi-bin/test.cgi", "cgi-bin/printenv", "xmlrpc.php",
-        "wp-config.php.bak", "index.php.bak", "id_rsa", "credentials", "secrets.yml",
-        "docker-compose.yml", "Dockerfile", "package.json", "composer.json", "vendor",
-        "node_modules", "robots.txt", "sitemap.xml", "crossdomain.xml", "elmah.axd",
-        "trace.axd", "status", "healthz",
+        "admin",
+        "administrator",
+        "login",
+        "wp-login.php",
+        "wp-admin",
+        "phpmyadmin",
+        "pma",
+        "mysql",
+        "db",
+        "database",
+        "backup",
+        "backups",
+        "backup.zip",
+        "backup.tar.gz",
+        "dump.sql",
+        "db.sql",
+        ".git/config",
+        ".git/HEAD",
+        ".svn/entries",
+        ".hg",
+        ".env",
+        ".env.local",
+        ".htaccess",
+        ".htpasswd",
+        ".DS_Store",
+        "config.php",
+        "config.json",
+        "config.yml",
+        "settings.py",
+        "web.config",
+        "server-status",
+        "server-info",
+        "phpinfo.php",
+        "info.php",
+        "test.php",
+        "shell.php",
+        "cmd.php",
+        "upload",
+        "uploads",
+        "files",
+        "tmp",
+        "temp",
+        "old",
+        "new",
+        "dev",
+        "debug",
+        "console",
+        "actuator",
+        "actuator/env",
+        "actuator/health",
+        "metrics",
+        "swagger.json",
+        "swagger-ui.html",
+        "api-docs",
+        "graphql",
+        "graphiql",
+        "jenkins",
+        "manager/html",
+        "solr",
+        "cgi-bin/test.cgi",
+        "cgi-bin/printenv",
+        "xmlrpc.php",
+        "wp-config.php.bak",
+        "index.php.bak",
+        "id_rsa",
+        "credentials",
+        "secrets.yml",
+        "docker-compose.yml",
+        "Dockerfile",
+        "package.json",
+        "composer.json",
+        "vendor",
+        "node_modules",
+        "robots.txt",
+        "sitemap.xml",
+        "crossdomain.xml",
+        "elmah.axd",
+        "trace.axd",
+        "status",
+        "healthz",
     ];
     let prefixes = ["", "app/", "api/", "v1/"];
     prefixes
@@ -427,9 +511,10 @@ fn path_scanner_is_banned() {
             wordlist_path.to_str().expect("UTF-8 path"),
         ],
     );
-    let answered: usize = stdout.trim().parse().unwrap_or_else(|_| {
-        panic!("the scanner printed no count: {stdout} {stderr}")
-    });
+    let answered: usize = stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the scanner printed no count: {stdout} {stderr}"));
     eprintln!(
         "path scanner: {answered} of {} paths answered before the ban, {:.1} s",
         wordlist.len(),
@@ -533,7 +618,10 @@ fn sqlmap_is_banned_before_confirming() {
 
     let confirmed = stdout.contains("identified the following injection point")
         || stdout.contains("is vulnerable");
-    assert!(!confirmed, "sqlmap confirmed an injection:\n{stdout}\n{stderr}");
+    assert!(
+        !confirmed,
+        "sqlmap confirmed an injection:\n{stdout}\n{stderr}"
+    );
     bench.assert_attacker_banned("sqlmap");
     assert_all_succeeded(&legit.finish(), "sqlmap");
 }

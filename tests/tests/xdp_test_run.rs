@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use firewall_agent::kernel::{
-    Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, XDP_DROP, XDP_PASS,
-    check_privileges,
+    Blocklist, KernelError, KernelFirewall, KernelSettings, PinnedBlocklist, SourceTotal, XDP_DROP,
+    XDP_PASS, check_privileges,
 };
 use firewall_agent::network::IpNetwork;
 use firewall_common::{PacketCounter, SourceCounters, Verdict};
@@ -921,4 +921,160 @@ fn pins_of_other_schema_are_rejected() {
         matches!(&error, KernelError::PinSchemaMismatch { found, .. } if found == "0"),
         "{error:?}"
     );
+}
+
+#[test]
+fn loopback_allowlist_beats_ban() {
+    let Some(mut firewall) = load("loopback_allowlist_beats_ban") else {
+        return;
+    };
+    let loopback_client = Ipv4Addr::new(127, 0, 0, 5);
+    firewall
+        .allow(network("127.0.0.0/8"))
+        .expect("allowlist entry inserted");
+    firewall
+        .ban(loopback_client.into(), None)
+        .expect("ban inserted");
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let loopback = FrameBuilder::ipv4(loopback_client, SERVER_V4).build();
+    let banned = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    // Loopback entries leave the summary at zero, so the banned source skips the trie, while a
+    // loopback source is still looked up in it.
+    assert_eq!(run(&mut firewall, &loopback), XDP_PASS);
+    assert_eq!(run(&mut firewall, &banned), XDP_DROP);
+
+    let totals = firewall.verdict_totals().expect("verdicts readable");
+    assert_eq!(
+        totals[Verdict::PassedAllowlisted as usize].counter.packets,
+        1
+    );
+    assert_eq!(totals[Verdict::DroppedBanned as usize].counter.packets, 1);
+}
+
+#[test]
+fn allowlist_of_other_family_keeps_ban() {
+    let Some(mut firewall) = load("allowlist_of_other_family_keeps_ban") else {
+        return;
+    };
+    firewall
+        .allow(network("2001:db8::/32"))
+        .expect("allowlist entry inserted");
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
+}
+
+#[test]
+fn allowlist_added_after_ban_wins() {
+    let Some(mut firewall) = load("allowlist_added_after_ban_wins") else {
+        return;
+    };
+    firewall.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    firewall
+        .allow(CLIENT_V4.into())
+        .expect("allowlist entry inserted");
+
+    assert_eq!(run(&mut firewall, &frame), XDP_PASS);
+    let expected = SourceCounters {
+        passed_packets: 1,
+        passed_bytes: u64::try_from(frame.len()).expect("frame length fits u64"),
+        dropped_packets: 1,
+        dropped_bytes: u64::try_from(frame.len()).expect("frame length fits u64"),
+    };
+    assert_single_source(&firewall, CLIENT_V4.into(), expected);
+}
+
+#[test]
+fn reban_keeps_drop_counts() {
+    let Some(mut firewall) = load("reban_keeps_drop_counts") else {
+        return;
+    };
+    firewall
+        .ban(CLIENT_V4.into(), in_an_hour())
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    firewall
+        .ban(CLIENT_V4.into(), Some(SystemTime::now() + 2 * HOUR))
+        .expect("ban extended");
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+
+    let frame_len = u64::try_from(frame.len()).expect("frame length fits u64");
+    let expected = SourceCounters {
+        dropped_packets: 2,
+        dropped_bytes: 2 * frame_len,
+        ..SourceCounters::default()
+    };
+    assert_single_source(&firewall, CLIENT_V4.into(), expected);
+}
+
+#[test]
+fn kernel_bans_read_back_expiry() {
+    let Some(firewall) = load("kernel_bans_read_back_expiry") else {
+        return;
+    };
+    let expires_at = SystemTime::now() + HOUR;
+    firewall
+        .ban(CLIENT_V4.into(), Some(expires_at))
+        .expect("ban inserted");
+    firewall
+        .ban(network("2001:db8:1::/48"), None)
+        .expect("range ban inserted");
+
+    let mut bans = firewall.kernel_bans().expect("bans readable");
+    bans.sort_by_key(|ban| ban.network.address());
+
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    assert_eq!(bans[0].network, IpNetwork::host(CLIENT_V4.into()));
+    let read_back = bans[0].expires_at.expect("the ban expires");
+    let skew = read_back
+        .duration_since(expires_at)
+        .unwrap_or_else(|error| error.duration());
+    assert!(skew < Duration::from_secs(1), "expiry off by {skew:?}");
+    assert_eq!(bans[1].network, network("2001:db8:1::/48"));
+    assert_eq!(bans[1].expires_at, None);
+}
+
+#[test]
+fn pinned_blocklist_bans_without_agent() {
+    if load("pinned_blocklist_bans_without_agent").is_none() {
+        return;
+    }
+    let pins = TestPins::new("offline");
+    drop(KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps"));
+
+    let pinned = PinnedBlocklist::open(&pins.0).expect("pinned maps open");
+    pinned
+        .ban(CLIENT_V4.into(), in_an_hour())
+        .expect("ban written into the pinned map");
+    drop(pinned);
+
+    let mut firewall = KernelFirewall::load(&pins.settings(16)).expect("pins reused");
+    let frame = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    let bans = firewall.kernel_bans().expect("bans readable");
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].network, IpNetwork::host(CLIENT_V4.into()));
+}
+
+#[test]
+fn pinned_blocklist_needs_pins() {
+    if load("pinned_blocklist_needs_pins").is_none() {
+        return;
+    }
+    let pins = TestPins::new("missing");
+
+    let error = PinnedBlocklist::open(&pins.0)
+        .err()
+        .expect("a directory without pins must not open");
+
+    assert!(matches!(error, KernelError::NoPins { .. }), "{error:?}");
+    assert!(error.to_string().contains("--pin-dir"), "{error}");
 }

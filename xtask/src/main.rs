@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod ebpf;
+mod eval;
 #[path = "../../tests/src/netns.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod netns;
@@ -35,12 +36,23 @@ enum Task {
     /// Run a benchmark and write its report into its section of BENCHMARKS.md.
     #[command(subcommand)]
     Bench(Benchmark),
+    /// Replay labelled attack and benign requests through the agent and record the detection
+    /// and false-positive shares in BENCHMARKS.md (needs root).
+    #[command(subcommand)]
+    Eval(Evaluation),
     /// Build everything and run every test, including those that need root.
     Test {
         /// Arguments passed to the test binaries, such as a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         extra: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum Evaluation {
+    /// The OWASP CRS regression tests (`FIREWALL_CRS_CORPUS`, or
+    /// `../shared/corpus/crs-regression` beside the workspace) and the benign API traffic set.
+    Crs,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +63,9 @@ enum Benchmark {
     /// Rate-limit engines: embedded decisions per second and memory, Redis throughput, round
     /// trips and memory against a sorted-set limiter.
     Limits,
+    /// Threat detectors: throughput over the CRS corpus on one core, and the p99 latency that
+    /// the threat stage adds to a 4 KB JSON body.
+    Threats,
 }
 
 fn main() -> Result<()> {
@@ -66,6 +81,8 @@ fn main() -> Result<()> {
         }
         Task::Bench(Benchmark::Kernel) => bench::kernel()?,
         Task::Bench(Benchmark::Limits) => bench::limits()?,
+        Task::Bench(Benchmark::Threats) => bench::threats()?,
+        Task::Eval(Evaluation::Crs) => eval::crs()?,
         Task::Test { extra } => test::run(&extra)?,
     }
     Ok(())

@@ -144,6 +144,58 @@ impl AdminClient {
             .await
     }
 
+    /// `GET /v1/oauth/users`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or its authorization server is disabled.
+    pub async fn list_users(&self) -> Result<super::oauth_api::UserList, ClientError> {
+        self.call(Method::GET, "/v1/oauth/users", None).await
+    }
+
+    /// `POST /v1/oauth/users`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or rejects the user.
+    pub async fn add_user(
+        &self,
+        request: &super::oauth_api::AddUserRequest,
+    ) -> Result<super::oauth_api::UserView, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|source| ClientError::Decode { source })?;
+        self.call(Method::POST, "/v1/oauth/users", Some(body)).await
+    }
+
+    /// `DELETE /v1/oauth/users/{username}`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable, or [`ClientError::Api`] with 404 when
+    /// there is no such user.
+    pub async fn remove_user(&self, username: &str) -> Result<super::oauth_api::UserView, ClientError> {
+        let encoded: String = form_urlencoded::byte_serialize(username.as_bytes()).collect();
+        self.call(Method::DELETE, &format!("/v1/oauth/users/{encoded}"), None)
+            .await
+    }
+
+    /// `GET /v1/oauth/keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or its authorization server is disabled.
+    pub async fn list_keys(&self) -> Result<super::oauth_api::KeyList, ClientError> {
+        self.call(Method::GET, "/v1/oauth/keys", None).await
+    }
+
+    /// `POST /v1/oauth/keys/rotate`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable or the rotation fails.
+    pub async fn rotate_keys(&self) -> Result<super::oauth_api::KeyList, ClientError> {
+        self.call(Method::POST, "/v1/oauth/keys/rotate", None).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

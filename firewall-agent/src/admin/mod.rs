@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod client;
+pub mod oauth_api;
 mod server;
 
 pub use client::{AdminClient, ClientError};

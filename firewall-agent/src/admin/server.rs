@@ -29,6 +29,8 @@ use crate::shutdown::ShutdownListener;
 use crate::store::BanOrigin;
 use crate::telemetry::ErrorChain;
 
+mod oauth;
+
 /// Maximum size of a request body.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Reason stored for a manual ban given without one.
@@ -60,12 +62,24 @@ pub enum AdminBindError {
 pub struct AdminState {
     bans: Arc<BanManager>,
     blocklist: Arc<dyn Blocklist>,
+    oauth: Option<Arc<crate::oauth::AuthorizationServer>>,
 }
 
 impl AdminState {
     /// Creates the shared state.
     pub fn new(bans: Arc<BanManager>, blocklist: Arc<dyn Blocklist>) -> Self {
-        Self { bans, blocklist }
+        Self {
+            bans,
+            blocklist,
+            oauth: None,
+        }
+    }
+
+    /// Serves the users and keys of the authorization server under `/v1/oauth/`.
+    #[must_use]
+    pub fn with_oauth(mut self, server: Arc<crate::oauth::AuthorizationServer>) -> Self {
+        self.oauth = Some(server);
+        self
     }
 }
 
@@ -290,7 +304,7 @@ impl From<BanError> for ApiError {
                     message,
                 }
             }
-            BanError::Store(_) | BanError::Kernel { .. } => {
+            BanError::Store(_) | BanError::Kernel { .. } | BanError::KernelRead { .. } => {
                 let message = ErrorChain(&error).to_string();
                 tracing::error!(error = %message, "admin request failed");
                 Self::internal(message)
@@ -316,6 +330,9 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             remove_allow(state, &target["/v1/allow/".len()..]).await
         }
         (Method::GET, "/v1/stats") => stats(state, query.as_deref()).await,
+        (_, target) if target.starts_with(oauth::PREFIX) => {
+            oauth::route(state.oauth.as_ref(), request).await
+        }
         (_, "/v1/bans" | "/v1/allow" | "/v1/stats") => Err(ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("method {method} is not allowed on {path}"),

@@ -15,7 +15,10 @@ fn timestamp_is_rfc3339_utc() {
 
 #[test]
 fn secret_field_is_redacted_whole() {
-    assert_eq!(excerpt("header:authorization", "Bearer abc.def", 120), REDACTED);
+    assert_eq!(
+        excerpt("header:authorization", "Bearer abc.def", 120),
+        REDACTED
+    );
     assert_eq!(excerpt("header:Cookie", "sid=1234", 120), REDACTED);
     assert_eq!(excerpt("body.password", "hunter2", 120), REDACTED);
     assert_eq!(excerpt("query.access_token", "xyz", 120), REDACTED);
@@ -26,7 +29,11 @@ fn secret_pairs_inside_value_are_redacted() {
     let form = excerpt("body", "user=alice&password=hunter2&next=/home", 120);
     assert_eq!(form, "user=alice&password=[redacted]&next=/home");
 
-    let json = excerpt("body", r#"{"name":"x","client_secret": "s3cr3t","n":1}"#, 120);
+    let json = excerpt(
+        "body",
+        r#"{"name":"x","client_secret": "s3cr3t","n":1}"#,
+        120,
+    );
     assert_eq!(json, r#"{"name":"x","client_secret": "[redacted]","n":1}"#);
 
     let bearer = excerpt("query.q", "1 union select Bearer eyJhbGci.x.y", 120);
@@ -57,12 +64,19 @@ fn line_escapes_line_breaks() {
 
     let line = record.to_line().expect("encode the record");
 
-    assert_eq!(line.matches('\n').count(), 1, "only the final newline: {line:?}");
+    assert_eq!(
+        line.matches('\n').count(),
+        1,
+        "only the final newline: {line:?}"
+    );
     assert!(line.ends_with('\n'));
     assert!(!line.contains('\u{2028}'));
     assert!(!line.contains('\u{2029}'));
     let decoded: AuditRecord = serde_json::from_str(line.trim_end()).expect("decode the line");
-    assert_eq!(decoded.excerpt.as_deref(), Some("a\nb\u{2028}c\u{2029}d\"e"));
+    assert_eq!(
+        decoded.excerpt.as_deref(),
+        Some("a\nb\u{2028}c\u{2029}d\"e")
+    );
 }
 
 #[test]
@@ -100,7 +114,11 @@ fn disabled_log_writes_nothing() {
     };
 
     let (log, writer) = AuditLog::start(&config, AuditCounters::default()).expect("start");
-    log.record(&AuditRecord::new(AuditEventKind::BanLifted, "203.0.113.9", at(0)));
+    log.record(&AuditRecord::new(
+        AuditEventKind::BanLifted,
+        "203.0.113.9",
+        at(0),
+    ));
 
     assert!(writer.is_none());
     assert_eq!(log.dropped(), 0);
@@ -127,7 +145,11 @@ fn writer_appends_lines_and_reopens() {
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&path, &rotated).expect("rotate the file");
     log.reopen();
-    log.record(&AuditRecord::new(AuditEventKind::BanApplied, "203.0.113.9", at(0)));
+    log.record(&AuditRecord::new(
+        AuditEventKind::BanApplied,
+        "203.0.113.9",
+        at(0),
+    ));
     drop(log);
     writer.expect("an enabled log has a writer").finish();
 
@@ -153,7 +175,12 @@ fn missing_directory_fails_with_path() {
 
     let error = AuditLog::start(&config, AuditCounters::default()).expect_err("must fail");
 
-    assert!(error.to_string().contains("/nonexistent-audit-dir/audit.jsonl"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("/nonexistent-audit-dir/audit.jsonl"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -167,15 +194,24 @@ fn config_rejects_bad_values() {
         ..AuditConfig::default()
     };
 
-    assert_eq!(zero_queue.validate().map_err(|e| e.0), Err("audit.queue_capacity"));
-    assert_eq!(tiny_excerpt.validate().map_err(|e| e.0), Err("audit.excerpt_bytes"));
+    assert_eq!(
+        zero_queue.validate().map_err(|e| e.0),
+        Err("audit.queue_capacity")
+    );
+    assert_eq!(
+        tiny_excerpt.validate().map_err(|e| e.0),
+        Err("audit.excerpt_bytes")
+    );
     assert!(AuditConfig::default().validate().is_ok());
 }
 
 fn wait_for(condition: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !condition() {
-        assert!(std::time::Instant::now() < deadline, "condition not met within 5 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 5 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -15,14 +15,14 @@ use crate::config::MAX_DURATION_SECONDS;
 use crate::network::IpNetwork;
 use crate::store::{BanOrigin, BanRecord, OffenceRecord};
 
-/// How ban durations grow for repeat offenders.
+/// Growth of ban durations for repeat offenders.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EscalationPolicy {
     /// Duration of a first ban.
     pub base: Duration,
     /// Multiplier per earlier ban, at least 1.
     pub factor: f64,
-    /// Longest ban, before jitter.
+    /// Maximum ban duration, before jitter.
     pub max: Duration,
     /// Largest share of the duration that jitter adds or removes, from 0 to 0.5.
     pub jitter_ratio: f64,
@@ -88,7 +88,14 @@ impl BanManager {
         reason: &str,
         policy: &EscalationPolicy,
     ) -> Result<Option<EscalatedBan>, BanError> {
-        self.apply_escalated_at(address, origin, reason, policy, random_jitter(), SystemTime::now())
+        self.apply_escalated_at(
+            address,
+            origin,
+            reason,
+            policy,
+            random_jitter(),
+            SystemTime::now(),
+        )
     }
 
     /// [`BanManager::apply_escalated`] with a given jitter in [-1, 1] and time.
@@ -185,7 +192,11 @@ mod tests {
 
         assert_eq!(policy.duration(0, 1.0), Duration::from_secs(660));
         assert_eq!(policy.duration(0, -1.0), Duration::from_secs(540));
-        assert_eq!(policy.duration(0, 7.0), Duration::from_secs(660), "jitter is clamped");
+        assert_eq!(
+            policy.duration(0, 7.0),
+            Duration::from_secs(660),
+            "jitter is clamped"
+        );
         for _ in 0..100 {
             let jitter = random_jitter();
             assert!((-1.0..=1.0).contains(&jitter), "{jitter}");

@@ -12,6 +12,8 @@ use crate::telemetry::ErrorChain;
 pub enum SecurityEventKind {
     /// A request was rejected by the rate limit. Counts as one strike.
     RateLimited,
+    /// A request carried an access token that failed a check. Counts as one strike.
+    TokenRejected,
 }
 
 impl SecurityEventKind {
@@ -19,6 +21,7 @@ impl SecurityEventKind {
     pub const fn label(self) -> &'static str {
         match self {
             SecurityEventKind::RateLimited => "rate_limited",
+            SecurityEventKind::TokenRejected => "token_rejected",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use firewall_common::{PacketCounter, Verdict};
 
-use crate::kernel::{Blocklist, KernelError, SourceTotal, VerdictTotal};
+use crate::kernel::{Blocklist, KernelBan, KernelError, SourceTotal, VerdictTotal};
 use crate::network::IpNetwork;
 
 /// Bans and counters in a mutex-protected map. Counters stay at zero unless a test sets them.
@@ -117,6 +117,18 @@ impl Blocklist for MemoryBlocklist {
             .map(|&verdict| VerdictTotal {
                 verdict,
                 counter: state.verdicts.get(&verdict).copied().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {
+        let state = self.lock();
+        Ok(state
+            .bans
+            .iter()
+            .map(|(&network, &expires_at)| KernelBan {
+                network,
+                expires_at,
             })
             .collect())
     }

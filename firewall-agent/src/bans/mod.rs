@@ -59,6 +59,12 @@ pub enum BanError {
         #[source]
         source: Box<KernelError>,
     },
+    /// The bans in the kernel maps could not be read.
+    #[error("failed to read the bans in the kernel maps")]
+    KernelRead {
+        #[source]
+        source: Box<KernelError>,
+    },
     /// The time-to-live is zero or too long.
     #[error("invalid ban duration of {seconds} seconds: expected 1 to {MAX_DURATION_SECONDS}")]
     InvalidDuration { seconds: u64 },
@@ -173,9 +179,8 @@ impl BanManager {
     /// Writes the allowlist and every unexpired stored ban into the kernel, and deletes expired
     /// bans from the store and the kernel.
     ///
-    /// NOTE: entries found in pinned kernel maps but missing from the store (written by another
-    /// tool while the agent was down) are left in the kernel as they are, but they are neither
-    /// imported into the store nor listed by `fwctl bans list`.
+    /// Unexpired bans found only in the kernel maps, written there by `fwctl` while the agent was
+    /// stopped, are stored as manual bans with the kernel's expiry.
     ///
     /// # Errors
     ///
@@ -221,9 +226,48 @@ impl BanManager {
             self.active_mut().insert(address, record.expires_at_ms);
             summary.restored += 1;
         }
+        self.import_kernel_bans(now_ms)?;
 
         self.update_active_gauge();
         Ok(summary)
+    }
+
+    /// Stores the bans that are in the kernel maps but not in the store, as manual bans with the
+    /// kernel's expiry, and removes the expired ones from the kernel.
+    fn import_kernel_bans(&self, now_ms: u64) -> Result<(), BanError> {
+        let kernel_bans = self
+            .blocklist
+            .kernel_bans()
+            .map_err(|source| BanError::KernelRead {
+                source: Box::new(source),
+            })?;
+        let mut imported = 0usize;
+        for ban in kernel_bans {
+            let address = ban.network;
+            if self.store.get_ban(address)?.is_some() {
+                continue;
+            }
+            let record = BanRecord {
+                address,
+                expires_at_ms: ban.expires_at.map(unix_ms),
+                created_at_ms: now_ms,
+                origin: BanOrigin::Manual,
+                reason: "added to the kernel maps while the agent was stopped".to_owned(),
+            };
+            if record.is_expired(now_ms) {
+                self.blocklist
+                    .unban(address)
+                    .map_err(|source| self.kernel_error(address, source))?;
+                continue;
+            }
+            self.store.put_ban(&record)?;
+            self.active_mut().insert(address, record.expires_at_ms);
+            imported += 1;
+        }
+        if imported > 0 {
+            tracing::info!(imported, "stored the bans found only in the kernel maps");
+        }
+        Ok(())
     }
 
     /// Counts a strike against `address`. When the strikes within the strike window reach the
@@ -638,7 +682,8 @@ fn outlasts(existing: Option<u64>, new: Option<u64>) -> bool {
     }
 }
 
-fn validate_address(address: IpNetwork) -> Result<(), BanError> {
+/// Checks that `address` can be banned: a possible packet source, and not a /0 range.
+pub fn validate_address(address: IpNetwork) -> Result<(), BanError> {
     let first = address.address();
     let never_a_source = address.is_host() && first.is_unspecified();
     if never_a_source || first.is_multicast() || address.prefix_len() == 0 {

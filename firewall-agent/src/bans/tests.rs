@@ -547,3 +547,133 @@ fn full_kernel_map_is_reported_and_counted() {
     assert_eq!(metrics.map_full("memory"), 1);
     assert_eq!(blocklist.banned_addresses(), vec![net(CLIENT)]);
 }
+
+#[test]
+fn restore_stores_kernel_only_bans() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    let kept_until = wall + Duration::from_secs(600);
+    f.blocklist
+        .ban(net("198.51.100.0/24"), Some(kept_until))
+        .expect("kernel-only range ban");
+    f.blocklist
+        .ban(net("2001:db8::9"), None)
+        .expect("kernel-only permanent ban");
+    f.blocklist
+        .ban(net("192.0.2.44"), Some(wall - Duration::from_secs(1)))
+        .expect("kernel-only expired ban");
+
+    f.manager.restore_at(wall).expect("restore");
+
+    let bans = f.manager.list_at(wall).expect("list");
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    let range = bans
+        .iter()
+        .find(|ban| ban.address == net("198.51.100.0/24"))
+        .expect("range ban stored");
+    assert_eq!(range.origin, BanOrigin::Manual);
+    assert_eq!(range.expires_at_ms, Some(unix_ms(kept_until)));
+    let permanent = bans
+        .iter()
+        .find(|ban| ban.address == net("2001:db8::9"))
+        .expect("permanent ban stored");
+    assert_eq!(permanent.expires_at_ms, None);
+    assert!(f.manager.is_banned(addr("198.51.100.7")));
+    assert_eq!(
+        f.blocklist.ban_of(net("192.0.2.44")),
+        None,
+        "expired ban left in the kernel"
+    );
+}
+
+/// Records the changes a [`BanObserver`] hears.
+#[derive(Default)]
+struct RecordedChanges(Mutex<Vec<(BanChange, IpNetwork)>>);
+
+impl BanObserver for RecordedChanges {
+    fn ban_changed(&self, change: BanChange, record: &crate::store::BanRecord, _: Option<u32>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((change, record.address));
+    }
+}
+
+#[test]
+fn observer_hears_every_ban_change() {
+    let f = fixture();
+    let changes = Arc::new(RecordedChanges::default());
+    assert!(f.manager.set_observer(changes.clone()));
+    let wall = SystemTime::now();
+    let client = net(CLIENT);
+    let range = net("198.51.100.0/24");
+
+    f.manager
+        .apply_at(client, Some(Duration::from_secs(60)), BanOrigin::Manual, "test", wall)
+        .expect("ban");
+    f.manager
+        .apply_at(client, Some(Duration::from_secs(30)), BanOrigin::Manual, "test", wall)
+        .expect("shorter ban keeps the first");
+    f.manager
+        .apply_at(client, Some(Duration::from_secs(120)), BanOrigin::Manual, "test", wall)
+        .expect("longer ban extends");
+    f.manager.remove(client).expect("lift");
+    f.manager
+        .apply_at(range, Some(Duration::from_secs(1)), BanOrigin::Manual, "test", wall)
+        .expect("short range ban");
+    f.manager
+        .sweep_at(Instant::now(), wall + Duration::from_secs(2))
+        .expect("sweep");
+
+    let recorded = changes.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert_eq!(
+        recorded,
+        vec![
+            (BanChange::Applied, client),
+            (BanChange::Extended, client),
+            (BanChange::Lifted, client),
+            (BanChange::Applied, range),
+            (BanChange::Expired, range),
+        ]
+    );
+}
+
+#[test]
+fn escalated_bans_grow_and_persist() {
+    let f = fixture();
+    let policy = EscalationPolicy {
+        base: Duration::from_secs(60),
+        factor: 3.0,
+        max: Duration::from_secs(600),
+        jitter_ratio: 0.0,
+        history: Duration::from_secs(3600),
+    };
+    let wall = SystemTime::now();
+    let ttl = |ban: &EscalatedBan| {
+        ban.record.expires_at_ms.expect("expires") - ban.record.created_at_ms
+    };
+
+    let first = f
+        .manager
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, wall)
+        .expect("first ban")
+        .expect("not allowlisted");
+    f.manager.remove(net(CLIENT)).expect("lift");
+    let second = f
+        .manager
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, wall)
+        .expect("second ban")
+        .expect("not allowlisted");
+    f.manager.remove(net(CLIENT)).expect("lift");
+    let after_history = wall + Duration::from_secs(7200);
+    let forgiven = f
+        .manager
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, after_history)
+        .expect("third ban")
+        .expect("not allowlisted");
+
+    assert_eq!((first.offences, ttl(&first)), (0, 60_000));
+    assert_eq!((second.offences, ttl(&second)), (1, 180_000));
+    assert_eq!(forgiven.offences, 0, "offences older than the history window do not count");
+    assert!(second.record.reason.contains("offence 2"), "{}", second.record.reason);
+}

@@ -1,11 +1,13 @@
-//! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries and shows the
-//! XDP counters, through the agent's admin socket.
+//! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries, shows the XDP
+//! counters, and manages the OAuth users and signing keys, through the agent's admin socket.
+//! While the agent is stopped, `bans add` and `bans remove` write the pinned kernel maps
+//! directly.
 
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -13,9 +15,11 @@ use serde::Serialize;
 use firewall_agent::admin::api::{
     AddAllowRequest, AddBanRequest, AllowView, BanView, MAX_TOP_SOURCES, Stats,
 };
+use firewall_agent::admin::oauth_api::{AddUserRequest, KeyView};
 use firewall_agent::admin::{AdminClient, ClientError};
+use firewall_agent::bans::validate_address;
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
-use firewall_agent::kernel::{DEFAULT_PIN_DIR, remove_pins};
+use firewall_agent::kernel::{Blocklist, DEFAULT_PIN_DIR, PinnedBlocklist, remove_pins};
 use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
 
@@ -51,6 +55,41 @@ enum Command {
     Detach(DetachArgs),
     /// Show the XDP verdict counters and the sources with the most packets.
     Stats(StatsArgs),
+    /// List, add or remove the users who sign in on the OAuth login page.
+    #[command(subcommand)]
+    Users(UserCommand),
+    /// List or rotate the OAuth signing keys.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// List the users.
+    List,
+    /// Add a user, or set the password of an existing one. The password is read from the
+    /// terminal without echo, or as the first line of standard input when that is not a
+    /// terminal. It is never taken from the command line.
+    Add {
+        /// Login name.
+        #[arg(value_name = "USERNAME")]
+        username: String,
+    },
+    /// Remove a user.
+    Remove {
+        /// Login name.
+        #[arg(value_name = "USERNAME")]
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// List the published signing keys and their status.
+    List,
+    /// Make the published next key the signing key and publish a new next key. The previous
+    /// key stays published until the access tokens it signed have expired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +103,10 @@ enum BanCommand {
         /// IPv4 or IPv6 address, or CIDR range.
         #[arg(value_name = "ADDR", value_parser = parse_address)]
         address: IpNetwork,
+
+        /// The agent's pin directory, written directly when the agent is not running.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
     /// Ban every address or range in FILE, one per line. Blank lines and lines starting with
     /// `#` are skipped; invalid lines are reported with their numbers and the others applied.
@@ -98,9 +141,13 @@ struct AddArgs {
     #[arg(long, value_name = "TTL", default_value = DEFAULT_TTL, value_parser = parse_ttl)]
     ttl: Ttl,
 
-    /// Reason shown by `fwctl bans list`.
+    /// Reason shown by `fwctl bans list`. Not kept when the agent is not running.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+
+    /// The agent's pin directory, written directly when the agent is not running.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -295,14 +342,32 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
                 ttl_seconds: args.ttl.0,
                 reason: args.reason,
             };
-            let ban = client.add_ban(&request).await?;
-            print_output(json, &ban, |ban| println!("banned {}", describe_ban(ban)));
+            match client.add_ban(&request).await {
+                Ok(ban) => {
+                    print_output(json, &ban, |ban| println!("banned {}", describe_ban(ban)));
+                }
+                Err(error @ ClientError::NotRunning { .. }) => {
+                    return Ok(offline_ban(
+                        &error,
+                        &args.pin_dir,
+                        args.address,
+                        args.ttl,
+                        json,
+                    ));
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Command::Bans(BanCommand::Remove { address }) => {
-            let ban = client.remove_ban(address).await?;
-            print_output(json, &ban, |ban| {
-                println!("removed the ban of {}", ban.address)
-            });
+        Command::Bans(BanCommand::Remove { address, pin_dir }) => {
+            match client.remove_ban(address).await {
+                Ok(ban) => print_output(json, &ban, |ban| {
+                    println!("removed the ban of {}", ban.address)
+                }),
+                Err(error @ ClientError::NotRunning { .. }) => {
+                    return Ok(offline_unban(&error, &pin_dir, address, json));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Command::Bans(BanCommand::Import(args)) => {
             if !import_bans(&client, &args.file, args.ttl, args.reason).await? {
@@ -334,8 +399,205 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
             let stats = client.stats(usize::from(args.top)).await?;
             print_output(json, &stats, print_stats);
         }
+        Command::Users(command) => return users(&client, command, json).await,
+        Command::Keys(command) => {
+            let list = match command {
+                KeyCommand::List => client.list_keys().await?,
+                KeyCommand::Rotate => client.rotate_keys().await?,
+            };
+            print_output(json, &list.keys, |keys| print_key_list(keys));
+        }
     }
     Ok(Outcome::Complete)
+}
+
+/// A ban written into the pinned maps while the agent is stopped, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct OfflineBan {
+    address: String,
+    /// Remaining seconds; `None` for a ban that never expires.
+    ttl_seconds: Option<u64>,
+    pin_dir: PathBuf,
+}
+
+/// Bans `address` in the maps pinned in `pin_dir`, because the agent did not respond on its
+/// socket. The XDP program applies the ban at once; the agent stores it at its next start.
+fn offline_ban(
+    socket_error: &ClientError,
+    pin_dir: &Path,
+    address: IpNetwork,
+    ttl: Ttl,
+    json: bool,
+) -> Outcome {
+    if let Err(error) = validate_address(address) {
+        eprintln!("fwctl: {}", ErrorChain(&error));
+        return Outcome::Partial;
+    }
+    let expires_at = ttl
+        .0
+        .map(|seconds| SystemTime::now() + Duration::from_secs(seconds));
+    let written =
+        PinnedBlocklist::open(pin_dir).and_then(|blocklist| blocklist.ban(address, expires_at));
+    if let Err(error) = written {
+        eprintln!("fwctl: {}", ErrorChain(socket_error));
+        eprintln!(
+            "fwctl: failed to write the pinned maps instead: {}",
+            ErrorChain(&error)
+        );
+        return Outcome::Partial;
+    }
+
+    eprintln!(
+        "fwctl: the agent is not running, so the ban was written into the pinned maps in {}; \
+         the XDP program applies it now and the agent stores it at its next start",
+        pin_dir.display()
+    );
+    let ban = OfflineBan {
+        address: address.to_string(),
+        ttl_seconds: ttl.0,
+        pin_dir: pin_dir.to_owned(),
+    };
+    print_output(json, &ban, |ban| match ban.ttl_seconds {
+        Some(seconds) => println!("banned {} for {}", ban.address, format_remaining(seconds)),
+        None => println!("banned {} without expiry", ban.address),
+    });
+    Outcome::Complete
+}
+
+/// Lifts the ban of `address` in the maps pinned in `pin_dir`, because the agent did not respond
+/// on its socket.
+///
+/// NOTE: a ban that is also in the agent's store comes back at the agent's next start, because
+/// the store is the source of truth. Only bans written while the agent was stopped stay lifted.
+fn offline_unban(
+    socket_error: &ClientError,
+    pin_dir: &Path,
+    address: IpNetwork,
+    json: bool,
+) -> Outcome {
+    let removed = PinnedBlocklist::open(pin_dir).and_then(|blocklist| blocklist.unban(address));
+    let removed = match removed {
+        Ok(removed) => removed,
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(socket_error));
+            eprintln!(
+                "fwctl: failed to write the pinned maps instead: {}",
+                ErrorChain(&error)
+            );
+            return Outcome::Partial;
+        }
+    };
+    if !removed {
+        eprintln!(
+            "fwctl: {address} has no ban in the pinned maps in {}",
+            pin_dir.display()
+        );
+        return Outcome::Partial;
+    }
+
+    eprintln!(
+        "fwctl: the agent is not running, so the ban was removed from the pinned maps in {}; \
+         a ban kept in the agent's store comes back at its next start",
+        pin_dir.display()
+    );
+    print_output(json, &address.to_string(), |address| {
+        println!("removed the ban of {address}")
+    });
+    Outcome::Complete
+}
+
+async fn users(client: &AdminClient, command: UserCommand, json: bool) -> Result<Outcome, ClientError> {
+    match command {
+        UserCommand::List => {
+            let list = client.list_users().await?;
+            print_output(json, &list.users, |users| {
+                if users.is_empty() {
+                    println!("no users");
+                }
+                for user in users {
+                    println!("{}", user.username);
+                }
+            });
+        }
+        UserCommand::Add { username } => {
+            let password = match read_password() {
+                Ok(password) => password,
+                Err(message) => {
+                    eprintln!("fwctl: {message}");
+                    return Ok(Outcome::Partial);
+                }
+            };
+            let request = AddUserRequest { username, password };
+            let user = client.add_user(&request).await?;
+            print_output(json, &user, |user| println!("added user {}", user.username));
+        }
+        UserCommand::Remove { username } => {
+            let user = client.remove_user(&username).await?;
+            print_output(json, &user, |user| println!("removed user {}", user.username));
+        }
+    }
+    Ok(Outcome::Complete)
+}
+
+/// Reads a password: from the terminal without echo, asked twice, or as the first line of
+/// standard input when that is not a terminal.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|error| format!("failed to read the password from standard input: {error}"))?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            return Err("no password on standard input: pipe it as the first line".into());
+        }
+        return Ok(password);
+    }
+
+    let prompt = |text: &str| -> Result<String, String> {
+        eprint!("{text}");
+        let _ = std::io::stderr().flush();
+        let line = read_line_without_echo(&stdin)
+            .map_err(|error| format!("failed to read the password from the terminal: {error}"))?;
+        eprintln!();
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    let password = prompt("password: ")?;
+    let repeated = prompt("repeat the password: ")?;
+    if password != repeated {
+        return Err("the two passwords differ: nothing was changed".into());
+    }
+    if password.is_empty() {
+        return Err("the password is empty: nothing was changed".into());
+    }
+    Ok(password)
+}
+
+/// Reads one line from the terminal with echo turned off, restoring the terminal afterwards.
+fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::BufRead as _;
+
+    let original = tcgetattr(stdin).map_err(std::io::Error::from)?;
+    let mut silent = original.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSANOW, &silent).map_err(std::io::Error::from)?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    tcsetattr(stdin, SetArg::TCSANOW, &original).map_err(std::io::Error::from)?;
+    read.map(|_| line)
+}
+
+fn print_key_list(keys: &[KeyView]) {
+    println!("{:<24} {:<8} {:<20} {}", "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)");
+    for key in keys {
+        let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
+        println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
+    }
 }
 
 /// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.

@@ -28,7 +28,9 @@ pub enum FieldKind {
     Header,
     /// A key or value of a form, multipart or JSON body.
     Body,
-    /// A whole body of a type that is not parsed, such as XML or plain text.
+    /// The file name of a multipart upload.
+    FileName,
+    /// A whole body of a type that is not parsed, such as plain text.
     RawBody,
 }
 
@@ -36,7 +38,8 @@ pub enum FieldKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field {
     /// Name used in findings and exclusions: `path`, `query:KEY`, `cookie:NAME`,
-    /// `header:NAME`, `body:KEY` (form), `multipart:NAME`, `json:PATH` or `body`.
+    /// `header:NAME`, `body:KEY` (form), `multipart:NAME`, `json:PATH`, `xml:ELEMENT`,
+    /// `xml:ELEMENT@ATTRIBUTE` or `body`.
     pub name: String,
     /// Raw bytes, still encoded.
     pub raw: Vec<u8>,
@@ -165,11 +168,11 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
     if body.is_empty() {
         return;
     }
-    let content_type = headers
+    let original_content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
+    let content_type = original_content_type.to_ascii_lowercase();
     let essence = content_type.split(';').next().unwrap_or("").trim();
 
     if essence == "application/x-www-form-urlencoded" || (essence.is_empty() && looks_like_form(body))
@@ -181,12 +184,72 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
             Err(_) => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
         }
     } else if essence == "multipart/form-data" {
-        match multipart_boundary(&content_type) {
+        // The boundary is case-sensitive, so it is read from the header as sent.
+        match multipart_boundary(original_content_type) {
             Some(boundary) => push_multipart(fields, body, boundary.as_bytes()),
             None => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
         }
+    } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
+        push_xml(fields, body);
     } else {
         fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
+    }
+}
+
+/// Takes the attribute values and text of an XML body as fields, without building a tree:
+/// `xml:ELEMENT@ATTRIBUTE` and `xml:ELEMENT`. Entities stay encoded here; normalisation
+/// decodes them. Markup that does not parse as XML still yields what could be read.
+fn push_xml(fields: &mut RequestFields, body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    let mut element = String::new();
+    let mut rest: &str = &text;
+    while !rest.is_empty() && fields.len() < MAX_FIELDS {
+        let Some(open) = rest.find('<') else {
+            push_xml_text(fields, &element, rest);
+            break;
+        };
+        push_xml_text(fields, &element, &rest[..open]);
+        rest = &rest[open + 1..];
+        let close = rest.find('>').unwrap_or(rest.len());
+        let tag = &rest[..close];
+        rest = rest.get(close + 1..).unwrap_or("");
+        if tag.starts_with(['?', '!', '/']) {
+            continue;
+        }
+        let name_end = tag
+            .find(|character: char| character.is_whitespace() || character == '/')
+            .unwrap_or(tag.len());
+        element = tag[..name_end].chars().take(MAX_NAME_CHARS).collect();
+        fields.push(format!("xml:{element}"), tag[..name_end].as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        push_xml_attributes(fields, &element, &tag[name_end..]);
+    }
+}
+
+fn push_xml_text(fields: &mut RequestFields, element: &str, text: &str) {
+    let text = text.trim();
+    if !text.is_empty() {
+        fields.push(format!("xml:{element}"), text.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+    }
+}
+
+fn push_xml_attributes(fields: &mut RequestFields, element: &str, mut attributes: &str) {
+    while let Some(equals) = attributes.find('=') {
+        let name = attributes[..equals].trim();
+        let after = attributes[equals + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|quote| matches!(quote, '"' | '\'')) else {
+            break;
+        };
+        let value_and_rest = &after[1..];
+        let end = value_and_rest.find(quote).unwrap_or(value_and_rest.len());
+        let field = format!("xml:{element}@{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
+        fields.push(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push(
+            field,
+            value_and_rest[..end].as_bytes(),
+            FieldEncoding::Plain,
+            FieldKind::Body,
+        );
+        attributes = value_and_rest.get(end + 1..).unwrap_or("");
     }
 }
 
@@ -253,7 +316,9 @@ fn json_name(path: &str) -> String {
 fn multipart_boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
-        (name.trim() == "boundary").then(|| value.trim().trim_matches('"').to_owned())
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
     })
 }
 
@@ -284,7 +349,7 @@ fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
                 format!("{field}:filename"),
                 file_name.as_bytes(),
                 FieldEncoding::Plain,
-                FieldKind::Body,
+                FieldKind::FileName,
             ),
             None => fields.push(field, content, FieldEncoding::Plain, FieldKind::Body),
         }

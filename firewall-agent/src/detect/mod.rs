@@ -7,7 +7,9 @@
 //! error 4, warning 3, notice 2), and the request's anomaly score is the sum of the weights of
 //! the distinct rules that matched.
 
+pub mod config;
 mod fields;
+pub mod rules;
 pub mod normalise;
 mod shell;
 mod signatures;
@@ -19,6 +21,7 @@ mod tests;
 
 use std::fmt;
 
+pub use config::{RouteThreatConfig, ThreatConfig, ThreatMode, ThreatPolicy, Verdict};
 pub use fields::{Field, FieldKind, RequestFields, RequestParts, extract_fields};
 use normalise::{FieldEncoding, Normalised, normalise};
 
@@ -110,8 +113,10 @@ impl Severity {
 /// severity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
-    /// Stable identifier, such as `sqli-tautology`.
+    /// Stable identifier, such as `sqli-union`, named in config.
     pub id: &'static str,
+    /// Stable number, carried by security events.
+    pub number: u32,
     /// Attack family.
     pub family: Family,
     /// Severity.

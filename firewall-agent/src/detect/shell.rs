@@ -11,18 +11,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, Rule, Severity};
+use super::{Rule, rules};
 
-const COMMAND: Rule = Rule {
-    id: "rce-unix-command",
-    family: Family::Rce,
-    severity: Severity::Critical,
-};
-const WINDOWS_COMMAND: Rule = Rule {
-    id: "rce-windows-command",
-    family: Family::Rce,
-    severity: Severity::Critical,
-};
 
 /// Commands that no ordinary text places after a shell separator.
 const STRONG_COMMANDS: &str = concat!(
@@ -52,13 +42,16 @@ const WORD_COMMANDS: &[&str] = &[
     "paste", "nl", "rev", "tac", "od", "dd", "tee", "sort", "uniq", "source", "exec", "eval",
     "export", "env", "wall", "finger", "dig", "fish", "tar", "zip", "gem", "pip", "npm", "apt",
     "mount", "lua", "java", "ruby", "perl", "php", "python", "awk", "sed", "grep", "mkdir",
-    "strings", "shutdown", "reboot", "timeout", "users", "arp", "wget", "curl",
+    "strings", "shutdown", "reboot", "timeout", "users", "arp",
 ];
+
+/// Commands that run the command after them, so that command counts as if after a separator.
+const PREFIX_COMMANDS: &str = "time|nohup|sudo|env|strace|ltrace|exec|xargs|timeout|nice|watch|busybox|command|builtin";
 
 /// A separator, an optional path before the command, the command name and what follows it.
 static COMMAND_AFTER_SEPARATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"(^|[;|&`\n\r]|\$\(|\|\||&&)\s*(?:[a-z0-9_.?*~-]*/)*({STRONG_COMMANDS})(\s+\S|\s*$|[;|&`<>)$])"
+        r"(^|[;|&`\n\r]|\$\(|\|\||&&|\b(?:{PREFIX_COMMANDS})\s)\s*(?:[a-z0-9_.?*~-]*/)*({STRONG_COMMANDS})(\s+\S|\s*$|[;|&`<>)$])"
     ))
     .ok()
 });
@@ -69,8 +62,14 @@ static SHELL_ARGUMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
-static GLOBBED_COMMAND: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?:^|[;|&`\s(])/(?:[a-z?*\[\]]+/)+[a-z?*\[\]]*[?*\[][a-z?*\[\]]*").ok());
+static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[;|&`\s(=])/(?:[a-z?*\[\]]{1,8}/)+[a-z]{0,3}[?*\[][a-z?*\[\]]{0,6}(?:\s|$|[;|&`)])").ok()
+});
+
+/// A shell started with a command string, or started through `$SHELL`.
+static SHELL_WITH_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:\b(?:ba|z|k|c|tc|da)?sh|\$\{?shell\}?)\s+-[a-z]*c\b|\bif\s+(?:/i\s+)?(?:not\s+)?(?:exist|errorlevel|defined)\b|\bfor\s+(?:/[dlrf]\s+)*%%?[a-z~]").ok()
+});
 
 /// Looks for OS command injection in a normalised, lowercased value.
 pub fn detect(value: &str, hits: &mut Vec<Rule>) {
@@ -90,9 +89,9 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
             let after = &unquoted[start + command.end()..];
             if is_injection(separator.as_str(), command.as_str(), after) {
                 let rule = if is_windows_command(command.as_str()) {
-                    WINDOWS_COMMAND
+                    rules::RCE_WINDOWS_COMMAND
                 } else {
-                    COMMAND
+                    rules::RCE_UNIX_COMMAND
                 };
                 if !hits.contains(&rule) {
                     hits.push(rule);
@@ -106,11 +105,18 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         }
     }
 
+    if let Some(regex) = SHELL_WITH_COMMAND.as_ref()
+        && regex.is_match(&unquoted)
+        && !hits.contains(&rules::RCE_UNIX_COMMAND)
+    {
+        hits.push(rules::RCE_UNIX_COMMAND);
+    }
+
     if let Some(regex) = GLOBBED_COMMAND.as_ref()
         && regex.is_match(&unquoted)
-        && !hits.contains(&COMMAND)
+        && !hits.contains(&rules::RCE_UNIX_COMMAND)
     {
-        hits.push(COMMAND);
+        hits.push(rules::RCE_UNIX_COMMAND);
     }
 }
 
@@ -128,7 +134,9 @@ fn is_injection(separator: &str, command: &str, after: &str) -> bool {
             && argument.starts_with(['-', '/', '|', ';', '>', '<', '$', '~', '`']);
     }
     if WORD_COMMANDS.contains(&command) {
-        return shell_argument;
+        // "Max & Ruby" or "cats & more": a lone `&` before a last word is prose.
+        let prose_ampersand = separator == "&" && after.trim().is_empty();
+        return shell_argument && !prose_ampersand;
     }
     true
 }

@@ -12,31 +12,11 @@ use std::sync::LazyLock;
 use regex::{Regex, RegexSet};
 
 use super::normalise::Normalised;
-use super::{Family, FieldKind, Rule, Severity};
+use super::{FieldKind, Rule, rules};
 
-const fn rule(id: &'static str, family: Family, severity: Severity) -> Rule {
-    Rule {
-        id,
-        family,
-        severity,
-    }
-}
-
-const OVERLONG_UTF8: Rule = rule("protocol-overlong-utf8", Family::Protocol, Severity::Critical);
-const NUL_BYTE: Rule = rule("protocol-nul-byte", Family::Protocol, Severity::Critical);
-const CONTROL_BYTE: Rule = rule("protocol-control-byte", Family::Protocol, Severity::Notice);
-const DEEP_ENCODING: Rule = rule("protocol-deep-encoding", Family::Protocol, Severity::Error);
-const HEADER_INJECTION: Rule =
-    rule("protocol-header-injection", Family::Protocol, Severity::Critical);
-const TRAVERSAL: Rule = rule("lfi-traversal", Family::Lfi, Severity::Critical);
-const SINGLE_TRAVERSAL: Rule = rule("lfi-traversal-single", Family::Lfi, Severity::Notice);
-const RESTRICTED_FILE: Rule = rule("lfi-restricted-file", Family::Lfi, Severity::Critical);
-const BASE64_GADGET: Rule = rule("java-base64-gadget", Family::Java, Severity::Critical);
 
 /// Signatures matched together in one pass: pattern and rule.
 static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
-    use Family::*;
-    use Severity::*;
     let table: Vec<(&str, Rule)> = vec![
         // Sensitive files of Unix and Windows systems and web servers.
         (
@@ -44,35 +24,35 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"(?:^|[/\\=\s:;,'\x22(])(?:etc/(?:passwd|shadow|group|hosts|issue|master\.passwd|sudoers|crontab|",
                 r"profile|fstab|resolv\.conf|motd|hostname|security/|mysql/|httpd/|apache2?/|nginx/|ssh/|pam\.d)",
                 r"|proc/(?:self|\d+)/|windows/(?:win\.ini|system\.ini|system32|repair)|boot\.ini|win\.ini|",
-                r"system32/|winnt/|inetpub/|var/log/|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
+                r"system32/|winnt/|inetpub/|var/log/|sys/(?:class|kernel|devices|module|power)\b|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
                 r"\.htpasswd|web\.config|web-inf/|meta-inf/|wp-config\.php|\.git/|\.svn/|\.aws/|\.docker/|\.kube/)"
             ),
-            rule("lfi-sensitive-file", Lfi, Critical),
+            rules::LFI_SENSITIVE_FILE,
         ),
-        (r"(?:^|/)\.env(?:$|[./])", rule("lfi-sensitive-file", Lfi, Critical)),
+        (r"(?:^|/)\.env(?:$|[./])", rules::LFI_SENSITIVE_FILE),
         // Stream wrappers that read local files or run code.
         (
             r"\b(?:php|phar|zip|expect|glob|zlib|compress\.zlib|rar|ogg|ssh2|jar|netdoc)://",
-            rule("lfi-stream-wrapper", Lfi, Critical),
+            rules::LFI_STREAM_WRAPPER,
         ),
-        (r"\bfile:/{1,3}[a-z/.]", rule("lfi-file-url", Lfi, Critical)),
+        (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL),
         // Request forgery towards cloud metadata services, and schemes only attacks use.
         (
-            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure)",
-            rule("rfi-metadata-address", Rfi, Critical),
+            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2)",
+            rules::RFI_METADATA_ADDRESS,
         ),
-        (r"\b(?:gopher|dict|ldap|tftp)://", rule("rfi-scheme", Rfi, Critical)),
+        (r"\b(?:gopher|dict|ldap|tftp)://", rules::RFI_SCHEME),
         // A URL whose host is an IP address, or which ends in `?` to cut off an appended path.
         (
             r"(?:https?|ftps?)://(?:[^/@\s]*@)?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
-            rule("rfi-ip-url", Rfi, Warning),
+            rules::RFI_IP_URL,
         ),
-        (r"^(?:https?|ftps?)://\S+\?+$", rule("rfi-trailing-question-mark", Rfi, Critical)),
+        (r"^(?:https?|ftps?)://\S+\?+$", rules::RFI_TRAILING_QUESTION_MARK),
         // Shell syntax that only command injection uses.
-        (r"\$\{?ifs\b", rule("rce-shell-syntax", Rce, Critical)),
-        (r"\(\s*\)\s*\{", rule("rce-shellshock", Rce, Critical)),
-        (r"/dev/(?:tcp|udp)/", rule("rce-shell-syntax", Rce, Critical)),
-        (r"\{[a-z]{2,},[^}\s]*\}", rule("rce-brace-expansion", Rce, Warning)),
+        (r"\$\{?ifs\b", rules::RCE_SHELL_SYNTAX),
+        (r"\(\s*\)\s*\{", rules::RCE_SHELLSHOCK),
+        (r"/dev/(?:tcp|udp)/", rules::RCE_SHELL_SYNTAX),
+        (r"\{[a-z]{2,},[^}\s]*\}", rules::RCE_BRACE_EXPANSION),
         (
             concat!(
                 r"\b(?:invoke-(?:expression|webrequest|command|restmethod|item|wmimethod|shellcode)|iex\s*\(|",
@@ -81,11 +61,11 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"set-(?:content|executionpolicy|itemproperty)\b|add-type\b|out-file\b|remove-item\b|",
                 r"-encodedcommand|-executionpolicy|-windowstyle\s+hidden)"
             ),
-            rule("rce-powershell", Rce, Critical),
+            rules::RCE_POWERSHELL,
         ),
         (
             r"(?:%comspec%|cmd(?:\.exe)?\s+/[ck]\b|%systemroot%|%windir%|\bfor\s+/f\b|%errorlevel%)",
-            rule("rce-windows-shell", Rce, Critical),
+            rules::RCE_WINDOWS_SHELL,
         ),
         // Template expressions with an operator, call or attribute access inside.
         (
@@ -93,37 +73,38 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"\{\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|__|\(|\[|\bconfig\b|\bself\b|request\.|lipsum|cycler|",
                 r"joiner|namespace|\|\s*(?:attr|safe|e|join|map))"
             ),
-            rule("ssti-expression", Ssti, Critical),
+            rules::SSTI_EXPRESSION,
         ),
         (
             r"[$#*@]\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|\(|\.getclass|\bt\s*\(|java\.|new\s|\[|@)",
-            rule("ssti-expression", Ssti, Critical),
+            rules::SSTI_EXPRESSION,
         ),
-        (r"<%=?.{0,200}?%>", rule("ssti-expression", Ssti, Critical)),
-        (r"\[%.{0,200}?%\]", rule("ssti-expression", Ssti, Critical)),
+        (r"<%=?.{0,200}?%>", rules::SSTI_EXPRESSION),
+        (r"\[%.{0,200}?%\]", rules::SSTI_EXPRESSION),
         (
             r"\{%\s*(?:if|for|import|include|set|debug|load|extends|macro|print|with|raw)\b",
-            rule("ssti-statement", Ssti, Critical),
+            rules::SSTI_STATEMENT,
         ),
         // Code injection into Node.js and prototype pollution.
         (
-            r"__proto__|constructor\s*(?:\.\s*prototype|\[\s*['\x22`]?prototype)",
-            rule("ssti-prototype-pollution", Ssti, Critical),
+            r"__proto__|constructor\s*\]?\s*(?:\.|\[)\s*['\x22`]?prototype",
+            rules::SSTI_PROTOTYPE_POLLUTION,
         ),
         (
             concat!(
                 r"require\s*\(\s*['\x22`]?(?:child_process|fs|os|net|vm|http|process)\b|child_process|",
                 r"process\s*\.\s*(?:mainmodule|binding|env\b|exit|kill|dlopen)|global\s*\.\s*process|",
                 r"constructor\s*\.\s*constructor|constructor\s*\(\s*['\x22`]return|_\$\$nd_func\$\$_|",
+                r"\bprocess\s*\[\s*['\x22`]?(?:mainmodule|env|binding|exit|kill)|\bmodule\s*\.\s*exports\s*=|__js_function|",
                 r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*\("
             ),
-            rule("ssti-nodejs-injection", Ssti, Critical),
+            rules::SSTI_NODEJS_INJECTION,
         ),
         // PHP.
-        (r"<\?(?:php\b|=)", rule("php-open-tag", Php, Critical)),
+        (r"<\?(?:php\b|=)", rules::PHP_OPEN_TAG),
         (
             r"\$_(?:get|post|request|cookie|server|env|files|session|globals)\b",
-            rule("php-superglobal", Php, Critical),
+            rules::PHP_SUPERGLOBAL,
         ),
         (
             concat!(
@@ -132,18 +113,27 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"call_user_func(?:_array)?|highlight_file|show_source|unserialize|move_uploaded_file|",
                 r"preg_replace|assert|eval|array_map|posix_\w+)\s*(?:/\*.*?\*/\s*)*\(",
             ),
-            rule("php-function", Php, Critical),
+            rules::PHP_FUNCTION,
         ),
         (
-            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r)\(",
-            rule("php-function", Php, Warning),
+            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r|printf|chr|unpack|substr|assert_options)\s*(?:/\*.*?\*/\s*|#[^\n]*\n\s*)*\(",
+            rules::PHP_FUNCTION_CALL,
         ),
         (
             concat!(
                 r"\b(?:allow_url_include|allow_url_fopen|auto_prepend_file|auto_append_file|",
                 r"disable_functions|open_basedir|register_globals|suhosin\.\w+)\b"
             ),
-            rule("php-config-directive", Php, Critical),
+            rules::PHP_CONFIG_DIRECTIVE,
+        ),
+        (
+            r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
+            rules::PHP_FUNCTION,
+        ),
+        // Database system catalogues.
+        (
+            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
+            rules::SQLI_SYSTEM_TABLE,
         ),
         // Java and expression language.
         (
@@ -157,25 +147,25 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
                 r"java\.io\.(?:file|inputstream)|java\.util\.scanner|sun\.misc\.|\.forname\s*\(|",
                 r"com\.sun\.rowset|jdbcrowsetimpl|\.getclass\s*\(\s*\)\s*\.|java\.beans\.xmldecoder"
             ),
-            rule("java-code-injection", Java, Critical),
+            rules::JAVA_CODE_INJECTION,
         ),
-        (r"\bruntime\s*\.\s*(?:exec|getruntime|instantiate)", rule("java-code-injection", Java, Critical)),
-        (r"\baced0005", rule("deserialization-java", Deserialization, Critical)),
+        (r"\bruntime\s*\.\s*(?:exec|getruntime|instantiate)", rules::JAVA_CODE_INJECTION),
+        (r"\baced0005", rules::DESERIALIZATION_JAVA),
         // Serialized objects.
         (
             r#"\b[oc]:\d+:"[^"]{1,200}":\d+:\{"#,
-            rule("deserialization-php", Deserialization, Critical),
+            rules::DESERIALIZATION_PHP,
         ),
         (
             concat!(
                 r#""\$type"\s*:\s*"[^"]*(?:system\.|windows\.)|objectdataprovider|typeconfusedelegate|"#,
                 r#"system\.diagnostics\.process|"@type"\s*:\s*"(?:com|org|java)\."#
             ),
-            rule("deserialization-dotnet-json", Deserialization, Critical),
+            rules::DESERIALIZATION_DOTNET_JSON,
         ),
         (
             r"!!(?:python/|javax?\.|ruby/)|!ruby/object|c__builtin__|\bc(?:os|posix|subprocess|builtins)\n(?:system|popen|check_output)",
-            rule("deserialization-yaml-pickle", Deserialization, Critical),
+            rules::DESERIALIZATION_YAML_PICKLE,
         ),
     ];
     let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
@@ -216,16 +206,16 @@ const GADGET_NAMES: &[&[u8]] = &[
 pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
     let anomalies = value.anomalies;
     if anomalies.overlong_utf8 {
-        hits.push(OVERLONG_UTF8);
+        hits.push(rules::PROTOCOL_OVERLONG_UTF8);
     }
     if anomalies.nul_byte {
-        hits.push(NUL_BYTE);
+        hits.push(rules::PROTOCOL_NUL_BYTE);
     }
     if anomalies.control_byte {
-        hits.push(CONTROL_BYTE);
+        hits.push(rules::PROTOCOL_CONTROL_BYTE);
     }
     if anomalies.deep_encoding {
-        hits.push(DEEP_ENCODING);
+        hits.push(rules::PROTOCOL_DEEP_ENCODING);
     }
 }
 
@@ -245,18 +235,21 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }
+    if kind == FieldKind::FileName && is_php_file_name(text) {
+        hits.push(rules::PHP_FILE_UPLOAD);
+    }
     if kind != FieldKind::Body && has_header_injection(text) {
-        hits.push(HEADER_INJECTION);
+        hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
     super::shell::detect(text, hits);
 
     if let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
     {
-        hits.push(rule("deserialization-java", Family::Deserialization, Severity::Critical));
+        hits.push(rules::DESERIALIZATION_JAVA);
     }
     if has_base64_gadget(&value.cased) {
-        hits.push(BASE64_GADGET);
+        hits.push(rules::JAVA_BASE64_GADGET);
     }
 }
 
@@ -285,9 +278,9 @@ fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
         index += 1;
     }
     if steps >= 2 {
-        hits.push(TRAVERSAL);
+        hits.push(rules::LFI_TRAVERSAL);
     } else if steps == 1 {
-        hits.push(SINGLE_TRAVERSAL);
+        hits.push(rules::LFI_TRAVERSAL_SINGLE);
     }
 }
 
@@ -301,8 +294,19 @@ fn detect_restricted_path(path: &str, hits: &mut Vec<Rule>) {
             && segment != ".well-known"
     });
     if restricted {
-        hits.push(RESTRICTED_FILE);
+        hits.push(rules::LFI_RESTRICTED_FILE);
     }
+}
+
+/// Whether an uploaded file's name has a PHP script extension anywhere, as in `shell.php.jpg`,
+/// which servers that look at the first extension run as PHP.
+fn is_php_file_name(name: &str) -> bool {
+    name.split('.').skip(1).any(|extension| {
+        matches!(
+            extension.trim(),
+            "php" | "php3" | "php4" | "php5" | "php7" | "php8" | "phtml" | "phar" | "pht" | "phps"
+        )
+    })
 }
 
 /// Whether a line break is followed by a header that splits a response or smuggles a request.

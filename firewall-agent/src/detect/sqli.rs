@@ -15,6 +15,7 @@
 //! | `1` | a number, `true`, `false`, `null` |
 //! | `n` | an identifier or bare word |
 //! | `k` | a keyword such as `from`, `where`, `having`, `limit` |
+//! | `a` | an English article or determiner such as `the`, which SQL never has |
 //! | `E` | a statement keyword such as `select`, `insert`, `drop`, `exec` |
 //! | `U` | `union` (with `all` or `distinct`) |
 //! | `B` | `order by`, `group by` |
@@ -32,7 +33,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, FieldKind, Rule, Severity};
+use super::{FieldKind, Rule, rules};
 
 /// Longest fingerprint kept. Injections show themselves in their first tokens; the cap bounds
 /// the work on long values.
@@ -41,74 +42,42 @@ const MAX_TOKENS: usize = 16;
 /// Longest value tokenized, in bytes. A payload longer than this still shows its start.
 const MAX_SQL_BYTES: usize = 4096;
 
-const TAUTOLOGY: Rule = Rule {
-    id: "sqli-boolean",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const UNION: Rule = Rule {
-    id: "sqli-union",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const STACKED: Rule = Rule {
-    id: "sqli-stacked-query",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const TIME_BASED: Rule = Rule {
-    id: "sqli-function",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const COMMENT: Rule = Rule {
-    id: "sqli-comment-break",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const EXECUTABLE_COMMENT: Rule = Rule {
-    id: "sqli-executable-comment",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const SUBQUERY: Rule = Rule {
-    id: "sqli-subquery",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
-const STRING_BREAK: Rule = Rule {
-    id: "sqli-string-break",
-    family: Family::Sqli,
-    severity: Severity::Critical,
-};
 
 /// Fingerprint rules, each with the rule it reports. `^` anchors at the first token, which in
 /// a quoted context is the string the attacker closed.
 static FINGERPRINT_RULES: LazyLock<Vec<(Regex, Rule)>> = LazyLock::new(|| {
-    let rules: [(&str, Rule); 14] = [
-        // A value closed by the attacker, then AND/OR and a comparison, a call or the end.
-        (r"^[s1]\)*&\(*[s1vfT]", TAUTOLOGY),
-        (r"^[s1]\)*&\(*n(o|c|\)|$)", TAUTOLOGY),
-        (r"^[s1]\)*&\(*E", SUBQUERY),
+    let table: Vec<(&str, Rule)> = vec![
+        // A value closed by the attacker, then AND/OR and a comparison, a call or a subquery.
+        (r"^s\)*&\(*[s1vfT]", rules::SQLI_BOOLEAN),
+        (r"^1\)*&\(*(?:[vfT]|[1s](?:o|c|;|&|\)))", rules::SQLI_BOOLEAN),
+        (r"^[s1]\)*&\(*n(?:o|c|\)|1|\()", rules::SQLI_BOOLEAN),
+        (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
+        // A value that starts with AND/OR and a comparison, as appended to a WHERE clause.
+        (r"^&\(*[s1v]o", rules::SQLI_BOOLEAN),
         // UNION SELECT anywhere, with brackets or ALL between.
-        (r"U\(*E", UNION),
-        (r"^[s1n]\)*U", UNION),
+        (r"U\(*E", rules::SQLI_UNION),
+        (r"^[s1]\)*U\(*[1sfv]", rules::SQLI_UNION),
+        // A statement with its clauses: SELECT ... FROM, DELETE FROM x, DROP TABLE x.
+        (r"E[n1vfo(),.B]{1,8}[kB]", rules::SQLI_STATEMENT),
+        (r"Ekn", rules::SQLI_STATEMENT),
         // A closed value, then a statement separator and a statement.
-        (r"[s1n)];\(*E", STACKED),
-        (r"^s\)*;", STACKED),
+        (r"[s1n)];\(*E", rules::SQLI_STACKED_QUERY),
+        (r"^s\)*;", rules::SQLI_STACKED_QUERY),
         // Time-based and file-reading functions, in any position.
-        (r"T\(", TIME_BASED),
-        (r"W", TIME_BASED),
+        (r"T\(", rules::SQLI_FUNCTION),
+        (r"W", rules::SQLI_FUNCTION),
         // A closed string, then an operator and a value, call or subquery.
-        (r"^s\)*o\(*[s1vfTE]", STRING_BREAK),
-        (r"^1\)*o\(*[ETf]", STRING_BREAK),
+        (r"^s\)*o\(*[s1vfT]", rules::SQLI_STRING_BREAK),
+        (r"^s\)*o\(*E.", rules::SQLI_STRING_BREAK),
+        (r"^s\)*o\(*n[c&;]", rules::SQLI_STRING_BREAK),
+        (r"^1\)*o\(*(?:E.|[Tf]\()", rules::SQLI_STRING_BREAK),
         // A closed string or number, then a comment that cuts off the rest of the query.
-        (r"^[s1]\)*c$", COMMENT),
+        (r"^[s1]\)*c$", rules::SQLI_COMMENT_BREAK),
         // A subquery inside brackets.
-        (r"\(E[1vfTo*]", SUBQUERY),
-        (r"^[s1]\)*B1", STRING_BREAK),
+        (r"\(E[1vfTo*]", rules::SQLI_SUBQUERY),
+        (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
     ];
-    rules
+    table
         .into_iter()
         .filter_map(|(pattern, rule)| Regex::new(pattern).ok().map(|regex| (regex, rule)))
         .collect()
@@ -127,9 +96,14 @@ pub fn detect(value: &str, _kind: FieldKind, hits: &mut Vec<Rule>) {
         {
             continue;
         }
-        let fingerprint = fingerprint(value, quote);
+        let mut fingerprint = fingerprint(value, quote);
+        if quote.is_none() && fingerprint.starts_with('s') {
+            // A value that starts with its own quoted string closes nothing: rules anchored
+            // on a closed string only apply when the value is read as if inside one.
+            fingerprint.insert(0, '_');
+        }
         if fingerprint.contains('X') {
-            push(hits, EXECUTABLE_COMMENT);
+            push(hits, rules::SQLI_EXECUTABLE_COMMENT);
         }
         for (regex, rule) in FINGERPRINT_RULES.iter() {
             if regex.is_match(&fingerprint) {
@@ -259,8 +233,9 @@ impl Tokenizer<'_> {
                 self.position += 2;
                 self.classes.push(b'&');
             }
+            b':' if self.peek(1) == b'=' => self.read_operator(),
             b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'^' | b'~' | b'+' | b'-' | b'*' | b'/'
-            | b'%' | b':' => self.read_operator(),
+            | b'%' => self.read_operator(),
             _ if is_word_byte(byte) => self.read_word(),
             _ => {
                 // Punctuation SQL has no use for, such as `?` or `{`: skipped, like spaces.
@@ -461,6 +436,10 @@ fn is_word_byte(byte: u8) -> bool {
 fn classify_word(word: &str) -> u8 {
     match word {
         "and" | "or" | "xor" => b'&',
+        // English articles and determiners never stand in a column list or a table name, so
+        // "select a plan from the menu" does not read as a statement.
+        "a" | "an" | "the" | "your" | "my" | "our" | "their" | "his" | "her" | "its" | "this"
+        | "that" | "these" | "those" | "some" | "any" | "each" | "every" | "no" => b'a',
         "not" | "like" | "rlike" | "regexp" | "is" | "in" | "between" | "div" | "mod"
         | "sounds" | "collate" | "escape" => b'o',
         "select" | "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate"
@@ -471,7 +450,7 @@ fn classify_word(word: &str) -> u8 {
         "true" | "false" | "null" => b'1',
         "from" | "where" | "having" | "limit" | "offset" | "into" | "values" | "table"
         | "exists" | "case" | "when" | "then" | "else" | "end" | "as" | "distinct" | "procedure"
-        | "outfile" | "dumpfile" | "join" | "top" => b'k',
+        | "outfile" | "dumpfile" | "join" | "top" | "set" => b'k',
         "sleep" | "benchmark" | "pg_sleep" | "load_file" | "extractvalue" | "updatexml"
         | "xp_cmdshell" | "sp_executesql" | "dbms_pipe" | "utl_inaddr" | "utl_http"
         | "randomblob" | "name_const" | "dbms_lock" | "sys_eval" | "sys_exec" => b'T',

@@ -11,38 +11,13 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Family, Rule, Severity};
+use super::{Rule, rules};
 
-const DANGEROUS_TAG: Rule = Rule {
-    id: "xss-dangerous-tag",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const EVENT_HANDLER: Rule = Rule {
-    id: "xss-event-handler",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const SCRIPT_URL: Rule = Rule {
-    id: "xss-script-url",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const STYLE_SCRIPT: Rule = Rule {
-    id: "xss-style-script",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
-const SCRIPT_SINK: Rule = Rule {
-    id: "xss-script-sink",
-    family: Family::Xss,
-    severity: Severity::Critical,
-};
 
 /// Tags that run script, load a document or change how the page's URLs resolve.
 const DANGEROUS_TAGS: &[&str] = &[
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math",
-    "base", "link", "meta", "style", "xml", "import", "isindex", "vmlframe", "template",
+    "base", "link", "meta", "style", "import", "isindex", "vmlframe", "template",
     "animate", "set", "handler", "xss", "portal", "noscript", "layer", "ilayer", "bgsound",
     "marquee",
 ];
@@ -69,11 +44,12 @@ const EVENT_NAMES: &[&str] = &[
 static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?:^|[^\w.])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript)\s*[(`]",
-        r"|document\s*\.\s*(?:cookie|domain|write|location)",
+        r"|document\s*\)?\s*(?:\.\s*|\[\s*['\x22`])(?:cookie|domain|write|location)",
         r"|window\s*\.\s*(?:location|name|open)\b",
         r"|string\s*\.\s*fromcharcode\s*\(",
         r"|\.\s*(?:innerhtml|outerhtml)\s*=",
-        r"|\b(?:top|self|parent|window|this)\s*\[\s*['`]",
+        r"|\b(?:top|self|parent|window|this|globalthis|frames)\s*\[\s*['\x22`]",
+        r"|\bformaction\s*=|\bsrcdoc\s*=|\batob\s*\(",
         r"|\[\]\s*\[\s*\(\s*!\[\]",
     ))
     .ok()
@@ -89,7 +65,7 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         scan_tags(value, hits);
     }
     if contains_script_scheme(value) {
-        push(hits, SCRIPT_URL);
+        push(hits, rules::XSS_SCRIPT_URL);
     }
     if value.contains("on")
         && value.contains('=')
@@ -101,18 +77,18 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
                 .is_some_and(|name| EVENT_NAMES.contains(&name.as_str()))
         });
         if event {
-            push(hits, EVENT_HANDLER);
+            push(hits, rules::XSS_EVENT_HANDLER);
         }
     }
     if (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
         && value.contains(':')
     {
-        push(hits, STYLE_SCRIPT);
+        push(hits, rules::XSS_STYLE_SCRIPT);
     }
     if let Some(regex) = SINK.as_ref()
-        && regex.is_match(value)
+        && regex.is_match(&strip_js_comments(value))
     {
-        push(hits, SCRIPT_SINK);
+        push(hits, rules::XSS_SCRIPT_SINK);
     }
 }
 
@@ -142,7 +118,7 @@ fn scan_tags(value: &str, hits: &mut Vec<Rule>) {
         let name = &value[name_start..cursor];
         let name = name.rsplit(':').next().unwrap_or(name);
         if DANGEROUS_TAGS.contains(&name) {
-            push(hits, DANGEROUS_TAG);
+            push(hits, rules::XSS_DANGEROUS_TAG);
         }
         position = scan_attributes(value, cursor, hits);
     }
@@ -212,15 +188,15 @@ fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
 
         let name = name.trim_start_matches(['"', '\'', '`']);
         if name.len() > 2 && name.starts_with("on") && name[2..].bytes().all(|b| b.is_ascii_alphabetic()) {
-            push(hits, EVENT_HANDLER);
+            push(hits, rules::XSS_EVENT_HANDLER);
         }
         if contains_script_scheme(attribute_value) {
-            push(hits, SCRIPT_URL);
+            push(hits, rules::XSS_SCRIPT_URL);
         }
         if name == "style"
             && (attribute_value.contains("expression") || attribute_value.contains("url("))
         {
-            push(hits, STYLE_SCRIPT);
+            push(hits, rules::XSS_STYLE_SCRIPT);
         }
     }
 }
@@ -268,4 +244,26 @@ fn looks_like_script(after: &str, original: &str, scheme: &str) -> bool {
         .count();
     let next = after.as_bytes().get(word_length).copied().unwrap_or(0);
     matches!(next, b'(' | b'`' | b'=' | b'[' | b';' | 0)
+}
+
+/// Removes `/* ... */` comments, which JavaScript allows between any two tokens, so that
+/// `document/**/.cookie` reads as `document.cookie`.
+fn strip_js_comments(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains("/*") {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut output = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("/*") {
+        output.push_str(&rest[..start]);
+        match rest[start + 2..].find("*/") {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    output.push_str(rest);
+    std::borrow::Cow::Owned(output)
 }

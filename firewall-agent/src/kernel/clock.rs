@@ -36,6 +36,25 @@ pub(crate) fn boottime_deadline_ns(
     }
 }
 
+/// Converts a `CLOCK_BOOTTIME` deadline back to the wall clock, given `wall_now` and
+/// `boottime_now_ns` read at the same moment. [`BAN_NEVER_EXPIRES`] gives `None`.
+pub(crate) fn wall_deadline(
+    deadline_ns: u64,
+    wall_now: SystemTime,
+    boottime_now_ns: u64,
+) -> Option<SystemTime> {
+    if deadline_ns == BAN_NEVER_EXPIRES {
+        return None;
+    }
+    let deadline = if deadline_ns >= boottime_now_ns {
+        wall_now.checked_add(Duration::from_nanos(deadline_ns - boottime_now_ns))
+    } else {
+        wall_now.checked_sub(Duration::from_nanos(boottime_now_ns - deadline_ns))
+    };
+    // A deadline beyond what `SystemTime` holds is as good as never for a ban.
+    Some(deadline.unwrap_or(wall_now))
+}
+
 fn duration_as_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -78,6 +97,30 @@ mod tests {
         let expires_at = wall_now() + Duration::from_secs(u64::MAX / 4);
         let deadline = boottime_deadline_ns(expires_at, wall_now(), 5 * SECOND_NS);
         assert_eq!(deadline, BAN_NEVER_EXPIRES - 1);
+    }
+
+    #[test]
+    fn wall_deadline_inverts_boottime_deadline() {
+        let expires_at = wall_now() + Duration::from_secs(90);
+        let deadline = boottime_deadline_ns(expires_at, wall_now(), 5 * SECOND_NS);
+        assert_eq!(
+            wall_deadline(deadline, wall_now(), 5 * SECOND_NS),
+            Some(expires_at)
+        );
+    }
+
+    #[test]
+    fn wall_deadline_of_past_ban_lies_before_now() {
+        let deadline = wall_deadline(3 * SECOND_NS, wall_now(), 5 * SECOND_NS);
+        assert_eq!(deadline, Some(wall_now() - Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn never_expiring_ban_has_no_wall_deadline() {
+        assert_eq!(
+            wall_deadline(BAN_NEVER_EXPIRES, wall_now(), 5 * SECOND_NS),
+            None
+        );
     }
 
     #[test]

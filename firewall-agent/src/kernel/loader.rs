@@ -8,8 +8,8 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
-    FLOOR_PROGRAM_NAME, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
-    MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
+    FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4,
+    MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
 };
 
 use super::maps::KernelMaps;
@@ -383,13 +383,14 @@ impl AttachedMode {
 }
 
 /// Every map the agent pins, so that bans and counters outlive the agent.
-const PINNED_MAPS: [&str; 8] = [
+const PINNED_MAPS: [&str; 9] = [
     MAP_BANS_V4,
     MAP_BANS_V6,
     MAP_BAN_RANGES_V4,
     MAP_BAN_RANGES_V6,
     MAP_ALLOW_V4,
     MAP_ALLOW_V6,
+    MAP_ALLOW_SUMMARY,
     MAP_SOURCE_STATS,
     MAP_VERDICTS,
 ];

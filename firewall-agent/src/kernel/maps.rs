@@ -1,23 +1,28 @@
 //! The agent's handles on the XDP program's maps, and the [`Blocklist`] built on them.
 
 use std::collections::HashMap as StdHashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+};
 use aya::sys::SyscallError;
 use firewall_common::{
-    AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_V4, MAP_ALLOW_V6,
-    MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS,
-    PacketCounter, SourceCounters, SourceKey, Verdict,
+    AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_SUMMARY,
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
+    MAP_SOURCE_STATS, MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 use nix::errno::Errno;
 
-use super::clock::{boottime_deadline_ns, boottime_now_ns};
-use super::{Blocklist, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal};
+use super::clock::{boottime_deadline_ns, boottime_now_ns, wall_deadline};
+use super::pins::PinDir;
+use super::{
+    Blocklist, KernelBan, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal,
+};
 use crate::network::IpNetwork;
 
 type Trie<K, V> = Mutex<LpmTrie<MapData, K, V>>;
@@ -33,15 +38,20 @@ struct Capacity {
 /// The maps of one loaded XDP program.
 ///
 /// Writes need exclusive access in aya, so each ban map sits behind a mutex. Reads of the counter
-/// maps need none, so `top_sources` never delays a ban.
+/// maps need none, and the exact-address ban maps have a second, read-only handle for their drop
+/// counters, so `top_sources` never delays a ban.
 pub(crate) struct KernelMaps {
     bans_v4: Mutex<HashMap<MapData, BanKeyV4, BanValue>>,
     bans_v6: Mutex<HashMap<MapData, BanKeyV6, BanValue>>,
+    bans_v4_reader: HashMap<MapData, BanKeyV4, BanValue>,
+    bans_v6_reader: HashMap<MapData, BanKeyV6, BanValue>,
     ban_ranges_v4: Trie<[u8; 4], BanValue>,
     ban_ranges_v6: Trie<[u8; 16], BanValue>,
     allow_v4: Trie<[u8; 4], AllowValue>,
     allow_v6: Trie<[u8; 16], AllowValue>,
+    allow_summary: Mutex<Array<MapData, AllowSummary>>,
     source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    source_stats_writer: Mutex<PerCpuHashMap<MapData, SourceKey, SourceCounters>>,
     verdicts: PerCpuArray<MapData, PacketCounter>,
     settings: KernelSettings,
 }
@@ -53,27 +63,77 @@ impl KernelMaps {
         ebpf: &mut Ebpf,
         settings: &KernelSettings,
     ) -> Result<Self, KernelError> {
-        Ok(Self {
-            bans_v4: Mutex::new(take_map(ebpf, MAP_BANS_V4)?),
-            bans_v6: Mutex::new(take_map(ebpf, MAP_BANS_V6)?),
-            ban_ranges_v4: Mutex::new(take_map(ebpf, MAP_BAN_RANGES_V4)?),
-            ban_ranges_v6: Mutex::new(take_map(ebpf, MAP_BAN_RANGES_V6)?),
-            allow_v4: Mutex::new(take_map(ebpf, MAP_ALLOW_V4)?),
-            allow_v6: Mutex::new(take_map(ebpf, MAP_ALLOW_V6)?),
-            source_stats: take_map(ebpf, MAP_SOURCE_STATS)?,
-            verdicts: take_map(ebpf, MAP_VERDICTS)?,
-            settings: settings.clone(),
-        })
+        Self::open_with(
+            |name| ebpf.take_map(name).ok_or(KernelError::MapMissing { name }),
+            settings,
+        )
     }
 
-    fn insert_ban(&self, network: IpNetwork, value: BanValue) -> Result<(), KernelError> {
+    /// Opens the maps pinned in `pins`, as `fwctl` does while the agent is stopped. `settings`
+    /// carries the capacities the maps were created with.
+    pub(crate) fn open_pinned(
+        pins: &PinDir,
+        settings: &KernelSettings,
+    ) -> Result<Self, KernelError> {
+        Self::open_with(
+            |name| {
+                let layout = |source| KernelError::MapLayout { name, source };
+                let data = MapData::from_pin(pins.map_path(name)).map_err(layout)?;
+                Map::from_map_data(data).map_err(layout)
+            },
+            settings,
+        )
+    }
+
+    fn open_with(
+        mut open: impl FnMut(&'static str) -> Result<Map, KernelError>,
+        settings: &KernelSettings,
+    ) -> Result<Self, KernelError> {
+        let mut typed = |name| -> Result<_, KernelError> { Ok((name, open(name)?)) };
+        let bans_v4: HashMap<MapData, BanKeyV4, BanValue> = convert(typed(MAP_BANS_V4)?)?;
+        let bans_v6: HashMap<MapData, BanKeyV6, BanValue> = convert(typed(MAP_BANS_V6)?)?;
+        let source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters> =
+            convert(typed(MAP_SOURCE_STATS)?)?;
+        let maps = Self {
+            bans_v4_reader: second_handle(bans_v4.map(), MAP_BANS_V4)?,
+            bans_v6_reader: second_handle(bans_v6.map(), MAP_BANS_V6)?,
+            bans_v4: Mutex::new(bans_v4),
+            bans_v6: Mutex::new(bans_v6),
+            ban_ranges_v4: Mutex::new(convert(typed(MAP_BAN_RANGES_V4)?)?),
+            ban_ranges_v6: Mutex::new(convert(typed(MAP_BAN_RANGES_V6)?)?),
+            allow_v4: Mutex::new(convert(typed(MAP_ALLOW_V4)?)?),
+            allow_v6: Mutex::new(convert(typed(MAP_ALLOW_V6)?)?),
+            allow_summary: Mutex::new(convert(typed(MAP_ALLOW_SUMMARY)?)?),
+            source_stats_writer: Mutex::new(second_handle(source_stats.map(), MAP_SOURCE_STATS)?),
+            source_stats,
+            verdicts: convert(typed(MAP_VERDICTS)?)?,
+            settings: settings.clone(),
+        };
+        // Pinned tries may come with entries, so the summary is recounted from them.
+        maps.recount_allow_summary(true)?;
+        maps.recount_allow_summary(false)?;
+        Ok(maps)
+    }
+
+    pub(crate) fn insert_ban(
+        &self,
+        network: IpNetwork,
+        expires_at_ns: u64,
+    ) -> Result<(), KernelError> {
         let capacity = self.ban_capacity(network);
+        let value = BanValue::new(expires_at_ns);
         let result = match (network.address(), network.is_host()) {
             (IpAddr::V4(v4), true) => {
-                lock(&self.bans_v4).insert(BanKeyV4 { addr: v4.octets() }, value, 0)
+                let mut map = lock(&self.bans_v4);
+                let key = BanKeyV4 { addr: v4.octets() };
+                let value = keep_drop_counts(map.get(&key, 0), value);
+                map.insert(key, value, 0)
             }
             (IpAddr::V6(v6), true) => {
-                lock(&self.bans_v6).insert(BanKeyV6 { addr: v6.octets() }, value, 0)
+                let mut map = lock(&self.bans_v6);
+                let key = BanKeyV6 { addr: v6.octets() };
+                let value = keep_drop_counts(map.get(&key, 0), value);
+                map.insert(key, value, 0)
             }
             (IpAddr::V4(v4), false) => {
                 lock(&self.ban_ranges_v4).insert(&prefix_key(network, v4.octets()), value, 0)
@@ -85,11 +145,31 @@ impl KernelMaps {
         result.map_err(|source| insert_error(capacity, "insert a ban into", source))
     }
 
-    fn remove_ban(&self, network: IpNetwork) -> Result<bool, KernelError> {
+    pub(crate) fn remove_ban(&self, network: IpNetwork) -> Result<bool, KernelError> {
         let map = self.ban_capacity(network).map;
         let result = match (network.address(), network.is_host()) {
-            (IpAddr::V4(v4), true) => lock(&self.bans_v4).remove(&BanKeyV4 { addr: v4.octets() }),
-            (IpAddr::V6(v6), true) => lock(&self.bans_v6).remove(&BanKeyV6 { addr: v6.octets() }),
+            (IpAddr::V4(v4), true) => {
+                let mut bans = lock(&self.bans_v4);
+                let key = BanKeyV4 { addr: v4.octets() };
+                let ban = bans.get(&key, 0).ok();
+                let result = bans.remove(&key);
+                drop(bans);
+                if let (Ok(()), Some(ban)) = (&result, ban) {
+                    self.keep_source_drops(SourceKey::from_v4(key.addr), &ban)?;
+                }
+                result
+            }
+            (IpAddr::V6(v6), true) => {
+                let mut bans = lock(&self.bans_v6);
+                let key = BanKeyV6 { addr: v6.octets() };
+                let ban = bans.get(&key, 0).ok();
+                let result = bans.remove(&key);
+                drop(bans);
+                if let (Ok(()), Some(ban)) = (&result, ban) {
+                    self.keep_source_drops(SourceKey { addr: key.addr }, &ban)?;
+                }
+                result
+            }
             (IpAddr::V4(v4), false) => {
                 lock(&self.ban_ranges_v4).remove(&prefix_key(network, v4.octets()))
             }
@@ -100,9 +180,60 @@ impl KernelMaps {
         removed(map, "remove a ban from", result)
     }
 
-    fn insert_allow(&self, network: IpNetwork) -> Result<(), KernelError> {
+    /// Adds the drops counted in a removed exact ban to its source's entry in the per-source map,
+    /// so that the source keeps its totals after the ban is lifted. They go to the first CPU's
+    /// copy, because only the sum over CPUs is ever read.
+    ///
+    /// NOTE: a frame the XDP program counts for this source between the read and the write below
+    /// is lost from its totals.
+    fn keep_source_drops(&self, key: SourceKey, ban: &BanValue) -> Result<(), KernelError> {
+        if ban.dropped_packets == 0 {
+            return Ok(());
+        }
+        let stats_error = |operation| {
+            move |source| KernelError::Map {
+                map: MAP_SOURCE_STATS,
+                operation,
+                source,
+            }
+        };
+
+        let mut stats = lock(&self.source_stats_writer);
+        let mut per_cpu = match stats.get(&key, 0) {
+            Ok(values) => values.to_vec(),
+            Err(_) => {
+                let cpus = aya::util::nr_cpus().map_err(|(_, io_error)| {
+                    stats_error("size the update of")(MapError::SyscallError(SyscallError {
+                        call: "read /sys/devices/system/cpu/possible",
+                        io_error,
+                    }))
+                })?;
+                vec![SourceCounters::default(); cpus]
+            }
+        };
+        if let Some(first) = per_cpu.first_mut() {
+            first.dropped_packets = first.dropped_packets.saturating_add(ban.dropped_packets);
+            first.dropped_bytes = first.dropped_bytes.saturating_add(ban.dropped_bytes);
+        }
+        let values = PerCpuValues::try_from(per_cpu).map_err(|io_error| {
+            stats_error("update")(MapError::SyscallError(SyscallError {
+                call: "bpf_map_update_elem",
+                io_error,
+            }))
+        })?;
+        stats.insert(key, values, 0).map_err(stats_error("update"))
+    }
+
+    /// Inserts an allowlist entry. An entry outside loopback raises the summary first, so the XDP
+    /// program never skips a trie that contains an entry for the source.
+    pub(crate) fn insert_allow(&self, network: IpNetwork) -> Result<(), KernelError> {
         let capacity = self.allow_capacity(network);
         let value = AllowValue::default();
+        let is_v4 = network.address().is_ipv4();
+        if !is_loopback(network) {
+            self.raise_allow_summary(is_v4)?;
+        }
+
         let result = match network.address() {
             IpAddr::V4(v4) => {
                 lock(&self.allow_v4).insert(&prefix_key(network, v4.octets()), value, 0)
@@ -111,16 +242,67 @@ impl KernelMaps {
                 lock(&self.allow_v6).insert(&prefix_key(network, v6.octets()), value, 0)
             }
         };
-        result.map_err(|source| insert_error(capacity, "insert an allowlist entry into", source))
+        result
+            .map_err(|source| insert_error(capacity, "insert an allowlist entry into", source))?;
+        self.recount_allow_summary(is_v4)
     }
 
-    fn remove_allow(&self, network: IpNetwork) -> Result<bool, KernelError> {
+    pub(crate) fn remove_allow(&self, network: IpNetwork) -> Result<bool, KernelError> {
         let map = self.allow_capacity(network).map;
         let result = match network.address() {
             IpAddr::V4(v4) => lock(&self.allow_v4).remove(&prefix_key(network, v4.octets())),
             IpAddr::V6(v6) => lock(&self.allow_v6).remove(&prefix_key(network, v6.octets())),
         };
-        removed(map, "remove an allowlist entry from", result)
+        let removed = removed(map, "remove an allowlist entry from", result)?;
+        self.recount_allow_summary(network.address().is_ipv4())?;
+        Ok(removed)
+    }
+
+    /// Adds one to the summary's count of entries outside loopback for one family.
+    fn raise_allow_summary(&self, is_v4: bool) -> Result<(), KernelError> {
+        let mut summary_map = lock(&self.allow_summary);
+        let mut summary = summary_map
+            .get(&0, 0)
+            .map_err(|source| summary_error("read", source))?;
+        let count = if is_v4 {
+            &mut summary.outside_loopback_v4
+        } else {
+            &mut summary.outside_loopback_v6
+        };
+        *count = count.saturating_add(1);
+        summary_map
+            .set(0, summary, 0)
+            .map_err(|source| summary_error("write", source))
+    }
+
+    /// Sets the summary's count for one family to the number of entries outside loopback that
+    /// its trie contains. The trie stays locked meanwhile, so no insert of this agent races it.
+    ///
+    /// NOTE: another process writing the same pinned trie at the same time is not locked out,
+    /// and could have its raised count overwritten. The agent and `fwctl` never write the
+    /// allowlist at the same time, because `fwctl` writes it through the agent.
+    fn recount_allow_summary(&self, is_v4: bool) -> Result<(), KernelError> {
+        let count = if is_v4 {
+            let trie = lock(&self.allow_v4);
+            count_outside_loopback(&trie, |key| key.data()[0] == 127, 8)?
+        } else {
+            let trie = lock(&self.allow_v6);
+            let loopback = Ipv6Addr::LOCALHOST.octets();
+            count_outside_loopback(&trie, |key| key.data() == loopback, 128)?
+        };
+
+        let mut summary_map = lock(&self.allow_summary);
+        let mut summary = summary_map
+            .get(&0, 0)
+            .map_err(|source| summary_error("read", source))?;
+        if is_v4 {
+            summary.outside_loopback_v4 = count;
+        } else {
+            summary.outside_loopback_v6 = count;
+        }
+        summary_map
+            .set(0, summary, 0)
+            .map_err(|source| summary_error("write", source))
     }
 
     fn ban_capacity(&self, network: IpNetwork) -> Capacity {
@@ -165,7 +347,7 @@ impl KernelMaps {
         }
     }
 
-    fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
+    pub(crate) fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
         Verdict::ALL
             .iter()
             .map(|&verdict| {
@@ -185,7 +367,33 @@ impl KernelMaps {
             .collect()
     }
 
-    fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
+    /// Adds the drop counters kept inside the exact-address bans to `totals`.
+    ///
+    /// NOTE: this reads every exact ban, two system calls per entry, so with a million bans
+    /// `fwctl stats` takes about a second. Batched lookups would cut that, but aya 0.14 has none.
+    fn add_ban_drop_counts(
+        &self,
+        totals: &mut StdHashMap<SourceKey, SourceCounters>,
+    ) -> Result<(), KernelError> {
+        let read_error = |map| {
+            move |source| KernelError::Map {
+                map,
+                operation: "read",
+                source,
+            }
+        };
+        for entry in self.bans_v4_reader.iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BANS_V4))?;
+            add_ban_drops(totals, SourceKey::from_v4(key.addr), &ban);
+        }
+        for entry in self.bans_v6_reader.iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BANS_V6))?;
+            add_ban_drops(totals, SourceKey { addr: key.addr }, &ban);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
         // NOTE: the map is read key by key while the XDP program inserts and evicts entries. When
         // the current key is evicted, the kernel restarts the walk at the first key, so entries
         // are deduplicated and the walk stops after as many keys as the map holds. On a busy map
@@ -201,6 +409,7 @@ impl KernelMaps {
             })?;
             totals.insert(key, sum_source_counters(&per_cpu));
         }
+        self.add_ban_drop_counts(&mut totals)?;
 
         let mut sources: Vec<SourceTotal> = totals
             .into_iter()
@@ -216,6 +425,91 @@ impl KernelMaps {
         });
         sources.truncate(limit);
         Ok(sources)
+    }
+}
+
+/// Opens a second handle on the map behind `map`, so that reads need not wait for the lock
+/// that writes take.
+fn second_handle<M>(map: &MapData, name: &'static str) -> Result<M, KernelError>
+where
+    M: TryFrom<Map, Error = MapError>,
+{
+    use std::os::fd::AsFd as _;
+
+    let layout = |source| KernelError::MapLayout { name, source };
+    let fd = map.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+        layout(MapError::SyscallError(SyscallError {
+            call: "fcntl(F_DUPFD_CLOEXEC)",
+            io_error,
+        }))
+    })?;
+    let data = MapData::from_fd(fd).map_err(layout)?;
+    M::try_from(Map::from_map_data(data).map_err(layout)?).map_err(layout)
+}
+
+/// Carries the drop counters of the ban being replaced, if any, over to `value`, so that a
+/// re-ban keeps what the source's ban has dropped so far.
+///
+/// NOTE: frames dropped between the read and the write of the replacement are not counted.
+fn keep_drop_counts(existing: Result<BanValue, MapError>, value: BanValue) -> BanValue {
+    match existing {
+        Ok(existing) => BanValue {
+            dropped_packets: existing.dropped_packets,
+            dropped_bytes: existing.dropped_bytes,
+            ..value
+        },
+        Err(_) => value,
+    }
+}
+
+fn add_ban_drops(
+    totals: &mut StdHashMap<SourceKey, SourceCounters>,
+    key: SourceKey,
+    ban: &BanValue,
+) {
+    if ban.dropped_packets == 0 {
+        return;
+    }
+    let counters = totals.entry(key).or_default();
+    counters.dropped_packets = counters.dropped_packets.saturating_add(ban.dropped_packets);
+    counters.dropped_bytes = counters.dropped_bytes.saturating_add(ban.dropped_bytes);
+}
+
+/// Returns whether `network` lies inside loopback (`127.0.0.0/8` or `::1`), which the XDP program always
+/// looks up in the allowlist.
+fn is_loopback(network: IpNetwork) -> bool {
+    match network.address() {
+        IpAddr::V4(v4) => network.prefix_len() >= 8 && v4.is_loopback(),
+        IpAddr::V6(v6) => network.prefix_len() == 128 && v6.is_loopback(),
+    }
+}
+
+/// Counts the keys of `trie` that are not loopback: shorter than `loopback_min_prefix` bits, or
+/// failing `is_loopback_address`.
+fn count_outside_loopback<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], AllowValue>,
+    is_loopback_address: impl Fn(&Key<[u8; N]>) -> bool,
+    loopback_min_prefix: u32,
+) -> Result<u32, KernelError> {
+    let mut count = 0u32;
+    for key in trie.keys() {
+        let key = key.map_err(|source| KernelError::Map {
+            map: if N == 4 { MAP_ALLOW_V4 } else { MAP_ALLOW_V6 },
+            operation: "read",
+            source,
+        })?;
+        if key.prefix_len() < loopback_min_prefix || !is_loopback_address(&key) {
+            count = count.saturating_add(1);
+        }
+    }
+    Ok(count)
+}
+
+fn summary_error(operation: &'static str, source: MapError) -> KernelError {
+    KernelError::Map {
+        map: MAP_ALLOW_SUMMARY,
+        operation,
+        source,
     }
 }
 
@@ -259,15 +553,71 @@ fn removed(
     }
 }
 
-impl Blocklist for KernelFirewall {
-    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
+impl KernelMaps {
+    pub(crate) fn ban(
+        &self,
+        network: IpNetwork,
+        expires_at: Option<SystemTime>,
+    ) -> Result<(), KernelError> {
         let expires_at_ns = match expires_at {
             None => BAN_NEVER_EXPIRES,
             Some(expires_at) => {
                 boottime_deadline_ns(expires_at, SystemTime::now(), boottime_now_ns()?)
             }
         };
-        self.maps().insert_ban(network, BanValue { expires_at_ns })
+        self.insert_ban(network, expires_at_ns)
+    }
+
+    /// Reads every ban of the four ban maps, with its expiry on the wall clock.
+    pub(crate) fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {
+        let wall_now = SystemTime::now();
+        let boot_now = boottime_now_ns()?;
+        let read_error = |map| {
+            move |source| KernelError::Map {
+                map,
+                operation: "read",
+                source,
+            }
+        };
+        let mut bans = Vec::new();
+        let mut push = |address: IpAddr, prefix_len: u8, ban: BanValue| {
+            if let Ok(network) = IpNetwork::new(address, prefix_len) {
+                bans.push(KernelBan {
+                    network,
+                    expires_at: wall_deadline(ban.expires_at_ns, wall_now, boot_now),
+                });
+            }
+        };
+
+        for entry in self.bans_v4_reader.iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BANS_V4))?;
+            push(Ipv4Addr::from(key.addr).into(), 32, ban);
+        }
+        for entry in self.bans_v6_reader.iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BANS_V6))?;
+            push(Ipv6Addr::from(key.addr).into(), 128, ban);
+        }
+        for entry in lock(&self.ban_ranges_v4).iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BAN_RANGES_V4))?;
+            let prefix_len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+            push(Ipv4Addr::from(key.data()).into(), prefix_len, ban);
+        }
+        for entry in lock(&self.ban_ranges_v6).iter() {
+            let (key, ban) = entry.map_err(read_error(MAP_BAN_RANGES_V6))?;
+            let prefix_len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+            push(Ipv6Addr::from(key.data()).into(), prefix_len, ban);
+        }
+        Ok(bans)
+    }
+}
+
+impl Blocklist for KernelFirewall {
+    fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError> {
+        self.maps().ban(network, expires_at)
+    }
+
+    fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {
+        self.maps().kernel_bans()
     }
 
     fn unban(&self, network: IpNetwork) -> Result<bool, KernelError> {
@@ -291,13 +641,11 @@ impl Blocklist for KernelFirewall {
     }
 }
 
-fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
+/// Converts an untyped map into the typed handle the agent uses, checking its layout.
+fn convert<M>((name, map): (&'static str, Map)) -> Result<M, KernelError>
 where
-    M: TryFrom<aya::maps::Map, Error = MapError>,
+    M: TryFrom<Map, Error = MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(KernelError::MapMissing { name })?;
     M::try_from(map).map_err(|source| KernelError::MapLayout { name, source })
 }
 

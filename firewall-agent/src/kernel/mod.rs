@@ -19,10 +19,12 @@ use crate::network::IpNetwork;
 mod clock;
 mod loader;
 mod maps;
+mod pinned;
 mod pins;
 mod privileges;
 
 pub use loader::KernelFirewall;
+pub use pinned::PinnedBlocklist;
 pub use pins::remove_pins;
 pub use privileges::check_privileges;
 
@@ -225,6 +227,13 @@ pub enum KernelError {
         configured: u32,
     },
 
+    #[error(
+        "no pinned maps in {}: the agent has not run with `pin = true` and this `pin_dir`; \
+         start the agent, or pass the agent's pin directory with --pin-dir",
+        path.display()
+    )]
+    NoPins { path: PathBuf },
+
     #[error("failed to open the pinned XDP link {}", path.display())]
     OpenPinnedLink {
         path: PathBuf,
@@ -291,6 +300,15 @@ pub struct SourceTotal {
     pub counters: SourceCounters,
 }
 
+/// A ban read back from the kernel maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelBan {
+    pub network: IpNetwork,
+    /// When the ban ends on the wall clock, converted from the kernel's boot clock; `None` for a
+    /// ban that never expires.
+    pub expires_at: Option<SystemTime>,
+}
+
 /// The kernel blocklist and its counters, as the agent uses them.
 ///
 /// A single address goes into the exact-address maps and a range into the range tries. The
@@ -314,4 +332,10 @@ pub trait Blocklist: Send + Sync + 'static {
 
     /// Returns up to `limit` sources with the most packets (passed plus dropped), most first.
     fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError>;
+
+    /// Returns every ban in the kernel maps, expired or not, so that the agent can store bans
+    /// that were written while it was stopped. A blocklist without kernel maps returns none.
+    fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {
+        Ok(Vec::new())
+    }
 }

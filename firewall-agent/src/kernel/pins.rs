@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
 use firewall_common::{
-    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict,
+    MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
+    MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict,
 };
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
@@ -29,7 +29,7 @@ const LINK_PREFIX: &str = "link_";
 const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 
 /// Returns every pinned map with the capacity the agent expects it to have.
-fn pinned_maps(settings: &KernelSettings) -> [(&'static str, u32); 8] {
+fn pinned_maps(settings: &KernelSettings) -> [(&'static str, u32); 9] {
     [
         (MAP_BANS_V4, settings.bans_max_entries),
         (MAP_BANS_V6, settings.bans_max_entries),
@@ -37,6 +37,7 @@ fn pinned_maps(settings: &KernelSettings) -> [(&'static str, u32); 8] {
         (MAP_BAN_RANGES_V6, settings.ban_ranges_max_entries),
         (MAP_ALLOW_V4, settings.allow_max_entries),
         (MAP_ALLOW_V6, settings.allow_max_entries),
+        (MAP_ALLOW_SUMMARY, 1),
         (MAP_SOURCE_STATS, settings.source_stats_max_entries),
         (MAP_VERDICTS, Verdict::COUNT),
     ]
@@ -64,6 +65,37 @@ impl PinDir {
             pins.check_capacity(name, configured)?;
         }
         Ok(pins)
+    }
+
+    /// Opens a pin directory that an agent filled, without creating or changing anything, for
+    /// `fwctl` while the agent is stopped. Returns the settings the pinned maps were created
+    /// with: their capacities, pinning on, and `path` as the pin directory.
+    pub(crate) fn open_existing(path: &Path) -> Result<(Self, KernelSettings), KernelError> {
+        let pins = Self {
+            path: path.to_owned(),
+        };
+        if !pins.map_path(MAP_BANS_V4).exists() {
+            return Err(KernelError::NoPins {
+                path: path.to_owned(),
+            });
+        }
+        pins.check_schema()?;
+
+        let capacity = |name: &'static str| -> Result<u32, KernelError> {
+            MapInfo::from_pin(pins.map_path(name))
+                .map(|info| info.max_entries())
+                .map_err(|source| KernelError::MapLayout { name, source })
+        };
+        let settings = KernelSettings {
+            bans_max_entries: capacity(MAP_BANS_V4)?,
+            ban_ranges_max_entries: capacity(MAP_BAN_RANGES_V4)?,
+            allow_max_entries: capacity(MAP_ALLOW_V4)?,
+            source_stats_max_entries: capacity(MAP_SOURCE_STATS)?,
+            pin: true,
+            pin_dir: path.to_owned(),
+            ..KernelSettings::default()
+        };
+        Ok((pins, settings))
     }
 
     /// Returns the pin path of the map `name`.

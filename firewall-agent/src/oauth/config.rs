@@ -7,8 +7,8 @@ use serde::Deserialize;
 use super::storage::ClientRecord;
 use crate::config::MAX_DURATION_SECONDS;
 
-/// Longest lifetime of an authorization code: 10 minutes, the maximum that RFC 6749
-/// section 4.1.2 recommends.
+/// Maximum lifetime of an authorization code: 10 minutes, as RFC 6749 section 4.1.2
+/// recommends.
 pub const MAX_CODE_SECONDS: u64 = 600;
 
 /// Grant types the token endpoint supports.

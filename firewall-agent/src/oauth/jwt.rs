@@ -10,8 +10,8 @@ use super::keys::{ALGORITHM, KeyError, SigningKeys};
 /// `typ` header of access tokens (RFC 9068 section 2.1).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
-/// Longest token that [`verify_own_token`] decodes, in bytes. The agent's own tokens are far
-/// shorter.
+/// Maximum length in bytes of a token that [`verify_own_token`] decodes. The agent's own
+/// tokens are under 1 KiB.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Claims of an access token.
@@ -53,7 +53,8 @@ pub fn sign_access_token(keys: &SigningKeys, claims: &AccessClaims) -> Result<St
         typ: ACCESS_TOKEN_TYPE.to_owned(),
         kid: keys.active_kid(),
     };
-    // Serialising these plain structs to JSON cannot fail.
+    // serde_json fails only on maps with non-string keys or on failing `Serialize` impls, and
+    // these structs contain neither.
     let header_json = serde_json::to_vec(&header).unwrap_or_default();
     let claims_json = serde_json::to_vec(claims).unwrap_or_default();
     let signing_input = format!(

@@ -275,6 +275,11 @@ fn load_set(
     now_ms: u64,
     random: &SystemRandom,
 ) -> Result<KeySet, KeyError> {
+    // A stable order, oldest first, so that listings match across restarts.
+    let mut records = records;
+    records.sort_by(|left, right| {
+        (left.created_at_ms, &left.kid).cmp(&(right.created_at_ms, &right.kid))
+    });
     let mut keys = Vec::with_capacity(records.len());
     for record in records
         .into_iter()

@@ -119,13 +119,16 @@ pub fn is_code_verifier(verifier: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
 }
 
+/// Returns the S256 `code_challenge` of `verifier`: base64url without padding of its
+/// SHA-256.
+pub fn s256_challenge(verifier: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
 /// Returns whether `verifier` is well-formed and its S256 transform equals `challenge`.
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    if !is_code_verifier(verifier) {
-        return false;
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
-    tokens_equal(&URL_SAFE_NO_PAD.encode(digest.as_ref()), challenge)
+    is_code_verifier(verifier) && tokens_equal(&s256_challenge(verifier), challenge)
 }
 
 #[cfg(test)]

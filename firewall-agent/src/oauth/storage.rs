@@ -46,6 +46,10 @@ pub struct CodeRecord {
     pub consumed: bool,
     /// Tokens issued from the code, revoked when the code is replayed.
     pub grant: Option<CodeGrant>,
+    /// Whether a replay that passed client authentication and PKCE was seen. Tokens recorded
+    /// after that are revoked at once.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// Tokens issued from one authorization code.
@@ -215,8 +219,13 @@ pub trait OAuthStorage: Send + Sync + fmt::Debug {
     /// concurrent redemptions gets [`CodeRedemption::Fresh`].
     fn consume_code(&self, code_hash: &str, now_ms: u64) -> Result<CodeRedemption, StorageError>;
 
-    /// Records the tokens issued from a consumed code.
-    fn record_code_grant(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StorageError>;
+    /// Records the tokens issued from a consumed code. Returns true when the code was marked
+    /// replayed before, so the caller revokes the tokens.
+    fn record_code_grant(&self, code_hash: &str, grant: &CodeGrant) -> Result<bool, StorageError>;
+
+    /// Marks a consumed code replayed and returns the tokens issued from it so far, in one
+    /// atomic step.
+    fn mark_code_replayed(&self, code_hash: &str) -> Result<Option<CodeGrant>, StorageError>;
 
     /// Stores a new family and its first refresh token.
     fn create_family(
@@ -508,7 +517,7 @@ impl OAuthStorage for RedbStorage {
         })
     }
 
-    fn record_code_grant(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StorageError> {
+    fn record_code_grant(&self, code_hash: &str, grant: &CodeGrant) -> Result<bool, StorageError> {
         self.write(
             "record the tokens of an authorization code",
             |transaction| {
@@ -519,12 +528,32 @@ impl OAuthStorage for RedbStorage {
                         Err(error) => return Ok(Err(error)),
                     };
                 let Some(mut record) = record else {
-                    return Ok(Ok(()));
+                    return Ok(Ok(false));
                 };
                 record.grant = Some(grant.clone());
-                self.put_json(&mut codes, "oauth_codes", code_hash, &record)
+                Ok(self
+                    .put_json(&mut codes, "oauth_codes", code_hash, &record)?
+                    .map(|()| record.replayed))
             },
         )
+    }
+
+    fn mark_code_replayed(&self, code_hash: &str) -> Result<Option<CodeGrant>, StorageError> {
+        self.write("mark an authorization code replayed", |transaction| {
+            let mut codes = transaction.open_table(CODES)?;
+            let record: Option<CodeRecord> =
+                match self.get_json(&codes, "oauth_codes", code_hash)? {
+                    Ok(record) => record,
+                    Err(error) => return Ok(Err(error)),
+                };
+            let Some(mut record) = record else {
+                return Ok(Ok(None));
+            };
+            record.replayed = true;
+            Ok(self
+                .put_json(&mut codes, "oauth_codes", code_hash, &record)?
+                .map(|()| record.grant))
+        })
     }
 
     fn create_family(

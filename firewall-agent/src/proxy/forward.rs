@@ -102,6 +102,7 @@ impl Upstream {
             let length = HeaderValue::from(context.forward_body().len());
             parts.headers.insert(header::CONTENT_LENGTH, length);
         }
+        crate::tokens::downstream::set_identity_headers(&mut parts.headers, context.principal());
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;
 

@@ -244,11 +244,18 @@ pub enum RequestOutcome {
     Answered,
     /// The request broke a validation rule: 400, 404, 405, 413 or 415 with a problem body.
     Invalid,
+    /// Rejected with 403 because the threat detectors scored it at or above the threshold.
+    ThreatBlocked,
+    /// The access token was missing, invalid or not accepted on the route: 401 (400 for a
+    /// malformed `Authorization` header).
+    TokenRejected,
+    /// The access token lacks a scope the route needs: 403.
+    InsufficientScope,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 10] = [
+    pub const ALL: [RequestOutcome; 13] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -259,6 +266,9 @@ impl RequestOutcome {
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
         RequestOutcome::Invalid,
+        RequestOutcome::ThreatBlocked,
+        RequestOutcome::TokenRejected,
+        RequestOutcome::InsufficientScope,
     ];
 
     /// Label used in metrics and logs.
@@ -274,6 +284,9 @@ impl RequestOutcome {
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
             RequestOutcome::Invalid => "invalid",
+            RequestOutcome::ThreatBlocked => "threat_blocked",
+            RequestOutcome::TokenRejected => "token_rejected",
+            RequestOutcome::InsufficientScope => "insufficient_scope",
         }
     }
 }

@@ -1,4 +1,9 @@
-//! The pipeline stages built so far: the ban check, the rate limit and request validation.
+//! The pipeline stages built so far: the ban check and the rate limit here, the token check
+//! in [`tokens`], threat scoring in [`threat`] and request validation.
+
+pub mod tokens;
+
+pub mod threat;
 
 mod validation;
 

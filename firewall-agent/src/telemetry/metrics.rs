@@ -62,6 +62,7 @@ pub struct Metrics {
     limits: Arc<LimitMetrics>,
     validation: Arc<crate::validation::ValidationMetrics>,
     threat: Arc<ThreatMetrics>,
+    tokens: crate::tokens::TokenMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -103,6 +104,7 @@ impl Metrics {
         let limits = Arc::new(LimitMetrics::register(&mut registry));
         let validation = Arc::new(crate::validation::ValidationMetrics::register(&mut registry));
         let threat = Arc::new(ThreatMetrics::register(&mut registry));
+        let tokens = crate::tokens::TokenMetrics::register(&mut registry);
 
         // Start every label at zero, so that rates work from the first scrape.
         for outcome in RequestOutcome::ALL {
@@ -121,7 +123,13 @@ impl Metrics {
             limits,
             validation,
             threat,
+            tokens,
         }
+    }
+
+    /// Returns the token check metrics.
+    pub fn tokens(&self) -> &crate::tokens::TokenMetrics {
+        &self.tokens
     }
 
     /// Returns the rate-limit metrics.

@@ -7,15 +7,7 @@ use serde::Deserialize;
 use crate::bans::EscalationPolicy;
 use crate::config::MAX_DURATION_SECONDS;
 
-/// `[threat]` section, as far as per-source decisions go.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ThreatConfig {
-    /// `[threat.sources]`: per-source behaviour, score and bans.
-    pub sources: SourcesConfig,
-}
-
-/// What the threat engine does when a source reaches the ban threshold.
+/// Action of the threat engine when a source reaches the ban threshold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMode {
@@ -89,7 +81,7 @@ pub struct SourcesConfig {
     pub ban_base_seconds: u64,
     /// Multiplier of the ban duration per earlier ban of the source.
     pub ban_factor: f64,
-    /// Longest ban in seconds, before jitter.
+    /// Maximum ban duration in seconds, before jitter.
     pub ban_max_seconds: u64,
     /// Largest share of a ban's duration that random jitter adds or removes, from 0 to 0.5.
     pub ban_jitter_ratio: f64,
@@ -167,7 +159,10 @@ impl SourcesConfig {
             (self.window_seconds, "threat.sources.window_seconds"),
             (self.ban_base_seconds, "threat.sources.ban_base_seconds"),
             (self.ban_max_seconds, "threat.sources.ban_max_seconds"),
-            (self.offence_history_seconds, "threat.sources.offence_history_seconds"),
+            (
+                self.offence_history_seconds,
+                "threat.sources.offence_history_seconds",
+            ),
         ] {
             if value == 0 || value > MAX_DURATION_SECONDS {
                 return Err((key, format!("must be between 1 and {MAX_DURATION_SECONDS}")));
@@ -176,23 +171,38 @@ impl SourcesConfig {
         if self.ban_max_seconds < self.ban_base_seconds {
             return Err((
                 "threat.sources.ban_max_seconds",
-                format!("must be at least ban_base_seconds ({})", self.ban_base_seconds),
+                format!(
+                    "must be at least ban_base_seconds ({})",
+                    self.ban_base_seconds
+                ),
             ));
         }
         if self.max_sources == 0 {
             return Err(("threat.sources.max_sources", "must be at least 1".into()));
         }
         if !(self.ban_threshold.is_finite() && self.ban_threshold > 0.0) {
-            return Err(("threat.sources.ban_threshold", "must be a number above 0".into()));
+            return Err((
+                "threat.sources.ban_threshold",
+                "must be a number above 0".into(),
+            ));
         }
         if !(self.ban_factor.is_finite() && (1.0..=100.0).contains(&self.ban_factor)) {
-            return Err(("threat.sources.ban_factor", "must be between 1 and 100".into()));
+            return Err((
+                "threat.sources.ban_factor",
+                "must be between 1 and 100".into(),
+            ));
         }
         if !(0.0..=0.5).contains(&self.ban_jitter_ratio) {
-            return Err(("threat.sources.ban_jitter_ratio", "must be between 0 and 0.5".into()));
+            return Err((
+                "threat.sources.ban_jitter_ratio",
+                "must be between 0 and 0.5".into(),
+            ));
         }
         for (value, key) in [
-            (self.scan_not_found_ratio, "threat.sources.scan_not_found_ratio"),
+            (
+                self.scan_not_found_ratio,
+                "threat.sources.scan_not_found_ratio",
+            ),
             (self.error_ratio, "threat.sources.error_ratio"),
         ] {
             if !(0.0..=1.0).contains(&value) {
@@ -204,16 +214,37 @@ impl SourcesConfig {
 
     fn validate_points(&self) -> Result<(), (&'static str, String)> {
         for (value, key) in [
-            (self.request_score_weight, "threat.sources.request_score_weight"),
-            (self.blocked_request_points, "threat.sources.blocked_request_points"),
+            (
+                self.request_score_weight,
+                "threat.sources.request_score_weight",
+            ),
+            (
+                self.blocked_request_points,
+                "threat.sources.blocked_request_points",
+            ),
             (self.rate_points, "threat.sources.rate_points"),
             (self.scan_points, "threat.sources.scan_points"),
             (self.error_points, "threat.sources.error_points"),
-            (self.unauthorized_points, "threat.sources.unauthorized_points"),
-            (self.failed_login_points, "threat.sources.failed_login_points"),
-            (self.token_failure_points, "threat.sources.token_failure_points"),
-            (self.stuffing_username_points, "threat.sources.stuffing_username_points"),
-            (self.stuffing_source_points, "threat.sources.stuffing_source_points"),
+            (
+                self.unauthorized_points,
+                "threat.sources.unauthorized_points",
+            ),
+            (
+                self.failed_login_points,
+                "threat.sources.failed_login_points",
+            ),
+            (
+                self.token_failure_points,
+                "threat.sources.token_failure_points",
+            ),
+            (
+                self.stuffing_username_points,
+                "threat.sources.stuffing_username_points",
+            ),
+            (
+                self.stuffing_source_points,
+                "threat.sources.stuffing_source_points",
+            ),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err((key, "must be a number of at least 0".into()));
@@ -221,9 +252,15 @@ impl SourcesConfig {
         }
         for (value, key) in [
             (self.rate_requests, "threat.sources.rate_requests"),
-            (self.scan_distinct_paths, "threat.sources.scan_distinct_paths"),
+            (
+                self.scan_distinct_paths,
+                "threat.sources.scan_distinct_paths",
+            ),
             (self.error_min_requests, "threat.sources.error_min_requests"),
-            (self.unauthorized_responses, "threat.sources.unauthorized_responses"),
+            (
+                self.unauthorized_responses,
+                "threat.sources.unauthorized_responses",
+            ),
             (self.failed_logins, "threat.sources.failed_logins"),
             (self.token_failures, "threat.sources.token_failures"),
             (self.stuffing_usernames, "threat.sources.stuffing_usernames"),

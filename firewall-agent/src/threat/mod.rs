@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-pub use config::{SourceMode, SourcesConfig, ThreatConfig};
+pub use config::{SourceMode, SourcesConfig};
 pub use metrics::ThreatMetrics;
 pub use sinks::AuditEvents;
 pub use tracker::{Assessment, Fired, Observation, Signal, Tracker};
@@ -33,7 +33,10 @@ use crate::telemetry::ErrorChain;
 /// next observation.
 const BAN_QUEUE_CAPACITY: usize = 1024;
 
-/// What the engine decided for a source at the threshold.
+/// Interval between two deletions of offence histories older than the history window.
+const OFFENCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The engine's decision for a source at the threshold.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// The ban was queued for the worker.
@@ -187,7 +190,11 @@ impl ThreatEngine {
         let reason = if signals.is_empty() {
             format!("threat score {:.0}", assessment.score)
         } else {
-            format!("threat score {:.0}: {}", assessment.score, signals.join(", "))
+            format!(
+                "threat score {:.0}: {}",
+                assessment.score,
+                signals.join(", ")
+            )
         };
         let request = BanRequest {
             source,
@@ -225,20 +232,42 @@ fn rule_ids(assessment: &Assessment) -> Vec<String> {
 }
 
 impl BanWorker {
-    /// Applies queued bans until shutdown. Ban changes reach the audit log through the ban
-    /// manager's observer.
+    /// Applies queued bans until shutdown, and deletes offence histories older than the
+    /// history window every [`OFFENCE_SWEEP_INTERVAL`]. Ban changes reach the audit log through
+    /// the ban manager's observer.
     pub async fn run(mut self, mut shutdown: ShutdownListener) {
+        let mut sweep = tokio::time::interval(OFFENCE_SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let request = tokio::select! {
+            tokio::select! {
                 request = self.receiver.recv() => match request {
-                    Some(request) => request,
+                    Some(request) => self.apply(request).await,
                     None => break,
                 },
+                _ = sweep.tick() => self.forget_old_offences().await,
                 () = shutdown.wait() => break,
-            };
-            self.apply(request).await;
+            }
         }
         tracing::debug!("threat ban worker stopped");
+    }
+
+    async fn forget_old_offences(&self) {
+        let bans = Arc::clone(&self.engine.bans);
+        let policy = self.policy;
+        let result = tokio::task::spawn_blocking(move || {
+            bans.forget_old_offences(&policy, SystemTime::now())
+        })
+        .await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::debug!(removed, "old offence histories deleted"),
+            Ok(Err(error)) => {
+                tracing::error!(error = %ErrorChain(&error), "failed to delete old offence histories");
+            }
+            Err(error) => {
+                tracing::error!(error = %ErrorChain(&error), "offence history task failed");
+            }
+        }
     }
 
     async fn apply(&self, request: BanRequest) {

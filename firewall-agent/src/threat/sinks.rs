@@ -96,8 +96,12 @@ impl BanObserver for AuditEvents {
             BanChange::Expired => AuditEventKind::BanExpired,
             BanChange::Lifted => AuditEventKind::BanLifted,
         };
-        self.log
-            .record(&audit::ban_record(kind, record, offences, SystemTime::now()));
+        self.log.record(&audit::ban_record(
+            kind,
+            record,
+            offences,
+            SystemTime::now(),
+        ));
     }
 }
 

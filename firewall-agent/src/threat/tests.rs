@@ -28,7 +28,8 @@ fn fixture(allowlist: Vec<IpNetwork>) -> Fixture {
         ban_duration: Duration::from_secs(60),
     };
     let bans = Arc::new(
-        BanManager::new(store, blocklist.clone(), policy, metrics.clone()).with_allowlist(allowlist),
+        BanManager::new(store, blocklist.clone(), policy, metrics.clone())
+            .with_allowlist(allowlist),
     );
     Fixture {
         _dir: dir,
@@ -55,17 +56,22 @@ struct Changes(Mutex<Vec<(BanChange, BanRecord, Option<u32>)>>);
 
 impl BanObserver for Changes {
     fn ban_changed(&self, change: BanChange, record: &BanRecord, offences: Option<u32>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((change, record.clone(), offences));
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push((
+            change,
+            record.clone(),
+            offences,
+        ));
     }
 }
 
 impl Changes {
     async fn wait_for(&self, count: usize) -> Vec<(BanChange, BanRecord, Option<u32>)> {
         for _ in 0..500 {
-            let changes = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let changes = self
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             if changes.len() >= count {
                 return changes;
             }
@@ -82,10 +88,7 @@ fn observe(engine: &ThreatEngine, observation: Observation<'_>) -> Option<Decisi
     engine.observe_at(addr(ATTACKER), observation, now, wall_now)
 }
 
-fn engine(
-    fixture: &Fixture,
-    config: &SourcesConfig,
-) -> (Arc<ThreatEngine>, BanWorker) {
+fn engine(fixture: &Fixture, config: &SourcesConfig) -> (Arc<ThreatEngine>, BanWorker) {
     ThreatEngine::new(
         config,
         Arc::clone(&fixture.bans),
@@ -103,17 +106,22 @@ async fn blocked_requests_ban_source() {
     let shutdown = Shutdown::new();
     let task = tokio::spawn(worker.run(shutdown.listener()));
 
-    let decisions: Vec<Option<Decision>> =
-        (0..4).map(|_| observe(&engine, blocked())).collect();
+    let decisions: Vec<Option<Decision>> = (0..4).map(|_| observe(&engine, blocked())).collect();
     let recorded = changes.wait_for(1).await;
 
     assert!(decisions[..3].iter().all(Option::is_none));
-    assert!(matches!(decisions[3], Some(Decision::Ban(_))), "{decisions:?}");
+    assert!(
+        matches!(decisions[3], Some(Decision::Ban(_))),
+        "{decisions:?}"
+    );
     let (change, record, offences) = &recorded[0];
     assert_eq!(*change, BanChange::Applied);
     assert_eq!(record.origin, BanOrigin::ThreatScore);
     assert_eq!(*offences, Some(0));
-    assert!(fixture.blocklist.ban_of(addr(ATTACKER)).is_some(), "the kernel map has the ban");
+    assert!(
+        fixture.blocklist.ban_of(addr(ATTACKER)).is_some(),
+        "the kernel map has the ban"
+    );
     assert!(fixture.bans.is_banned(addr(ATTACKER)));
     assert!(
         observe(&engine, blocked()).is_none(),
@@ -143,7 +151,10 @@ async fn repeat_offender_gets_longer_ban() {
     while engine.pending_lock().contains(&addr(ATTACKER)) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    fixture.bans.remove(addr(ATTACKER)).expect("lift the first ban");
+    fixture
+        .bans
+        .remove(addr(ATTACKER))
+        .expect("lift the first ban");
     for _ in 0..4 {
         observe(&engine, blocked());
     }
@@ -175,10 +186,12 @@ async fn detection_only_bans_nothing() {
     };
     let (engine, _worker) = engine(&fixture, &config);
 
-    let decisions: Vec<Option<Decision>> =
-        (0..4).map(|_| observe(&engine, blocked())).collect();
+    let decisions: Vec<Option<Decision>> = (0..4).map(|_| observe(&engine, blocked())).collect();
 
-    assert!(matches!(decisions[3], Some(Decision::Flag { .. })), "{decisions:?}");
+    assert!(
+        matches!(decisions[3], Some(Decision::Flag { .. })),
+        "{decisions:?}"
+    );
     assert!(fixture.blocklist.banned_addresses().is_empty());
     assert!(!fixture.bans.is_banned(addr(ATTACKER)));
 }
@@ -189,14 +202,21 @@ async fn allowlisted_source_is_never_banned() {
     let fixture = fixture(vec![allowed]);
     let (engine, _worker) = engine(&fixture, &SourcesConfig::default());
 
-    let decisions: Vec<Option<Decision>> =
-        (0..4).map(|_| observe(&engine, blocked())).collect();
+    let decisions: Vec<Option<Decision>> = (0..4).map(|_| observe(&engine, blocked())).collect();
     let direct = fixture
         .bans
-        .apply_escalated(addr(ATTACKER), BanOrigin::ThreatScore, "test", &SourcesConfig::default().escalation())
+        .apply_escalated(
+            addr(ATTACKER),
+            BanOrigin::ThreatScore,
+            "test",
+            &SourcesConfig::default().escalation(),
+        )
         .expect("an allowlisted source is no error");
 
-    assert!(matches!(decisions[3], Some(Decision::Flag { .. })), "{decisions:?}");
+    assert!(
+        matches!(decisions[3], Some(Decision::Flag { .. })),
+        "{decisions:?}"
+    );
     assert_eq!(direct, None);
     assert!(fixture.blocklist.banned_addresses().is_empty());
 }
@@ -236,8 +256,65 @@ async fn auth_burst_is_audited() {
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect();
     let events: Vec<AuditEventKind> = records.iter().map(|record| record.event).collect();
-    assert_eq!(events, vec![AuditEventKind::AuthFailureBurst, AuditEventKind::SourceFlagged]);
+    assert_eq!(
+        events,
+        vec![
+            AuditEventKind::AuthFailureBurst,
+            AuditEventKind::SourceFlagged
+        ]
+    );
     assert_eq!(records[0].source, ATTACKER);
-    assert_eq!(records[0].rule_ids, vec!["behaviour.failed_logins".to_owned()]);
+    assert_eq!(
+        records[0].rule_ids,
+        vec!["behaviour.failed_logins".to_owned()]
+    );
     assert_eq!(records[0].count, Some(10));
+}
+
+#[test]
+fn sources_section_parses_and_rejects_unknown_keys() {
+    let path = std::path::Path::new("agent.toml");
+    let text = "[threat.sources]\nmode = \"detection_only\"\nfailed_logins = 3\n\n[audit]\npath = \"/var/log/audit.jsonl\"\n";
+    let typo = "[threat.sources]\nfailed_login = 3\n";
+
+    let config = crate::config::Config::parse(text, path).expect("the sections parse");
+    let error = crate::config::Config::parse(typo, path).expect_err("a misspelt key fails");
+
+    assert_eq!(config.threat.sources.mode, SourceMode::DetectionOnly);
+    assert_eq!(config.threat.sources.failed_logins, 3);
+    assert_eq!(config.audit.path, Some("/var/log/audit.jsonl".into()));
+    assert!(
+        error.to_string().contains("threat.sources.failed_login"),
+        "{error}"
+    );
+}
+
+#[test]
+fn sources_validation_names_the_key() {
+    let factor = SourcesConfig {
+        ban_factor: 0.5,
+        ..SourcesConfig::default()
+    };
+    let cap = SourcesConfig {
+        ban_max_seconds: 10,
+        ..SourcesConfig::default()
+    };
+    let ratio = SourcesConfig {
+        scan_not_found_ratio: 1.5,
+        ..SourcesConfig::default()
+    };
+
+    assert_eq!(
+        factor.validate().map_err(|e| e.0),
+        Err("threat.sources.ban_factor")
+    );
+    assert_eq!(
+        cap.validate().map_err(|e| e.0),
+        Err("threat.sources.ban_max_seconds")
+    );
+    assert_eq!(
+        ratio.validate().map_err(|e| e.0),
+        Err("threat.sources.scan_not_found_ratio")
+    );
+    assert!(SourcesConfig::default().validate().is_ok());
 }

@@ -1,5 +1,5 @@
 //! Per-source behaviour: counts in fixed windows, the signals they fire, and the decaying
-//! score. Memory is bounded: each map forgets its least recently seen key when full.
+//! score. Memory is bounded: each map evicts its least recently seen key when full.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,7 +38,7 @@ pub enum Observation<'a> {
     TokenRejected,
 }
 
-/// A behaviour signal. Each fires at most once per source and window.
+/// A behaviour signal. Each fires at most once per window of its source or user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// Many requests from one source.
@@ -94,8 +94,8 @@ impl Signal {
         }
     }
 
-    /// Whether the signal is about authentication failures, which the audit log reports as
-    /// bursts.
+    /// Returns whether the signal is about authentication failures, which the audit log
+    /// reports as bursts.
     pub const fn is_authentication(self) -> bool {
         matches!(
             self,
@@ -205,7 +205,7 @@ struct UsernameState {
     sources: HashSet<IpAddr>,
 }
 
-/// A map that holds at most `capacity` entries and forgets the least recently used first.
+/// A map of at most `capacity` entries that evicts the least recently used first.
 #[derive(Debug)]
 struct Lru<K, V> {
     entries: HashMap<K, (V, u64)>,
@@ -332,8 +332,11 @@ impl Tracker {
         let half_life = self.config.half_life();
         let threshold = self.config.ban_threshold;
         let state = self.state_of(source, now);
-        state.score = decayed(state.score, now.saturating_duration_since(state.scored_at), half_life)
-            + points;
+        state.score = decayed(
+            state.score,
+            now.saturating_duration_since(state.scored_at),
+            half_life,
+        ) + points;
         state.scored_at = now;
         Assessment {
             score: state.score,
@@ -395,7 +398,13 @@ impl Tracker {
         }
     }
 
-    fn count_user_response(&mut self, user: &str, status: u16, now: Instant, fired: &mut Vec<Fired>) {
+    fn count_user_response(
+        &mut self,
+        user: &str,
+        status: u16,
+        now: Instant,
+        fired: &mut Vec<Fired>,
+    ) {
         let config = self.config.clone();
         let window = self.users.touch(&user.to_owned(), || Window::new(now));
         window.roll(now, config.window());

@@ -72,7 +72,11 @@ fn path_scan_fires_on_distinct_404s() {
         assessments.push(tracker.observe(addr(SOURCE), response(path, 404), now));
     }
 
-    assert!(assessments[..19].iter().all(|assessment| assessment.fired.is_empty()));
+    assert!(
+        assessments[..19]
+            .iter()
+            .all(|assessment| assessment.fired.is_empty())
+    );
     let last = &assessments[19];
     assert!(signals(last).contains(&Signal::PathScan), "{last:?}");
     assert!(last.reached_threshold);
@@ -153,7 +157,13 @@ fn many_usernames_from_one_source() {
 
     let last = names
         .iter()
-        .map(|name| tracker.observe(addr(SOURCE), Observation::LoginFailed { username: name }, now))
+        .map(|name| {
+            tracker.observe(
+                addr(SOURCE),
+                Observation::LoginFailed { username: name },
+                now,
+            )
+        })
         .last()
         .expect("five attempts");
 
@@ -169,7 +179,8 @@ fn one_username_from_many_sources() {
     let mut fired = Vec::new();
     for host in 1..=12 {
         let source = addr(&format!("198.51.100.{host}"));
-        let assessment = tracker.observe(source, Observation::LoginFailed { username: "root" }, now);
+        let assessment =
+            tracker.observe(source, Observation::LoginFailed { username: "root" }, now);
         fired.push(signals(&assessment).contains(&Signal::ManySources));
     }
 
@@ -228,7 +239,10 @@ fn oldest_source_is_evicted() {
 
     assert_eq!(tracker.sources(), 2);
     assert_eq!(first.score, 150.0, "recently seen source kept its score");
-    assert_eq!(second.score, 50.0, "least recently seen source was forgotten");
+    assert_eq!(
+        second.score, 50.0,
+        "least recently seen source was forgotten"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use ring::digest;
 
 use super::claims::VerifiedToken;
 
-/// SHA-256 of a token: the cache key, so the cache holds no token.
+/// SHA-256 of a token: the cache key, so the cache contains no token.
 pub type TokenHash = [u8; 32];
 
 /// Returns the SHA-256 of `token`.

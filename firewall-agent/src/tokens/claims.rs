@@ -131,7 +131,7 @@ fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result<(), TokenE
 /// Reads a NumericDate (RFC 7519 section 2): a JSON number of seconds, not negative.
 fn numeric_date(value: &Value) -> Result<f64, TokenError> {
     match value.as_f64() {
-        Some(seconds) if value.is_number() && seconds >= 0.0 => Ok(seconds),
+        Some(seconds) if seconds >= 0.0 => Ok(seconds),
         _ => Err(TokenError::InvalidClaim),
     }
 }

@@ -1,9 +1,9 @@
 //! JWKS fetching and caching per issuer.
 //!
 //! Each issuer's key set is fetched from its configured URL only. A background task fetches it
-//! again when its time to live ends; a failed fetch keeps the last good set and is retried after
-//! the cooldown. A `kid` that is not in the set triggers at most one fetch per cooldown, so a
-//! stream of tokens with made-up key ids cannot turn the proxy into a JWKS flooder.
+//! again when its time to live ends. A failed fetch keeps the last good set and is retried
+//! after the cooldown. A `kid` that is not in the set triggers at most one fetch per cooldown,
+//! so a stream of tokens with made-up key ids cannot make the proxy flood the JWKS server.
 
 use std::fmt;
 use std::future::Future;
@@ -27,7 +27,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Maximum time for one JWKS fetch, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a JWKS could not be fetched or used.
+/// Error of a JWKS fetch or of the fetched document.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     /// The request failed before a response arrived.
@@ -45,7 +45,7 @@ pub enum JwksError {
         /// The JWKS URL.
         url: String,
     },
-    /// The server answered with another status than 200.
+    /// The server responded with a status other than 200.
     #[error("the JWKS server at {url} answered with status {status}")]
     Status {
         /// The JWKS URL.
@@ -62,7 +62,7 @@ pub enum JwksError {
     /// The document is not a usable JWKS.
     #[error("invalid JWKS from {origin}")]
     Parse {
-        /// Where the document came from.
+        /// Source of the document: its URL, or a description.
         origin: String,
         /// The problem.
         #[source]
@@ -81,7 +81,7 @@ pub enum JwksError {
 /// Boxed future of [`KeySource::fetch`].
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<KeySet, JwksError>> + Send + 'a>>;
 
-/// Where an issuer's keys come from: its JWKS URL, or keys the agent holds itself.
+/// Source of an issuer's keys: its JWKS URL, or keys the agent keeps itself.
 pub trait KeySource: Send + Sync + fmt::Debug {
     /// Fetches the current key set.
     fn fetch(&self) -> FetchFuture<'_>;
@@ -327,8 +327,8 @@ impl IssuerKeys {
     }
 
     /// Decides whether a lookup that missed may fetch. Without any set, a fetch is allowed
-    /// when none failed within the cooldown; with a set, when no unknown `kid` caused a fetch
-    /// within the cooldown.
+    /// unless one failed within the cooldown. With a set, it is allowed unless an unknown `kid`
+    /// caused a fetch within the cooldown.
     fn may_fetch_for_miss(&self, now: Instant) -> bool {
         let has_keys = self.keys.load().is_some();
         let mut times = self.lock_times();

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod claims;
 pub mod config;
+pub mod downstream;
 pub mod error;
 pub mod jose;
 pub mod jwk;
@@ -43,7 +44,7 @@ use crate::shutdown::ShutdownListener;
 use crate::telemetry::ErrorChain;
 use jose::CompactJws;
 
-/// Longest time the refresh task sleeps between two checks of the issuers' key sets.
+/// Maximum time the refresh task sleeps between two checks of the issuers' key sets.
 const MAX_REFRESH_SLEEP: Duration = Duration::from_secs(60);
 
 /// One trusted issuer: its rules and its keys.

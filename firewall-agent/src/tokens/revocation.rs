@@ -1,4 +1,4 @@
-//! The revocation hook: asks whether a token's `jti` was revoked.
+//! The revocation hook: checks whether a token's `jti` was revoked.
 
 use std::fmt;
 
@@ -20,7 +20,7 @@ pub trait RevocationCheck: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`RevocationError`] when the answer is unknown.
+    /// [`RevocationError`] when the revocation status cannot be determined.
     fn is_revoked(&self, issuer: &str, jti: &str) -> Result<bool, RevocationError>;
 }
 

@@ -5,12 +5,14 @@ use anyhow::{Context, Result};
 
 mod kernel;
 mod limits;
+mod threats;
 
 pub use kernel::kernel;
 pub use limits::limits;
+pub use threats::threats;
 
 /// Replaces the section titled `title` in BENCHMARKS.md with `section`, or appends it.
-fn write_section(title: &str, section: &str) -> Result<()> {
+pub fn write_section(title: &str, section: &str) -> Result<()> {
     let path = crate::workspace_root().join("BENCHMARKS.md");
     let existing = std::fs::read_to_string(&path).unwrap_or_default();
     std::fs::write(&path, replace_section(&existing, title, section))

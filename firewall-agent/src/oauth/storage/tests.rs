@@ -22,6 +22,7 @@ fn code() -> CodeRecord {
         expires_at_ms: NOW_MS + 60_000,
         consumed: false,
         grant: None,
+        replayed: false,
     }
 }
 

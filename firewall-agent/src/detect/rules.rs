@@ -1,0 +1,492 @@
+//! The catalogue of detection rules: ids, numbers, families and severities.
+//!
+//! The id (such as `sqli-union`) is what config exclusions and detection-only lists name. The
+//! number is what security events carry. Neither is ever reused for another rule.
+
+use super::{Family, Rule, Severity};
+
+/// A closed value followed by AND/OR and a comparison, call or subquery.
+pub const SQLI_BOOLEAN: Rule = Rule {
+    id: "sqli-boolean",
+    number: 1101,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// UNION SELECT, or UNION right after a closed value.
+pub const SQLI_UNION: Rule = Rule {
+    id: "sqli-union",
+    number: 1102,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A statement separator followed by a new statement.
+pub const SQLI_STACKED_QUERY: Rule = Rule {
+    id: "sqli-stacked-query",
+    number: 1103,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A time-based or file-reading function such as SLEEP or LOAD_FILE, or WAITFOR DELAY.
+pub const SQLI_FUNCTION: Rule = Rule {
+    id: "sqli-function",
+    number: 1104,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A closed string or number followed by a comment that cuts off the query.
+pub const SQLI_COMMENT_BREAK: Rule = Rule {
+    id: "sqli-comment-break",
+    number: 1105,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A MySQL executable comment `/*!`.
+pub const SQLI_EXECUTABLE_COMMENT: Rule = Rule {
+    id: "sqli-executable-comment",
+    number: 1106,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A statement with its clauses, such as `SELECT x FROM` or `DROP TABLE x`.
+pub const SQLI_STATEMENT: Rule = Rule {
+    id: "sqli-statement",
+    number: 1109,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A database's system catalogue, such as `information_schema` or `sqlite_master`.
+pub const SQLI_SYSTEM_TABLE: Rule = Rule {
+    id: "sqli-system-table",
+    number: 1110,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A PHP script file name in an upload.
+pub const PHP_FILE_UPLOAD: Rule = Rule {
+    id: "php-file-upload",
+    number: 1706,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A bracketed or chained SELECT.
+pub const SQLI_SUBQUERY: Rule = Rule {
+    id: "sqli-subquery",
+    number: 1107,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A closed string followed by an operator and a value, call or ORDER BY.
+pub const SQLI_STRING_BREAK: Rule = Rule {
+    id: "sqli-string-break",
+    number: 1108,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A tag that runs script or loads a document, such as `<script>` or `<iframe>`.
+pub const XSS_DANGEROUS_TAG: Rule = Rule {
+    id: "xss-dangerous-tag",
+    number: 1201,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// An event handler attribute such as `onerror=`.
+pub const XSS_EVENT_HANDLER: Rule = Rule {
+    id: "xss-event-handler",
+    number: 1202,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// A `javascript:`, `vbscript:` or HTML `data:` URL.
+pub const XSS_SCRIPT_URL: Rule = Rule {
+    id: "xss-script-url",
+    number: 1203,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// Script inside CSS: `expression(`, `-moz-binding`, `behavior:`.
+pub const XSS_STYLE_SCRIPT: Rule = Rule {
+    id: "xss-style-script",
+    number: 1204,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// A call of `alert`, `eval` and the like, or a DOM property scripts steal.
+pub const XSS_SCRIPT_SINK: Rule = Rule {
+    id: "xss-script-sink",
+    number: 1205,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// Two or more `../` steps.
+pub const LFI_TRAVERSAL: Rule = Rule {
+    id: "lfi-traversal",
+    number: 1301,
+    family: Family::Lfi,
+    severity: Severity::Critical,
+};
+
+/// One `../` step.
+pub const LFI_TRAVERSAL_SINGLE: Rule = Rule {
+    id: "lfi-traversal-single",
+    number: 1302,
+    family: Family::Lfi,
+    severity: Severity::Notice,
+};
+
+/// The path of a sensitive system or server file, such as `/etc/passwd`.
+pub const LFI_SENSITIVE_FILE: Rule = Rule {
+    id: "lfi-sensitive-file",
+    number: 1303,
+    family: Family::Lfi,
+    severity: Severity::Critical,
+};
+
+/// A request path naming a hidden file or folder, such as `/.git/`.
+pub const LFI_RESTRICTED_FILE: Rule = Rule {
+    id: "lfi-restricted-file",
+    number: 1304,
+    family: Family::Lfi,
+    severity: Severity::Critical,
+};
+
+/// A stream wrapper such as `php://` or `phar://`.
+pub const LFI_STREAM_WRAPPER: Rule = Rule {
+    id: "lfi-stream-wrapper",
+    number: 1305,
+    family: Family::Lfi,
+    severity: Severity::Critical,
+};
+
+/// A `file:` URL.
+pub const LFI_FILE_URL: Rule = Rule {
+    id: "lfi-file-url",
+    number: 1306,
+    family: Family::Lfi,
+    severity: Severity::Critical,
+};
+
+/// A URL whose host is an IP address.
+pub const RFI_IP_URL: Rule = Rule {
+    id: "rfi-ip-url",
+    number: 1401,
+    family: Family::Rfi,
+    severity: Severity::Warning,
+};
+
+/// The address of a cloud metadata service.
+pub const RFI_METADATA_ADDRESS: Rule = Rule {
+    id: "rfi-metadata-address",
+    number: 1402,
+    family: Family::Rfi,
+    severity: Severity::Critical,
+};
+
+/// A `gopher:`, `dict:`, `ldap:` or `tftp:` URL.
+pub const RFI_SCHEME: Rule = Rule {
+    id: "rfi-scheme",
+    number: 1403,
+    family: Family::Rfi,
+    severity: Severity::Critical,
+};
+
+/// A URL ending in `?`, which cuts off a path the application appends.
+pub const RFI_TRAILING_QUESTION_MARK: Rule = Rule {
+    id: "rfi-trailing-question-mark",
+    number: 1404,
+    family: Family::Rfi,
+    severity: Severity::Critical,
+};
+
+/// A Unix command after a shell separator, or a globbed command path.
+pub const RCE_UNIX_COMMAND: Rule = Rule {
+    id: "rce-unix-command",
+    number: 1501,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// A Windows command after a shell separator.
+pub const RCE_WINDOWS_COMMAND: Rule = Rule {
+    id: "rce-windows-command",
+    number: 1502,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// Shell syntax that only injections use: `${IFS}`, `/dev/tcp/`.
+pub const RCE_SHELL_SYNTAX: Rule = Rule {
+    id: "rce-shell-syntax",
+    number: 1503,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// A Shellshock function definition `() {`.
+pub const RCE_SHELLSHOCK: Rule = Rule {
+    id: "rce-shellshock",
+    number: 1504,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// Shell brace expansion such as `{cat,/etc/passwd}`.
+pub const RCE_BRACE_EXPANSION: Rule = Rule {
+    id: "rce-brace-expansion",
+    number: 1505,
+    family: Family::Rce,
+    severity: Severity::Warning,
+};
+
+/// A PowerShell cmdlet or option that downloads or runs code.
+pub const RCE_POWERSHELL: Rule = Rule {
+    id: "rce-powershell",
+    number: 1506,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// Windows shell syntax: `cmd /c`, `%COMSPEC%`, `for /f`.
+pub const RCE_WINDOWS_SHELL: Rule = Rule {
+    id: "rce-windows-shell",
+    number: 1507,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
+/// A template expression with an operator, call or attribute access.
+pub const SSTI_EXPRESSION: Rule = Rule {
+    id: "ssti-expression",
+    number: 1601,
+    family: Family::Ssti,
+    severity: Severity::Critical,
+};
+
+/// A template statement such as `{% if %}` or `{% import %}`.
+pub const SSTI_STATEMENT: Rule = Rule {
+    id: "ssti-statement",
+    number: 1602,
+    family: Family::Ssti,
+    severity: Severity::Critical,
+};
+
+/// `__proto__` or `constructor.prototype`.
+pub const SSTI_PROTOTYPE_POLLUTION: Rule = Rule {
+    id: "ssti-prototype-pollution",
+    number: 1603,
+    family: Family::Ssti,
+    severity: Severity::Critical,
+};
+
+/// Node.js code: `require('child_process')`, `process.mainModule`, ...
+pub const SSTI_NODEJS_INJECTION: Rule = Rule {
+    id: "ssti-nodejs-injection",
+    number: 1604,
+    family: Family::Ssti,
+    severity: Severity::Critical,
+};
+
+/// A PHP open tag `<?php` or `<?=`.
+pub const PHP_OPEN_TAG: Rule = Rule {
+    id: "php-open-tag",
+    number: 1701,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A PHP superglobal such as `$_GET`.
+pub const PHP_SUPERGLOBAL: Rule = Rule {
+    id: "php-superglobal",
+    number: 1702,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A call of a PHP function that runs code or reads files.
+pub const PHP_FUNCTION: Rule = Rule {
+    id: "php-function",
+    number: 1703,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A call of a PHP function that is also a common word, such as `system(`.
+pub const PHP_FUNCTION_CALL: Rule = Rule {
+    id: "php-function-call",
+    number: 1704,
+    family: Family::Php,
+    severity: Severity::Warning,
+};
+
+/// A PHP configuration directive such as `allow_url_include`.
+pub const PHP_CONFIG_DIRECTIVE: Rule = Rule {
+    id: "php-config-directive",
+    number: 1705,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// Java class names and expression-language payloads: `java.lang.Runtime`, `${jndi:`, OGNL.
+pub const JAVA_CODE_INJECTION: Rule = Rule {
+    id: "java-code-injection",
+    number: 1801,
+    family: Family::Java,
+    severity: Severity::Critical,
+};
+
+/// A Base64 run that decodes to a Java gadget class name.
+pub const JAVA_BASE64_GADGET: Rule = Rule {
+    id: "java-base64-gadget",
+    number: 1802,
+    family: Family::Java,
+    severity: Severity::Critical,
+};
+
+/// A Java serialization stream header, raw or in Base64.
+pub const DESERIALIZATION_JAVA: Rule = Rule {
+    id: "deserialization-java",
+    number: 1901,
+    family: Family::Deserialization,
+    severity: Severity::Critical,
+};
+
+/// A PHP serialized object.
+pub const DESERIALIZATION_PHP: Rule = Rule {
+    id: "deserialization-php",
+    number: 1902,
+    family: Family::Deserialization,
+    severity: Severity::Critical,
+};
+
+/// A .NET or Java JSON type hint naming a dangerous class.
+pub const DESERIALIZATION_DOTNET_JSON: Rule = Rule {
+    id: "deserialization-dotnet-json",
+    number: 1903,
+    family: Family::Deserialization,
+    severity: Severity::Critical,
+};
+
+/// A YAML tag or Python pickle opcode that builds objects.
+pub const DESERIALIZATION_YAML_PICKLE: Rule = Rule {
+    id: "deserialization-yaml-pickle",
+    number: 1904,
+    family: Family::Deserialization,
+    severity: Severity::Critical,
+};
+
+/// An overlong UTF-8 sequence.
+pub const PROTOCOL_OVERLONG_UTF8: Rule = Rule {
+    id: "protocol-overlong-utf8",
+    number: 2001,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
+/// A NUL byte.
+pub const PROTOCOL_NUL_BYTE: Rule = Rule {
+    id: "protocol-nul-byte",
+    number: 2002,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
+/// A control byte other than tab, line feed and carriage return.
+pub const PROTOCOL_CONTROL_BYTE: Rule = Rule {
+    id: "protocol-control-byte",
+    number: 2003,
+    family: Family::Protocol,
+    severity: Severity::Notice,
+};
+
+/// Percent-encoding nested deeper than the decoder follows.
+pub const PROTOCOL_DEEP_ENCODING: Rule = Rule {
+    id: "protocol-deep-encoding",
+    number: 2004,
+    family: Family::Protocol,
+    severity: Severity::Error,
+};
+
+/// A line break followed by an HTTP header or request line.
+pub const PROTOCOL_HEADER_INJECTION: Rule = Rule {
+    id: "protocol-header-injection",
+    number: 2005,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
+/// Every rule, in number order.
+pub const ALL: &[Rule] = &[
+    SQLI_BOOLEAN,
+    SQLI_UNION,
+    SQLI_STACKED_QUERY,
+    SQLI_FUNCTION,
+    SQLI_COMMENT_BREAK,
+    SQLI_EXECUTABLE_COMMENT,
+    SQLI_SUBQUERY,
+    SQLI_STRING_BREAK,
+    SQLI_STATEMENT,
+    SQLI_SYSTEM_TABLE,
+    XSS_DANGEROUS_TAG,
+    XSS_EVENT_HANDLER,
+    XSS_SCRIPT_URL,
+    XSS_STYLE_SCRIPT,
+    XSS_SCRIPT_SINK,
+    LFI_TRAVERSAL,
+    LFI_TRAVERSAL_SINGLE,
+    LFI_SENSITIVE_FILE,
+    LFI_RESTRICTED_FILE,
+    LFI_STREAM_WRAPPER,
+    LFI_FILE_URL,
+    RFI_IP_URL,
+    RFI_METADATA_ADDRESS,
+    RFI_SCHEME,
+    RFI_TRAILING_QUESTION_MARK,
+    RCE_UNIX_COMMAND,
+    RCE_WINDOWS_COMMAND,
+    RCE_SHELL_SYNTAX,
+    RCE_SHELLSHOCK,
+    RCE_BRACE_EXPANSION,
+    RCE_POWERSHELL,
+    RCE_WINDOWS_SHELL,
+    SSTI_EXPRESSION,
+    SSTI_STATEMENT,
+    SSTI_PROTOTYPE_POLLUTION,
+    SSTI_NODEJS_INJECTION,
+    PHP_OPEN_TAG,
+    PHP_SUPERGLOBAL,
+    PHP_FUNCTION,
+    PHP_FUNCTION_CALL,
+    PHP_CONFIG_DIRECTIVE,
+    PHP_FILE_UPLOAD,
+    JAVA_CODE_INJECTION,
+    JAVA_BASE64_GADGET,
+    DESERIALIZATION_JAVA,
+    DESERIALIZATION_PHP,
+    DESERIALIZATION_DOTNET_JSON,
+    DESERIALIZATION_YAML_PICKLE,
+    PROTOCOL_OVERLONG_UTF8,
+    PROTOCOL_NUL_BYTE,
+    PROTOCOL_CONTROL_BYTE,
+    PROTOCOL_DEEP_ENCODING,
+    PROTOCOL_HEADER_INJECTION,
+];
+
+/// Finds a rule by its id.
+pub fn find(id: &str) -> Option<Rule> {
+    ALL.iter().copied().find(|rule| rule.id == id)
+}
