@@ -60,6 +60,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `[validation]`: the strict check of every JSON request body.
+    pub validation: crate::validation::ValidationConfig,
+    /// `[openapi]`: the API description that requests are checked against.
+    pub openapi: crate::validation::OpenApiConfig,
     /// `[threat]`: the per-request threat detectors and what their findings do, and in
     /// `[threat.sources]` the per-source behaviour signals, scores and escalating bans.
     pub threat: crate::detect::ThreatConfig,
@@ -539,6 +543,13 @@ impl Config {
         }
         self.validate_tokens()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        // Compiles every schema and the OpenAPI document, so a broken one fails here.
+        if let Err(error) = crate::validation::Validation::build(self) {
+            return Err(invalid(
+                error.section(),
+                crate::telemetry::ErrorChain(&error).to_string(),
+            ));
+        }
 
         if self.rate_limit.requests == 0 {
             return Err(invalid("rate_limit.requests", "must be at least 1".into()));

@@ -22,7 +22,7 @@ use crate::events::EventSinks;
 use crate::detect::ThreatPolicy;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
 use crate::proxy::stages::tokens::TokenStage;
-use crate::proxy::stages::{BanCheckStage, RateLimitStage};
+use crate::proxy::stages::{BanCheckStage, RateLimitStage, ValidationStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
 use crate::shutdown::{Shutdown, ShutdownListener};
@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// The token verifier could not be built.
     #[error("failed to set up access-token checks")]
     Tokens(#[from] crate::tokens::JwksError),
+    /// The validation rules or the OpenAPI document could not be compiled.
+    #[error("invalid validation settings")]
+    Validation(#[from] crate::validation::BuildError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -243,6 +246,11 @@ impl Agent {
                 self.events.clone(),
             )));
         }
+        let validation = Arc::new(ValidationStage::from_config(
+            &self.config,
+            Arc::clone(self.metrics.validation()),
+        )?);
+        stages.push(Arc::clone(&validation) as Arc<dyn Stage>);
         // The config was validated, so the routes compile; the error arm is a safeguard.
         let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
             DaemonError::Routes {
@@ -276,6 +284,7 @@ impl Agent {
             audit_writer,
             threat_worker,
             tokens,
+            validation,
         })
     }
 
@@ -337,6 +346,7 @@ pub struct BoundAgent {
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
     tokens: Option<Arc<TokenVerifier>>,
+    validation: Arc<ValidationStage>,
     sweep_interval: Duration,
     audit: AuditLog,
     audit_writer: Option<AuditWriter>,
@@ -388,6 +398,7 @@ impl BoundAgent {
         let reloader = Reloader::new(vec![
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
+            self.validation as Arc<dyn Reloadable>,
         ]);
         if let Some(verifier) = self.tokens {
             background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));

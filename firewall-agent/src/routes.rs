@@ -24,6 +24,8 @@ pub struct RouteConfig {
     /// Largest request body accepted on this route, in bytes; `[proxy] max_body_bytes` when
     /// not set.
     pub max_body_bytes: Option<u64>,
+    /// `[routes.validation]`: request validation rules of this route.
+    pub validation: Option<crate::validation::RouteValidationConfig>,
     /// Threat detection settings of this route: mode, exclusions, detection-only rules.
     pub threat: Option<crate::detect::RouteThreatConfig>,
     /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.

@@ -91,13 +91,17 @@ impl Upstream {
         let client = context.client();
         let request_id = context.request_id();
         // The context stays with the proxy, whose stages see the response status later.
-        let mut request = Request::new(Full::new(context.body().clone()));
+        let mut request = Request::new(Full::new(context.forward_body().clone()));
         *request.method_mut() = context.method().clone();
         *request.headers_mut() = context.headers().clone();
         let (mut parts, body) = request.into_parts();
         parts.uri = self.target_uri(context.uri())?;
         let original_host = original_host(&parts.headers, &parts.uri);
         rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
+        if context.body_replaced() {
+            let length = HeaderValue::from(context.forward_body().len());
+            parts.headers.insert(header::CONTENT_LENGTH, length);
+        }
         crate::tokens::downstream::set_identity_headers(&mut parts.headers, context.principal());
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;

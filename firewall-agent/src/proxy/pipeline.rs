@@ -64,6 +64,8 @@ pub struct RequestContext {
     parts: http::request::Parts,
     route: Option<MatchedRoute>,
     body: Bytes,
+    /// The body to forward when a stage rewrote it, such as after HTML sanitization.
+    forward_body: OnceLock<Bytes>,
     principal: OnceLock<Principal>,
     /// Headers that stages add to the response, whether it is a rejection or the upstream's.
     response_headers: std::sync::Mutex<HeaderMap>,
@@ -94,6 +96,7 @@ impl RequestContext {
             parts,
             route: None,
             body: Bytes::new(),
+            forward_body: OnceLock::new(),
             principal: OnceLock::new(),
             response_headers: std::sync::Mutex::new(HeaderMap::new()),
         }
@@ -127,6 +130,23 @@ impl RequestContext {
     /// without a body.
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// Replaces the body that is forwarded upstream. [`RequestContext::body`] keeps returning
+    /// what the client sent. Only the first call has an effect: returns false when a stage
+    /// already replaced the body.
+    pub fn set_forward_body(&self, body: Bytes) -> bool {
+        self.forward_body.set(body).is_ok()
+    }
+
+    /// Returns the body to forward upstream: the replacement a stage set, else the client's.
+    pub fn forward_body(&self) -> &Bytes {
+        self.forward_body.get().unwrap_or(&self.body)
+    }
+
+    /// Returns whether a stage replaced the body that is forwarded.
+    pub fn body_replaced(&self) -> bool {
+        self.forward_body.get().is_some()
     }
 
     /// Records the identity from a verified access token. Only the first call has an effect:
@@ -222,6 +242,8 @@ pub enum RequestOutcome {
     BodyUnreadable,
     /// A stage answered the request itself, as for an endpoint that the agent serves.
     Answered,
+    /// The request broke a validation rule: 400, 404, 405, 413 or 415 with a problem body.
+    Invalid,
     /// Rejected with 403 because the threat detectors scored it at or above the threshold.
     ThreatBlocked,
     /// The access token was missing, invalid or not accepted on the route: 401 (400 for a
@@ -233,7 +255,7 @@ pub enum RequestOutcome {
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 12] = [
+    pub const ALL: [RequestOutcome; 13] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -243,6 +265,7 @@ impl RequestOutcome {
         RequestOutcome::BodyTooLarge,
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
+        RequestOutcome::Invalid,
         RequestOutcome::ThreatBlocked,
         RequestOutcome::TokenRejected,
         RequestOutcome::InsufficientScope,
@@ -260,6 +283,7 @@ impl RequestOutcome {
             RequestOutcome::BodyTooLarge => "body_too_large",
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
+            RequestOutcome::Invalid => "invalid",
             RequestOutcome::ThreatBlocked => "threat_blocked",
             RequestOutcome::TokenRejected => "token_rejected",
             RequestOutcome::InsufficientScope => "insufficient_scope",

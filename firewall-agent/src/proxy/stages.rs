@@ -1,9 +1,13 @@
 //! The pipeline stages built so far: the ban check and the rate limit here, the token check
-//! in [`tokens`].
+//! in [`tokens`], threat scoring in [`threat`] and request validation.
 
 pub mod tokens;
 
 pub mod threat;
+
+mod validation;
+
+pub use validation::ValidationStage;
 
 use std::sync::Arc;
 

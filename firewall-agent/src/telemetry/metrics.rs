@@ -60,6 +60,7 @@ pub struct Metrics {
     bans_active: Gauge,
     kernel_map_full: Family<MapLabels, Counter>,
     limits: Arc<LimitMetrics>,
+    validation: Arc<crate::validation::ValidationMetrics>,
     threat: Arc<ThreatMetrics>,
     tokens: crate::tokens::TokenMetrics,
 }
@@ -101,6 +102,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(KernelCollector { blocklist }));
         let limits = Arc::new(LimitMetrics::register(&mut registry));
+        let validation = Arc::new(crate::validation::ValidationMetrics::register(&mut registry));
         let threat = Arc::new(ThreatMetrics::register(&mut registry));
         let tokens = crate::tokens::TokenMetrics::register(&mut registry);
 
@@ -119,6 +121,7 @@ impl Metrics {
             bans_active,
             kernel_map_full,
             limits,
+            validation,
             threat,
             tokens,
         }
@@ -132,6 +135,11 @@ impl Metrics {
     /// Returns the rate-limit metrics.
     pub fn limits(&self) -> &Arc<LimitMetrics> {
         &self.limits
+    }
+
+    /// Returns the validation metrics.
+    pub fn validation(&self) -> &Arc<crate::validation::ValidationMetrics> {
+        &self.validation
     }
 
     /// Returns the threat engine's and the audit log's metrics.

@@ -39,7 +39,7 @@ impl Default for JsonLimits {
     }
 }
 
-/// What is wrong with a document.
+/// Reason a document is rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JsonErrorKind {
     /// The document is larger than the size limit.
@@ -78,7 +78,7 @@ pub enum JsonErrorKind {
     /// The input does not follow the JSON grammar at this point.
     #[error("expected {expected}")]
     Syntax {
-        /// What the grammar allows here.
+        /// The token the grammar allows here.
         expected: &'static str,
     },
 }
@@ -87,7 +87,7 @@ pub enum JsonErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid JSON at {pointer:?} (byte {offset}): {kind}")]
 pub struct JsonError {
-    /// What is wrong.
+    /// The reason.
     pub kind: JsonErrorKind,
     /// JSON pointer (RFC 6901) of the value being parsed; empty for the whole document.
     pub pointer: String,
@@ -118,7 +118,7 @@ pub struct PointerPattern {
 pub struct PointerPatternError {
     /// The pattern as written.
     pub pointer: String,
-    /// What is wrong with it.
+    /// The problem with it.
     pub reason: &'static str,
 }
 
@@ -473,7 +473,7 @@ impl Parser<'_> {
         }
     }
 
-    /// Parses a string literal at the current position, which holds its opening quote.
+    /// Parses the string literal whose opening quote is at the current position.
     fn parse_string(&mut self) -> Result<String, JsonError> {
         self.position += 1;
         let mut value = String::new();
@@ -509,7 +509,7 @@ impl Parser<'_> {
         }
     }
 
-    /// Parses an escape sequence at the current position, which holds its backslash.
+    /// Parses the escape sequence whose backslash is at the current position.
     fn parse_escape(&mut self) -> Result<char, JsonError> {
         let escape_start = self.position;
         self.position += 1;

@@ -74,7 +74,7 @@ pub enum OpenApiError {
         reason: String,
     },
     /// A path key is not a valid template.
-    #[error("invalid OpenAPI document {path}: {source}")]
+    #[error("invalid path template in OpenAPI document {path}")]
     Template {
         /// The file.
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum OpenApiError {
         source: PathTemplateError,
     },
     /// A schema does not compile.
-    #[error("invalid schema in OpenAPI document {path}: {source}")]
+    #[error("invalid schema in OpenAPI document {path}")]
     Schema {
         /// The file.
         path: PathBuf,
@@ -107,7 +107,7 @@ pub enum SpecVersion {
 pub struct Parameter {
     /// Its name; header names are lowercase.
     pub name: String,
-    /// Where it is.
+    /// Its location in the request.
     pub location: ParamLocation,
     /// Whether the request must carry it.
     pub required: bool,
@@ -483,7 +483,7 @@ impl<'a> Loader<'a> {
     }
 
     /// Reads one parameter. Cookie parameters, and the `Accept`, `Content-Type` and
-    /// `Authorization` headers (which OpenAPI says to ignore as parameters), give `None`.
+    /// `Authorization` headers (which OpenAPI requires tools to ignore as parameters), give `None`.
     fn parameter(&self, parameter: &Value, location: &str) -> Result<Option<Parameter>, OpenApiError> {
         let Some(name) = parameter.get("name").and_then(Value::as_str) else {
             return Err(self.invalid(location, "a parameter has no 'name'"));

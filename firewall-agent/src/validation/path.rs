@@ -63,7 +63,7 @@ pub fn split_path(path: &str) -> Result<Vec<String>, PathDecodeError> {
 }
 
 impl PathTemplate {
-    /// Parses a template. Each segment is literal text or holds one `{name}`, which matches a
+    /// Parses a template. Each segment is literal text or contains one `{name}`, which matches a
     /// non-empty value.
     ///
     /// # Errors

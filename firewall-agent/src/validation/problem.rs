@@ -15,7 +15,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// the response large.
 pub const MAX_INVALID_PARAMS: usize = 20;
 
-/// Where an invalid parameter was found.
+/// Location of an invalid parameter in the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamLocation {
@@ -34,7 +34,7 @@ pub enum ParamLocation {
 pub struct InvalidParam {
     /// JSON pointer of the field in the body, or the parameter's name.
     pub name: String,
-    /// Where the parameter is.
+    /// Its location in the request.
     #[serde(rename = "in")]
     pub location: ParamLocation,
     /// The rule it breaks, without its value.
@@ -44,7 +44,7 @@ pub struct InvalidParam {
 /// A problem details object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// Problem type. `about:blank` means the status code says it all.
+    /// Problem type. `about:blank` means the status code and title describe the problem fully.
     #[serde(rename = "type")]
     pub problem_type: &'static str,
     /// Short summary, the same for every occurrence of the problem type.

@@ -33,7 +33,7 @@ pub enum SchemaError {
         limit: u64,
     },
     /// The file is not JSON.
-    #[error("schema file {path} is not valid JSON: {source}")]
+    #[error("schema file {path} is not valid JSON")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -135,7 +135,13 @@ impl CompiledSchema {
         self.validator
             .iter_errors(instance)
             .map(|error| {
-                let pointer = error.instance_path().as_str().to_owned();
+                let mut pointer = error.instance_path().as_str().to_owned();
+                // A missing property is reported on its parent object: name the property.
+                if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+                    if let Some(property) = property.as_str() {
+                        pointer.push_str(&super::json::render_pointer([property]));
+                    }
+                }
                 let name = match location {
                     ParamLocation::Body => pointer,
                     _ => parameter_name(&pointer),
