@@ -1,8 +1,8 @@
 //! Threat detection benchmark, run by `cargo xtask bench threats`: prints Markdown table rows.
 //!
-//! Detector throughput: every request of a corpus file (raw HTTP requests, each preceded by
-//! its length as a decimal line, written by the xtask) is split into fields and inspected on
-//! one thread, repeatedly for a few seconds; the rate is request bytes per second.
+//! Detector throughput: every request of a corpus file is split into fields and inspected on
+//! one thread, repeatedly for a few seconds, and the rate is request bytes per second. The
+//! xtask writes the file as raw HTTP requests, each preceded by its length on a line.
 //!
 //! Added latency: two proxies run in this process in front of one loopback upstream, one with
 //! the threat stage and one with an empty pipeline. A client sends the same 4 KB JSON body to
@@ -137,7 +137,7 @@ fn throughput_row(requests: &[&[u8]]) -> String {
     )
 }
 
-/// A benign JSON body of 4,096 bytes, in the shape of a typical API write.
+/// Builds a benign JSON body of 4,096 bytes, in the shape of a typical API write.
 fn json_body() -> Bytes {
     let mut items = Vec::new();
     let mut index = 0;
