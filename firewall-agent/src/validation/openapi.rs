@@ -568,6 +568,9 @@ impl<'a> Loader<'a> {
             None => converted.clone(),
         };
 
+        // NOTE: each compiled schema carries its own copy of `components`, so load time and
+        // memory grow with operations times components; a document with thousands of both
+        // loads slowly.
         let mut root = Map::new();
         root.insert("components".to_owned(), self.components.clone());
         root.insert("allOf".to_owned(), Value::Array(vec![converted]));

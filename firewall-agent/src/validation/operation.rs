@@ -91,6 +91,10 @@ fn check_parameters(
 
 /// Returns a parameter's raw values. Path and header parameters in the default `simple` style
 /// split an array on commas.
+///
+/// NOTE: only the default serialization styles are read (`form` with `explode` for the query,
+/// `simple` for path and header), so a parameter declared with `style` or `explode` set
+/// otherwise may be split wrongly and fail its schema.
 fn parameter_values(
     parameter: &Parameter,
     request: &RequestView<'_>,
