@@ -82,14 +82,20 @@ mod tests {
 
         let updated = with_live(section, LIVE);
 
-        assert_eq!(updated, "## Kernel layer\n\ntable\n\n### Live packet rate\n\nnew rows\n\n");
+        assert_eq!(
+            updated,
+            "## Kernel layer\n\ntable\n\n### Live packet rate\n\nnew rows\n\n"
+        );
     }
 
     #[test]
     fn live_subsection_appended() {
         let updated = with_live("## Kernel layer\n\ntable\n", LIVE);
 
-        assert!(updated.ends_with("table\n\n### Live packet rate\n\nnew rows\n\n"), "{updated}");
+        assert!(
+            updated.ends_with("table\n\n### Live packet rate\n\nnew rows\n\n"),
+            "{updated}"
+        );
     }
 
     #[test]
