@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 #[path = "../../tests/src/agent.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
-mod agent;
+pub(crate) mod agent;
 
 use agent::{Agent, AgentSettings, CurlOutcome, Upstream, curl, free_port};
 use crate::netns::{self, ClientHost};

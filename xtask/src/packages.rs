@@ -21,9 +21,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "hydra",
 ];
 
-/// Packages the kernel benchmark calls: xdp-filter (xdp-tools) as the reference and bpftool to
-/// run programs through `BPF_PROG_TEST_RUN`.
-pub const KERNEL_BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "iproute2"];
+/// Packages the kernel benchmark calls: xdp-filter (xdp-tools) as the reference, bpftool to
+/// run programs through `BPF_PROG_TEST_RUN`, and for the live packet rate trafgen (netsniff-ng)
+/// to flood and nftables as the second reference.
+pub const KERNEL_BENCH_PACKAGES: &[&str] =
+    &["xdp-tools", "bpftool", "iproute2", "netsniff-ng", "nftables"];
 
 /// Packages the rate-limit benchmark calls: redis-server, which it starts on loopback.
 pub const LIMITS_BENCH_PACKAGES: &[&str] = &["redis-server"];

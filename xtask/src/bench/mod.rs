@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 
 mod kernel;
 mod limits;
+mod live;
 mod threats;
 mod tokens;
 
