@@ -454,11 +454,6 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
          last row allowlists {ADMIN_RANGE_V4}/25 and {ADMIN_RANGE_V6}/48, so every packet \
          also walks an allowlist trie."
     )?;
-    writeln!(
-        text,
-        "- Not measured yet: packets per second on a veth pair under a trafgen flood, against \
-         xdp-filter and an nftables drop rule."
-    )?;
     // A blank line keeps the next section of BENCHMARKS.md apart from this one.
     writeln!(text)?;
     Ok(text)
