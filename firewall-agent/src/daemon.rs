@@ -231,6 +231,14 @@ impl Agent {
             stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
         }
         stages.push(Arc::new(self.threat_stage()));
+        if let Some(server) = &oauth {
+            // Tokens of the agent's own issuer are verified with its keys in process, and its
+            // revocations apply to them.
+            self.key_sources
+                .entry(self.config.oauth.issuer.clone())
+                .or_insert_with(|| Arc::new(crate::oauth::bridge::OwnKeySource::new(Arc::clone(server.keys()))));
+            self.revocation = Arc::new(crate::oauth::bridge::OwnRevocation::new(Arc::clone(server)));
+        }
         let tokens = self.token_verifier()?;
         if let Some(verifier) = &tokens {
             stages.push(Arc::new(TokenStage::new(

@@ -6,6 +6,7 @@
 //! tokens are ES256 JWTs; codes and refresh tokens are opaque and stored hashed.
 
 mod authorize;
+pub mod bridge;
 pub mod config;
 pub mod http;
 mod introspect;
