@@ -112,6 +112,14 @@ def authorization_code_flow(metadata, jwks_client):
     assert claims["exp"] - claims["iat"] == 900, claims
     print("authorization code with PKCE: ok")
 
+    protected = ISSUER + "/api/orders"
+    anonymous = requests.get(protected, timeout=TIMEOUT_SECONDS)
+    assert anonymous.status_code == 401, anonymous.status_code
+    bearer = {"Authorization": "Bearer " + token["access_token"]}
+    allowed = requests.get(protected, headers=bearer, timeout=TIMEOUT_SECONDS)
+    assert allowed.status_code == 200, (allowed.status_code, allowed.text)
+    print("proxy accepts the issued access token: ok")
+
     refreshed = session.refresh_token(
         metadata["token_endpoint"], refresh_token=token["refresh_token"]
     )
@@ -133,6 +141,10 @@ def authorization_code_flow(metadata, jwks_client):
         assert error.error == "invalid_grant", error
     else:
         raise AssertionError("a revoked refresh token was accepted")
+    # Revoking the refresh token revoked its family, including the access token it issued.
+    bearer = {"Authorization": "Bearer " + refreshed["access_token"]}
+    rejected = requests.get(ISSUER + "/api/orders", headers=bearer, timeout=TIMEOUT_SECONDS)
+    assert rejected.status_code == 401, rejected.status_code
     print("revocation: ok")
 
 

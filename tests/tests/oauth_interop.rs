@@ -1,6 +1,7 @@
 //! The authorization server of the real agent binary, on loopback, against real clients:
 //! `fwctl users` adds the user, Python's authlib runs the flows and PyJWT verifies the tokens
-//! (`tests/python/oauth_interop.py`), and the store keeps users and keys across a restart.
+//! (`tests/python/oauth_interop.py`), the proxy's token check accepts the issued tokens on a
+//! protected route until they are revoked, and the store keeps users and keys across a restart.
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -72,6 +73,17 @@ secret_sha256 = "{secret}"
 redirect_uris = ["https://backend.example/callback"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 scopes = ["read", "write"]
+
+[[tokens.issuers]]
+issuer = "{issuer}"
+audiences = ["{issuer}"]
+jwks_url = "{issuer}/oauth2/jwks"
+algorithms = ["ES256"]
+
+[[routes]]
+path = "/api/{{*rest}}"
+[routes.auth]
+scopes = ["read"]
 "#,
         secret = sha256_hex(CONFIDENTIAL_SECRET),
     );
