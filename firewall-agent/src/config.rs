@@ -58,6 +58,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[http]`: limits and timeouts of client connections.
+    pub http: crate::proxy::HttpConfig,
+    /// `[tls]`: TLS on the proxy listener and towards an HTTPS upstream.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// `[proxy]` section.
@@ -72,6 +76,10 @@ pub struct ProxyConfig {
     /// Maximum time in seconds to wait for the upstream's response headers before the proxy
     /// responds with 504.
     pub request_timeout_seconds: u64,
+    /// Addresses and CIDR ranges of proxies in front of this one, such as a load balancer.
+    /// Only a connection from one of them may supply the client address in `Forwarded` or
+    /// `X-Forwarded-For`; from any other peer these headers are replaced.
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 impl Default for ProxyConfig {
@@ -80,6 +88,7 @@ impl Default for ProxyConfig {
             listen: DEFAULT_PROXY_LISTEN,
             upstream: None,
             request_timeout_seconds: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -511,6 +520,12 @@ impl Config {
         .map_err(|(key, problem)| invalid(key, problem))?;
 
         self.validate_xdp()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.http
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.tls
+            .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
 
         if self.rate_limit.requests == 0 {

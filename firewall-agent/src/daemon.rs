@@ -23,6 +23,7 @@ use crate::shutdown::{Shutdown, ShutdownListener};
 use crate::store::Store;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
+use crate::tls::{CertificateStore, TlsError, watch_certificate};
 
 /// Interval between two sweeps of idle rate-limit entries.
 const LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,6 +49,9 @@ pub enum DaemonError {
     /// The rate-limit rules could not be built.
     #[error("invalid rate-limit rules")]
     Limits(#[from] LimitsError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("failed to set up TLS on the proxy listener")]
+    Tls(#[from] TlsError),
 }
 
 /// The agent's parts, before any listener is bound.
@@ -147,7 +151,17 @@ impl Agent {
             Arc::clone(&self.metrics),
         ));
 
-        let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
+        let mut proxy = ProxyServer::bind(self.config.proxy.listen, state)
+            .await?
+            .with_http(self.config.http.clone());
+        let certificates = match self.config.tls.server_files() {
+            Some((cert_path, key_path)) => {
+                let store = CertificateStore::load(cert_path, key_path)?;
+                proxy = proxy.with_tls(store.server_config()?);
+                Some(store)
+            }
+            None => None,
+        };
         let admin_state = Arc::new(AdminState::new(
             Arc::clone(&self.bans),
             Arc::clone(&self.blocklist),
@@ -163,6 +177,7 @@ impl Agent {
             admin,
             metrics,
             limits,
+            certificates,
         })
     }
 }
@@ -175,6 +190,7 @@ pub struct BoundAgent {
     admin: AdminServer,
     metrics: MetricsServer,
     limits: Arc<RateLimits>,
+    certificates: Option<Arc<CertificateStore>>,
     sweep_interval: Duration,
 }
 
@@ -208,7 +224,7 @@ impl BoundAgent {
             tokio::spawn(self.admin.serve(shutdown.listener())),
             tokio::spawn(self.metrics.serve(shutdown.listener())),
         ];
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(run_sweeper(
                 Arc::clone(&self.agent.bans),
                 self.sweep_interval,
@@ -219,7 +235,16 @@ impl BoundAgent {
                 shutdown.listener(),
             )),
         ];
-        let reloader = Reloader::new(vec![self.limits as Arc<dyn Reloadable>]);
+        let mut reloadable = vec![self.limits as Arc<dyn Reloadable>];
+        if let Some(store) = self.certificates {
+            background.push(tokio::spawn(watch_certificate(
+                Arc::clone(&store),
+                self.agent.config.tls.watch_interval(),
+                shutdown.listener(),
+            )));
+            reloadable.push(store);
+        }
+        let reloader = Reloader::new(reloadable);
 
         RunningAgent {
             agent: self.agent,

@@ -15,3 +15,4 @@ pub mod reload;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

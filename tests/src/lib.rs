@@ -2,5 +2,6 @@
 //! `fwctl` as real processes, and a small upstream server.
 
 pub mod agent;
+pub mod edge;
 pub mod netns;
 pub mod frames;

@@ -1,8 +1,12 @@
 //! The reverse proxy: accepts HTTP/1.1 and HTTP/2 clients, runs each request through the
 //! pipeline, and forwards what passes to the upstream.
 
+mod connections;
 mod forward;
+pub mod framing;
+pub mod headers;
 pub mod pipeline;
+mod settings;
 pub mod stages;
 
 use std::convert::Infallible;
@@ -20,24 +24,28 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+pub use connections::ClientConnections;
 pub use forward::{ForwardError, Upstream};
+pub use settings::HttpConfig;
 pub use pipeline::{
     Pipeline, Rejection, RequestContext, RequestId, RequestOutcome, Stage, StageFuture,
     StageOutcome,
 };
 
+use self::connections::{Activity, TrackedStream};
+use self::framing::FramingGuard;
 use crate::shutdown::ShutdownListener;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::Metrics;
 
 /// Maximum time that open connections get to finish their requests after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Maximum time a client gets to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Body of every proxy response: the upstream's streamed body or a short JSON error.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -82,14 +90,22 @@ impl ProxyState {
 }
 
 /// A bound proxy listener.
-///
-/// NOTE: neither the number of open connections nor the request body size is limited, so the
-/// upstream must cope with whatever clients send within the rate limit.
-#[derive(Debug)]
 pub struct ProxyServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<ProxyState>,
+    http: HttpConfig,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer")
+            .field("local_addr", &self.local_addr)
+            .field("http", &self.http)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyServer {
@@ -109,7 +125,21 @@ impl ProxyServer {
             listener,
             local_addr,
             state,
+            http: HttpConfig::default(),
+            tls: None,
         })
+    }
+
+    /// Replaces the default connection limits and timeouts.
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Terminates TLS on this listener with `config`.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
     }
 
     /// Returns the bound address, with the port the kernel picked when the configured port was
@@ -122,14 +152,8 @@ impl ProxyServer {
     /// [`DRAIN_TIMEOUT`] to finish.
     pub async fn serve(self, mut shutdown: ShutdownListener) {
         let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Without a timer hyper cannot enforce the header read timeout, and a client that
-        // sends its headers slowly would hold the connection open indefinitely.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(connection_builder(&self.http));
+        let connections = ClientConnections::new(self.http.max_connections_per_client);
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -145,17 +169,27 @@ impl ProxyServer {
                 () = shutdown.wait() => break,
             };
 
-            let state = Arc::clone(&self.state);
             let client = peer.ip().to_canonical();
-            let service = service_fn(move |request| handle(Arc::clone(&state), client, request));
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
+            let Some(permit) = connections.try_open(client) else {
+                // Closing at once costs the client a reconnect; a flood of these is logged at
+                // debug so that it cannot fill the log.
+                tracing::debug!(%client, "connection limit per client reached, closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = ClientConnection {
+                state: Arc::clone(&self.state),
+                builder: Arc::clone(&builder),
+                http: self.http.clone(),
+                tls: self.tls.clone(),
+                watcher: graceful.watcher(),
+                client,
+            };
             let span = tracing::debug_span!("connection", %peer);
             tokio::spawn(
                 async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %ErrorChain(&*error), "proxy connection ended with an error");
-                    }
+                    connection.serve(stream).await;
+                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -175,12 +209,123 @@ impl ProxyServer {
     }
 }
 
-/// Handles one request: pipeline, then upstream.
+/// Builds the HTTP/1.1 and HTTP/2 connection settings from the `[http]` limits.
+fn connection_builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper cannot enforce the header read timeout, and a client that sends
+    // its headers slowly would hold the connection open indefinitely. hyper starts this
+    // deadline when it begins to wait for a request head and does not extend it per read.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout())
+        .max_headers(http.max_header_count)
+        // The framing guard may end the read side at a bad request while an earlier request
+        // of the same connection is still being answered; that answer must still be sent.
+        .half_close(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http.http2_max_concurrent_streams)
+        .initial_stream_window_size(http.http2_stream_window_bytes)
+        .initial_connection_window_size(http.http2_connection_window_bytes)
+        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(http.idle_timeout() / 2)
+        .keep_alive_timeout(http.header_read_timeout());
+    builder
+}
+
+/// One accepted client connection and what serving it needs.
+struct ClientConnection {
+    state: Arc<ProxyState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: HttpConfig,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+    client: IpAddr,
+}
+
+impl ClientConnection {
+    /// Completes the TLS handshake if any, then serves requests until the connection closes,
+    /// stays idle for the idle timeout, or the listener shuts down.
+    async fn serve(self, stream: TcpStream) {
+        let activity = Activity::new();
+        let stream = TrackedStream::new(stream, Arc::clone(&activity));
+        match self.tls.clone() {
+            None => self.serve_http(stream, activity, false).await,
+            Some(acceptor) => {
+                // The handshake counts toward the header deadline, so a client cannot hold a
+                // connection open by never finishing it.
+                let handshake =
+                    tokio::time::timeout(self.http.header_read_timeout(), acceptor.accept(stream))
+                        .await;
+                match handshake {
+                    Ok(Ok(tls_stream)) => self.serve_http(tls_stream, activity, true).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %ErrorChain(&error), "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_http<S>(self, stream: S, activity: Arc<Activity>, tls: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let guarded = FramingGuard::new(stream, self.http.head_limits());
+        let state = self.state;
+        let client = self.client;
+        let request_activity = Arc::clone(&activity);
+        let service = service_fn(move |request| {
+            let in_flight = request_activity.begin_request();
+            let state = Arc::clone(&state);
+            async move {
+                let response = handle(state, client, tls, request).await;
+                drop(in_flight);
+                response
+            }
+        });
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(guarded), service);
+        let connection = self.watcher.watch(connection.into_owned());
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %ErrorChain(&*error), "proxy connection ended with an error");
+                }
+            }
+            () = activity.idle(self.http.idle_timeout()) => {
+                tracing::debug!("closing an idle proxy connection");
+            }
+        }
+    }
+}
+
+/// Handles one request: pipeline, then upstream, then the security headers on whichever
+/// response comes out. `tls` says whether the client connection uses TLS.
 async fn handle(
     state: Arc<ProxyState>,
     client: IpAddr,
+    tls: bool,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let mut response = match respond(&state, client, request).await {
+        Ok(response) | Err(response) => response,
+    };
+    headers::apply_security_headers(response.headers_mut(), tls, None);
+    Ok(response)
+}
+
+/// Runs the pipeline and forwards the request. Returns `Err` with the response when the
+/// request was not forwarded.
+async fn respond(
+    state: &Arc<ProxyState>,
+    client: IpAddr,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
     let request_id = state.next_request_id();
     let (parts, body) = request.into_parts();
     let context = RequestContext::new(client, request_id, parts);
@@ -192,7 +337,7 @@ async fn handle(
         response
             .headers_mut()
             .extend(context.take_response_headers());
-        return Ok(response);
+        return Err(response);
     }
     let added_headers = context.take_response_headers();
 
@@ -209,7 +354,7 @@ async fn handle(
             response.headers_mut().extend(added_headers);
             Ok(response)
         }
-        Err(error) => Ok(upstream_failure(&state, client, request_id, &error)),
+        Err(error) => Err(upstream_failure(state, client, request_id, &error)),
     }
 }
 
