@@ -62,6 +62,8 @@ pub struct Config {
     pub http: crate::proxy::HttpConfig,
     /// `[tls]`: TLS on the proxy listener and towards an HTTPS upstream.
     pub tls: crate::tls::TlsConfig,
+    /// `[[routes]]`: parts of the API with settings of their own, first match wins.
+    pub routes: Vec<crate::routes::RouteConfig>,
 }
 
 /// `[proxy]` section.
@@ -80,6 +82,8 @@ pub struct ProxyConfig {
     /// Only a connection from one of them may supply the client address in `Forwarded` or
     /// `X-Forwarded-For`; from any other peer these headers are replaced.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// Largest request body in bytes; a larger one gets 413. Routes may set their own.
+    pub max_body_bytes: u64,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +93,7 @@ impl Default for ProxyConfig {
             upstream: None,
             request_timeout_seconds: 30,
             trusted_proxies: Vec::new(),
+            max_body_bytes: crate::proxy::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -527,6 +532,15 @@ impl Config {
         self.tls
             .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        if self.proxy.max_body_bytes == 0 {
+            return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
+        }
+        if let Err((index, error)) = crate::routes::RouteTable::new(&self.routes) {
+            return Err(invalid(
+                "routes",
+                format!("entry {} (`{}`): {error}", index + 1, self.routes[index].path),
+            ));
+        }
 
         if self.rate_limit.requests == 0 {
             return Err(invalid("rate_limit.requests", "must be at least 1".into()));

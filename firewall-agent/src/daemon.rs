@@ -16,6 +16,8 @@ use crate::bans::{BanError, BanManager, BanPolicy, EventSink, RestoreSummary, ru
 use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
+use crate::events::EventSinks;
+use crate::proxy::headers::CorsPreflightStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
 use crate::reload::{Reloadable, Reloader};
@@ -52,6 +54,9 @@ pub enum DaemonError {
     /// The TLS certificate or key could not be loaded.
     #[error("failed to set up TLS on the proxy listener")]
     Tls(#[from] TlsError),
+    /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
+    #[error("invalid routes: {problem}")]
+    Routes { problem: String },
 }
 
 /// The agent's parts, before any listener is bound.
@@ -60,6 +65,8 @@ pub struct Agent {
     bans: Arc<BanManager>,
     blocklist: Arc<dyn Blocklist>,
     metrics: Arc<Metrics>,
+    /// Consumers of the stages' security events.
+    events: EventSinks,
 }
 
 impl std::fmt::Debug for Agent {
@@ -89,7 +96,13 @@ impl Agent {
             bans,
             blocklist,
             metrics,
+            events: EventSinks::new(),
         }
+    }
+
+    /// Adds a consumer of the stages' security events. Call before [`Agent::bind`].
+    pub fn add_event_sink(&mut self, sink: Arc<dyn crate::events::EventSink>) {
+        self.events.push(sink);
     }
 
     /// Returns the ban manager.
@@ -144,12 +157,19 @@ impl Agent {
         let stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events)),
+            Arc::new(CorsPreflightStage),
         ];
-        let state = Arc::new(ProxyState::new(
-            Pipeline::new(stages),
-            upstream,
-            Arc::clone(&self.metrics),
-        ));
+        // The config was validated, so the routes compile; the error arm is a safeguard.
+        let routes = crate::routes::RouteTable::new(&self.config.routes).map_err(|(index, error)| {
+            DaemonError::Routes {
+                problem: format!("route {}: {error}", index + 1),
+            }
+        })?;
+        let state = Arc::new(
+            ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
+                .with_routes(routes, self.config.proxy.max_body_bytes)
+                .with_events(self.events.clone()),
+        );
 
         let mut proxy = ProxyServer::bind(self.config.proxy.listen, state)
             .await?

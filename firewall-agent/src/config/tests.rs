@@ -324,3 +324,31 @@ fn upstream_url_forms() {
         );
     }
 }
+
+#[test]
+fn routes_parse_and_an_invalid_pattern_names_the_entry() {
+    let config = parse(
+        "[[routes]]\nname = \"users\"\npath = \"/users/{id}\"\nmethods = [\"GET\"]\nmax_body_bytes = 4096\n\n[[routes]]\npath = \"/files/{*rest}/x\"\n",
+    )
+    .expect("routes parse");
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes[0].max_body_bytes, Some(4096));
+
+    let mut invalid = minimal();
+    invalid.routes = config.routes;
+    let error = invalid
+        .validate(&ConfigOrigin::File(PathBuf::from(PATH)))
+        .expect_err("the second route is invalid");
+    let message = error.to_string();
+    assert!(message.contains("routes"), "{message}");
+    assert!(message.contains("entry 2"), "{message}");
+    assert!(message.contains("must be the last segment"), "{message}");
+}
+
+#[test]
+fn zero_body_limit_is_invalid() {
+    let mut config = minimal();
+    config.proxy.max_body_bytes = 0;
+
+    assert_eq!(invalid_key(&config), "proxy.max_body_bytes");
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -53,7 +55,7 @@ pub enum ForwardError {
 pub struct Upstream {
     url: UpstreamUrl,
     timeout: Duration,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Upstream {
@@ -76,22 +78,24 @@ impl Upstream {
         &self.url
     }
 
-    /// Sends the request upstream with rewritten headers and a streamed body, and returns the
-    /// response with its hop-by-hop headers removed.
+    /// Sends the request upstream with rewritten headers and its buffered body, and returns
+    /// the response, whose body is streamed, with its hop-by-hop headers removed.
     ///
     /// # Errors
     ///
     /// [`ForwardError`] when the target is invalid, or the upstream fails or times out.
     pub async fn forward(
         &self,
-        context: RequestContext,
-        body: Incoming,
+        context: &RequestContext,
     ) -> Result<Response<Incoming>, ForwardError> {
         let client = context.client();
         let request_id = context.request_id();
-        let mut parts = context.into_parts();
-
-        parts.uri = self.target_uri(&parts.uri)?;
+        // The context stays with the proxy, whose stages see the response status later.
+        let mut request = Request::new(Full::new(context.body().clone()));
+        *request.method_mut() = context.method().clone();
+        *request.headers_mut() = context.headers().clone();
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.target_uri(context.uri())?;
         let original_host = original_host(&parts.headers, &parts.uri);
         rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.

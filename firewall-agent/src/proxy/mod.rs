@@ -34,18 +34,22 @@ pub use connections::ClientConnections;
 pub use forward::{ForwardError, Upstream};
 pub use settings::HttpConfig;
 pub use pipeline::{
-    Pipeline, Rejection, RequestContext, RequestId, RequestOutcome, Stage, StageFuture,
-    StageOutcome,
+    Pipeline, Principal, Rejection, RequestContext, RequestId, RequestOutcome, Stage,
+    StageFuture, StageOutcome, Stopped,
 };
 
 use self::connections::{Activity, TrackedStream};
 use self::framing::FramingGuard;
+use crate::events::{EventSinks, SecurityEvent};
+use crate::routes::RouteTable;
 use crate::shutdown::ShutdownListener;
 use crate::telemetry::ErrorChain;
 use crate::telemetry::Metrics;
 
 /// Maximum time that open connections get to finish their requests after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest request body, in bytes, when the config sets none.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// Body of every proxy response: the upstream's streamed body or a short JSON error.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -65,6 +69,9 @@ pub struct ProxyState {
     pipeline: Pipeline,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    routes: RouteTable,
+    max_body_bytes: u64,
+    events: EventSinks,
     next_request_id: AtomicU64,
 }
 
@@ -80,8 +87,26 @@ impl ProxyState {
             pipeline,
             upstream,
             metrics,
+            routes: RouteTable::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            events: EventSinks::new(),
             next_request_id: AtomicU64::new(seed),
         }
+    }
+
+    /// Sets the routes and the body size limit for requests whose route sets none.
+    #[must_use]
+    pub fn with_routes(mut self, routes: RouteTable, max_body_bytes: u64) -> Self {
+        self.routes = routes;
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// Sets the sinks that receive a [`SecurityEvent::Response`] for every request.
+    #[must_use]
+    pub fn with_events(mut self, events: EventSinks) -> Self {
+        self.events = events;
+        self
     }
 
     fn next_request_id(&self) -> RequestId {
@@ -235,6 +260,15 @@ fn connection_builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What a request handler needs to know about its connection.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionInfo {
+    /// Whether the client connection uses TLS.
+    tls: bool,
+    /// Time the client gets to send a whole request body.
+    body_read_timeout: Duration,
+}
+
 /// One accepted client connection and what serving it needs.
 struct ClientConnection {
     state: Arc<ProxyState>,
@@ -277,12 +311,16 @@ impl ClientConnection {
         let guarded = FramingGuard::new(stream, self.http.head_limits());
         let state = self.state;
         let client = self.client;
+        let info = ConnectionInfo {
+            tls,
+            body_read_timeout: self.http.body_read_timeout(),
+        };
         let request_activity = Arc::clone(&activity);
         let service = service_fn(move |request| {
             let in_flight = request_activity.begin_request();
             let state = Arc::clone(&state);
             async move {
-                let response = handle(state, client, tls, request).await;
+                let response = handle(state, client, info, request).await;
                 drop(in_flight);
                 response
             }
@@ -304,58 +342,166 @@ impl ClientConnection {
     }
 }
 
-/// Handles one request: pipeline, then upstream, then the security headers on whichever
-/// response comes out. `tls` says whether the client connection uses TLS.
+/// Handles one request: route, body, pipeline, then upstream.
 async fn handle(
     state: Arc<ProxyState>,
     client: IpAddr,
-    tls: bool,
+    connection: ConnectionInfo,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut response = match respond(&state, client, request).await {
-        Ok(response) | Err(response) => response,
-    };
-    headers::apply_security_headers(response.headers_mut(), tls, None);
-    Ok(response)
-}
-
-/// Runs the pipeline and forwards the request. Returns `Err` with the response when the
-/// request was not forwarded.
-async fn respond(
-    state: &Arc<ProxyState>,
-    client: IpAddr,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+    let tls = connection.tls;
     let request_id = state.next_request_id();
     let (parts, body) = request.into_parts();
-    let context = RequestContext::new(client, request_id, parts);
+    let route = state.routes.find(&parts.method, parts.uri.path());
+    let limit = route
+        .as_ref()
+        .and_then(|route| route.config().max_body_bytes)
+        .unwrap_or(state.max_body_bytes);
+    let context = RequestContext::new(client, request_id, parts).with_route(route);
 
-    if let Err((stage, rejection)) = state.pipeline.run(&context).await {
-        state.metrics.record_request(rejection.outcome);
-        log_rejection(&context, stage, &rejection);
-        let mut response = rejection_response(&rejection, request_id);
-        response
-            .headers_mut()
-            .extend(context.take_response_headers());
-        return Err(response);
+    let read = tokio::time::timeout(
+        connection.body_read_timeout,
+        read_body(&context, body, limit),
+    )
+    .await
+    .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)));
+    let body = match read {
+        Ok(body) => body,
+        Err(rejection) => {
+            // The rest of an unreadable body cannot be skipped reliably, so the connection
+            // must not carry another request.
+            let close = rejection.outcome == RequestOutcome::BodyUnreadable;
+            let mut response =
+                stopped_response(&state, &context, "body", Stopped::Rejected(rejection));
+            if close {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(finish(&state, &context, response, tls));
+        }
+    };
+    let context = context.with_body(body);
+
+    if let Err((stage, stopped)) = state.pipeline.run(&context).await {
+        let response = stopped_response(&state, &context, stage, stopped);
+        return Ok(finish(&state, &context, response, tls));
     }
     let added_headers = context.take_response_headers();
 
-    let method = context.method().clone();
-    let path = context.path().to_owned();
-    match state.upstream.forward(context, body).await {
+    let response = match state.upstream.forward(&context).await {
         Ok(response) => {
             state.metrics.record_request(RequestOutcome::Forwarded);
             tracing::debug!(
-                %client, %request_id, %method, path, status = response.status().as_u16(),
-                "request forwarded"
+                %client, %request_id, method = %context.method(), path = context.path(),
+                status = response.status().as_u16(), "request forwarded"
             );
             let mut response = response.map(BodyExt::boxed);
             response.headers_mut().extend(added_headers);
-            Ok(response)
+            response
         }
-        Err(error) => Err(upstream_failure(state, client, request_id, &error)),
+        Err(error) => upstream_failure(&state, client, request_id, &error),
+    };
+    Ok(finish(&state, &context, response, tls))
+}
+
+/// Returns the rejection of a request whose body did not arrive within `timeout`.
+fn body_timeout(timeout: Duration) -> Rejection {
+    Rejection {
+        status: StatusCode::REQUEST_TIMEOUT,
+        outcome: RequestOutcome::BodyUnreadable,
+        reason: format!("request body not received within {} s", timeout.as_secs()).into(),
+        retry_after: None,
     }
+}
+
+/// Reads the whole request body, refusing one larger than `limit` bytes.
+async fn read_body(
+    context: &RequestContext,
+    body: Incoming,
+    limit: u64,
+) -> Result<Bytes, Rejection> {
+    let too_large = || Rejection {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        outcome: RequestOutcome::BodyTooLarge,
+        reason: "request body too large".into(),
+        retry_after: None,
+    };
+    let declared = context
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => {
+            tracing::debug!(
+                client = %context.client(), request_id = %context.request_id(),
+                error = %ErrorChain(&*error), "failed to read the request body"
+            );
+            Err(Rejection {
+                status: StatusCode::BAD_REQUEST,
+                outcome: RequestOutcome::BodyUnreadable,
+                reason: "request body could not be read".into(),
+                retry_after: None,
+            })
+        }
+    }
+}
+
+/// Builds the response of a request that a stage stopped, and records it.
+fn stopped_response(
+    state: &ProxyState,
+    context: &RequestContext,
+    stage: &'static str,
+    stopped: Stopped,
+) -> Response<ProxyBody> {
+    let mut response = match stopped {
+        Stopped::Rejected(rejection) => {
+            state.metrics.record_request(rejection.outcome);
+            log_rejection(context, stage, &rejection);
+            rejection_response(&rejection, context.request_id())
+        }
+        Stopped::Responded { outcome, response } => {
+            state.metrics.record_request(outcome);
+            response
+        }
+    };
+    response
+        .headers_mut()
+        .extend(context.take_response_headers());
+    response
+}
+
+/// Sets the security headers, tells the stages and the event sinks the response status, and
+/// hands the response back.
+fn finish(
+    state: &ProxyState,
+    context: &RequestContext,
+    mut response: Response<ProxyBody>,
+    tls: bool,
+) -> Response<ProxyBody> {
+    headers::apply_response_headers(context, response.headers_mut(), tls);
+    let status = response.status();
+    state.pipeline.response_sent(context, status);
+    if !state.events.is_empty() {
+        state.events.emit(&SecurityEvent::Response {
+            client: context.client(),
+            request_id: context.request_id(),
+            subject: context
+                .principal()
+                .and_then(|principal| principal.subject.clone()),
+            route: context.route_name().map(str::to_owned),
+            path: context.path().to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    response
 }
 
 fn log_rejection(context: &RequestContext, stage: &'static str, rejection: &Rejection) {
@@ -438,7 +584,147 @@ fn json_error(status: StatusCode, message: &str, request_id: RequestId) -> Respo
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
     use super::*;
+    use crate::bans::memory::MemoryBlocklist;
+    use crate::routes::RouteConfig;
+    use crate::shutdown::Shutdown;
+
+    /// Answers `/answer` itself and records every response status it is told about.
+    #[derive(Default)]
+    struct AnsweringStage {
+        statuses: Mutex<Vec<(String, u16)>>,
+    }
+
+    impl Stage for AnsweringStage {
+        fn name(&self) -> &'static str {
+            "answering"
+        }
+
+        fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a> {
+            Box::pin(async move {
+                if request.path() != "/answer" {
+                    return StageOutcome::Continue;
+                }
+                let body = format!("route={:?}", request.route_name());
+                let response = Response::builder()
+                    .status(StatusCode::ACCEPTED)
+                    .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+                    .expect("static response");
+                StageOutcome::Respond {
+                    outcome: RequestOutcome::Answered,
+                    response,
+                }
+            })
+        }
+
+        fn on_response(&self, request: &RequestContext, status: StatusCode) {
+            self.statuses
+                .lock()
+                .expect("status lock")
+                .push((request.path().to_owned(), status.as_u16()));
+        }
+    }
+
+    /// An upstream on loopback that answers with the length of the body it received.
+    async fn length_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let address = listener.local_addr().expect("upstream address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(
+                        body.len().to_string(),
+                    ))))
+                });
+                tokio::spawn(
+                    auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+            }
+        });
+        address
+    }
+
+    const LONGER_THAN_64: &str =
+        "0123456789012345678901234567890123456789012345678901234567890123456789";
+
+    #[tokio::test]
+    async fn bodies_are_buffered_within_the_route_limit_and_stages_see_every_status() {
+        let upstream = length_upstream().await;
+        let stage = Arc::new(AnsweringStage::default());
+        let routes = RouteTable::new(&[
+            RouteConfig {
+                name: Some("small".into()),
+                path: "/small/{*rest}".into(),
+                max_body_bytes: Some(8),
+                ..RouteConfig::default()
+            },
+            RouteConfig {
+                name: Some("answer".into()),
+                path: "/answer".into(),
+                ..RouteConfig::default()
+            },
+        ])
+        .expect("valid routes");
+        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+        let url = format!("http://{upstream}").parse().expect("upstream url");
+        let state = ProxyState::new(
+            Pipeline::new(vec![stage.clone()]),
+            Upstream::new(url, Duration::from_secs(5)),
+            metrics,
+        )
+        .with_routes(routes, 64);
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy");
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        tokio::spawn(server.serve(shutdown.listener()));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let send = |path: &str, body: &'static str| {
+            let request = Request::post(format!("http://{proxy}{path}"))
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .expect("request");
+            let response = client.request(request);
+            async move {
+                let response = response.await.expect("proxy answers");
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await.expect("body").to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+
+        assert_eq!(send("/small/x", "12345678").await, (200, "8".to_owned()));
+        assert_eq!(send("/small/x", "123456789").await.0, 413);
+        assert_eq!(send("/other", "x").await, (200, "1".to_owned()));
+        assert_eq!(send("/other", LONGER_THAN_64).await.0, 413);
+        assert_eq!(
+            send("/answer", "").await,
+            (202, "route=Some(\"answer\")".to_owned())
+        );
+        shutdown.trigger();
+
+        let statuses = stage.statuses.lock().expect("status lock").clone();
+        let expected: Vec<(String, u16)> = [
+            ("/small/x", 200),
+            ("/small/x", 413),
+            ("/other", 200),
+            ("/other", 413),
+            ("/answer", 202),
+        ]
+        .iter()
+        .map(|(path, status)| ((*path).to_owned(), *status))
+        .collect();
+        assert_eq!(statuses, expected);
+    }
 
     #[test]
     fn retry_after_rounds_up() {

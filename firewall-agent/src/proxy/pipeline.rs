@@ -2,8 +2,9 @@
 //! reject it.
 //!
 //! Stages run in order before the request is forwarded. The first rejection ends the chain and
-//! becomes the response. Rate limiting is the first stage; token checks, request validation and
-//! threat scoring plug into the same chain.
+//! becomes the response; a stage may also answer a request itself. The ban check and the rate
+//! limit come first; token checks, request validation and threat scoring plug into the same
+//! chain.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,7 +14,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use super::ProxyBody;
+use crate::routes::MatchedRoute;
 
 /// Identifier of one request, sent upstream as `x-request-id` and written in logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,15 +32,56 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// The parts of a request that stages inspect: the client, the request line and the headers.
-/// The body is not buffered, so stages cannot read it.
-#[derive(Debug)]
+/// The identity that a verified access token gives a request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub` claim, if it has one (client-credentials tokens may not).
+    pub subject: Option<String>,
+    /// The token's `client_id` claim.
+    pub client_id: Option<String>,
+    /// The granted scopes.
+    pub scopes: Vec<String>,
+    /// The token's issuer.
+    pub issuer: String,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("subject", &self.subject)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+/// The parts of a request that stages inspect: the client, the request head, the matched
+/// route and the buffered body.
 pub struct RequestContext {
     client: IpAddr,
     request_id: RequestId,
     parts: http::request::Parts,
+    route: Option<MatchedRoute>,
+    body: Bytes,
+    principal: OnceLock<Principal>,
     /// Headers that stages add to the response, whether it is a rejection or the upstream's.
     response_headers: std::sync::Mutex<HeaderMap>,
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body, the query and the headers may carry secrets: only their shape.
+        f.debug_struct("RequestContext")
+            .field("client", &self.client)
+            .field("request_id", &self.request_id)
+            .field("method", &self.parts.method)
+            .field("path", &self.parts.uri.path())
+            .field("route", &self.route)
+            .field("body_bytes", &self.body.len())
+            .field("principal", &self.principal.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestContext {
@@ -44,8 +92,52 @@ impl RequestContext {
             client: client.to_canonical(),
             request_id,
             parts,
+            route: None,
+            body: Bytes::new(),
+            principal: OnceLock::new(),
             response_headers: std::sync::Mutex::new(HeaderMap::new()),
         }
+    }
+
+    /// Sets the route the request matched.
+    #[must_use]
+    pub fn with_route(mut self, route: Option<MatchedRoute>) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// Sets the buffered request body.
+    #[must_use]
+    pub fn with_body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Returns the route the request matched, if any.
+    pub fn route(&self) -> Option<&MatchedRoute> {
+        self.route.as_ref()
+    }
+
+    /// Returns the name of the matched route, if any.
+    pub fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().map(MatchedRoute::name)
+    }
+
+    /// Returns the request body, read in full before the pipeline runs. Empty for a request
+    /// without a body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Records the identity from a verified access token. Only the first call has an effect:
+    /// returns false when a principal was already set.
+    pub fn set_principal(&self, principal: Principal) -> bool {
+        self.principal.set(principal).is_ok()
+    }
+
+    /// Returns the identity from a verified access token, if a stage verified one.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.get()
     }
 
     /// Adds a header to the response of this request, replacing an earlier one of that name.
@@ -96,9 +188,14 @@ impl RequestContext {
         &self.parts.headers
     }
 
-    /// Gives back the request head, to forward it.
-    pub fn into_parts(self) -> http::request::Parts {
-        self.parts
+    /// Returns the request target as the client sent it.
+    pub fn uri(&self) -> &http::Uri {
+        &self.parts.uri
+    }
+
+    /// Returns the HTTP version the client used.
+    pub fn version(&self) -> http::Version {
+        self.parts.version
     }
 }
 
@@ -118,17 +215,27 @@ pub enum RequestOutcome {
     UpstreamError,
     /// The upstream sent no response headers in time: 504.
     UpstreamTimeout,
+    /// The request body was larger than the route allows: 413.
+    BodyTooLarge,
+    /// The client's request body could not be read (reset, malformed framing or too slow):
+    /// 400.
+    BodyUnreadable,
+    /// A stage answered the request itself, as for an endpoint that the agent serves.
+    Answered,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 6] = [
+    pub const ALL: [RequestOutcome; 9] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
         RequestOutcome::Banned,
         RequestOutcome::UpstreamError,
         RequestOutcome::UpstreamTimeout,
+        RequestOutcome::BodyTooLarge,
+        RequestOutcome::BodyUnreadable,
+        RequestOutcome::Answered,
     ];
 
     /// Label used in metrics and logs.
@@ -140,6 +247,9 @@ impl RequestOutcome {
             RequestOutcome::Banned => "banned",
             RequestOutcome::UpstreamError => "upstream_error",
             RequestOutcome::UpstreamTimeout => "upstream_timeout",
+            RequestOutcome::BodyTooLarge => "body_too_large",
+            RequestOutcome::BodyUnreadable => "body_unreadable",
+            RequestOutcome::Answered => "answered",
         }
     }
 }
@@ -158,12 +268,30 @@ pub struct Rejection {
 }
 
 /// A stage's decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum StageOutcome {
     /// Pass the request to the next stage, or upstream after the last one.
     Continue,
     /// Stop here and respond with the rejection.
     Reject(Rejection),
+    /// Stop here and send this response, which the stage built itself (for endpoints that the
+    /// agent serves, such as OAuth). `outcome` is recorded in metrics.
+    Respond {
+        outcome: RequestOutcome,
+        response: Response<ProxyBody>,
+    },
+}
+
+/// How the pipeline ended for a request that did not continue upstream.
+#[derive(Debug)]
+pub enum Stopped {
+    /// A stage rejected the request.
+    Rejected(Rejection),
+    /// A stage answered the request itself.
+    Responded {
+        outcome: RequestOutcome,
+        response: Response<ProxyBody>,
+    },
 }
 
 /// The future a stage returns. Boxed so that [`Stage`] stays object-safe.
@@ -176,6 +304,12 @@ pub trait Stage: Send + Sync + 'static {
 
     /// Inspects a request. Security-relevant rejections also emit an event to the ban manager.
     fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a>;
+
+    /// Sees the status of the response to a request this stage let through or answered, or
+    /// that a later stage rejected. Called once per request; must return quickly.
+    fn on_response(&self, request: &RequestContext, status: StatusCode) {
+        let _ = (request, status);
+    }
 }
 
 /// The ordered chain of stages.
@@ -197,14 +331,27 @@ impl Pipeline {
         Self { stages }
     }
 
-    /// Runs the stages in order. Returns the name of the first stage that rejected and its
-    /// rejection, or `Ok` when every stage let the request continue.
-    pub async fn run(&self, request: &RequestContext) -> Result<(), (&'static str, Rejection)> {
+    /// Runs the stages in order. Returns the name of the first stage that stopped the request
+    /// and how, or `Ok` when every stage let the request continue.
+    pub async fn run(&self, request: &RequestContext) -> Result<(), (&'static str, Stopped)> {
         for stage in &self.stages {
-            if let StageOutcome::Reject(rejection) = stage.inspect(request).await {
-                return Err((stage.name(), rejection));
+            match stage.inspect(request).await {
+                StageOutcome::Continue => {}
+                StageOutcome::Reject(rejection) => {
+                    return Err((stage.name(), Stopped::Rejected(rejection)));
+                }
+                StageOutcome::Respond { outcome, response } => {
+                    return Err((stage.name(), Stopped::Responded { outcome, response }));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Tells every stage the response status of `request`.
+    pub fn response_sent(&self, request: &RequestContext, status: StatusCode) {
+        for stage in &self.stages {
+            stage.on_response(request, status);
+        }
     }
 }
