@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
+use crate::proxy::forwarded::TrustedProxies;
 use crate::proxy::headers::CorsPreflightStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage};
 use crate::proxy::{Pipeline, ProxyBindError, ProxyServer, ProxyState, Stage, Upstream};
@@ -168,7 +169,10 @@ impl Agent {
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(self.events.clone()),
+                .with_events(self.events.clone())
+                .with_trusted_proxies(TrustedProxies::new(
+                    self.config.proxy.trusted_proxies.clone(),
+                )),
         );
 
         let mut proxy = ProxyServer::bind(self.config.proxy.listen, state)

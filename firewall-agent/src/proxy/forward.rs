@@ -1,6 +1,5 @@
 //! Forwarding to the upstream: the target URL, header rewriting, and the HTTP client.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::forwarded::{Forwarding, set_forwarding_headers};
 use super::pipeline::{RequestContext, RequestId};
 use crate::config::UpstreamUrl;
 
@@ -27,9 +27,6 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Errors from forwarding a request.
@@ -87,8 +84,8 @@ impl Upstream {
     pub async fn forward(
         &self,
         context: &RequestContext,
+        forwarding: &Forwarding,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let client = context.client();
         let request_id = context.request_id();
         // The context stays with the proxy, whose stages see the response status later.
         let mut request = Request::new(Full::new(context.body().clone()));
@@ -97,7 +94,7 @@ impl Upstream {
         let (mut parts, body) = request.into_parts();
         parts.uri = self.target_uri(context.uri())?;
         let original_host = original_host(&parts.headers, &parts.uri);
-        rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
+        rewrite_request_headers(&mut parts.headers, forwarding, request_id, original_host);
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;
 
@@ -150,11 +147,11 @@ fn original_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
     })
 }
 
-/// Removes hop-by-hop headers and sets the forwarding headers. `X-Forwarded-For` is replaced,
-/// not appended to, because the proxy is the first hop and a client-supplied value is untrusted.
+/// Removes hop-by-hop headers and sets the forwarding headers. Client-supplied forwarding
+/// headers are replaced unless the peer is a trusted proxy.
 fn rewrite_request_headers(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    forwarding: &Forwarding,
     request_id: RequestId,
     original_host: Option<HeaderValue>,
 ) {
@@ -162,14 +159,7 @@ fn rewrite_request_headers(
     // The client derives `Host` from the upstream URI.
     headers.remove(header::HOST);
 
-    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    set_forwarding_headers(headers, forwarding, original_host);
     if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
         headers.insert(X_REQUEST_ID, value);
     }
@@ -192,6 +182,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use super::super::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
     use super::*;
 
     #[test]
@@ -224,9 +217,16 @@ mod tests {
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.66"));
         headers.insert(header::HOST, HeaderValue::from_static("api.example"));
 
+        let peer: IpAddr = "192.0.2.7".parse().expect("valid address");
+        let forwarding = Forwarding {
+            client: peer,
+            peer,
+            peer_trusted: false,
+            tls: false,
+        };
         rewrite_request_headers(
             &mut headers,
-            "192.0.2.7".parse().expect("valid address"),
+            &forwarding,
             RequestId(0xab),
             Some(HeaderValue::from_static("api.example")),
         );

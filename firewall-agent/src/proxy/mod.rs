@@ -3,6 +3,7 @@
 
 mod connections;
 mod forward;
+pub mod forwarded;
 pub mod framing;
 pub mod headers;
 pub mod pipeline;
@@ -39,6 +40,7 @@ pub use pipeline::{
 };
 
 use self::connections::{Activity, TrackedStream};
+use self::forwarded::TrustedProxies;
 use self::framing::FramingGuard;
 use crate::events::{EventSinks, SecurityEvent};
 use crate::routes::RouteTable;
@@ -72,6 +74,7 @@ pub struct ProxyState {
     routes: RouteTable,
     max_body_bytes: u64,
     events: EventSinks,
+    trusted_proxies: TrustedProxies,
     next_request_id: AtomicU64,
 }
 
@@ -90,6 +93,7 @@ impl ProxyState {
             routes: RouteTable::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             events: EventSinks::new(),
+            trusted_proxies: TrustedProxies::default(),
             next_request_id: AtomicU64::new(seed),
         }
     }
@@ -106,6 +110,13 @@ impl ProxyState {
     #[must_use]
     pub fn with_events(mut self, events: EventSinks) -> Self {
         self.events = events;
+        self
+    }
+
+    /// Sets the proxies whose forwarding headers name the client.
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, trusted_proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted_proxies;
         self
     }
 
@@ -352,6 +363,11 @@ async fn handle(
     let tls = connection.tls;
     let request_id = state.next_request_id();
     let (parts, body) = request.into_parts();
+    let forwarding = match state.trusted_proxies.resolve(client, tls, &parts.headers) {
+        Ok(forwarding) => forwarding,
+        Err(error) => return Ok(invalid_forwarding(&state, request_id, &error, tls)),
+    };
+    let client = forwarding.client;
     let route = state.routes.find(&parts.method, parts.uri.path());
     let limit = route
         .as_ref()
@@ -389,7 +405,7 @@ async fn handle(
     }
     let added_headers = context.take_response_headers();
 
-    let response = match state.upstream.forward(&context).await {
+    let response = match state.upstream.forward(&context, &forwarding).await {
         Ok(response) => {
             state.metrics.record_request(RequestOutcome::Forwarded);
             tracing::debug!(
@@ -403,6 +419,20 @@ async fn handle(
         Err(error) => upstream_failure(&state, client, request_id, &error),
     };
     Ok(finish(&state, &context, response, tls))
+}
+
+/// Builds the 400 response to a request whose trusted proxy did not name the client.
+fn invalid_forwarding(
+    state: &ProxyState,
+    request_id: RequestId,
+    error: &forwarded::ForwardedError,
+    tls: bool,
+) -> Response<ProxyBody> {
+    state.metrics.record_request(RequestOutcome::InvalidForwarding);
+    tracing::warn!(%request_id, error = %error, "request rejected");
+    let mut response = json_error(StatusCode::BAD_REQUEST, "invalid forwarding header", request_id);
+    headers::apply_security_headers(response.headers_mut(), tls, None);
+    response
 }
 
 /// Returns the rejection of a request whose body did not arrive within `timeout`.

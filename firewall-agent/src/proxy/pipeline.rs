@@ -222,11 +222,13 @@ pub enum RequestOutcome {
     BodyUnreadable,
     /// A stage answered the request itself, as for an endpoint that the agent serves.
     Answered,
+    /// A trusted proxy sent a forwarding header that does not name the client: 400.
+    InvalidForwarding,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 9] = [
+    pub const ALL: [RequestOutcome; 10] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -236,6 +238,7 @@ impl RequestOutcome {
         RequestOutcome::BodyTooLarge,
         RequestOutcome::BodyUnreadable,
         RequestOutcome::Answered,
+        RequestOutcome::InvalidForwarding,
     ];
 
     /// Label used in metrics and logs.
@@ -250,6 +253,7 @@ impl RequestOutcome {
             RequestOutcome::BodyTooLarge => "body_too_large",
             RequestOutcome::BodyUnreadable => "body_unreadable",
             RequestOutcome::Answered => "answered",
+            RequestOutcome::InvalidForwarding => "invalid_forwarding",
         }
     }
 }
