@@ -17,10 +17,14 @@
 
 use std::io;
 use std::pin::Pin;
+use std::future::Future;
 use std::task::{Context, Poll, ready};
+
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// The client connection preface of HTTP/2 (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -38,6 +42,10 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Maximum number of header fields in a request head.
     pub max_header_count: usize,
+    /// Time a client gets to send a whole request head: from the connection's start for the
+    /// first request, and from the first byte of the head for later ones. Waiting for a later
+    /// request is bounded by hyper's header read timeout and the idle timeout.
+    pub read_timeout: Duration,
 }
 
 /// Why the guard rejected a connection's request.
@@ -60,6 +68,8 @@ pub enum FramingViolation {
     UnsupportedTransferEncoding,
     /// A chunk size, chunk terminator or trailer of a chunked body is malformed.
     MalformedChunkedBody,
+    /// The request head did not arrive within the read timeout.
+    HeadTimeout,
 }
 
 impl FramingViolation {
@@ -76,6 +86,7 @@ impl FramingViolation {
             }
             FramingViolation::UnsupportedTransferEncoding => "unsupported transfer-encoding",
             FramingViolation::MalformedChunkedBody => "malformed chunked body",
+            FramingViolation::HeadTimeout => "request head not received in time",
         }
     }
 
@@ -84,6 +95,7 @@ impl FramingViolation {
             FramingViolation::HeadTooLarge | FramingViolation::TooManyHeaders => {
                 "431 Request Header Fields Too Large"
             }
+            FramingViolation::HeadTimeout => "408 Request Timeout",
             _ => "400 Bad Request",
         }
     }
@@ -147,6 +159,10 @@ pub struct FramingGuard<S> {
     violation: Option<FramingViolation>,
     /// The error response still to be written, and how much of it was written.
     response: Option<(Vec<u8>, usize)>,
+    /// When the request head being read must be complete; `None` between heads.
+    head_deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether the connection has completed a request head yet.
+    first_head_done: bool,
 }
 
 impl<S> FramingGuard<S> {
@@ -160,6 +176,8 @@ impl<S> FramingGuard<S> {
             checked: BytesMut::new(),
             violation: None,
             response: None,
+            head_deadline: None,
+            first_head_done: false,
         }
     }
 
@@ -229,6 +247,8 @@ impl<S> FramingGuard<S> {
                 false
             }
             Ok(Some((length, body))) => {
+                self.head_deadline = None;
+                self.first_head_done = true;
                 let head = self.unchecked.split_to(length);
                 self.checked.unsplit(head);
                 self.state = match body {
@@ -312,6 +332,40 @@ impl<S> FramingGuard<S> {
             ReadState::Chunked(chunk)
         };
         complete
+    }
+
+    /// Returns whether a request head is being waited for: the first one from the start, a
+    /// later one from its first byte.
+    fn waiting_for_head(&self) -> bool {
+        match self.state {
+            ReadState::Start => true,
+            ReadState::Head => !self.first_head_done || !self.unchecked.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Starts the head deadline when a head is being waited for, and polls it. Returns true
+    /// when it has passed.
+    fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting_for_head() {
+            self.head_deadline = None;
+            return false;
+        }
+        let timeout = self.limits.read_timeout;
+        let deadline = self
+            .head_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn expire_head(&mut self) {
+        if self.unchecked.is_empty() {
+            // Nothing of a head arrived: close without a response, as for an idle connection.
+            tracing::debug!("closing a connection that sent no request head in time");
+            self.state = ReadState::Closed;
+        } else {
+            self.reject(FramingViolation::HeadTimeout);
+        }
     }
 
     fn reject(&mut self, violation: FramingViolation) {
@@ -521,7 +575,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
 
             let mut chunk = [0u8; READ_CHUNK_BYTES];
             let mut chunk_buf = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk_buf))?;
+            if Pin::new(&mut this.inner)
+                .poll_read(cx, &mut chunk_buf)?
+                .is_pending()
+            {
+                if this.poll_head_deadline(cx) {
+                    this.expire_head();
+                    continue;
+                }
+                return Poll::Pending;
+            }
             let filled = chunk_buf.filled();
             if filled.is_empty() {
                 // End of stream: hand over what is left, so hyper sees the truncated message
@@ -586,6 +649,7 @@ mod tests {
     const LIMITS: HeadLimits = HeadLimits {
         max_head_bytes: 8 * 1024,
         max_header_count: 32,
+        read_timeout: Duration::from_secs(10),
     };
 
     /// Feeds `input` through a guard in one piece and returns the bytes it let through and

@@ -143,6 +143,7 @@ impl HttpConfig {
         HeadLimits {
             max_head_bytes: self.max_header_bytes,
             max_header_count: self.max_header_count,
+            read_timeout: self.header_read_timeout(),
         }
     }
 }
