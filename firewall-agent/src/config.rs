@@ -273,15 +273,26 @@ impl FromStr for LogFormat {
     }
 }
 
-/// A validated upstream base URL: `http://host[:port][/path]`, without query or user info.
+/// A validated upstream base URL: `http[s]://host[:port][/path]`, without query or user info.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct UpstreamUrl {
+    https: bool,
     authority: http::uri::Authority,
     base_path: String,
 }
 
 impl UpstreamUrl {
+    /// Returns whether the upstream is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// Returns the scheme, `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
     /// Returns the `host[:port]` part.
     pub fn authority(&self) -> &http::uri::Authority {
         &self.authority
@@ -302,20 +313,15 @@ impl FromStr for UpstreamUrl {
             .parse()
             .map_err(|error| format!("invalid upstream URL `{value}`: {error}"))?;
 
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "unsupported upstream URL `{value}`: https upstreams are not supported yet, \
-                     use an http:// URL"
-                ));
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(format!(
-                    "invalid upstream URL `{value}`: expected http://host[:port][/path]"
+                    "invalid upstream URL `{value}`: expected http[s]://host[:port][/path]"
                 ));
             }
-        }
+        };
 
         let Some(authority) = uri.authority().cloned() else {
             return Err(format!(
@@ -335,6 +341,7 @@ impl FromStr for UpstreamUrl {
 
         let base_path = uri.path().trim_end_matches('/').to_owned();
         Ok(Self {
+            https,
             authority,
             base_path,
         })
@@ -351,7 +358,7 @@ impl TryFrom<String> for UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.base_path)
+        write!(f, "{}://{}{}", self.scheme(), self.authority, self.base_path)
     }
 }
 
@@ -532,6 +539,15 @@ impl Config {
         self.tls
             .validate()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        let https_upstream = self.proxy.upstream.as_ref().is_some_and(UpstreamUrl::is_https);
+        if https_upstream && self.tls.upstream_ca_path.is_none() {
+            return Err(invalid(
+                "tls.upstream_ca_path",
+                "is missing: an https:// upstream needs the PEM file of the CA that signed its \
+                 certificate"
+                    .into(),
+            ));
+        }
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
         }

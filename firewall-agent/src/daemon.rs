@@ -144,7 +144,15 @@ impl Agent {
             .upstream
             .clone()
             .ok_or(DaemonError::MissingUpstream)?;
-        let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
+        let upstream_tls = match &self.config.tls.upstream_ca_path {
+            Some(ca_path) => crate::tls::upstream_client_config(ca_path)?,
+            None => crate::tls::client_config(rustls::RootCertStore::empty())?,
+        };
+        let upstream = Upstream::new(
+            upstream_url,
+            self.config.proxy.request_timeout(),
+            upstream_tls,
+        );
 
         let limits = Arc::new(
             RateLimits::new(

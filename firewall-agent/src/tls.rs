@@ -333,7 +333,7 @@ fn load_certified_key(
 }
 
 /// Builds the client configuration for an HTTPS upstream that trusts the CA certificates in
-/// `ca_path`, with ALPN http/1.1.
+/// `ca_path`.
 ///
 /// # Errors
 ///
@@ -348,7 +348,18 @@ pub fn upstream_client_config(ca_path: &Path) -> Result<rustls::ClientConfig, Tl
                 source,
             })?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+    client_config(roots)
+}
+
+/// Builds a client configuration that trusts the CA certificates in `roots`, with TLS 1.2 and
+/// 1.3. With an empty store every server certificate is rejected. ALPN is left to the HTTP
+/// client, which sets it from the protocols it enables.
+///
+/// # Errors
+///
+/// [`TlsError::Rustls`] when the provider does not support the protocol versions.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|source| TlsError::Rustls {
             kind: "protocol versions",
@@ -356,7 +367,6 @@ pub fn upstream_client_config(ca_path: &Path) -> Result<rustls::ClientConfig, Tl
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

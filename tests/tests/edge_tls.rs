@@ -237,3 +237,72 @@ fn certificate_reload_under_load_fails_nothing() {
         .collect();
     assert_eq!(served_body, new_body, "the new certificate is not served");
 }
+
+/// `openssl s_server -www` on a loopback port: an HTTPS server that sends a status page for
+/// every GET. Killed when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsServer {
+    fn start(cert: &Path, key: &Path) -> Self {
+        let port = integration_tests::agent::free_port(std::net::Ipv4Addr::LOCALHOST);
+        let child = Command::new("openssl")
+            .args(["s_server", "-www", "-quiet", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_upstream_is_verified_with_ca_file() {
+    let dir = std::env::temp_dir().join(format!("fw-edge-upstream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the certificate directory");
+    let ca = TestCa::new(&dir);
+    ca.issue_server_certificate("upstream");
+    let server = HttpsServer::start(&dir.join("cert.pem"), &dir.join("key.pem"));
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).expect("create the second CA directory");
+    let other_ca = TestCa::new(&other_dir);
+    let upstream_url = format!("https://127.0.0.1:{}", server.port);
+
+    let trusted = EdgeAgent::start("https-upstream", "127.0.0.1:9".parse().expect("addr"), |config| {
+        config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
+        config.tls.upstream_ca_path = Some(ca.ca_path());
+    });
+    let untrusted = EdgeAgent::start("https-upstream-other-ca", "127.0.0.1:9".parse().expect("addr"), |config| {
+        config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
+        config.tls.upstream_ca_path = Some(other_ca.ca_path());
+    });
+    let get = b"GET / HTTP/1.1\r\nhost: api.example\r\nconnection: close\r\n\r\n";
+
+    let verified = integration_tests::edge::send_raw(trusted.addr, get, Duration::from_secs(10));
+    let rejected = integration_tests::edge::send_raw(untrusted.addr, get, Duration::from_secs(10));
+
+    assert_eq!(verified.statuses(), [200], "{}", verified.response);
+    assert!(verified.response.contains("s_server"), "{}", verified.response);
+    assert_eq!(rejected.statuses(), [502], "{}", rejected.response);
+}

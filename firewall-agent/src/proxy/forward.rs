@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -52,16 +53,24 @@ pub enum ForwardError {
 pub struct Upstream {
     url: UpstreamUrl,
     timeout: Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Upstream {
     /// Creates a client for `url`. `timeout` bounds the wait for response headers; the body is
-    /// streamed without a deadline.
-    pub fn new(url: UpstreamUrl, timeout: Duration) -> Self {
+    /// streamed without a deadline. `tls` is the client configuration used for an `https://`
+    /// URL.
+    pub fn new(url: UpstreamUrl, timeout: Duration, tls: rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        // The HTTPS connector below decides the scheme; the plain connector must let it.
+        connector.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self {
             url,
@@ -112,6 +121,9 @@ impl Upstream {
 
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        // The client gets its own protocol version, not the upstream's (an HTTP/1.0 upstream
+        // must not turn a client's keep-alive connection into HTTP/1.0).
+        parts.version = context.version();
         Ok(Response::from_parts(parts, body))
     }
 
@@ -129,7 +141,8 @@ impl Upstream {
         }
 
         let target = format!(
-            "http://{}{}{}",
+            "{}://{}{}{}",
+            self.url.scheme(),
             self.url.authority(),
             self.url.base_path(),
             path_and_query
@@ -239,10 +252,14 @@ mod tests {
         assert!(!headers.contains_key(header::HOST));
     }
 
+    fn untrusting_tls() -> rustls::ClientConfig {
+        crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config")
+    }
+
     #[test]
     fn target_joins_base_path_and_query() {
         let url: UpstreamUrl = "http://127.0.0.1:9000/api/".parse().expect("valid URL");
-        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "/v1/items?page=2".parse().expect("valid URI");
 
         let target = upstream.target_uri(&request).expect("target joins");
@@ -256,7 +273,7 @@ mod tests {
     #[test]
     fn asterisk_target_is_rejected() {
         let url: UpstreamUrl = "http://127.0.0.1:9000".parse().expect("valid URL");
-        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "*".parse().expect("valid URI");
 
         let error = upstream.target_uri(&request).expect_err("`*` has no path");
