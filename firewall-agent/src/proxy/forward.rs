@@ -128,10 +128,13 @@ impl Upstream {
     }
 
     fn target_uri(&self, request_uri: &Uri) -> Result<Uri, ForwardError> {
-        let path_and_query = request_uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
+        // An authority-form target (`CONNECT host:port`) has neither path nor scheme: it asks
+        // for a tunnel, which this reverse proxy does not open.
+        let path_and_query = match request_uri.path_and_query() {
+            Some(path_and_query) => path_and_query.as_str(),
+            None if request_uri.scheme().is_some() => "/",
+            None => "",
+        };
         let invalid = || ForwardError::InvalidTarget {
             target: path_and_query.to_owned(),
             upstream: self.url.to_string(),

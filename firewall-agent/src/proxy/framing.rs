@@ -70,6 +70,10 @@ pub enum FramingViolation {
     MalformedChunkedBody,
     /// The request head did not arrive within the read timeout.
     HeadTimeout,
+    /// The request target contains a fragment (`#`), which a client never sends.
+    FragmentInTarget,
+    /// `Host` is missing from an HTTP/1.1 request, repeated, empty, or not `host[:port]`.
+    InvalidHost,
 }
 
 impl FramingViolation {
@@ -87,6 +91,8 @@ impl FramingViolation {
             FramingViolation::UnsupportedTransferEncoding => "unsupported transfer-encoding",
             FramingViolation::MalformedChunkedBody => "malformed chunked body",
             FramingViolation::HeadTimeout => "request head not received in time",
+            FramingViolation::FragmentInTarget => "fragment in request target",
+            FramingViolation::InvalidHost => "missing, repeated or invalid host header",
         }
     }
 
@@ -402,6 +408,10 @@ fn inspect_head(
     if length > limits.max_head_bytes {
         return Err(FramingViolation::HeadTooLarge);
     }
+    if request.path.is_some_and(|path| path.contains('#')) {
+        return Err(FramingViolation::FragmentInTarget);
+    }
+    check_host(&request)?;
 
     let mut content_length = None;
     let mut transfer_codings: Vec<&[u8]> = Vec::new();
@@ -444,6 +454,64 @@ fn inspect_head(
         return Err(FramingViolation::UnsupportedTransferEncoding);
     }
     Ok(Some((length, BodyFraming::Chunked)))
+}
+
+/// Checks `Host` (RFC 9112, section 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0,
+/// and a value of the form `host[:port]`.
+fn check_host(request: &httparse::Request<'_, '_>) -> Result<(), FramingViolation> {
+    let mut hosts = request
+        .headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("host"));
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(FramingViolation::InvalidHost);
+    }
+    match host {
+        None if request.version == Some(1) => Err(FramingViolation::InvalidHost),
+        None => Ok(()),
+        Some(host) if is_valid_host(host.value.trim_ascii()) => Ok(()),
+        Some(_) => Err(FramingViolation::InvalidHost),
+    }
+}
+
+/// Returns whether `value` is `host[:port]`: a DNS name or IPv4 address of letters, digits,
+/// `-`, `.` and `_`, or a bracketed IPv6 address. Percent-encoding is not accepted, since no
+/// client needs it in a host name and it hides bytes such as NUL.
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&byte| byte == b']') else {
+            return false;
+        };
+        let address = &rest[..end];
+        let valid_v6 = std::str::from_utf8(address)
+            .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
+        if !valid_v6 {
+            return false;
+        }
+        (None, &rest[end + 1..])
+    } else {
+        let end = value
+            .iter()
+            .position(|&byte| byte == b':')
+            .unwrap_or(value.len());
+        (Some(&value[..end]), &value[end..])
+    };
+    if let Some(name) = host {
+        let valid_name = !name.is_empty()
+            && name
+                .iter()
+                .all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_'));
+        if !valid_name {
+            return false;
+        }
+    }
+    match port.strip_prefix(b":") {
+        None => port.is_empty(),
+        Some(digits) => {
+            !digits.is_empty() && digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
+        }
+    }
 }
 
 /// Parses a `Content-Length` value: decimal digits only, without sign or list.
@@ -717,17 +785,17 @@ mod tests {
 
     #[test]
     fn framing_errors_are_named() {
-        let cases: [(&[u8], FramingViolation); 7] = [
+        let cases: [(&[u8], FramingViolation); 13] = [
             (
-                b"POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
                 FramingViolation::DuplicateContentLength,
             ),
             (
-                b"POST / HTTP/1.1\r\ncontent-length: +5\r\n\r\n",
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\n",
                 FramingViolation::InvalidContentLength,
             ),
             (
-                b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+                b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
                 FramingViolation::UnsupportedTransferEncoding,
             ),
             (
@@ -735,16 +803,34 @@ mod tests {
                 FramingViolation::UnsupportedTransferEncoding,
             ),
             (
-                b"GET / HTTP/1.1\r\nx-a: 1\r\n folded\r\n\r\n",
+                b"GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n folded\r\n\r\n",
                 FramingViolation::MalformedHead,
             ),
             (
-                b"GET / HTTP/1.1\r\nbad name: 1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nhost: x\r\nbad name: 1\r\n\r\n",
                 FramingViolation::MalformedHead,
             ),
             (
-                b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
                 FramingViolation::MalformedChunkedBody,
+            ),
+            (
+                b"GET /#top HTTP/1.1\r\nhost: x\r\n\r\n",
+                FramingViolation::FragmentInTarget,
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", FramingViolation::InvalidHost),
+            (
+                b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+                FramingViolation::InvalidHost,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nhost: localhost%00\r\n\r\n",
+                FramingViolation::InvalidHost,
+            ),
+            (b"GET / HTTP/1.0\r\nhost:\r\n\r\n", FramingViolation::InvalidHost),
+            (
+                b"GET / HTTP/1.1\r\nhost: api.example:99999x\r\n\r\n",
+                FramingViolation::InvalidHost,
             ),
         ];
 
@@ -760,8 +846,15 @@ mod tests {
     }
 
     #[test]
+    fn valid_hosts_pass() {
+        for host in ["api.example", "api.example:8443", "203.0.113.5", "[2001:db8::1]:443", "my_host"] {
+            assert!(is_valid_host(host.as_bytes()), "{host}");
+        }
+    }
+
+    #[test]
     fn oversized_head_is_rejected_before_it_ends() {
-        let mut input = b"GET / HTTP/1.1\r\nx-long: ".to_vec();
+        let mut input = b"GET / HTTP/1.1\r\nhost: x\r\nx-long: ".to_vec();
         input.extend(std::iter::repeat_n(b'a', LIMITS.max_head_bytes + 1));
 
         let (passed, violation) = check_in_pieces(&input, 1024);
@@ -772,8 +865,8 @@ mod tests {
 
     #[test]
     fn too_many_headers_are_rejected() {
-        let mut input = b"GET / HTTP/1.1\r\n".to_vec();
-        for index in 0..=LIMITS.max_header_count {
+        let mut input = b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec();
+        for index in 0..LIMITS.max_header_count {
             input.extend_from_slice(format!("x-{index}: 1\r\n").as_bytes());
         }
         input.extend_from_slice(b"\r\n");
