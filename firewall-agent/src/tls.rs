@@ -68,8 +68,14 @@ impl TlsConfig {
     /// The dotted key and the problem.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match (&self.cert_path, &self.key_path) {
-            (Some(_), None) => Err(("tls.key_path", "is missing: set it with tls.cert_path".into())),
-            (None, Some(_)) => Err(("tls.cert_path", "is missing: set it with tls.key_path".into())),
+            (Some(_), None) => Err((
+                "tls.key_path",
+                "is missing: set it with tls.cert_path".into(),
+            )),
+            (None, Some(_)) => Err((
+                "tls.cert_path",
+                "is missing: set it with tls.key_path".into(),
+            )),
             _ if self.watch_interval_seconds == 0 => {
                 Err(("tls.watch_interval_seconds", "must be at least 1".into()))
             }
@@ -242,9 +248,11 @@ impl Reloadable for CertificateStore {
 
     fn reload(&self, config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Some(paths) = config.tls.server_files() else {
-            return Err("tls.cert_path and tls.key_path were removed: turning TLS off needs a \
+            return Err(
+                "tls.cert_path and tls.key_path were removed: turning TLS off needs a \
                         restart"
-                .into());
+                    .into(),
+            );
         };
         CertificateStore::reload(self, Some(paths)).map_err(Into::into)
     }
@@ -274,7 +282,11 @@ pub async fn watch_certificate(
 }
 
 fn modified_times(cert_path: &Path, key_path: &Path) -> Option<(SystemTime, SystemTime)> {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
+    let modified = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
     Some((modified(cert_path)?, modified(key_path)?))
 }
 
@@ -341,12 +353,10 @@ fn load_certified_key(
 pub fn upstream_client_config(ca_path: &Path) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in read_certificates("upstream CA file", ca_path)? {
-        roots
-            .add(certificate)
-            .map_err(|source| TlsError::Rustls {
-                kind: "upstream CA certificate",
-                source,
-            })?;
+        roots.add(certificate).map_err(|source| TlsError::Rustls {
+            kind: "upstream CA certificate",
+            source,
+        })?;
     }
     client_config(roots)
 }
@@ -465,7 +475,10 @@ mod tests {
 
         let config = store.server_config().expect("server config");
 
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 
     #[test]

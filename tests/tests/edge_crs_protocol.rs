@@ -14,7 +14,10 @@ use base64::Engine as _;
 use integration_tests::edge::{EdgeAgent, RawExchange, RecordingUpstream, send_raw};
 use serde_norway::Value;
 
-const FAMILIES: [&str; 2] = ["REQUEST-920-PROTOCOL-ENFORCEMENT", "REQUEST-921-PROTOCOL-ATTACK"];
+const FAMILIES: [&str; 2] = [
+    "REQUEST-920-PROTOCOL-ENFORCEMENT",
+    "REQUEST-921-PROTOCOL-ATTACK",
+];
 
 /// One request of the corpus.
 struct Case {
@@ -54,8 +57,14 @@ fn raw_request(input: &Value) -> Option<Vec<u8>> {
             .decode(encoded.trim())
             .ok();
     }
-    let method = input.get("method").and_then(text).unwrap_or_else(|| "GET".into());
-    let uri = input.get("uri").and_then(text).unwrap_or_else(|| "/".into());
+    let method = input
+        .get("method")
+        .and_then(text)
+        .unwrap_or_else(|| "GET".into());
+    let uri = input
+        .get("uri")
+        .and_then(text)
+        .unwrap_or_else(|| "/".into());
     let version = input
         .get("version")
         .and_then(text)
@@ -153,7 +162,7 @@ fn load_cases(dir: &Path, family: &str) -> Vec<Case> {
     cases
 }
 
-/// How the edge handled one request.
+/// Classifies how the edge handled one request.
 fn classify(exchange: &RawExchange, forwarded: bool) -> String {
     if forwarded {
         return "forwarded".into();
@@ -205,7 +214,10 @@ fn crs_protocol_families_are_reported() {
                 unexpected.push(format!("{}: {outcome}", case.name));
             }
             if case.expected_status == Some(400) && !outcome.starts_with('4') {
-                unexpected.push(format!("{}: CRS expects 400, the edge gave {outcome}", case.name));
+                unexpected.push(format!(
+                    "{}: CRS expects 400, the edge gave {outcome}",
+                    case.name
+                ));
             }
         }
 
@@ -214,7 +226,10 @@ fn crs_protocol_families_are_reported() {
             .filter(|(outcome, _)| *outcome != "forwarded")
             .map(|(_, (attacks, benign))| attacks + benign)
             .sum();
-        println!("{family}: {} requests, {refused} refused by the HTTP edge", cases.len());
+        println!(
+            "{family}: {} requests, {refused} refused by the HTTP edge",
+            cases.len()
+        );
         for (outcome, (attacks, benign)) in &outcomes {
             println!("  {outcome}: {attacks} labelled attacks, {benign} labelled benign");
         }

@@ -24,9 +24,7 @@ fn header<'a>(exchange: &'a RawExchange, name: &str) -> Option<&'a str> {
     let head = exchange.response.split("\r\n\r\n").next()?;
     head.lines().skip(1).find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        key.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim())
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
     })
 }
 
@@ -49,9 +47,21 @@ fn forwarded_response_gets_security_headers() {
     );
     assert!(header(&exchange, "cross-origin-resource-policy").is_some());
     assert!(header(&exchange, "permissions-policy").is_some());
-    assert_eq!(header(&exchange, "server"), None, "upstream software leaked");
-    assert_eq!(header(&exchange, "x-powered-by"), None, "upstream software leaked");
-    assert_eq!(header(&exchange, "strict-transport-security"), None, "HSTS without TLS");
+    assert_eq!(
+        header(&exchange, "server"),
+        None,
+        "upstream software leaked"
+    );
+    assert_eq!(
+        header(&exchange, "x-powered-by"),
+        None,
+        "upstream software leaked"
+    );
+    assert_eq!(
+        header(&exchange, "strict-transport-security"),
+        None,
+        "HSTS without TLS"
+    );
 }
 
 #[test]
@@ -137,8 +147,14 @@ fn cors_preflight_is_answered_locally() {
         header(&allowed, "access-control-allow-origin"),
         Some("https://app.example")
     );
-    assert_eq!(header(&allowed, "access-control-allow-methods"), Some("GET, PUT"));
-    assert_eq!(header(&allowed, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&allowed, "access-control-allow-methods"),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        header(&allowed, "access-control-allow-credentials"),
+        Some("true")
+    );
     assert_eq!(header(&allowed, "access-control-max-age"), Some("300"));
     assert_eq!(denied.statuses(), [403], "{}", denied.response);
     assert_eq!(header(&denied, "access-control-allow-origin"), None);
@@ -154,15 +170,28 @@ fn cors_headers_only_for_allowed_origin() {
     let upstream = RecordingUpstream::start();
     let agent = start_cors_agent("cors-actual", &upstream);
 
-    let allowed = request(&agent, "GET", "/api/items", "origin: https://app.example\r\n");
-    let denied = request(&agent, "GET", "/api/items", "origin: https://evil.example\r\n");
+    let allowed = request(
+        &agent,
+        "GET",
+        "/api/items",
+        "origin: https://app.example\r\n",
+    );
+    let denied = request(
+        &agent,
+        "GET",
+        "/api/items",
+        "origin: https://evil.example\r\n",
+    );
 
     assert_eq!(allowed.statuses(), [200]);
     assert_eq!(
         header(&allowed, "access-control-allow-origin"),
         Some("https://app.example")
     );
-    assert_eq!(header(&allowed, "access-control-expose-headers"), Some("x-request-id"));
+    assert_eq!(
+        header(&allowed, "access-control-expose-headers"),
+        Some("x-request-id")
+    );
     assert_eq!(denied.statuses(), [200]);
     assert_eq!(header(&denied, "access-control-allow-origin"), None);
     assert_eq!(header(&denied, "access-control-allow-credentials"), None);
@@ -178,7 +207,9 @@ fn client_behind_trusted_proxy_is_banned() {
         .running()
         .bans()
         .apply(
-            "203.0.113.7".parse::<std::net::IpAddr>().expect("valid address"),
+            "203.0.113.7"
+                .parse::<std::net::IpAddr>()
+                .expect("valid address"),
             Some(Duration::from_secs(60)),
             BanOrigin::Manual,
             "edge test",
@@ -211,7 +242,9 @@ fn untrusted_forwarding_headers_are_replaced() {
         .running()
         .bans()
         .apply(
-            "203.0.113.7".parse::<std::net::IpAddr>().expect("valid address"),
+            "203.0.113.7"
+                .parse::<std::net::IpAddr>()
+                .expect("valid address"),
             Some(Duration::from_secs(60)),
             BanOrigin::Manual,
             "edge test",

@@ -112,7 +112,10 @@ fn slow_headers_do_not_slow_normal_client() {
         "the normal requests took {normal_done:?}, so the slow connections may have closed \
          before the measurement ended"
     );
-    assert!(p99 < Duration::from_millis(100), "p99 {p99:?} is not under 100 ms");
+    assert!(
+        p99 < Duration::from_millis(100),
+        "p99 {p99:?} is not under 100 ms"
+    );
 
     // Keep trickling until past the deadline, then every slow connection must be closed.
     let deadline = Duration::from_secs(HEADER_TIMEOUT_SECONDS) + Duration::from_secs(1);
@@ -134,7 +137,10 @@ fn slow_headers_do_not_slow_normal_client() {
         "{still_open} of {SLOW_CONNECTIONS} slow connections open {:?} after they opened",
         opened.elapsed()
     );
-    assert_eq!(still_open, 0, "slow connections outlived the header deadline");
+    assert_eq!(
+        still_open, 0,
+        "slow connections outlived the header deadline"
+    );
     assert!(
         upstream
             .requests()
@@ -153,8 +159,12 @@ fn connections_per_client_are_limited() {
 
     let mut first = TcpStream::connect(agent.addr).expect("first connection");
     let mut second = TcpStream::connect(agent.addr).expect("second connection");
-    first.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").expect("start a head");
-    second.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").expect("start a head");
+    first
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
+        .expect("start a head");
+    second
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
+        .expect("start a head");
     // Give the agent time to accept and count both.
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(agent.addr).expect("third connection");

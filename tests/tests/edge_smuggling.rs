@@ -73,11 +73,19 @@ fn ambiguous_requests_are_rejected_and_closed() {
 
     for (name, request) in AMBIGUOUS {
         let before = upstream.requests().len();
-        let exchange = send_raw(agent.addr, format!("{request}{SMUGGLED}").as_bytes(), TIMEOUT);
+        let exchange = send_raw(
+            agent.addr,
+            format!("{request}{SMUGGLED}").as_bytes(),
+            TIMEOUT,
+        );
         let forwarded = &upstream.requests()[before..];
 
         let statuses = exchange.statuses();
-        println!("{name}: statuses {statuses:?}, closed {}, forwarded {}", exchange.closed, forwarded.len());
+        println!(
+            "{name}: statuses {statuses:?}, closed {}, forwarded {}",
+            exchange.closed,
+            forwarded.len()
+        );
         if statuses != [400] {
             failures.push(format!("{name}: expected one 400, got {statuses:?}"));
         }
@@ -122,7 +130,10 @@ fn rejection_carries_security_headers() {
 
     let response = exchange.response.to_ascii_lowercase();
     assert!(response.contains("connection: close\r\n"), "{response}");
-    assert!(response.contains("x-content-type-options: nosniff\r\n"), "{response}");
+    assert!(
+        response.contains("x-content-type-options: nosniff\r\n"),
+        "{response}"
+    );
     assert!(response.contains("duplicate content-length"), "{response}");
 }
 
@@ -139,12 +150,21 @@ fn valid_keep_alive_requests_all_pass() {
 
     let exchange = send_raw(agent.addr, requests.as_bytes(), TIMEOUT);
 
-    assert_eq!(exchange.statuses(), [200, 200, 200], "{}", exchange.response);
+    assert_eq!(
+        exchange.statuses(),
+        [200, 200, 200],
+        "{}",
+        exchange.response
+    );
     let recorded = upstream.requests();
     let lines: Vec<&str> = recorded.iter().map(|r| r.request_line.as_str()).collect();
     assert_eq!(
         lines,
-        ["POST /one HTTP/1.1", "POST /two HTTP/1.1", "GET /three HTTP/1.1"]
+        [
+            "POST /one HTTP/1.1",
+            "POST /two HTTP/1.1",
+            "GET /three HTTP/1.1"
+        ]
     );
     assert_eq!(recorded[0].body, b"abc");
     assert_eq!(recorded[1].body, b"xyz");

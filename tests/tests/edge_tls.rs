@@ -111,14 +111,22 @@ fn curl_handshake_over_http11_and_h2() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(text.ends_with(&format!("\n{version}")), "{flag}: {text}");
-        assert!(text.contains("strict-transport-security: max-age="), "{flag}: {text}");
-        assert!(text.contains("x-content-type-options: nosniff"), "{flag}: {text}");
+        assert!(
+            text.contains("strict-transport-security: max-age="),
+            "{flag}: {text}"
+        );
+        assert!(
+            text.contains("x-content-type-options: nosniff"),
+            "{flag}: {text}"
+        );
     }
     let recorded = upstream.requests();
     assert_eq!(recorded.len(), 2);
-    assert!(recorded
-        .iter()
-        .all(|request| request.header("x-forwarded-proto") == Some("https")));
+    assert!(
+        recorded
+            .iter()
+            .all(|request| request.header("x-forwarded-proto") == Some("https"))
+    );
 }
 
 /// Runs `openssl s_client` against `address` with `args` and returns its exit status and output.
@@ -210,7 +218,10 @@ fn certificate_reload_under_load_fails_nothing() {
         handshake_codes.len(),
         kept_lines.len()
     );
-    assert!(handshake_codes.len() >= 5, "too few handshakes: {handshake_codes:?}");
+    assert!(
+        handshake_codes.len() >= 5,
+        "too few handshakes: {handshake_codes:?}"
+    );
     assert!(
         handshake_codes.iter().all(|code| code == "200"),
         "a new connection failed: {handshake_codes:?}"
@@ -224,10 +235,16 @@ fn certificate_reload_under_load_fails_nothing() {
         .iter()
         .filter_map(|line| line.split(' ').nth(1)?.parse::<u32>().ok())
         .sum();
-    assert_eq!(new_connections, 1, "the kept-alive connection was dropped: {kept_lines:?}");
+    assert_eq!(
+        new_connections, 1,
+        "the kept-alive connection was dropped: {kept_lines:?}"
+    );
 
     let (_, served) = s_client(&format!("127.0.0.1:{}", agent.addr.port()), &[]);
-    let new_body: String = new_pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let new_body: String = new_pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     let served_body: String = served
         .split("-----BEGIN CERTIFICATE-----")
         .nth(1)
@@ -289,20 +306,32 @@ fn https_upstream_is_verified_with_ca_file() {
     let other_ca = TestCa::new(&other_dir);
     let upstream_url = format!("https://127.0.0.1:{}", server.port);
 
-    let trusted = EdgeAgent::start("https-upstream", "127.0.0.1:9".parse().expect("addr"), |config| {
-        config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
-        config.tls.upstream_ca_path = Some(ca.ca_path());
-    });
-    let untrusted = EdgeAgent::start("https-upstream-other-ca", "127.0.0.1:9".parse().expect("addr"), |config| {
-        config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
-        config.tls.upstream_ca_path = Some(other_ca.ca_path());
-    });
+    let trusted = EdgeAgent::start(
+        "https-upstream",
+        "127.0.0.1:9".parse().expect("addr"),
+        |config| {
+            config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
+            config.tls.upstream_ca_path = Some(ca.ca_path());
+        },
+    );
+    let untrusted = EdgeAgent::start(
+        "https-upstream-other-ca",
+        "127.0.0.1:9".parse().expect("addr"),
+        |config| {
+            config.proxy.upstream = Some(upstream_url.parse().expect("valid URL"));
+            config.tls.upstream_ca_path = Some(other_ca.ca_path());
+        },
+    );
     let get = b"GET / HTTP/1.1\r\nhost: api.example\r\nconnection: close\r\n\r\n";
 
     let verified = integration_tests::edge::send_raw(trusted.addr, get, Duration::from_secs(10));
     let rejected = integration_tests::edge::send_raw(untrusted.addr, get, Duration::from_secs(10));
 
     assert_eq!(verified.statuses(), [200], "{}", verified.response);
-    assert!(verified.response.contains("s_server"), "{}", verified.response);
+    assert!(
+        verified.response.contains("s_server"),
+        "{}",
+        verified.response
+    );
     assert_eq!(rejected.statuses(), [502], "{}", rejected.response);
 }

@@ -51,6 +51,9 @@ enum Benchmark {
     /// Rate-limit engines: embedded decisions per second and memory, Redis throughput, round
     /// trips and memory against a sorted-set limiter.
     Limits,
+    /// HTTP proxy throughput and latency with wrk on loopback: the agent with and without its
+    /// edge features and TLS, nginx as a plain reverse proxy, and the upstream direct.
+    Http,
 }
 
 fn main() -> Result<()> {
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         }
         Task::Bench(Benchmark::Kernel) => bench::kernel()?,
         Task::Bench(Benchmark::Limits) => bench::limits()?,
+        Task::Bench(Benchmark::Http) => bench::http()?,
         Task::Test { extra } => test::run(&extra)?,
     }
     Ok(())

@@ -19,6 +19,10 @@ pub const KERNEL_BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "iproute2"]
 /// Packages the rate-limit benchmark calls: redis-server, which it starts on loopback.
 pub const LIMITS_BENCH_PACKAGES: &[&str] = &["redis-server"];
 
+/// Packages the HTTP benchmark calls: wrk as the load generator, nginx as the upstream and the
+/// reference proxy, openssl for the test certificate.
+pub const HTTP_BENCH_PACKAGES: &[&str] = &["wrk", "nginx", "openssl"];
+
 /// Installs whichever of `packages` are missing, with apt-get. Does nothing, quickly, when all are
 /// installed. Fails with the command to run where this is not a Debian-family host run as root.
 pub fn ensure_installed(packages: &[&str]) -> Result<()> {

@@ -114,7 +114,9 @@ impl Activity {
                 return;
             }
             // Check again when the timeout would run out if nothing happened meanwhile.
-            let wait = timeout.saturating_sub(idle_for).max(Duration::from_millis(100));
+            let wait = timeout
+                .saturating_sub(idle_for)
+                .max(Duration::from_millis(100));
             tokio::time::sleep(wait).await;
         }
     }
@@ -213,7 +215,9 @@ mod tests {
         let first = connections.try_open(client).expect("first permit");
         let _second = connections.try_open(client).expect("second permit");
         let third = connections.try_open(client);
-        let _other = connections.try_open(other).expect("another client's permit");
+        let _other = connections
+            .try_open(other)
+            .expect("another client's permit");
 
         assert!(third.is_none());
         assert_eq!(connections.open_from(client), 2);
@@ -227,9 +231,17 @@ mod tests {
         let activity = Activity::new();
         let request = activity.begin_request();
 
-        let early = tokio::time::timeout(Duration::from_secs(5), activity.idle(Duration::from_secs(1))).await;
+        let early = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.idle(Duration::from_secs(1)),
+        )
+        .await;
         drop(request);
-        let late = tokio::time::timeout(Duration::from_secs(5), activity.idle(Duration::from_secs(1))).await;
+        let late = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.idle(Duration::from_secs(1)),
+        )
+        .await;
 
         assert!(early.is_err(), "idle while a request was in flight");
         assert!(late.is_ok(), "not idle after the request ended");

@@ -2,8 +2,8 @@
 //!
 //! The client is the TCP peer, unless the peer is one of `[proxy] trusted_proxies`. Then the
 //! client is the right-most address in the peer's `Forwarded` (RFC 7239) or, without it,
-//! `X-Forwarded-For` header that is not itself a trusted proxy. Entries left of it were written
-//! by the client or by proxies nobody vouches for, so they are passed on but never believed.
+//! `X-Forwarded-For` header that is not itself a trusted proxy. Entries left of it come from
+//! the client or from untrusted proxies, so they are passed on but never name the client.
 
 use std::net::IpAddr;
 
@@ -37,7 +37,8 @@ pub struct TrustedProxies {
     networks: Vec<IpNetwork>,
 }
 
-/// Who sent a request and how, as the forwarding headers sent upstream describe it.
+/// The origin of a request as the forwarding headers sent upstream describe it: client, peer
+/// and transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forwarding {
     /// The real client address.
@@ -274,10 +275,7 @@ mod tests {
         let trusted = proxies(&["198.51.100.0/24"]);
         // The client wrote the first entry itself; the trusted proxy appended the second and
         // a second trusted hop the third.
-        let request = headers(&[(
-            "x-forwarded-for",
-            "203.0.113.1, 203.0.113.7, 198.51.100.3",
-        )]);
+        let request = headers(&[("x-forwarded-for", "203.0.113.1, 203.0.113.7, 198.51.100.3")]);
 
         let forwarding = trusted
             .resolve(address("198.51.100.2"), false, &request)
@@ -290,7 +288,10 @@ mod tests {
     fn forwarded_header_takes_precedence() {
         let trusted = proxies(&["198.51.100.0/24"]);
         let request = headers(&[
-            ("forwarded", "for=203.0.113.1, for=\"[2001:db8::7]:4711\";proto=https"),
+            (
+                "forwarded",
+                "for=203.0.113.1, for=\"[2001:db8::7]:4711\";proto=https",
+            ),
             ("x-forwarded-for", "203.0.113.99"),
         ]);
 
@@ -328,7 +329,10 @@ mod tests {
     #[test]
     fn ports_are_stripped() {
         assert_eq!(parse_node("203.0.113.5:8080"), Some(address("203.0.113.5")));
-        assert_eq!(parse_node("[2001:db8::1]:443"), Some(address("2001:db8::1")));
+        assert_eq!(
+            parse_node("[2001:db8::1]:443"),
+            Some(address("2001:db8::1"))
+        );
         assert_eq!(parse_node("2001:db8::1"), Some(address("2001:db8::1")));
         assert_eq!(parse_node("_hidden"), None);
     }

@@ -15,9 +15,9 @@
 //! A connection that opens with the HTTP/2 preface is passed through unchecked, because HTTP/2
 //! frames carry their own lengths.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::future::Future;
 use std::task::{Context, Poll, ready};
 
 use std::time::Duration;
@@ -260,10 +260,9 @@ impl<S> FramingGuard<S> {
                 self.state = match body {
                     BodyFraming::None => ReadState::Head,
                     BodyFraming::Fixed(length) => ReadState::FixedBody(length),
-                    BodyFraming::Chunked => ReadState::Chunked(ChunkState::Size {
-                        size: 0,
-                        digits: 0,
-                    }),
+                    BodyFraming::Chunked => {
+                        ReadState::Chunked(ChunkState::Size { size: 0, digits: 0 })
+                    }
                 };
                 true
             }
@@ -375,7 +374,10 @@ impl<S> FramingGuard<S> {
     }
 
     fn reject(&mut self, violation: FramingViolation) {
-        tracing::info!(reason = violation.reason(), "request rejected before parsing");
+        tracing::info!(
+            reason = violation.reason(),
+            "request rejected before parsing"
+        );
         self.violation = Some(violation);
         self.response = Some((error_response(violation), 0));
         self.state = ReadState::Closed;
@@ -697,7 +699,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         let this = self.get_mut();
         if let Some((response, written)) = this.response.as_mut() {
             while *written < response.len() {
-                let count = ready!(Pin::new(&mut this.inner).poll_write(cx, &response[*written..]))?;
+                let count =
+                    ready!(Pin::new(&mut this.inner).poll_write(cx, &response[*written..]))?;
                 if count == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -765,7 +768,11 @@ mod tests {
             violation,
             Some(FramingViolation::ContentLengthWithTransferEncoding)
         );
-        assert!(passed.is_empty(), "passed: {:?}", String::from_utf8_lossy(&passed));
+        assert!(
+            passed.is_empty(),
+            "passed: {:?}",
+            String::from_utf8_lossy(&passed)
+        );
     }
 
     #[test]
@@ -827,7 +834,10 @@ mod tests {
                 b"GET / HTTP/1.1\r\nhost: localhost%00\r\n\r\n",
                 FramingViolation::InvalidHost,
             ),
-            (b"GET / HTTP/1.0\r\nhost:\r\n\r\n", FramingViolation::InvalidHost),
+            (
+                b"GET / HTTP/1.0\r\nhost:\r\n\r\n",
+                FramingViolation::InvalidHost,
+            ),
             (
                 b"GET / HTTP/1.1\r\nhost: api.example:99999x\r\n\r\n",
                 FramingViolation::InvalidHost,
@@ -847,7 +857,13 @@ mod tests {
 
     #[test]
     fn valid_hosts_pass() {
-        for host in ["api.example", "api.example:8443", "203.0.113.5", "[2001:db8::1]:443", "my_host"] {
+        for host in [
+            "api.example",
+            "api.example:8443",
+            "203.0.113.5",
+            "[2001:db8::1]:443",
+            "my_host",
+        ] {
             assert!(is_valid_host(host.as_bytes()), "{host}");
         }
     }
@@ -894,6 +910,9 @@ mod tests {
 
         assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
         assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
-        assert!(response.contains("\r\nx-content-type-options: nosniff\r\n"), "{response}");
+        assert!(
+            response.contains("\r\nx-content-type-options: nosniff\r\n"),
+            "{response}"
+        );
     }
 }

@@ -242,7 +242,11 @@ impl CorsPolicy {
             });
         }
         let mut origins = Vec::new();
-        for origin in config.allowed_origins.iter().filter(|origin| *origin != "*") {
+        for origin in config
+            .allowed_origins
+            .iter()
+            .filter(|origin| *origin != "*")
+        {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.ends_with('/');
             let value = HeaderValue::from_str(origin).ok().filter(|_| valid);
@@ -442,7 +446,11 @@ fn preflight_outcome(policy: &CorsPolicy, request: &RequestContext) -> StageOutc
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            (StatusCode::FORBIDDEN, headers, Bytes::from(body.to_string()))
+            (
+                StatusCode::FORBIDDEN,
+                headers,
+                Bytes::from(body.to_string()),
+            )
         }
     };
     let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
@@ -573,14 +581,20 @@ mod tests {
         let headers = request(&[
             ("origin", "https://app.example"),
             ("access-control-request-method", "PUT"),
-            ("access-control-request-headers", "authorization, Content-Type"),
+            (
+                "access-control-request-headers",
+                "authorization, Content-Type",
+            ),
         ]);
 
         let Preflight::Allowed(response) = app_policy().preflight(&headers) else {
             panic!("preflight denied");
         };
 
-        assert_eq!(response[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        assert_eq!(
+            response[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
         assert_eq!(response[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, PUT");
         assert_eq!(
             response[header::ACCESS_CONTROL_ALLOW_HEADERS],
@@ -645,9 +659,15 @@ mod tests {
             &mut response,
         );
 
-        assert_eq!(response[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        assert_eq!(
+            response[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
         assert_eq!(response[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert_eq!(response[header::ACCESS_CONTROL_EXPOSE_HEADERS], "x-request-id");
+        assert_eq!(
+            response[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "x-request-id"
+        );
     }
 
     #[test]
@@ -663,6 +683,33 @@ mod tests {
     }
 
     #[test]
+    fn route_tables_parse_from_toml() {
+        let route: crate::routes::RouteConfig = toml::from_str(
+            "path = \"/api/{*rest}\"\n\
+             [headers]\nset = { \"cache-control\" = \"max-age=60\" }\nremove = [\"x-frame-options\"]\n\
+             [cors]\nallowed_origins = [\"https://app.example\"]\n",
+        )
+        .expect("route parses");
+
+        let rules = route.headers.expect("headers table");
+        let mut headers = HeaderMap::new();
+        apply_security_headers(&mut headers, false, Some(&rules));
+        assert_eq!(headers["cache-control"], "max-age=60");
+        assert!(!headers.contains_key("x-frame-options"));
+        assert!(route.cors.is_some());
+    }
+
+    #[test]
+    fn invalid_cors_table_fails_parsing() {
+        let error = toml::from_str::<crate::routes::RouteConfig>(
+            "path = \"/\"\n[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n",
+        )
+        .expect_err("`*` with credentials");
+
+        assert!(error.to_string().contains("allow_credentials"), "{error}");
+    }
+
+    #[test]
     fn wildcard_origin_answers_star() {
         let policy = cors(CorsConfig {
             allowed_origins: vec!["*".into()],
@@ -670,7 +717,10 @@ mod tests {
         });
         let mut response = HeaderMap::new();
 
-        policy.apply_to_response(&request(&[("origin", "https://any.example")]), &mut response);
+        policy.apply_to_response(
+            &request(&[("origin", "https://any.example")]),
+            &mut response,
+        );
 
         assert_eq!(response[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(!response.contains_key(header::VARY));

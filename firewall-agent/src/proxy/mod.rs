@@ -33,11 +33,11 @@ use tracing::Instrument;
 
 pub use connections::ClientConnections;
 pub use forward::{ForwardError, Upstream};
-pub use settings::HttpConfig;
 pub use pipeline::{
     Pipeline, Principal, Rejection, RequestContext, RequestId, RequestOutcome, Stage,
     StageFuture, StageOutcome, Stopped,
 };
+pub use settings::HttpConfig;
 
 use self::connections::{Activity, TrackedStream};
 use self::forwarded::TrustedProxies;
@@ -336,6 +336,9 @@ impl ClientConnection {
                 response
             }
         });
+        // NOTE: upgrades are not proxied: `Upgrade` is a hop-by-hop header that the proxy
+        // removes, so no connection ever switches to raw pass-through and WebSocket clients
+        // get the upstream's ordinary response.
         let connection = self
             .builder
             .serve_connection(TokioIo::new(guarded), service);
@@ -430,7 +433,11 @@ fn invalid_forwarding(
 ) -> Response<ProxyBody> {
     state.metrics.record_request(RequestOutcome::InvalidForwarding);
     tracing::warn!(%request_id, error = %error, "request rejected");
-    let mut response = json_error(StatusCode::BAD_REQUEST, "invalid forwarding header", request_id);
+    let mut response = json_error(
+        StatusCode::BAD_REQUEST,
+        "invalid forwarding header",
+        request_id,
+    );
     headers::apply_security_headers(response.headers_mut(), tls, None);
     response
 }

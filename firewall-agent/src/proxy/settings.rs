@@ -105,7 +105,10 @@ impl HttpConfig {
             ));
         }
         for (value, key) in [
-            (self.http2_stream_window_bytes, "http.http2_stream_window_bytes"),
+            (
+                self.http2_stream_window_bytes,
+                "http.http2_stream_window_bytes",
+            ),
             (
                 self.http2_connection_window_bytes,
                 "http.http2_connection_window_bytes",

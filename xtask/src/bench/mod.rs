@@ -3,9 +3,11 @@
 
 use anyhow::{Context, Result};
 
+mod http;
 mod kernel;
 mod limits;
 
+pub use http::http;
 pub use kernel::kernel;
 pub use limits::limits;
 
