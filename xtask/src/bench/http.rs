@@ -40,6 +40,18 @@ struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master then stops its workers, and the agent removes its
+        // files. SIGKILL only if it is still running after 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
