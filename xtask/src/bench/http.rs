@@ -40,8 +40,10 @@ struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // SIGTERM first: nginx's master then stops its workers, and the agent removes its
-        // files. SIGKILL only if it is still running after 5 s.
+        // The bench agent stops and removes its files when its stdin closes. nginx's master
+        // stops its workers on SIGTERM. SIGKILL only if it is still running after 5 s.
+        drop(self.0.stdin.take());
+        std::thread::sleep(Duration::from_millis(200));
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
