@@ -181,7 +181,11 @@ async fn ok_upstream() -> Option<SocketAddr> {
 async fn start_proxy(upstream: SocketAddr, stages: Vec<Arc<dyn Stage>>, shutdown: &Shutdown) -> Option<SocketAddr> {
     let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
     let url = format!("http://{upstream}").parse().ok()?;
-    let state = ProxyState::new(Pipeline::new(stages), Upstream::new(url, Duration::from_secs(5)), metrics);
+    let state = ProxyState::new(Pipeline::new(stages), Upstream::new(
+            url,
+            Duration::from_secs(5),
+            firewall_agent::tls::client_config(rustls::RootCertStore::empty()).ok()?,
+        ), metrics);
     let server = ProxyServer::bind("127.0.0.1:0".parse().ok()?, Arc::new(state)).await.ok()?;
     let address = server.local_addr();
     tokio::spawn(server.serve(shutdown.listener()));

@@ -58,6 +58,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[http]`: limits and timeouts of client connections.
+    pub http: crate::proxy::HttpConfig,
+    /// `[tls]`: TLS on the proxy listener and towards an HTTPS upstream.
+    pub tls: crate::tls::TlsConfig,
     /// `[[routes]]`: parts of the API with settings of their own, first match wins.
     pub routes: Vec<crate::routes::RouteConfig>,
     /// `[validation]`: the strict check of every JSON request body.
@@ -87,6 +91,10 @@ pub struct ProxyConfig {
     /// Maximum time in seconds to wait for the upstream's response headers before the proxy
     /// responds with 504.
     pub request_timeout_seconds: u64,
+    /// Addresses and CIDR ranges of proxies in front of this one, such as a load balancer.
+    /// Only a connection from one of them may supply the client address in `Forwarded` or
+    /// `X-Forwarded-For`; from any other peer these headers are replaced.
+    pub trusted_proxies: Vec<IpNetwork>,
     /// Largest request body in bytes; a larger one gets 413. Routes may set their own.
     pub max_body_bytes: u64,
 }
@@ -97,6 +105,7 @@ impl Default for ProxyConfig {
             listen: DEFAULT_PROXY_LISTEN,
             upstream: None,
             request_timeout_seconds: 30,
+            trusted_proxies: Vec::new(),
             max_body_bytes: crate::proxy::DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -277,15 +286,26 @@ impl FromStr for LogFormat {
     }
 }
 
-/// A validated upstream base URL: `http://host[:port][/path]`, without query or user info.
+/// A validated upstream base URL: `http[s]://host[:port][/path]`, without query or user info.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct UpstreamUrl {
+    https: bool,
     authority: http::uri::Authority,
     base_path: String,
 }
 
 impl UpstreamUrl {
+    /// Returns whether the upstream is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// Returns the scheme, `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
     /// Returns the `host[:port]` part.
     pub fn authority(&self) -> &http::uri::Authority {
         &self.authority
@@ -306,20 +326,15 @@ impl FromStr for UpstreamUrl {
             .parse()
             .map_err(|error| format!("invalid upstream URL `{value}`: {error}"))?;
 
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "unsupported upstream URL `{value}`: https upstreams are not supported yet, \
-                     use an http:// URL"
-                ));
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(format!(
-                    "invalid upstream URL `{value}`: expected http://host[:port][/path]"
+                    "invalid upstream URL `{value}`: expected http[s]://host[:port][/path]"
                 ));
             }
-        }
+        };
 
         let Some(authority) = uri.authority().cloned() else {
             return Err(format!(
@@ -339,6 +354,7 @@ impl FromStr for UpstreamUrl {
 
         let base_path = uri.path().trim_end_matches('/').to_owned();
         Ok(Self {
+            https,
             authority,
             base_path,
         })
@@ -355,7 +371,7 @@ impl TryFrom<String> for UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.base_path)
+        write!(f, "{}://{}{}", self.scheme(), self.authority, self.base_path)
     }
 }
 
@@ -530,6 +546,21 @@ impl Config {
 
         self.validate_xdp()
             .map_err(|(key, problem)| invalid(key, problem))?;
+        self.http
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.tls
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        let https_upstream = self.proxy.upstream.as_ref().is_some_and(UpstreamUrl::is_https);
+        if https_upstream && self.tls.upstream_ca_path.is_none() {
+            return Err(invalid(
+                "tls.upstream_ca_path",
+                "is missing: an https:// upstream needs the PEM file of the CA that signed its \
+                 certificate"
+                    .into(),
+            ));
+        }
         if self.proxy.max_body_bytes == 0 {
             return Err(invalid("proxy.max_body_bytes", "must be at least 1".into()));
         }

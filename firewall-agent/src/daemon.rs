@@ -20,6 +20,8 @@ use crate::kernel::Blocklist;
 use crate::limits::{LimitsError, RateLimits};
 use crate::events::EventSinks;
 use crate::detect::ThreatPolicy;
+use crate::proxy::forwarded::TrustedProxies;
+use crate::proxy::headers::CorsPreflightStage;
 use crate::proxy::stages::threat::{AllowlistCheck, ThreatStage};
 use crate::proxy::stages::tokens::TokenStage;
 use crate::proxy::stages::{BanCheckStage, RateLimitStage, ValidationStage};
@@ -34,6 +36,7 @@ use crate::tokens::{
 };
 use crate::telemetry::{Metrics, MetricsServer, MetricsServerError};
 use crate::threat::{AuditEvents, BanWorker, ThreatEngine};
+use crate::tls::{CertificateStore, TlsError, watch_certificate};
 
 /// Interval between two sweeps of idle rate-limit entries.
 const LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -68,6 +71,9 @@ pub enum DaemonError {
     /// The authorization server could not start: its store or its signing keys failed.
     #[error("failed to start the oauth authorization server")]
     OAuth(#[from] crate::oauth::OAuthError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("failed to set up TLS on the proxy listener")]
+    Tls(#[from] TlsError),
     /// The `[[routes]]` table could not be compiled; [`Config::validate`] rejects that earlier.
     #[error("invalid routes: {problem}")]
     Routes { problem: String },
@@ -200,7 +206,15 @@ impl Agent {
             .upstream
             .clone()
             .ok_or(DaemonError::MissingUpstream)?;
-        let upstream = Upstream::new(upstream_url, self.config.proxy.request_timeout());
+        let upstream_tls = match &self.config.tls.upstream_ca_path {
+            Some(ca_path) => crate::tls::upstream_client_config(ca_path)?,
+            None => crate::tls::client_config(rustls::RootCertStore::empty())?,
+        };
+        let upstream = Upstream::new(
+            upstream_url,
+            self.config.proxy.request_timeout(),
+            upstream_tls,
+        );
 
         // The threat engine and the audit log join the event sinks before any stage takes a
         // copy of them.
@@ -232,6 +246,9 @@ impl Agent {
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
+            // Browsers send preflights without credentials, so they are answered before the
+            // token check.
+            Arc::new(CorsPreflightStage),
         ];
         if let Some(server) = &oauth {
             stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
@@ -260,10 +277,23 @@ impl Agent {
         let state = Arc::new(
             ProxyState::new(Pipeline::new(stages), upstream, Arc::clone(&self.metrics))
                 .with_routes(routes, self.config.proxy.max_body_bytes)
-                .with_events(self.events.clone()),
+                .with_events(self.events.clone())
+                .with_trusted_proxies(TrustedProxies::new(
+                    self.config.proxy.trusted_proxies.clone(),
+                )),
         );
 
-        let proxy = ProxyServer::bind(self.config.proxy.listen, state).await?;
+        let mut proxy = ProxyServer::bind(self.config.proxy.listen, state)
+            .await?
+            .with_http(self.config.http.clone());
+        let certificates = match self.config.tls.server_files() {
+            Some((cert_path, key_path)) => {
+                let store = CertificateStore::load(cert_path, key_path)?;
+                proxy = proxy.with_tls(store.server_config()?);
+                Some(store)
+            }
+            None => None,
+        };
         let mut admin_state = AdminState::new(Arc::clone(&self.bans), Arc::clone(&self.blocklist));
         if let Some(server) = oauth {
             admin_state = admin_state.with_oauth(server);
@@ -285,6 +315,7 @@ impl Agent {
             threat_worker,
             tokens,
             validation,
+            certificates,
         })
     }
 
@@ -347,6 +378,7 @@ pub struct BoundAgent {
     limits: Arc<RateLimits>,
     tokens: Option<Arc<TokenVerifier>>,
     validation: Arc<ValidationStage>,
+    certificates: Option<Arc<CertificateStore>>,
     sweep_interval: Duration,
     audit: AuditLog,
     audit_writer: Option<AuditWriter>,
@@ -395,14 +427,23 @@ impl BoundAgent {
             )),
             tokio::spawn(self.threat_worker.run(shutdown.listener())),
         ];
-        let reloader = Reloader::new(vec![
+        let mut reloadable = vec![
             self.limits as Arc<dyn Reloadable>,
             Arc::new(self.audit.clone()) as Arc<dyn Reloadable>,
             self.validation as Arc<dyn Reloadable>,
-        ]);
+        ];
         if let Some(verifier) = self.tokens {
             background.push(tokio::spawn(verifier.run_refresh(shutdown.listener())));
         }
+        if let Some(store) = self.certificates {
+            background.push(tokio::spawn(watch_certificate(
+                Arc::clone(&store),
+                self.agent.config.tls.watch_interval(),
+                shutdown.listener(),
+            )));
+            reloadable.push(store);
+        }
+        let reloader = Reloader::new(reloadable);
 
         RunningAgent {
             agent: self.agent,

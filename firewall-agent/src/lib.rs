@@ -23,3 +23,4 @@ pub mod telemetry;
 pub mod threat;
 pub mod tokens;
 pub mod validation;
+pub mod tls;

@@ -30,6 +30,10 @@ pub struct RouteConfig {
     pub threat: Option<crate::detect::RouteThreatConfig>,
     /// `[routes.auth]`: whether the route needs an access token and which scopes and issuers.
     pub auth: Option<crate::tokens::RouteAuthConfig>,
+    /// `headers`: response headers to set or remove on this route, over the security defaults.
+    pub headers: Option<crate::proxy::headers::HeaderRules>,
+    /// `cors`: the route's CORS policy. The agent answers its preflight requests itself.
+    pub cors: Option<crate::proxy::headers::CorsPolicy>,
 }
 
 impl RouteConfig {

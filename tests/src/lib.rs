@@ -2,6 +2,7 @@
 //! `fwctl` as real processes, and a small upstream server.
 
 pub mod agent;
+pub mod edge;
 pub mod netns;
 pub mod oauth;
 pub mod frames;

@@ -121,7 +121,11 @@ impl Proxy {
         let url = format!("http://{upstream}").parse().expect("upstream url");
         let state = ProxyState::new(
             Pipeline::new(vec![Arc::new(stage)]),
-            Upstream::new(url, Duration::from_secs(5)),
+            Upstream::new(
+                url,
+                Duration::from_secs(5),
+                firewall_agent::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
             Arc::clone(&metrics),
         )
         .with_routes(routes, config.proxy.max_body_bytes);

@@ -74,6 +74,9 @@ enum Benchmark {
     /// Threat detectors: throughput over the CRS corpus on one core, and the p99 latency that
     /// the threat stage adds to a 4 KB JSON body.
     Threats,
+    /// HTTP proxy throughput and latency with wrk on loopback: the agent with and without its
+    /// edge features and TLS, nginx as a plain reverse proxy, and the upstream direct.
+    Http,
 }
 
 fn main() -> Result<()> {
@@ -92,6 +95,7 @@ fn main() -> Result<()> {
         Task::Bench(Benchmark::Tokens) => bench::tokens()?,
         Task::Bench(Benchmark::Threats) => bench::threats()?,
         Task::Eval(Evaluation::Crs) => eval::crs()?,
+        Task::Bench(Benchmark::Http) => bench::http()?,
         Task::Test { extra } => test::run(&extra)?,
     }
     Ok(())

@@ -33,6 +33,9 @@ pub const LIMITS_BENCH_PACKAGES: &[&str] = &["redis-server"];
 /// Packages the token benchmark calls: PyJWT with its crypto backend, as the reference that
 /// verifies the same tokens.
 pub const TOKENS_BENCH_PACKAGES: &[&str] = &["python3-jwt", "python3-cryptography"];
+/// Packages the HTTP benchmark calls: wrk as the load generator, nginx as the upstream and the
+/// reference proxy, openssl for the test certificate.
+pub const HTTP_BENCH_PACKAGES: &[&str] = &["wrk", "nginx", "openssl"];
 
 /// Installs whichever of `packages` are missing, with apt-get. Does nothing, quickly, when all are
 /// installed. Fails with the command to run where this is not a Debian-family host run as root.

@@ -114,14 +114,18 @@ fn invalid_listen_address_names_key() {
 }
 
 #[test]
-fn https_upstream_is_rejected() {
-    let error = parse("[proxy]\nupstream = \"https://192.0.2.10\"\n").expect_err("https");
+fn https_upstream_needs_ca_file() {
+    let mut config = parse("[proxy]\nupstream = \"https://192.0.2.10\"\n").expect("https parses");
+    config.xdp.interfaces = vec!["lo".into()];
+
+    let error = config
+        .validate(&ConfigOrigin::Flags)
+        .expect_err("https without a CA file");
+
     let message = error.to_string();
-    assert!(message.contains("`proxy.upstream`"), "{message}");
-    assert!(
-        message.contains("https upstreams are not supported"),
-        "{message}"
-    );
+    assert!(message.contains("tls.upstream_ca_path"), "{message}");
+    config.tls.upstream_ca_path = Some("/etc/api-firewall/upstream-ca.pem".into());
+    assert!(config.validate(&ConfigOrigin::Flags).is_ok());
 }
 
 #[test]

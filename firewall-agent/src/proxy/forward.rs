@@ -1,6 +1,5 @@
 //! Forwarding to the upstream: the target URL, header rewriting, and the HTTP client.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -9,9 +8,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::forwarded::{Forwarding, set_forwarding_headers};
 use super::pipeline::{RequestContext, RequestId};
 use crate::config::UpstreamUrl;
 
@@ -27,9 +28,6 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Errors from forwarding a request.
@@ -55,16 +53,24 @@ pub enum ForwardError {
 pub struct Upstream {
     url: UpstreamUrl,
     timeout: Duration,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Upstream {
     /// Creates a client for `url`. `timeout` bounds the wait for response headers; the body is
-    /// streamed without a deadline.
-    pub fn new(url: UpstreamUrl, timeout: Duration) -> Self {
+    /// streamed without a deadline. `tls` is the client configuration used for an `https://`
+    /// URL.
+    pub fn new(url: UpstreamUrl, timeout: Duration, tls: rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        // The HTTPS connector below decides the scheme; the plain connector must let it.
+        connector.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self {
             url,
@@ -87,8 +93,8 @@ impl Upstream {
     pub async fn forward(
         &self,
         context: &RequestContext,
+        forwarding: &Forwarding,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let client = context.client();
         let request_id = context.request_id();
         // The context stays with the proxy, whose stages see the response status later.
         let mut request = Request::new(Full::new(context.forward_body().clone()));
@@ -97,7 +103,7 @@ impl Upstream {
         let (mut parts, body) = request.into_parts();
         parts.uri = self.target_uri(context.uri())?;
         let original_host = original_host(&parts.headers, &parts.uri);
-        rewrite_request_headers(&mut parts.headers, client, request_id, original_host);
+        rewrite_request_headers(&mut parts.headers, forwarding, request_id, original_host);
         if context.body_replaced() {
             let length = HeaderValue::from(context.forward_body().len());
             parts.headers.insert(header::CONTENT_LENGTH, length);
@@ -120,14 +126,20 @@ impl Upstream {
 
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        // The client gets its own protocol version, not the upstream's (an HTTP/1.0 upstream
+        // must not turn a client's keep-alive connection into HTTP/1.0).
+        parts.version = context.version();
         Ok(Response::from_parts(parts, body))
     }
 
     fn target_uri(&self, request_uri: &Uri) -> Result<Uri, ForwardError> {
-        let path_and_query = request_uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
+        // An authority-form target (`CONNECT host:port`) has neither path nor scheme: it asks
+        // for a tunnel, which this reverse proxy does not open.
+        let path_and_query = match request_uri.path_and_query() {
+            Some(path_and_query) => path_and_query.as_str(),
+            None if request_uri.scheme().is_some() => "/",
+            None => "",
+        };
         let invalid = || ForwardError::InvalidTarget {
             target: path_and_query.to_owned(),
             upstream: self.url.to_string(),
@@ -137,7 +149,8 @@ impl Upstream {
         }
 
         let target = format!(
-            "http://{}{}{}",
+            "{}://{}{}{}",
+            self.url.scheme(),
             self.url.authority(),
             self.url.base_path(),
             path_and_query
@@ -155,11 +168,11 @@ fn original_host(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
     })
 }
 
-/// Removes hop-by-hop headers and sets the forwarding headers. `X-Forwarded-For` is replaced,
-/// not appended to, because the proxy is the first hop and a client-supplied value is untrusted.
+/// Removes hop-by-hop headers and sets the forwarding headers. Client-supplied forwarding
+/// headers are replaced unless the peer is a trusted proxy.
 fn rewrite_request_headers(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    forwarding: &Forwarding,
     request_id: RequestId,
     original_host: Option<HeaderValue>,
 ) {
@@ -167,14 +180,7 @@ fn rewrite_request_headers(
     // The client derives `Host` from the upstream URI.
     headers.remove(header::HOST);
 
-    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    set_forwarding_headers(headers, forwarding, original_host);
     if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
         headers.insert(X_REQUEST_ID, value);
     }
@@ -197,6 +203,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use super::super::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
     use super::*;
 
     #[test]
@@ -229,9 +238,16 @@ mod tests {
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.66"));
         headers.insert(header::HOST, HeaderValue::from_static("api.example"));
 
+        let peer: IpAddr = "192.0.2.7".parse().expect("valid address");
+        let forwarding = Forwarding {
+            client: peer,
+            peer,
+            peer_trusted: false,
+            tls: false,
+        };
         rewrite_request_headers(
             &mut headers,
-            "192.0.2.7".parse().expect("valid address"),
+            &forwarding,
             RequestId(0xab),
             Some(HeaderValue::from_static("api.example")),
         );
@@ -244,10 +260,14 @@ mod tests {
         assert!(!headers.contains_key(header::HOST));
     }
 
+    fn untrusting_tls() -> rustls::ClientConfig {
+        crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config")
+    }
+
     #[test]
     fn target_joins_base_path_and_query() {
         let url: UpstreamUrl = "http://127.0.0.1:9000/api/".parse().expect("valid URL");
-        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "/v1/items?page=2".parse().expect("valid URI");
 
         let target = upstream.target_uri(&request).expect("target joins");
@@ -261,7 +281,7 @@ mod tests {
     #[test]
     fn asterisk_target_is_rejected() {
         let url: UpstreamUrl = "http://127.0.0.1:9000".parse().expect("valid URL");
-        let upstream = Upstream::new(url, Duration::from_secs(1));
+        let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "*".parse().expect("valid URI");
 
         let error = upstream.target_uri(&request).expect_err("`*` has no path");

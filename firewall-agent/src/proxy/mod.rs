@@ -1,8 +1,13 @@
 //! The reverse proxy: accepts HTTP/1.1 and HTTP/2 clients, runs each request through the
 //! pipeline, and forwards what passes to the upstream.
 
+mod connections;
 mod forward;
+pub mod forwarded;
+pub mod framing;
+pub mod headers;
 pub mod pipeline;
+mod settings;
 pub mod stages;
 
 use std::convert::Infallible;
@@ -20,16 +25,23 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+pub use connections::ClientConnections;
 pub use forward::{ForwardError, Upstream};
 pub use pipeline::{
     Pipeline, Principal, Rejection, RequestContext, RequestId, RequestOutcome, Stage,
     StageFuture, StageOutcome, Stopped,
 };
+pub use settings::HttpConfig;
 
+use self::connections::{Activity, TrackedStream};
+use self::forwarded::TrustedProxies;
+use self::framing::FramingGuard;
 use crate::events::{EventSinks, SecurityEvent};
 use crate::routes::RouteTable;
 use crate::shutdown::ShutdownListener;
@@ -38,8 +50,6 @@ use crate::telemetry::Metrics;
 
 /// Maximum time that open connections get to finish their requests after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Maximum time a client gets to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest request body, in bytes, when the config sets none.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
@@ -64,6 +74,7 @@ pub struct ProxyState {
     routes: RouteTable,
     max_body_bytes: u64,
     events: EventSinks,
+    trusted_proxies: TrustedProxies,
     next_request_id: AtomicU64,
 }
 
@@ -82,6 +93,7 @@ impl ProxyState {
             routes: RouteTable::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             events: EventSinks::new(),
+            trusted_proxies: TrustedProxies::default(),
             next_request_id: AtomicU64::new(seed),
         }
     }
@@ -101,20 +113,35 @@ impl ProxyState {
         self
     }
 
+    /// Sets the proxies whose forwarding headers name the client.
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, trusted_proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted_proxies;
+        self
+    }
+
     fn next_request_id(&self) -> RequestId {
         RequestId(self.next_request_id.fetch_add(1, Ordering::Relaxed))
     }
 }
 
 /// A bound proxy listener.
-///
-/// NOTE: the number of open connections is not limited, and request bodies are read without a
-/// deadline of their own.
-#[derive(Debug)]
 pub struct ProxyServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<ProxyState>,
+    http: HttpConfig,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer")
+            .field("local_addr", &self.local_addr)
+            .field("http", &self.http)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyServer {
@@ -134,7 +161,21 @@ impl ProxyServer {
             listener,
             local_addr,
             state,
+            http: HttpConfig::default(),
+            tls: None,
         })
+    }
+
+    /// Replaces the default connection limits and timeouts.
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Terminates TLS on this listener with `config`.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
     }
 
     /// Returns the bound address, with the port the kernel picked when the configured port was
@@ -147,14 +188,8 @@ impl ProxyServer {
     /// [`DRAIN_TIMEOUT`] to finish.
     pub async fn serve(self, mut shutdown: ShutdownListener) {
         let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Without a timer hyper cannot enforce the header read timeout, and a client that
-        // sends its headers slowly would hold the connection open indefinitely.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(connection_builder(&self.http));
+        let connections = ClientConnections::new(self.http.max_connections_per_client);
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -170,17 +205,27 @@ impl ProxyServer {
                 () = shutdown.wait() => break,
             };
 
-            let state = Arc::clone(&self.state);
             let client = peer.ip().to_canonical();
-            let service = service_fn(move |request| handle(Arc::clone(&state), client, request));
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
+            let Some(permit) = connections.try_open(client) else {
+                // Closing at once costs the client a reconnect; a flood of these is logged at
+                // debug so that it cannot fill the log.
+                tracing::debug!(%client, "connection limit per client reached, closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = ClientConnection {
+                state: Arc::clone(&self.state),
+                builder: Arc::clone(&builder),
+                http: self.http.clone(),
+                tls: self.tls.clone(),
+                watcher: graceful.watcher(),
+                client,
+            };
             let span = tracing::debug_span!("connection", %peer);
             tokio::spawn(
                 async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %ErrorChain(&*error), "proxy connection ended with an error");
-                    }
+                    connection.serve(stream).await;
+                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -200,14 +245,132 @@ impl ProxyServer {
     }
 }
 
+/// Builds the HTTP/1.1 and HTTP/2 connection settings from the `[http]` limits.
+fn connection_builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper cannot enforce the header read timeout, and a client that sends
+    // its headers slowly would hold the connection open indefinitely. hyper starts this
+    // deadline when it begins to wait for a request head and does not extend it per read.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout())
+        .max_headers(http.max_header_count)
+        // The framing guard may end the read side at a bad request while an earlier request
+        // of the same connection is still being answered; that answer must still be sent.
+        .half_close(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(http.http2_max_concurrent_streams)
+        .initial_stream_window_size(http.http2_stream_window_bytes)
+        .initial_connection_window_size(http.http2_connection_window_bytes)
+        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(http.idle_timeout() / 2)
+        .keep_alive_timeout(http.header_read_timeout());
+    builder
+}
+
+/// What a request handler needs to know about its connection.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionInfo {
+    /// Whether the client connection uses TLS.
+    tls: bool,
+    /// Time the client gets to send a whole request body.
+    body_read_timeout: Duration,
+}
+
+/// One accepted client connection and what serving it needs.
+struct ClientConnection {
+    state: Arc<ProxyState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: HttpConfig,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+    client: IpAddr,
+}
+
+impl ClientConnection {
+    /// Completes the TLS handshake if any, then serves requests until the connection closes,
+    /// stays idle for the idle timeout, or the listener shuts down.
+    async fn serve(self, stream: TcpStream) {
+        let activity = Activity::new();
+        let stream = TrackedStream::new(stream, Arc::clone(&activity));
+        match self.tls.clone() {
+            None => self.serve_http(stream, activity, false).await,
+            Some(acceptor) => {
+                // The handshake counts toward the header deadline, so a client cannot hold a
+                // connection open by never finishing it.
+                let handshake =
+                    tokio::time::timeout(self.http.header_read_timeout(), acceptor.accept(stream))
+                        .await;
+                match handshake {
+                    Ok(Ok(tls_stream)) => self.serve_http(tls_stream, activity, true).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %ErrorChain(&error), "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_http<S>(self, stream: S, activity: Arc<Activity>, tls: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let guarded = FramingGuard::new(stream, self.http.head_limits());
+        let state = self.state;
+        let client = self.client;
+        let info = ConnectionInfo {
+            tls,
+            body_read_timeout: self.http.body_read_timeout(),
+        };
+        let request_activity = Arc::clone(&activity);
+        let service = service_fn(move |request| {
+            let in_flight = request_activity.begin_request();
+            let state = Arc::clone(&state);
+            async move {
+                let response = handle(state, client, info, request).await;
+                drop(in_flight);
+                response
+            }
+        });
+        // NOTE: upgrades are not proxied: `Upgrade` is a hop-by-hop header that the proxy
+        // removes, so no connection ever switches to raw pass-through and WebSocket clients
+        // get the upstream's ordinary response.
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(guarded), service);
+        let connection = self.watcher.watch(connection.into_owned());
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %ErrorChain(&*error), "proxy connection ended with an error");
+                }
+            }
+            () = activity.idle(self.http.idle_timeout()) => {
+                tracing::debug!("closing an idle proxy connection");
+            }
+        }
+    }
+}
+
 /// Handles one request: route, body, pipeline, then upstream.
 async fn handle(
     state: Arc<ProxyState>,
     client: IpAddr,
+    connection: ConnectionInfo,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let tls = connection.tls;
     let request_id = state.next_request_id();
     let (parts, body) = request.into_parts();
+    let forwarding = match state.trusted_proxies.resolve(client, tls, &parts.headers) {
+        Ok(forwarding) => forwarding,
+        Err(error) => return Ok(invalid_forwarding(&state, request_id, &error, tls)),
+    };
+    let client = forwarding.client;
     let route = state.routes.find(&parts.method, parts.uri.path());
     let limit = route
         .as_ref()
@@ -215,22 +378,37 @@ async fn handle(
         .unwrap_or(state.max_body_bytes);
     let context = RequestContext::new(client, request_id, parts).with_route(route);
 
-    let body = match read_body(&context, body, limit).await {
+    let read = tokio::time::timeout(
+        connection.body_read_timeout,
+        read_body(&context, body, limit),
+    )
+    .await
+    .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)));
+    let body = match read {
         Ok(body) => body,
         Err(rejection) => {
-            let response = stopped_response(&state, &context, "body", Stopped::Rejected(rejection));
-            return Ok(finish(&state, &context, response));
+            // The rest of an unreadable body cannot be skipped reliably, so the connection
+            // must not carry another request.
+            let close = rejection.outcome == RequestOutcome::BodyUnreadable;
+            let mut response =
+                stopped_response(&state, &context, "body", Stopped::Rejected(rejection));
+            if close {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(finish(&state, &context, response, tls));
         }
     };
     let context = context.with_body(body);
 
     if let Err((stage, stopped)) = state.pipeline.run(&context).await {
         let response = stopped_response(&state, &context, stage, stopped);
-        return Ok(finish(&state, &context, response));
+        return Ok(finish(&state, &context, response, tls));
     }
     let added_headers = context.take_response_headers();
 
-    let response = match state.upstream.forward(&context).await {
+    let response = match state.upstream.forward(&context, &forwarding).await {
         Ok(response) => {
             state.metrics.record_request(RequestOutcome::Forwarded);
             tracing::debug!(
@@ -243,7 +421,35 @@ async fn handle(
         }
         Err(error) => upstream_failure(&state, client, request_id, &error),
     };
-    Ok(finish(&state, &context, response))
+    Ok(finish(&state, &context, response, tls))
+}
+
+/// Builds the 400 response to a request whose trusted proxy did not name the client.
+fn invalid_forwarding(
+    state: &ProxyState,
+    request_id: RequestId,
+    error: &forwarded::ForwardedError,
+    tls: bool,
+) -> Response<ProxyBody> {
+    state.metrics.record_request(RequestOutcome::InvalidForwarding);
+    tracing::warn!(%request_id, error = %error, "request rejected");
+    let mut response = json_error(
+        StatusCode::BAD_REQUEST,
+        "invalid forwarding header",
+        request_id,
+    );
+    headers::apply_security_headers(response.headers_mut(), tls, None);
+    response
+}
+
+/// Returns the rejection of a request whose body did not arrive within `timeout`.
+fn body_timeout(timeout: Duration) -> Rejection {
+    Rejection {
+        status: StatusCode::REQUEST_TIMEOUT,
+        outcome: RequestOutcome::BodyUnreadable,
+        reason: format!("request body not received within {} s", timeout.as_secs()).into(),
+        retry_after: None,
+    }
 }
 
 /// Reads the whole request body, refusing one larger than `limit` bytes.
@@ -309,12 +515,15 @@ fn stopped_response(
     response
 }
 
-/// Tells the stages and the event sinks the response status, and hands the response back.
+/// Sets the security headers, tells the stages and the event sinks the response status, and
+/// hands the response back.
 fn finish(
     state: &ProxyState,
     context: &RequestContext,
-    response: Response<ProxyBody>,
+    mut response: Response<ProxyBody>,
+    tls: bool,
 ) -> Response<ProxyBody> {
+    headers::apply_response_headers(context, response.headers_mut(), tls);
     let status = response.status();
     state.pipeline.response_sent(context, status);
     if !state.events.is_empty() {
@@ -505,7 +714,11 @@ mod tests {
         let url = format!("http://{upstream}").parse().expect("upstream url");
         let state = ProxyState::new(
             Pipeline::new(vec![stage.clone()]),
-            Upstream::new(url, Duration::from_secs(5)),
+            Upstream::new(
+                url,
+                Duration::from_secs(5),
+                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
             metrics,
         )
         .with_routes(routes, 64);

@@ -251,11 +251,13 @@ pub enum RequestOutcome {
     TokenRejected,
     /// The access token lacks a scope the route needs: 403.
     InsufficientScope,
+    /// A trusted proxy sent a forwarding header that does not name the client: 400.
+    InvalidForwarding,
 }
 
 impl RequestOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [RequestOutcome; 13] = [
+    pub const ALL: [RequestOutcome; 14] = [
         RequestOutcome::Forwarded,
         RequestOutcome::RateLimited,
         RequestOutcome::LimitStoreUnavailable,
@@ -269,6 +271,7 @@ impl RequestOutcome {
         RequestOutcome::ThreatBlocked,
         RequestOutcome::TokenRejected,
         RequestOutcome::InsufficientScope,
+        RequestOutcome::InvalidForwarding,
     ];
 
     /// Label used in metrics and logs.
@@ -287,6 +290,7 @@ impl RequestOutcome {
             RequestOutcome::ThreatBlocked => "threat_blocked",
             RequestOutcome::TokenRejected => "token_rejected",
             RequestOutcome::InsufficientScope => "insufficient_scope",
+            RequestOutcome::InvalidForwarding => "invalid_forwarding",
         }
     }
 }

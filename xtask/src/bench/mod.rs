@@ -3,12 +3,14 @@
 
 use anyhow::{Context, Result};
 
+mod http;
 mod kernel;
 mod limits;
 mod live;
 mod threats;
 mod tokens;
 
+pub use http::http;
 pub use kernel::kernel;
 pub use limits::limits;
 pub use threats::threats;

@@ -266,7 +266,11 @@ mod tests {
             let url = format!("http://{upstream}").parse().expect("upstream url");
             let state = ProxyState::new(
                 Pipeline::new(vec![Arc::new(stage)]),
-                Upstream::new(url, Duration::from_secs(5)),
+                Upstream::new(
+                url,
+                Duration::from_secs(5),
+                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
                 metrics,
             )
             .with_routes(routes, 1 << 20)

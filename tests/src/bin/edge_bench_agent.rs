@@ -1,0 +1,82 @@
+//! `edge-bench-agent`: the agent's proxy run in-process on loopback with a memory blocklist,
+//! for `cargo xtask bench http`, which needs the proxy without loading the XDP program.
+//!
+//! Usage: `edge-bench-agent UPSTREAM_ADDR [--edge] [--tls CERT KEY]`. Prints the proxy's port
+//! on the first line of stdout and serves until stdin is closed.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use firewall_agent::proxy::headers::{CorsConfig, CorsPolicy, HeaderRules, HeadersConfig};
+use firewall_agent::routes::RouteConfig;
+use integration_tests::edge::EdgeAgent;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let upstream: SocketAddr = args
+        .next()
+        .context("missing the upstream address, such as 127.0.0.1:9000")?
+        .parse()
+        .context("invalid upstream address")?;
+    let mut edge = false;
+    let mut tls: Option<(PathBuf, PathBuf)> = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--edge" => edge = true,
+            "--tls" => {
+                let cert = args.next().context("--tls needs a certificate path")?;
+                let key = args.next().context("--tls needs a key path")?;
+                tls = Some((cert.into(), key.into()));
+            }
+            other => bail!("unknown argument `{other}`: expected --edge or --tls CERT KEY"),
+        }
+    }
+
+    let name = format!("bench-{}", std::process::id());
+    let agent = EdgeAgent::start(&name, upstream, |config| {
+        if let Some((cert, key)) = tls {
+            config.tls.cert_path = Some(cert);
+            config.tls.key_path = Some(key);
+        }
+        if edge {
+            configure_edge(config);
+        }
+    });
+    println!("{}", agent.addr.port());
+    std::io::stdout()
+        .flush()
+        .context("failed to print the port")?;
+
+    // Serve until the parent closes stdin.
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+    drop(agent);
+    Ok(())
+}
+
+/// Turns on the configurable edge features that run per request: a matched route with header
+/// overrides and a CORS policy, and trusted-proxy resolution.
+fn configure_edge(config: &mut firewall_agent::config::Config) {
+    let headers = HeadersConfig {
+        set: [("cache-control".to_owned(), "private, max-age=5".to_owned())].into(),
+        remove: vec!["x-frame-options".into()],
+    };
+    let cors = CorsConfig {
+        allowed_origins: vec!["https://app.example".into()],
+        ..CorsConfig::default()
+    };
+    config.routes.push(RouteConfig {
+        path: "/{*rest}".into(),
+        headers: HeaderRules::new(&headers).ok(),
+        cors: CorsPolicy::new(&cors).ok(),
+        ..RouteConfig::default()
+    });
+    if let Ok(range) = "198.51.100.0/24".parse() {
+        config.proxy.trusted_proxies = vec![range];
+    }
+}

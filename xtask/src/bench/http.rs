@@ -1,0 +1,388 @@
+//! `cargo xtask bench http`: throughput and latency of the proxy against nginx on loopback,
+//! measured with wrk, recorded in BENCHMARKS.md.
+//!
+//! One nginx serves a static response (the upstream) and, on two more ports, proxies to it
+//! over plain HTTP and over TLS. The agent's proxy runs in front of the same upstream in three
+//! forms: defaults, with the configurable edge features on, and with them and TLS. Every run
+//! is bounded by wrk's duration.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::packages::{self, HTTP_BENCH_PACKAGES};
+
+/// Title of the section that each run replaces.
+const SECTION_TITLE: &str = "## HTTP edge";
+/// Duration of one wrk run.
+const RUN_SECONDS: u32 = 10;
+/// wrk threads and open connections.
+const WRK_THREADS: u32 = 2;
+const WRK_CONNECTIONS: u32 = 50;
+/// Body of the static upstream response.
+const UPSTREAM_BODY: &str = "{\"status\":\"ok\"}";
+
+/// One wrk result.
+#[derive(Debug, Clone)]
+struct Measurement {
+    target: &'static str,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The bench agent stops and removes its files when its stdin closes. nginx's master
+        // stops its workers on SIGTERM. SIGKILL only if it is still running after 5 s.
+        drop(self.0.stdin.take());
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the benchmark and writes its section.
+pub fn http() -> Result<()> {
+    if crate::is_root() {
+        packages::ensure_installed(HTTP_BENCH_PACKAGES)?;
+    }
+    let dir = std::env::temp_dir().join(format!("fw-bench-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).context("failed to create the benchmark directory")?;
+    let result = run(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let measurements = result?;
+    super::write_section(SECTION_TITLE, &section(&measurements)?)
+}
+
+fn run(dir: &Path) -> Result<Vec<Measurement>> {
+    println!("==> cargo build --release --bin edge-bench-agent");
+    packages::run_checked(Command::new(env!("CARGO")).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "integration-tests",
+        "--bin",
+        "edge-bench-agent",
+    ]))?;
+    let agent_binary = crate::target_dir().join("release/edge-bench-agent");
+
+    let (cert, key) = write_certificate(dir)?;
+    let ports = [free_port()?, free_port()?, free_port()?];
+    let [upstream_port, nginx_port, nginx_tls_port] = ports;
+    let _nginx = start_nginx(dir, ports, &cert, &key)?;
+    let upstream = format!("127.0.0.1:{upstream_port}");
+
+    let plain = start_agent(&agent_binary, &upstream, &[])?;
+    let edge = start_agent(&agent_binary, &upstream, &["--edge"])?;
+    let edge_tls = start_agent(
+        &agent_binary,
+        &upstream,
+        &["--edge", "--tls", path_str(&cert)?, path_str(&key)?],
+    )?;
+
+    let targets = [
+        (
+            "upstream direct",
+            format!("http://127.0.0.1:{upstream_port}/"),
+        ),
+        ("nginx proxy", format!("http://127.0.0.1:{nginx_port}/")),
+        (
+            "nginx proxy, TLS",
+            format!("https://127.0.0.1:{nginx_tls_port}/"),
+        ),
+        ("agent, defaults", format!("http://127.0.0.1:{}/", plain.1)),
+        (
+            "agent, edge features",
+            format!("http://127.0.0.1:{}/", edge.1),
+        ),
+        (
+            "agent, edge features, TLS",
+            format!("https://127.0.0.1:{}/", edge_tls.1),
+        ),
+    ];
+    let mut measurements = Vec::new();
+    for (target, url) in targets {
+        let measurement = wrk(target, &url)?;
+        println!(
+            "{target}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+            measurement.requests_per_second, measurement.p50_ms, measurement.p99_ms
+        );
+        measurements.push(measurement);
+    }
+    Ok(measurements)
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("path {} is not UTF-8", path.display()))
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 with openssl.
+fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    packages::run_checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    Ok((cert, key))
+}
+
+/// Starts nginx: the static upstream, a plain proxy and a TLS proxy to it.
+fn start_nginx(dir: &Path, ports: [u16; 3], cert: &Path, key: &Path) -> Result<Process> {
+    let [upstream, proxy, proxy_tls] = ports;
+    let config = format!(
+        r#"worker_processes 2;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{upstream};
+        location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
+    }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+    server {{
+        listen 127.0.0.1:{proxy_tls} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+}}
+"#,
+        dir = dir.display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).context("failed to write the nginx config")?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .args(["-p", path_str(dir)?, "-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("failed to start nginx")?;
+    let process = Process(child);
+    for port in ports {
+        wait_for_port(port)?;
+    }
+    Ok(process)
+}
+
+fn wait_for_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Starts the bench agent and reads its port from the first line it prints.
+fn start_agent(binary: &Path, upstream: &str, args: &[&str]) -> Result<(Process, u16)> {
+    let mut child = Command::new(binary)
+        .arg(upstream)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("failed to start {}", binary.display()))?;
+    let stdout = child.stdout.take().context("the agent has no stdout")?;
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("failed to read the agent's port")?;
+    let port = line
+        .trim()
+        .parse()
+        .with_context(|| format!("the agent printed `{}` instead of its port", line.trim()))?;
+    Ok((process, port))
+}
+
+/// Runs wrk against `url` and parses requests per second and the 50th and 99th percentiles.
+fn wrk(target: &'static str, url: &str) -> Result<Measurement> {
+    let output = Command::new("wrk")
+        .args([
+            "--latency",
+            "-t",
+            &WRK_THREADS.to_string(),
+            "-c",
+            &WRK_CONNECTIONS.to_string(),
+            "-d",
+            &format!("{RUN_SECONDS}s"),
+            url,
+        ])
+        .output()
+        .context("failed to run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("wrk failed against {url}: {text}");
+    }
+    if text.contains("Non-2xx or 3xx responses") || text.contains("Socket errors") {
+        bail!("wrk saw failed requests against {url}:\n{text}");
+    }
+    let requests_per_second = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let percentile = |label: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|value| parse_milliseconds(value.trim()))
+            .with_context(|| format!("no {label} latency in wrk output:\n{text}"))
+    };
+    Ok(Measurement {
+        target,
+        requests_per_second,
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+    })
+}
+
+/// Parses a wrk duration such as `812.00us`, `1.20ms` or `2.01s` into milliseconds.
+fn parse_milliseconds(value: &str) -> Option<f64> {
+    let (number, factor) = if let Some(number) = value.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = value.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = value.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|number| number * factor)
+}
+
+fn section(measurements: &[Measurement]) -> Result<String> {
+    let find = |target: &str| measurements.iter().find(|m| m.target == target);
+    let upstream = find("upstream direct").context("no upstream measurement")?;
+    let nginx = find("nginx proxy").context("no nginx measurement")?;
+    let nginx_tls = find("nginx proxy, TLS").context("no nginx TLS measurement")?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|name| name.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?");
+
+    let mut text = String::new();
+    writeln!(text, "{SECTION_TITLE}\n")?;
+    writeln!(
+        text,
+        "Written by `cargo xtask bench http` (release build, `xtask/src/bench/http.rs`) on {cpu}, \
+         {cores} cores, 1-minute load average {load} when the report was written. wrk \
+         ({WRK_THREADS} threads, {WRK_CONNECTIONS} keep-alive connections, {RUN_SECONDS} s per \
+         row), nginx (2 workers) and the agent share the machine's cores over loopback, so the \
+         absolute numbers are lower than on separate hosts; the ratios are the comparison. The \
+         upstream is nginx returning a {} byte JSON body. \"Edge features\" adds a matched \
+         route with header overrides and a CORS policy, and trusted-proxy resolution; the \
+         framing guard, the security headers and the rate limit run in every agent row. \
+         Request validation is not part of this build. TLS rows compare with nginx's TLS \
+         proxy.\n",
+        UPSTREAM_BODY.len()
+    )?;
+    writeln!(
+        text,
+        "| target | requests/s | p50 ms | p99 ms | throughput vs nginx proxy | p99 added over upstream ms |"
+    )?;
+    writeln!(text, "| --- | --- | --- | --- | --- | --- |")?;
+    for measurement in measurements {
+        let baseline = if measurement.target.contains("TLS") {
+            nginx_tls
+        } else {
+            nginx
+        };
+        writeln!(
+            text,
+            "| {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.3} |",
+            measurement.target,
+            measurement.requests_per_second,
+            measurement.p50_ms,
+            measurement.p99_ms,
+            measurement.requests_per_second / baseline.requests_per_second,
+            measurement.p99_ms - upstream.p99_ms,
+        )?;
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_milliseconds;
+
+    #[test]
+    fn wrk_durations_parse_to_milliseconds() {
+        assert_eq!(parse_milliseconds("812.00us"), Some(0.812));
+        assert_eq!(parse_milliseconds("1.50ms"), Some(1.5));
+        assert_eq!(parse_milliseconds("2.00s"), Some(2000.0));
+        assert_eq!(parse_milliseconds("fast"), None);
+    }
+}
