@@ -11,9 +11,13 @@ pub const RUNTIME_PACKAGES: &[&str] = &["curl", "iproute2", "util-linux"];
 /// Packages the tests need besides [`RUNTIME_PACKAGES`]: redis-server (with redis-cli) for the
 /// Redis rate-limit engine, which the tests start on loopback themselves; Python's authlib,
 /// PyJWT and requests as OAuth clients of the agent's authorization server; and the attack
-/// tools sqlmap and hydra, which the threat tests run from a client namespace.
+/// tools sqlmap and hydra, which the threat tests run from a client namespace against an
+/// injectable upstream written in Python; openssl, whose `s_client` checks that TLS 1.1 is
+/// refused.
 pub const TEST_PACKAGES: &[&str] = &[
     "redis-server",
+    "python3",
+    "openssl",
     "python3-authlib",
     "python3-jwt",
     "python3-requests",
