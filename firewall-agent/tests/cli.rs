@@ -108,7 +108,7 @@ fn agent_without_interface_names_flag() {
 }
 
 #[test]
-fn agent_rejects_https_upstream_flag() {
+fn agent_requires_a_ca_for_an_https_upstream_flag() {
     let output = run(
         AGENT,
         &[
@@ -123,7 +123,7 @@ fn agent_rejects_https_upstream_flag() {
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
-        message.contains("https upstreams are not supported"),
+        message.contains("tls.upstream_ca_path is missing"),
         "{message}"
     );
 }

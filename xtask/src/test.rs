@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 use crate::packages::{self, RUNTIME_PACKAGES, TEST_PACKAGES};
 
-/// Builds what the tests run and runs `cargo test --workspace`, passing `extra` after `--`.
+/// Builds what the tests run and runs `cargo test --workspace --no-fail-fast`, passing `extra` after `--`.
 pub fn run(extra: &[String]) -> Result<()> {
     if !crate::is_root() {
         if std::env::var_os("CI").is_some() {
@@ -19,9 +19,10 @@ pub fn run(extra: &[String]) -> Result<()> {
     }
     crate::build_all()?;
 
-    println!("==> cargo test --workspace");
+    println!("==> cargo test --workspace --no-fail-fast");
     let mut command = Command::new(env!("CARGO"));
-    command.args(["test", "--workspace"]);
+    // Every test binary runs even after one fails, so a single run shows every failure.
+    command.args(["test", "--workspace", "--no-fail-fast"]);
     if !extra.is_empty() {
         command.arg("--").args(extra);
     }
