@@ -149,7 +149,8 @@ pub const MAX_FINDINGS: usize = 32;
 /// Runs every detector over one normalised value and collects the rules that matched.
 pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     signatures::detect_anomalies(value, hits);
-    if value.folded.is_empty() {
+    // No detector matches a value of digits alone, such as an id or a quantity.
+    if value.folded.bytes().all(|byte| byte.is_ascii_digit()) {
         return;
     }
     sqli::detect(&value.folded, kind, hits);

@@ -81,8 +81,11 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
         anomalies.deep_encoding = true;
     }
 
-    let bytes = decode_overlong(&bytes, &mut anomalies);
-    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    let bytes = decode_overlong(bytes, &mut anomalies);
+    let mut text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+    };
 
     for _ in 0..MAX_ENTITY_ROUNDS {
         match decode_entities(&text) {
@@ -91,9 +94,16 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
         }
     }
 
-    let text = replace_controls(&text, &mut anomalies);
-    let cased: String = text.nfkc().collect();
-    let folded = cased.to_lowercase();
+    let text = replace_controls(text, &mut anomalies);
+    // NFKC leaves ASCII text as it is, and ASCII lowercasing then equals full lowercasing.
+    let (cased, folded) = if text.is_ascii() {
+        let folded = text.to_ascii_lowercase();
+        (text, folded)
+    } else {
+        let cased: String = text.nfkc().collect();
+        let folded = cased.to_lowercase();
+        (cased, folded)
+    };
     Normalised {
         cased,
         folded,
@@ -161,7 +171,11 @@ fn hex_value(byte: u8) -> Option<u8> {
 
 /// Replaces overlong two- and three-byte UTF-8 sequences with the character they spell, and
 /// flags them. Lenient decoders once accepted `C0 AF` as `/`, so detectors must see the `/`.
-fn decode_overlong(input: &[u8], anomalies: &mut Anomalies) -> Vec<u8> {
+fn decode_overlong(input: Vec<u8>, anomalies: &mut Anomalies) -> Vec<u8> {
+    // Every overlong sequence starts with a byte from 0xC0 up.
+    if !input.iter().any(|byte| matches!(byte, 0xC0 | 0xC1 | 0xE0 | 0xF0)) {
+        return input;
+    }
     let mut output = Vec::with_capacity(input.len());
     let mut index = 0;
     while index < input.len() {
@@ -298,9 +312,9 @@ fn named_entity(name: &str) -> Option<char> {
 /// Removes NUL characters and turns other control characters into spaces, flagging both. Tab,
 /// line feed and carriage return are kept, because detectors of header injection and shell
 /// command separators need them.
-fn replace_controls(input: &str, anomalies: &mut Anomalies) -> String {
+fn replace_controls(input: String, anomalies: &mut Anomalies) -> String {
     if !input.chars().any(char::is_control) {
-        return input.to_owned();
+        return input;
     }
 
     let mut output = String::with_capacity(input.len());

@@ -7,6 +7,7 @@
 //! argument (`-l`, a path, a number, a redirection), so that "apples; more later" is not a
 //! finding.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -152,16 +153,27 @@ fn is_windows_command(command: &str) -> bool {
 
 /// Removes what a shell removes before it runs a word: quotes, backslashes, `$@`, `$*` and
 /// empty `${}` or `$()` expansions, and turns `${IFS}` into a space.
-fn unquote(value: &str) -> String {
-    let replaced = value
-        .replace("${ifs}", " ")
-        .replace("$ifs", " ")
-        .replace("$@", "")
-        .replace("$*", "")
-        .replace("${}", "")
-        .replace("$()", "");
-    replaced
-        .chars()
-        .filter(|character| !matches!(character, '\'' | '"' | '\\' | '^'))
-        .collect()
+fn unquote(value: &str) -> Cow<'_, str> {
+    let replaced = if value.contains('$') {
+        Cow::Owned(
+            value
+                .replace("${ifs}", " ")
+                .replace("$ifs", " ")
+                .replace("$@", "")
+                .replace("$*", "")
+                .replace("${}", "")
+                .replace("$()", ""),
+        )
+    } else {
+        Cow::Borrowed(value)
+    };
+    if !replaced.contains(['\'', '"', '\\', '^']) {
+        return replaced;
+    }
+    Cow::Owned(
+        replaced
+            .chars()
+            .filter(|character| !matches!(character, '\'' | '"' | '\\' | '^'))
+            .collect(),
+    )
 }

@@ -16,8 +16,21 @@ use super::{FieldKind, Rule, rules};
 
 
 /// Signatures matched together in one pass: pattern and rule.
+///
+/// NOTE: matching this set is the largest share of detection time (about half, measured over
+/// the CRS corpus); a prefilter of literal anchors in front of it is not written yet.
 static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
-    let table: Vec<(&str, Rule)> = vec![
+    let table = signature_table();
+    let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
+    let rules = table.iter().map(|(_, rule)| *rule).collect();
+    // A unit test checks that the set compiles, so the empty fallback never ships.
+    let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
+    (set, rules)
+});
+
+/// The signature patterns, each with the rule it reports.
+fn signature_table() -> Vec<(&'static str, Rule)> {
+    vec![
         // Sensitive files of Unix and Windows systems and web servers.
         (
             concat!(
@@ -167,13 +180,8 @@ static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
             r"!!(?:python/|javax?\.|ruby/)|!ruby/object|c__builtin__|\bc(?:os|posix|subprocess|builtins)\n(?:system|popen|check_output)",
             rules::DESERIALIZATION_YAML_PICKLE,
         ),
-    ];
-    let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
-    let rules = table.iter().map(|(_, rule)| *rule).collect();
-    // A unit test checks that the set compiles, so the empty fallback never ships.
-    let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
-    (set, rules)
-});
+    ]
+}
 
 /// Returns the number of signature patterns compiled into the set and the number written,
 /// for the test that checks that none was lost.

@@ -31,7 +31,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::RegexSet;
 
 use super::{FieldKind, Rule, rules};
 
@@ -78,13 +78,11 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
 ];
 
-/// [`FINGERPRINT_PATTERNS`] compiled. A unit test checks that every pattern compiles, so none
-/// is dropped here in a release.
-static FINGERPRINT_RULES: LazyLock<Vec<(Regex, Rule)>> = LazyLock::new(|| {
-    FINGERPRINT_PATTERNS
-        .iter()
-        .filter_map(|(pattern, rule)| Regex::new(pattern).ok().map(|regex| (regex, *rule)))
-        .collect()
+/// [`FINGERPRINT_PATTERNS`] compiled into one set, so that a fingerprint is matched in one pass.
+/// A unit test checks that every pattern compiles, so the empty fallback never ships.
+static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(FINGERPRINT_PATTERNS.iter().map(|(pattern, _)| *pattern))
+        .unwrap_or_else(|_| RegexSet::empty())
 });
 
 /// Looks for SQL injection in a normalised, lowercased value.
@@ -109,8 +107,8 @@ pub fn detect(value: &str, _kind: FieldKind, hits: &mut Vec<Rule>) {
         if fingerprint.contains('X') {
             push(hits, rules::SQLI_EXECUTABLE_COMMENT);
         }
-        for (regex, rule) in FINGERPRINT_RULES.iter() {
-            if regex.is_match(&fingerprint) {
+        for index in FINGERPRINT_RULES.matches(&fingerprint).iter() {
+            if let Some((_, rule)) = FINGERPRINT_PATTERNS.get(index) {
                 push(hits, *rule);
             }
         }
