@@ -41,12 +41,30 @@ fn replace_section(existing: &str, title: &str, section: &str) -> String {
     let end = body[after..]
         .find("\n## ")
         .map_or(body.len(), |offset| after + offset + 1);
-    format!("{}{section}{}", &body[..start], &body[end..])
+    let rest = &body[end..];
+    // A section that ends without a blank line would run into the next heading.
+    let gap = if rest.is_empty() || section.ends_with("\n\n") {
+        ""
+    } else if section.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    format!("{}{section}{gap}{rest}", &body[..start])
 }
 
 #[cfg(test)]
 mod tests {
     use super::replace_section;
+
+    #[test]
+    fn section_without_blank_line_stays_apart_from_the_next_heading() {
+        let existing = "# Benchmarks\n\n## A\n\nold\n\n## B\n\nkept\n";
+
+        let replaced = replace_section(existing, "## A", "## A\n\nnew\n");
+
+        assert_eq!(replaced, "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nkept\n");
+    }
 
     const FILE: &str = "# Benchmarks\n\n## Kernel\n\nold kernel\n\n### Notes\n\nnote\n\n## Limits\n\nold limits\n";
 
