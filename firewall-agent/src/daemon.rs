@@ -95,7 +95,7 @@ pub struct Agent {
     events: EventSinks,
     /// Key sources that replace the `jwks_url` of some issuers, by issuer.
     key_sources: HashMap<String, Arc<dyn KeySource>>,
-    /// Where revoked access tokens are looked up.
+    /// The lookup of revoked access tokens.
     revocation: Arc<dyn RevocationCheck>,
     /// The store, shared with the ban manager, for the authorization server's tables.
     store: Store,
@@ -241,12 +241,12 @@ impl Agent {
         );
         let events = EventSink::new(Arc::clone(&self.bans));
         let oauth = self.start_oauth()?;
-        // The agent's own OAuth endpoints answer before threat detection, which would otherwise
+        // The agent's own OAuth endpoints respond before threat detection, which would otherwise
         // score the passwords typed into the login form.
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
             Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
-            // Browsers send preflights without credentials, so they are answered before the
+            // Browsers send preflights without credentials, so they are handled before the
             // token check.
             Arc::new(CorsPreflightStage),
         ];

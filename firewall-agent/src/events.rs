@@ -1,7 +1,7 @@
-//! Security events: what the stages saw, for the consumers that act on it or record it (the
-//! per-source threat tracker, the audit log).
+//! Security events: observations of the stages, for the consumers that act on them or record
+//! them (the per-source threat tracker, the audit log).
 //!
-//! Stages emit events through [`EventSinks`]; every sink sees every event, in the order
+//! Stages emit events through [`EventSinks`]; every sink receives every event, in the order
 //! emitted by one request. Sinks must not block: one that does slow work hands the event to a
 //! task of its own.
 

@@ -32,7 +32,7 @@ pub struct RouteConfig {
     pub auth: Option<crate::tokens::RouteAuthConfig>,
     /// `headers`: response headers to set or remove on this route, over the security defaults.
     pub headers: Option<crate::proxy::headers::HeaderRules>,
-    /// `cors`: the route's CORS policy. The agent answers its preflight requests itself.
+    /// `cors`: the route's CORS policy. The agent responds to its preflight requests itself.
     pub cors: Option<crate::proxy::headers::CorsPolicy>,
 }
 
@@ -403,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_method_names_the_route() {
+    fn route_table_error_names_invalid_method() {
         let (index, error) = RouteTable::new(&[route("/a", &[]), route("/b", &["GE T"])])
             .expect_err("invalid input");
 

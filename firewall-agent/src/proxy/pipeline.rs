@@ -2,9 +2,9 @@
 //! reject it.
 //!
 //! Stages run in order before the request is forwarded. The first rejection ends the chain and
-//! becomes the response; a stage may also answer a request itself. The ban check and the rate
-//! limit come first; token checks, request validation and threat scoring plug into the same
-//! chain.
+//! becomes the response, and a stage may also respond to a request itself. The ban check and
+//! the rate limit come first. Threat detection, token checks and request validation follow in
+//! the same chain.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -240,7 +240,7 @@ pub enum RequestOutcome {
     /// The client's request body could not be read (reset, malformed framing or too slow):
     /// 400.
     BodyUnreadable,
-    /// A stage answered the request itself, as for an endpoint that the agent serves.
+    /// A stage responded to the request itself, as for an endpoint that the agent serves.
     Answered,
     /// The request broke a validation rule: 400, 404, 405, 413 or 415 with a problem body.
     Invalid,
@@ -323,12 +323,12 @@ pub enum StageOutcome {
     },
 }
 
-/// How the pipeline ended for a request that did not continue upstream.
+/// The end of the pipeline for a request that did not continue upstream.
 #[derive(Debug)]
 pub enum Stopped {
     /// A stage rejected the request.
     Rejected(Rejection),
-    /// A stage answered the request itself.
+    /// A stage responded to the request itself.
     Responded {
         outcome: RequestOutcome,
         response: Response<ProxyBody>,

@@ -58,7 +58,7 @@ mod tests {
     use super::replace_section;
 
     #[test]
-    fn section_without_blank_line_stays_apart_from_the_next_heading() {
+    fn replace_section_keeps_blank_line() {
         let existing = "# Benchmarks\n\n## A\n\nold\n\n## B\n\nkept\n";
 
         let replaced = replace_section(existing, "## A", "## A\n\nnew\n");
