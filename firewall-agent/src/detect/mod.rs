@@ -18,6 +18,7 @@ pub mod normalise;
 mod shell;
 mod signatures;
 mod sqli;
+mod sqli_tokens;
 mod xss;
 
 #[cfg(test)]
