@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -162,14 +163,25 @@ impl Upstream {
             return Err(invalid());
         }
 
-        let target = format!(
-            "{}://{}{}{}",
-            self.url.scheme(),
-            self.url.authority(),
-            self.url.base_path(),
-            path_and_query
-        );
-        target.parse().map_err(|_| invalid())
+        let target_path = if self.url.base_path().is_empty() {
+            // The usual case: the request's target is reused without copying it.
+            match request_uri.path_and_query() {
+                Some(path_and_query) => path_and_query.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        } else {
+            let joined = format!("{}{path_and_query}", self.url.base_path());
+            PathAndQuery::try_from(joined).map_err(|_| invalid())?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.url.is_https() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        parts.authority = Some(self.url.authority().clone());
+        parts.path_and_query = Some(target_path);
+        Uri::from_parts(parts).map_err(|_| invalid())
     }
 }
 
@@ -195,9 +207,7 @@ fn rewrite_request_headers(
     headers.remove(header::HOST);
 
     set_forwarding_headers(headers, forwarding, original_host);
-    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
-        headers.insert(X_REQUEST_ID, value);
-    }
+    headers.insert(X_REQUEST_ID, request_id.header_value());
 }
 
 /// Sets `Upgrade` to `protocols` and `Connection` to `upgrade`, the hop-by-hop headers of a

@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
@@ -124,7 +125,7 @@ enum ReadState {
     FixedBody(u64),
     /// Inside a chunked body.
     Chunked(ChunkState),
-    /// After a request that asked for a protocol upgrade: nothing is read until the handler
+    /// After a request that requested a protocol upgrade: nothing is read until the handler
     /// decides whether the connection switched.
     AwaitingUpgrade,
     /// HTTP/2, or a connection that switched protocols: no checks.
@@ -178,13 +179,13 @@ pub struct FramingGuard<S> {
     head_deadline: Option<Pin<Box<Sleep>>>,
     /// Whether the connection has completed a request head yet.
     first_head_done: bool,
-    /// Whether the message being read asked for a protocol upgrade.
+    /// Whether the message being read requested a protocol upgrade.
     upgrade_requested: bool,
     /// The request handler's record of whether an upgrade request switched protocols.
     upgrade_gate: Arc<UpgradeGate>,
 }
 
-/// Whether a request that asked for a protocol upgrade switched the connection.
+/// Whether a request for a protocol upgrade switched the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpgradeDecision {
     /// The proxy responded `101 Switching Protocols`, so the rest of the stream is raw.
@@ -772,8 +773,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 continue;
             }
 
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            // Uninitialized, so that a read does not first zero 8 KiB.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+            let mut chunk_buf = ReadBuf::uninit(&mut chunk);
             if Pin::new(&mut this.inner)
                 .poll_read(cx, &mut chunk_buf)?
                 .is_pending()
@@ -917,7 +919,8 @@ mod tests {
         let mut buffer = [0u8; 256];
 
         let count = guard.read(&mut buffer).await.expect("read the head");
-        let held = tokio::time::timeout(Duration::from_millis(100), guard.read(&mut buffer)).await;
+        let premature_read =
+            tokio::time::timeout(Duration::from_millis(100), guard.read(&mut buffer)).await;
         gate.decide(UpgradeDecision::NotSwitched);
         let released = guard
             .read(&mut buffer)
@@ -925,7 +928,7 @@ mod tests {
             .expect("read the next request");
 
         assert_eq!(&buffer[..released], after);
-        assert!(held.is_err(), "bytes passed before the decision");
+        assert!(premature_read.is_err(), "bytes passed before the decision");
         assert_eq!(count, head.len());
     }
 

@@ -22,7 +22,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -392,12 +392,17 @@ async fn handle(
         .unwrap_or(state.max_body_bytes);
     let context = RequestContext::new(client, request_id, parts).with_route(route);
 
-    let read = tokio::time::timeout(
-        connection.body_read_timeout,
-        read_body(&context, body, limit),
-    )
-    .await
-    .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)));
+    // A request without a body needs no read and no timer.
+    let read = if body.is_end_stream() {
+        Ok(Bytes::new())
+    } else {
+        tokio::time::timeout(
+            connection.body_read_timeout,
+            read_body(&context, body, limit),
+        )
+        .await
+        .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)))
+    };
     let body = match read {
         Ok(body) => body,
         Err(rejection) => {

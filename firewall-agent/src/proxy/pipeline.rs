@@ -27,6 +27,20 @@ use crate::routes::MatchedRoute;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
 
+impl RequestId {
+    /// Returns the identifier as a header value: 16 lowercase hexadecimal digits, as displayed.
+    pub fn header_value(self) -> http::HeaderValue {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (index, byte) in text.iter_mut().enumerate() {
+            let shift = 60 - 4 * index;
+            *byte = DIGITS[((self.0 >> shift) & 0xf) as usize];
+        }
+        // Hexadecimal digits are always a valid header value.
+        http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static("0"))
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -409,6 +423,22 @@ impl Pipeline {
     pub fn response_sent(&self, request: &RequestContext, status: StatusCode) {
         for stage in &self.stages {
             stage.on_response(request, status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_id_header_matches_display() {
+        for id in [0, 0xab, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let request_id = RequestId(id);
+
+            let value = request_id.header_value();
+
+            assert_eq!(value, request_id.to_string().as_str(), "id {id:#x}");
         }
     }
 }
