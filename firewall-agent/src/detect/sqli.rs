@@ -16,6 +16,7 @@
 //! | `1` | a number, `true`, `false`, `null` |
 //! | `n` | an identifier or bare word |
 //! | `k` | a keyword such as `from`, `where`, `having`, `limit` |
+//! | `A` | `as`, which names a column in `) AS x FROM` |
 //! | `a` | an English article or determiner such as `the`, which SQL never has |
 //! | `E` | a statement keyword such as `select`, `insert`, `drop`, `exec` |
 //! | `U` | `union` (with `all` or `distinct`) |
@@ -27,7 +28,8 @@
 //! | `C` | a PostgreSQL cast to a type: `::int`, `::text` |
 //! | `W` | `waitfor delay` or `waitfor time` |
 //! | `&` | `and`, `or`, `xor`, `&&`, `||` |
-//! | `o` | an operator: `=`, `<>`, `like`, `in`, `between`, `+`, ... |
+//! | `=` | a comparison: `=`, `<>`, `!=`, `<=>`, `<`, ... |
+//! | `o` | any other operator: `like`, `in`, `between`, `+`, `-`, `<` before a tag name, ... |
 //! | `v` | a variable: `@name`, `@@version` |
 //! | `c` | a comment: `--`, `#`, `/* */` |
 //! | `X` | a MySQL executable comment `/*!` |
@@ -57,70 +59,77 @@ const CONTEXT_QUOTES: [u8; 3] = [b'\'', b'"', b'`'];
 pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // A value closed by the attacker, then AND/OR and a comparison, a call or a subquery.
     (r"^s\)*&\(*[s1vfFTP]", rules::SQLI_BOOLEAN),
-    (r"^1\)*&\(*(?:[vfFTP]|[1s](?:o|c|;|&|\)))", rules::SQLI_BOOLEAN),
-    (r"^[s1]\)*&\(*n(?:o|c|\)|1|\()", rules::SQLI_BOOLEAN),
+    (r"^1\)*&\(*(?:[vfFTP]|[1s](?:[o=c;&)]))", rules::SQLI_BOOLEAN),
+    (r"^s\)*&\(*n[o=c)1(]", rules::SQLI_BOOLEAN),
+    (r"^1\)*&\(*n[=c)1(]", rules::SQLI_BOOLEAN),
     (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
     (r"^[s1]\)*&\(*c", rules::SQLI_COMMENT_BREAK),
-    (r"^s\)*&$", rules::SQLI_BOOLEAN),
-    // A value that starts with AND/OR and a comparison or a comment, as appended to a WHERE
-    // clause, or with AND/OR and a single operand.
-    (r"^&\(*[s1vn]\)*[oc]", rules::SQLI_BOOLEAN),
-    (r"^&\(*[1v]\)*$", rules::SQLI_BOOLEAN),
-    (r"^&\(*s", rules::SQLI_BOOLEAN),
+    // A value that starts with AND/OR and a comparison, as appended to a WHERE clause, or
+    // with AND/OR and a single value, possibly cut off by a comment.
+    (r"^&\(*[s1vna]\)*=", rules::SQLI_BOOLEAN),
+    (r"^&\(*[1v]\)*c?$", rules::SQLI_BOOLEAN),
+    (r"^&\(*s\)*n?=", rules::SQLI_BOOLEAN),
     // UNION SELECT anywhere, with brackets or ALL between, or UNION after a closed value.
     (r"U\(*E", rules::SQLI_UNION),
     (r"^[s1]\)*U\(*[1sfFv]", rules::SQLI_UNION),
     (r"^s\)*U(?:$|[a1(Ec;])", rules::SQLI_UNION),
-    (r"^b\)*U", rules::SQLI_UNION),
+    (r"^b\)*U[^s]*$", rules::SQLI_UNION),
     // A statement with its clauses: SELECT ... FROM, DELETE FROM x, DROP TABLE x, DROP x;.
-    (r"E[n1vfFo(),.B]{1,8}[kB]", rules::SQLI_STATEMENT),
-    (r"Ekn", rules::SQLI_STATEMENT),
+    (r"E[n1vfFo=(),.B]{1,8}[kAB]", rules::SQLI_STATEMENT),
+    (r"E[kA]n", rules::SQLI_STATEMENT),
     (r"E\(*[fFT]\(", rules::SQLI_STATEMENT),
     (r"E(?:[1nv],)+[fFT]\(", rules::SQLI_STATEMENT),
     (r"^E\(+$", rules::SQLI_STATEMENT),
     (r"^E\(*n;", rules::SQLI_STATEMENT),
-    // A statement keyword right after a quote that closes an empty string.
-    (r"^b\)*E", rules::SQLI_STATEMENT),
+    // A statement keyword right after a quote that closes an empty string, or numbers and
+    // operators alone after one, as probes send to see whether the quote broke the query.
+    // A later string means the value is quoted text, such as `'update-ca-certificates'`.
+    (r"^b\)*E(?:$|[na1(v])[^s]*$", rules::SQLI_STATEMENT),
+    (r"^b\)*[1o=,][1o=,()&]*$", rules::SQLI_STRING_BREAK),
     // DECLARE @x, EXEC (@x, and SET @x after a separator.
-    (r"^[;o]*E\(*v", rules::SQLI_STATEMENT),
-    (r"^[;o]+k\(*v", rules::SQLI_STATEMENT),
+    (r"^[;o=]*E\(*v", rules::SQLI_STATEMENT),
+    (r"^[;o=]+k\(*v", rules::SQLI_STATEMENT),
     // The middle of a query: `) AS x FROM`, `) WHEN 1 THEN`, `CASE WHEN x THEN`, `HAVING 1=`,
-    // `VALUES ('a', 'b'`.
-    (r"^[)1sq]\)*k[sn1]k", rules::SQLI_STATEMENT),
-    (r"^[sq]\)*k$", rules::SQLI_STATEMENT),
+    // `VALUES ('a', 'b'`, `FROM x WHERE y =`.
+    (r"^[)1q]\)*A[sn1]k", rules::SQLI_STATEMENT),
+    (r"^\)+k1k", rules::SQLI_STATEMENT),
+    (r"^[sq]\)*[kA]$", rules::SQLI_STATEMENT),
     (r"^kk[1ns]k", rules::SQLI_STATEMENT),
-    (r"^k\(*1o", rules::SQLI_STATEMENT),
+    (r"^k\(*1[o=]", rules::SQLI_STATEMENT),
     (r"^k\(s,s", rules::SQLI_STATEMENT),
-    (r"^nos,\(*[1s]", rules::SQLI_STATEMENT),
-    (r"^\)+o\(+$", rules::SQLI_STATEMENT),
+    (r"^n[o=]s,\(*1", rules::SQLI_STATEMENT),
+    (r"^\)+[o=]\(+$", rules::SQLI_STATEMENT),
     (r"^B$", rules::SQLI_STATEMENT),
     (r"^k\(*n\)*B", rules::SQLI_STATEMENT),
+    (r"^kn[kB]\(*(?:n[o=]|F\()", rules::SQLI_STATEMENT),
+    (r"^knk$", rules::SQLI_STATEMENT),
     // A closed value, then a statement separator and a statement, or a statement alone after
     // a separator.
     (r"[s1n)];\(*E", rules::SQLI_STACKED_QUERY),
     (r"^;\(*E", rules::SQLI_STACKED_QUERY),
-    (r"^[sq]\)*;", rules::SQLI_STACKED_QUERY),
+    (r"^s\)*;", rules::SQLI_STACKED_QUERY),
     // Time-based and file-reading functions and attack-only names, in any position.
     (r"T\(", rules::SQLI_FUNCTION),
     (r"W", rules::SQLI_FUNCTION),
     (r"P", rules::SQLI_FUNCTION),
     // A value that starts with a call of a known SQL function, or a clause keyword and one.
-    (r"^k?\(*F\((?:$|[1svfF(]|n[,o])", rules::SQLI_FUNCTION),
+    (r"^k?\(*F\((?:$|[1svfF(]|n[,o=]|n\)[o=])", rules::SQLI_FUNCTION),
     // A closed string, then an operator and a value, call or subquery.
-    (r"^s\)*o\(*[s1vfFTP]", rules::SQLI_STRING_BREAK),
-    (r"^s\)*o\(*E.", rules::SQLI_STRING_BREAK),
-    (r"^s\)*o+\(*n[c&;]", rules::SQLI_STRING_BREAK),
-    (r"^s\)*o+c", rules::SQLI_STRING_BREAK),
-    (r"^[sq]\)*o$", rules::SQLI_STRING_BREAK),
-    (r"^1\)*o\(*s\)*&", rules::SQLI_STRING_BREAK),
-    (r"^1\)*o\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]\(*[s1vfFTP]", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]\(*E.", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]+\(*n[c&;]", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]+c", rules::SQLI_STRING_BREAK),
+    (r"^q\)*[o=]$", rules::SQLI_STRING_BREAK),
+    (r"^1\)*[o=]\(*s\)*&", rules::SQLI_STRING_BREAK),
+    (r"^_s\)*[o=]\(*[s1]$", rules::SQLI_STRING_BREAK),
+    (r"^1\)*[o=]\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
     // A value cast to a PostgreSQL type.
     (r"[n1s)]C", rules::SQLI_STRING_BREAK),
     // A closed string or number, then a comment that cuts off the rest of the query.
     (r"^[s1]\)*c$", rules::SQLI_COMMENT_BREAK),
     // A subquery inside brackets, or after an operator.
-    (r"\(E[1vfFTo*]", rules::SQLI_SUBQUERY),
-    (r"o\(+E", rules::SQLI_SUBQUERY),
+    (r"\(E[1vfFTo=*]", rules::SQLI_SUBQUERY),
+    (r"[o=]\(+E", rules::SQLI_SUBQUERY),
     (r"^\(+E$", rules::SQLI_SUBQUERY),
     (r"^[s1]\)*B1", rules::SQLI_STRING_BREAK),
 ];
@@ -162,7 +171,12 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
 /// because an `&` inside it may be the SQL operator `&&`. Values of anything else, such as
 /// prose with an `=` in it, are not returned.
 fn embedded_form_values(value: &str) -> impl Iterator<Item = &str> {
-    let pair_starts = std::iter::once(0).chain(value.match_indices('&').map(|(index, _)| index + 1));
+    let is_form = value
+        .split_once('=')
+        .is_some_and(|(first_key, _)| is_form_key(first_key));
+    let pair_starts = std::iter::once(0)
+        .chain(value.match_indices('&').map(|(index, _)| index + 1))
+        .filter(move |_| is_form);
     pair_starts
         .take(MAX_EMBEDDED_VALUES)
         .filter_map(move |start| {
@@ -208,7 +222,7 @@ fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
             fingerprint.replace_range(..1, "q");
         }
         match_fingerprint(&fingerprint, hits);
-        if closes_empty_string(value, &tokens, quote) {
+        if quote != b'`' && closes_empty_string(value, &tokens, quote) {
             // A value that starts with the closing quote is a probe rather than prose, so
             // the rules anchored on an empty closed string (`b`) apply too.
             fingerprint.replace_range(..1, "b");
@@ -252,7 +266,7 @@ fn is_lone_operator(value: &str, tokens: &[Token]) -> bool {
     let Some(first) = tokens.first() else {
         return false;
     };
-    if !matches!(first.class, b'o' | b'&') {
+    if !matches!(first.class, b'o' | b'=' | b'&') {
         return false;
     }
     let text = &value[first.start..first.end];

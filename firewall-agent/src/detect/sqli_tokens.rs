@@ -273,10 +273,21 @@ impl Tokenizer<'_> {
             self.position += 1;
             return;
         }
+        if byte == b'~' && self.peek(0) != b'=' {
+            // Bitwise NOT takes one operand, so `~x` is a value like `x`: `'a' ~x` is not a
+            // comparison.
+            return;
+        }
         while matches!(self.peek(0), b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'^' | b'~') {
             self.position += 1;
         }
-        self.push(b'o', start);
+
+        let text = &self.bytes[start..self.position];
+        let comparison = text != b"!"
+            && text.iter().all(|byte| matches!(byte, b'=' | b'<' | b'>' | b'!'))
+            // `<b>` or `</p>` in prose is markup, not a comparison.
+            && !(text == b"<" && (self.peek(0).is_ascii_alphabetic() || self.peek(0) == b'/'));
+        self.push(if comparison { b'=' } else { b'o' }, start);
     }
 
     fn read_word(&mut self) {
@@ -395,11 +406,12 @@ fn classify_word(word: &str) -> u8 {
         "select" | "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate"
         | "exec" | "execute" | "declare" | "shutdown" | "grant" | "revoke" | "merge" => b'E',
         "union" => b'U',
+        "as" => b'A',
         "order" | "group" => b'B',
         "waitfor" => b'W',
         "true" | "false" | "null" => b'1',
         "from" | "where" | "having" | "limit" | "offset" | "into" | "values" | "table"
-        | "exists" | "case" | "when" | "then" | "else" | "end" | "as" | "distinct" | "procedure"
+        | "exists" | "case" | "when" | "then" | "else" | "end" | "distinct" | "procedure"
         | "join" | "top" | "set" => b'k',
         "sleep" | "benchmark" | "extractvalue" | "updatexml" | "randomblob" | "name_const" => {
             b'T'
