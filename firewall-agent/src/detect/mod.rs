@@ -23,6 +23,8 @@ mod xss;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod injection_tests;
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -87,6 +87,10 @@ impl Upstream {
     /// Sends the request upstream with rewritten headers and its buffered body, and returns
     /// the response, whose body is streamed, with its hop-by-hop headers removed.
     ///
+    /// `upgrade` is the `Upgrade` value of a request that offers a protocol upgrade: it is
+    /// forwarded with `Connection: upgrade`. A `101 Switching Protocols` response keeps its
+    /// `Upgrade` header and gets `Connection: upgrade`, so that it can be relayed as it is.
+    ///
     /// # Errors
     ///
     /// [`ForwardError`] when the target is invalid, or the upstream fails or times out.
@@ -94,6 +98,7 @@ impl Upstream {
         &self,
         context: &RequestContext,
         forwarding: &Forwarding,
+        upgrade: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let request_id = context.request_id();
         // The context stays with the proxy, whose stages see the response status later.
@@ -109,6 +114,9 @@ impl Upstream {
             parts.headers.insert(header::CONTENT_LENGTH, length);
         }
         crate::tokens::downstream::set_identity_headers(&mut parts.headers, context.principal());
+        if let Some(protocols) = upgrade {
+            set_upgrade(&mut parts.headers, protocols.clone());
+        }
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;
 
@@ -125,7 +133,13 @@ impl Upstream {
             })?;
 
         let (mut parts, body) = response.into_parts();
+        let switched_to = (parts.status == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
         remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocols) = switched_to {
+            set_upgrade(&mut parts.headers, protocols);
+        }
         // The client gets its own protocol version, not the upstream's (an HTTP/1.0 upstream
         // must not turn a client's keep-alive connection into HTTP/1.0).
         parts.version = context.version();
@@ -184,6 +198,13 @@ fn rewrite_request_headers(
     if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
         headers.insert(X_REQUEST_ID, value);
     }
+}
+
+/// Sets `Upgrade` to `protocols` and `Connection` to `upgrade`, the hop-by-hop headers of a
+/// protocol switch.
+fn set_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocols);
 }
 
 /// Removes the fixed hop-by-hop headers and every header named in `Connection`.

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::ProxyBody;
+use super::stages::tokens::BearerCheck;
 use crate::routes::MatchedRoute;
 
 /// Identifier of one request, sent upstream as `x-request-id` and written in logs.
@@ -67,6 +68,9 @@ pub struct RequestContext {
     /// The body to forward when a stage rewrote it, such as after HTML sanitization.
     forward_body: OnceLock<Bytes>,
     principal: OnceLock<Principal>,
+    /// The result of checking the bearer token, kept so that the token is verified once even
+    /// when two stages need it.
+    bearer: OnceLock<BearerCheck>,
     /// Headers that stages add to the response, whether it is a rejection or the upstream's.
     response_headers: std::sync::Mutex<HeaderMap>,
 }
@@ -98,6 +102,7 @@ impl RequestContext {
             body: Bytes::new(),
             forward_body: OnceLock::new(),
             principal: OnceLock::new(),
+            bearer: OnceLock::new(),
             response_headers: std::sync::Mutex::new(HeaderMap::new()),
         }
     }
@@ -158,6 +163,17 @@ impl RequestContext {
     /// Returns the identity from a verified access token, if a stage verified one.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.get()
+    }
+
+    /// Records the result of checking the bearer token. Only the first call has an effect:
+    /// returns false when a result was already recorded.
+    pub fn set_bearer_check(&self, check: BearerCheck) -> bool {
+        self.bearer.set(check).is_ok()
+    }
+
+    /// Returns the result of checking the bearer token, if a stage checked it.
+    pub fn bearer_check(&self) -> Option<&BearerCheck> {
+        self.bearer.get()
     }
 
     /// Adds a header to the response of this request, replacing an earlier one of that name.
