@@ -42,8 +42,8 @@
 //!
 //! NOTE: about a fifth of the OWASP CRS 942 attack tests still pass (`cargo xtask eval crs`).
 //! Most are single names (`msdb`, `northwind`, `nvarchar`), magic numbers such as
-//! `4294967296`, runs of punctuation, `execute name`, and contradictions such as `1!=11`. No
-//! token shape tells those from ordinary values, so catching them would flag ordinary values.
+//! `4294967296`, runs of punctuation, `execute name`, and contradictions such as `1!=11`.
+//! Their token shapes also occur in ordinary values, so rules for them would flag those too.
 
 use std::sync::LazyLock;
 
