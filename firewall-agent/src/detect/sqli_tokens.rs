@@ -1,5 +1,5 @@
-//! The SQL tokenizer behind the SQL injection detector: splits a lowercased value into tokens
-//! and reduces each to a one-letter class (see the table in `sqli.rs`).
+//! The SQL tokenizer of the SQL injection detector. It splits a lowercased value into tokens
+//! and reduces each to a one-letter class, as listed in the table in `sqli.rs`.
 
 /// Maximum fingerprint length in tokens. Injections show in their first tokens, and the cap
 /// bounds the work on long values.
@@ -16,7 +16,7 @@ pub(super) struct Token {
     pub end: usize,
 }
 
-/// How a backslash inside a quoted string is read.
+/// Reading of a backslash inside a quoted string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Escapes {
     /// MySQL's default: a backslash escapes the next byte, so `\'` does not close a string.
@@ -41,9 +41,9 @@ pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Vec<
     tokenizer.tokens
 }
 
-/// Folds a token list: drops comments that are followed by more tokens (an attacker's
-/// `union/**/select` reads as `union select`), merges adjacent strings and qualified names,
-/// and caps the length at [`MAX_TOKENS`].
+/// Folds a token list. Comments followed by more tokens are dropped, so an attacker's
+/// `union/**/select` reads as `union select`. Adjacent strings and qualified names are merged,
+/// and the length is capped at [`MAX_TOKENS`].
 pub(super) fn fold(tokens: &[Token]) -> Vec<Token> {
     let mut folded: Vec<Token> = Vec::with_capacity(MAX_TOKENS);
     for (index, token) in tokens.iter().copied().enumerate() {
@@ -88,8 +88,7 @@ impl Tokenizer<'_> {
 
     /// Reads one token and records its class. Returns `false` at the end of the input.
     fn next_token(&mut self) -> bool {
-        while self.position < self.bytes.len() && self.bytes[self.position].is_ascii_whitespace()
-        {
+        while self.position < self.bytes.len() && self.bytes[self.position].is_ascii_whitespace() {
             self.position += 1;
         }
         if self.position >= self.bytes.len() {
@@ -182,7 +181,7 @@ impl Tokenizer<'_> {
                 } else if self.bytes.get(self.position - 1) == Some(&b'.')
                     && !is_word_byte(self.peek(1))
                 {
-                    // `1.e` is a valid number in MySQL, and only attacks write it: glued to a
+                    // MySQL reads `1.e` as a number, and only attacks write it: glued to a
                     // bracket or a name, it hides a keyword from word-based filters.
                     self.position += 1;
                     self.push(b'P', start);
@@ -273,10 +272,24 @@ impl Tokenizer<'_> {
             self.position += 1;
             return;
         }
-        while matches!(self.peek(0), b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'^' | b'~') {
+        if byte == b'~' && self.peek(0) != b'=' {
+            // Bitwise NOT takes one operand, so `~x` is a value like `x`: `'a' ~x` is not a
+            // comparison.
+            return;
+        }
+        while matches!(
+            self.peek(0),
+            b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'^' | b'~'
+        ) {
             self.position += 1;
         }
-        self.push(b'o', start);
+
+        let text = &self.bytes[start..self.position];
+        let comparison = text != b"!"
+            && text.iter().all(|byte| matches!(byte, b'=' | b'<' | b'>' | b'!'))
+            // `<b>` or `</p>` in prose is markup, not a comparison.
+            && !(text == b"<" && (self.peek(0).is_ascii_alphabetic() || self.peek(0) == b'/'));
+        self.push(if comparison { b'=' } else { b'o' }, start);
     }
 
     fn read_word(&mut self) {
@@ -372,11 +385,42 @@ fn is_word_byte(byte: u8) -> bool {
 fn is_sql_type(name: &str) -> bool {
     matches!(
         name,
-        "int" | "int2" | "int4" | "int8" | "integer" | "bigint" | "smallint" | "numeric"
-            | "decimal" | "real" | "float" | "float4" | "float8" | "double" | "money" | "text"
-            | "varchar" | "char" | "bpchar" | "name" | "bool" | "boolean" | "bytea" | "date"
-            | "time" | "timestamp" | "timestamptz" | "interval" | "json" | "jsonb" | "xml"
-            | "uuid" | "inet" | "oid" | "regclass" | "regproc"
+        "int"
+            | "int2"
+            | "int4"
+            | "int8"
+            | "integer"
+            | "bigint"
+            | "smallint"
+            | "numeric"
+            | "decimal"
+            | "real"
+            | "float"
+            | "float4"
+            | "float8"
+            | "double"
+            | "money"
+            | "text"
+            | "varchar"
+            | "char"
+            | "bpchar"
+            | "name"
+            | "bool"
+            | "boolean"
+            | "bytea"
+            | "date"
+            | "time"
+            | "timestamp"
+            | "timestamptz"
+            | "interval"
+            | "json"
+            | "jsonb"
+            | "xml"
+            | "uuid"
+            | "inet"
+            | "oid"
+            | "regclass"
+            | "regproc"
     )
 }
 
@@ -395,23 +439,22 @@ fn classify_word(word: &str) -> u8 {
         "select" | "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate"
         | "exec" | "execute" | "declare" | "shutdown" | "grant" | "revoke" | "merge" => b'E',
         "union" => b'U',
+        "as" => b'A',
         "order" | "group" => b'B',
         "waitfor" => b'W',
         "true" | "false" | "null" => b'1',
         "from" | "where" | "having" | "limit" | "offset" | "into" | "values" | "table"
-        | "exists" | "case" | "when" | "then" | "else" | "end" | "as" | "distinct" | "procedure"
+        | "exists" | "case" | "when" | "then" | "else" | "end" | "distinct" | "procedure"
         | "join" | "top" | "set" => b'k',
-        "sleep" | "benchmark" | "extractvalue" | "updatexml" | "randomblob" | "name_const" => {
-            b'T'
-        }
+        "sleep" | "benchmark" | "extractvalue" | "updatexml" | "randomblob" | "name_const" => b'T',
         "char" | "chr" | "concat" | "concat_ws" | "substring" | "substr" | "mid" | "ascii"
-        | "ord" | "hex" | "unhex" | "version" | "user" | "current_user" | "database"
-        | "schema" | "count" | "cast" | "convert" | "if" | "ifnull" | "nullif" | "coalesce"
-        | "md5" | "sha1" | "length" | "group_concat" | "floor" | "rand" | "exp" | "row"
-        | "iif" | "elt" | "make_set" | "json_extract" | "instr" | "locate" | "position"
-        | "now" | "sysdate" | "system_user" | "session_user" | "load" | "lower" | "upper"
-        | "db_name" | "schema_name" | "user_name" | "current_database" | "overlay"
-        | "lo_import" | "lo_export" | "lo_get" | "pg_read_file" => b'F',
+        | "ord" | "hex" | "unhex" | "version" | "user" | "current_user" | "database" | "schema"
+        | "count" | "cast" | "convert" | "if" | "ifnull" | "nullif" | "coalesce" | "md5"
+        | "sha1" | "length" | "group_concat" | "floor" | "rand" | "exp" | "row" | "iif" | "elt"
+        | "make_set" | "json_extract" | "instr" | "locate" | "position" | "now" | "sysdate"
+        | "system_user" | "session_user" | "load" | "lower" | "upper" | "db_name"
+        | "schema_name" | "user_name" | "current_database" | "overlay" | "lo_import"
+        | "lo_export" | "lo_get" | "pg_read_file" => b'F',
         _ => b'n',
     }
 }
@@ -421,13 +464,39 @@ fn classify_word(word: &str) -> u8 {
 fn is_attack_only_name(word: &str) -> bool {
     matches!(
         word,
-        "xp_cmdshell" | "xp_dirtree" | "xp_regread" | "xp_regwrite" | "xp_fileexist"
-            | "xp_subdirs" | "xp_servicecontrol" | "xp_availablemedia" | "xp_makecab"
-            | "xp_loginconfig" | "xp_enumgroups" | "xp_terminate_process" | "sp_executesql"
-            | "sp_password" | "sp_oacreate" | "sp_oamethod" | "sp_makewebtask"
-            | "sp_addextendedproc" | "sp_configure" | "openrowset" | "opendatasource"
-            | "utl_http" | "utl_inaddr" | "utl_file" | "dbms_pipe" | "dbms_lock" | "dbms_ldap"
-            | "dbms_xmlgen" | "pg_sleep" | "load_file" | "outfile" | "dumpfile" | "sys_eval"
+        "xp_cmdshell"
+            | "xp_dirtree"
+            | "xp_regread"
+            | "xp_regwrite"
+            | "xp_fileexist"
+            | "xp_subdirs"
+            | "xp_servicecontrol"
+            | "xp_availablemedia"
+            | "xp_makecab"
+            | "xp_loginconfig"
+            | "xp_enumgroups"
+            | "xp_terminate_process"
+            | "sp_executesql"
+            | "sp_password"
+            | "sp_oacreate"
+            | "sp_oamethod"
+            | "sp_makewebtask"
+            | "sp_addextendedproc"
+            | "sp_configure"
+            | "openrowset"
+            | "opendatasource"
+            | "utl_http"
+            | "utl_inaddr"
+            | "utl_file"
+            | "dbms_pipe"
+            | "dbms_lock"
+            | "dbms_ldap"
+            | "dbms_xmlgen"
+            | "pg_sleep"
+            | "load_file"
+            | "outfile"
+            | "dumpfile"
+            | "sys_eval"
             | "sys_exec"
     )
 }
