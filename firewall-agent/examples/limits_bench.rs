@@ -205,14 +205,16 @@ async fn redis_rows() -> Vec<String> {
         format!(
             "| redis | server time per call in µs, 3 tiers, {CONCURRENCY} in flight (`INFO commandstats` usec over calls: EVALSHA; sorted sets: MULTI plus EXEC, which includes the commands it runs, per transaction) | {:.1} | {:.1} | |",
             engine_stats.usec(&["evalsha"]) as f64 / engine_stats.calls(&["evalsha"]).max(1) as f64,
-            baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_stats.calls(&["exec"]).max(1) as f64,
+            baseline_stats.usec(&["multi", "exec"]) as f64
+                / baseline_stats.calls(&["exec"]).max(1) as f64,
         ),
         format!(
             "| redis | server time per request in µs, 3 tiers, {CONCURRENCY} in flight (the same usec over requests; ratio: sorted sets ÷ this engine) | {:.1} | {:.1} | {:.1}x |",
             engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64,
             baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64,
             (baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64)
-                / (engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64).max(f64::MIN_POSITIVE),
+                / (engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64)
+                    .max(f64::MIN_POSITIVE),
         ),
         format!(
             "| redis | Redis CPU per request in µs, 3 tiers, {CONCURRENCY} in flight (`INFO cpu` user plus system, network included; ratio: sorted sets ÷ this engine) | {:.1} | {:.1} | {:.1}x |",
@@ -357,7 +359,10 @@ impl ServerStats {
                     earlier.commands.get(name).copied().unwrap_or_default();
                 (
                     name.clone(),
-                    (calls.saturating_sub(calls_before), usec.saturating_sub(usec_before)),
+                    (
+                        calls.saturating_sub(calls_before),
+                        usec.saturating_sub(usec_before),
+                    ),
                 )
             })
             .collect();
