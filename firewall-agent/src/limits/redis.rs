@@ -327,6 +327,8 @@ impl RedisEngine {
         };
         let mut connection = Connection::clone(&connection);
 
+        // NOTE: Cluster calls are not batched, because a batch would have to be split by slot,
+        // so a Cluster costs one script call per rule and request.
         match &self.batcher {
             Some(batcher) => batcher.check(connection, rules).await,
             None if self.config.cluster => self.reserve_each(&connection, rules).await,
