@@ -203,19 +203,21 @@ async fn redis_rows() -> Vec<String> {
             baseline_round_trips as f64 / (baseline_requests + baseline_errors).max(1) as f64
         ),
         format!(
-            "| redis | server time per call in µs, 3 tiers, {CONCURRENCY} in flight (`INFO commandstats` usec_per_call: EVALSHA; sorted sets: MULTI and EXEC, which includes the commands it runs) | {:.1} | {:.1} | |",
-            engine_stats.usec_per_call(&["evalsha"]),
-            baseline_stats.usec_per_call(&["multi", "exec"]),
+            "| redis | server time per call in µs, 3 tiers, {CONCURRENCY} in flight (`INFO commandstats` usec over calls: EVALSHA; sorted sets: MULTI plus EXEC, which includes the commands it runs, per transaction) | {:.1} | {:.1} | |",
+            engine_stats.usec(&["evalsha"]) as f64 / engine_stats.calls(&["evalsha"]).max(1) as f64,
+            baseline_stats.usec(&["multi", "exec"]) as f64
+                / baseline_stats.calls(&["exec"]).max(1) as f64,
         ),
         format!(
-            "| redis | server time per request in µs, 3 tiers, {CONCURRENCY} in flight (commandstats usec over requests) | {:.1} | {:.1} | {:.1}x less |",
+            "| redis | server time per request in µs, 3 tiers, {CONCURRENCY} in flight (the same usec over requests; ratio: sorted sets ÷ this engine) | {:.1} | {:.1} | {:.1}x |",
             engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64,
             baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64,
             (baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64)
-                / (engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64).max(f64::MIN_POSITIVE),
+                / (engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64)
+                    .max(f64::MIN_POSITIVE),
         ),
         format!(
-            "| redis | Redis CPU per request in µs, 3 tiers, {CONCURRENCY} in flight (`INFO cpu`, user plus system, network included) | {:.1} | {:.1} | {:.1}x less |",
+            "| redis | Redis CPU per request in µs, 3 tiers, {CONCURRENCY} in flight (`INFO cpu` user plus system, network included; ratio: sorted sets ÷ this engine) | {:.1} | {:.1} | {:.1}x |",
             engine_stats.cpu_seconds * 1e6 / engine_requests.max(1) as f64,
             baseline_stats.cpu_seconds * 1e6 / baseline_requests.max(1) as f64,
             (baseline_stats.cpu_seconds / baseline_requests.max(1) as f64)
@@ -357,7 +359,10 @@ impl ServerStats {
                     earlier.commands.get(name).copied().unwrap_or_default();
                 (
                     name.clone(),
-                    (calls.saturating_sub(calls_before), usec.saturating_sub(usec_before)),
+                    (
+                        calls.saturating_sub(calls_before),
+                        usec.saturating_sub(usec_before),
+                    ),
                 )
             })
             .collect();
@@ -375,13 +380,6 @@ impl ServerStats {
 
     fn usec(&self, names: &[&str]) -> u64 {
         self.exact(names).map(|(_, usec)| usec).sum()
-    }
-
-    fn usec_per_call(&self, names: &[&str]) -> f64 {
-        let (calls, usec) = self
-            .exact(names)
-            .fold((0, 0), |(calls, usec), (c, u)| (calls + c, usec + u));
-        usec as f64 / calls.max(1) as f64
     }
 
     fn matching<'s>(&'s self, prefixes: &'s [&str]) -> impl Iterator<Item = (u64, u64)> + 's {

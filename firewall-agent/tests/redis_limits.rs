@@ -112,6 +112,60 @@ async fn concurrent_burst_admits_at_most_limit() {
     assert_eq!(unavailable, 0, "the store must answer every call");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_script_calls() {
+    if !redis_server::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let config = redis_config(
+        vec![server.url()],
+        false,
+        vec![rule("api", &[(3, 3600)], FailureMode::FailClosed)],
+    );
+    let (limits, _) = limits(&config).await;
+    let clients: Vec<IpAddr> = (1..=20u8)
+        .map(|index| IpAddr::V4(Ipv4Addr::new(198, 51, 100, index)))
+        .collect();
+
+    // Ten requests per client at once: the requests that wait for a call in flight go out
+    // together, and each client still gets exactly its limit.
+    let tasks: Vec<_> = clients
+        .iter()
+        .cycle()
+        .take(clients.len() * 10)
+        .map(|&client| {
+            let limits = Arc::clone(&limits);
+            tokio::spawn(async move { (client, send(&limits, client).await) })
+        })
+        .collect();
+    let mut admitted_per_client = std::collections::HashMap::new();
+    for task in tasks {
+        let (client, verdict) = task.await.expect("task");
+        assert!(
+            !matches!(verdict, Verdict::Unavailable { .. }),
+            "the store must answer every request"
+        );
+        *admitted_per_client.entry(client).or_insert(0) += usize::from(admitted(&verdict));
+    }
+
+    for client in &clients {
+        assert_eq!(admitted_per_client.get(client), Some(&3), "{client}");
+    }
+    let stats = server.command("INFO commandstats");
+    let calls: usize = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .expect("EVALSHA calls in INFO commandstats");
+    assert!(
+        calls < clients.len() * 10,
+        "{calls} script calls for {} requests",
+        clients.len() * 10
+    );
+}
+
 #[tokio::test]
 async fn reload_raises_limit_keeping_counters() {
     if !redis_server::available() {
@@ -386,7 +440,8 @@ async fn cluster_rejection_consumes_no_other_rule() {
     let client = (1..=250u8)
         .map(|index| IpAddr::V4(Ipv4Addr::new(198, 51, 100, index)))
         .find(|client| {
-            let wide_key = firewall_agent::limits::redis::key_name("fwrl", "wide", &client.to_string());
+            let wide_key =
+                firewall_agent::limits::redis::key_name("fwrl", "wide", &client.to_string());
             let narrow_key =
                 firewall_agent::limits::redis::key_name("fwrl", "narrow", &client.to_string());
             owner_of(&nodes, &wide_key) != owner_of(&nodes, &narrow_key)
@@ -402,7 +457,10 @@ async fn cluster_rejection_consumes_no_other_rule() {
 
     // Raise the narrow rule: if the wide rule counted only the 2 admitted requests, 8 more fit.
     let mut reloaded = config.clone();
-    reloaded.rules = vec![wide, rule("narrow", &[(100, 3600)], FailureMode::FailClosed)];
+    reloaded.rules = vec![
+        wide,
+        rule("narrow", &[(100, 3600)], FailureMode::FailClosed),
+    ];
     limits
         .reload(&reloaded, &RateLimitConfig::default())
         .expect("reload");
@@ -501,5 +559,8 @@ async fn cluster_master_outage_fails_open_closed_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "service did not recover after the master restarted");
+    assert!(
+        recovered,
+        "service did not recover after the master restarted"
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! On a single Redis, one request costs one round trip for all its rules and tiers. A Lua
 //! script, loaded once and then called by its SHA1 (`EVALSHA`), reads the server clock, checks
-//! every tier and commits only if the request is admitted. In a Cluster, each rule is one call,
-//! all sent at once, and a rejected request costs a second round of refund calls (see
+//! every tier and commits only if the request is admitted. Requests that arrive while a call
+//! is in flight share the next call (see the `batch` module). In a Cluster, each rule is one
+//! call, all sent at once, and a rejected request costs a second round of refund calls (see
 //! [`RedisEngine::check`]). Every key gets a TTL of at least the time its levels take to
 //! drain, so idle clients leave nothing behind. Key names carry a hash tag of rule and key, so
 //! that a key's slot in a Cluster depends on nothing else.
@@ -16,6 +17,8 @@ use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 
+mod batch;
+
 use super::breaker::{Breaker, Permit};
 use super::config::RedisConfig;
 use super::gcra::TierOutcome;
@@ -23,110 +26,121 @@ use super::metrics::LimitMetrics;
 use super::{CheckOutcome, RuleCheck, RuleOutcome};
 use crate::telemetry::ErrorChain;
 
-/// The check-and-commit script. `KEYS[k]` is one (rule, key) and holds all the rule's tiers in
-/// one string of little-endian doubles: the time of the last commit and the time the key
-/// expires, both in microseconds of the server clock, then per tier its window in microseconds
-/// and its level in millionths of a request. `ARGV[2k-1]` is the `struct` format of that
-/// string. `ARGV[2k]` has the same layout and contains the rule's parameters: `1` when the rule
-/// is enforced, the TTL slack in microseconds, then per tier its window and its limit in
-/// millionths. Parameters arrive packed because Lua's string-to-number conversion costs
-/// more than one `struct.unpack` of all of them.
+/// The check-and-commit script, for one request or a batch of them, decided one after
+/// another. `ARGV[1]` has two bytes per request, its number of keys as a little-endian 16-bit
+/// integer. `KEYS[k]` is one (rule, key) of a request and holds all the rule's tiers in one
+/// string of little-endian doubles. It starts with the time of the last commit and the time
+/// the key expires, both in microseconds of the server clock. Then comes, per tier, its window
+/// in microseconds and its level in millionths of a request. `ARGV[2k]` is the `struct` format of that string.
+/// `ARGV[2k+1]` has the same layout and contains the rule's parameters: `1` when the rule is
+/// enforced, the TTL slack in microseconds, then per tier its window and its limit in
+/// millionths. Parameters arrive packed because Lua's string-to-number conversion costs more
+/// than one `struct.unpack` of all of them.
 ///
-/// Returns integers: the request's verdict (`1` admitted), then per rule its verdict followed
-/// by each tier's drained level before the request, in millionths of a request.
+/// Returns integers, per request: its verdict (`1` admitted), then per rule its verdict
+/// followed by each tier's drained level before the request, in millionths of a request.
 ///
-/// Each call makes three Redis calls per key, whatever the number of tiers: TIME (the clock
-/// is read once), GET and SET. The SET keeps the key's TTL (`KEEPTTL`, Redis 6.0 or later)
-/// unless the levels need a longer one. Then it sets the time they take to drain plus the
-/// slack, so a busy key resets its TTL only once per slack's worth of requests. When
-/// the stored tiers differ from the rule's, such as after a reload, a slower path keeps the
-/// level of each tier whose window is unchanged.
+/// The server clock is read once per call (TIME), then each key costs a GET and, when
+/// committed, a SET, whatever the number of tiers. The SET keeps the key's TTL (`KEEPTTL`,
+/// Redis 6.0 or later) unless the levels need a longer one. Then it sets the time they take to
+/// drain plus the slack, so a busy key resets its TTL only once per slack's worth of requests.
+/// When the stored tiers differ from the rule's, such as after a reload, a slower path keeps
+/// the level of each tier whose window is unchanged.
 const CHECK_SCRIPT: &str = r"
 local clock = redis.call('TIME')
 local now = clock[1] * 1000000 + clock[2]
-local key_count = #KEYS
-local params = {}
-local states = {}
-local request_ok = true
-for k = 1, key_count do
-  local format = ARGV[2 * k - 1]
-  local packed = ARGV[2 * k]
-  local p = { struct.unpack(format, packed) }
-  local stored = redis.call('GET', KEYS[k])
-  local s
-  if stored and #stored == #packed then
-    s = { struct.unpack(format, stored) }
-  elseif stored and #stored >= 32 and #stored % 16 == 0 then
-    local old = { struct.unpack('<' .. string.rep('d', #stored / 8), stored) }
-    s = { old[1], old[2] }
-    for j = 3, #packed / 8, 2 do
-      for i = 3, #stored / 8, 2 do
-        if old[i] == p[j] then
-          s[j] = old[i]
-          s[j + 1] = old[i + 1]
+local groups = ARGV[1]
+local result = {}
+local n = 0
+local first = 1
+for r = 1, #groups / 2 do
+  local low, high = string.byte(groups, 2 * r - 1, 2 * r)
+  local last_key = first + low + 256 * high - 1
+  local params = {}
+  local states = {}
+  local request_ok = true
+  for k = first, last_key do
+    local format = ARGV[2 * k]
+    local packed = ARGV[2 * k + 1]
+    local p = { struct.unpack(format, packed) }
+    local stored = redis.call('GET', KEYS[k])
+    local s
+    if stored and #stored == #packed then
+      s = { struct.unpack(format, stored) }
+    elseif stored and #stored >= 32 and #stored % 16 == 0 then
+      local old = { struct.unpack('<' .. string.rep('d', #stored / 8), stored) }
+      s = { old[1], old[2] }
+      for j = 3, #packed / 8, 2 do
+        for i = 3, #stored / 8, 2 do
+          if old[i] == p[j] then
+            s[j] = old[i]
+            s[j + 1] = old[i + 1]
+          end
         end
       end
     end
-  end
-  local elapsed = 0
-  if s then
-    elapsed = now - s[1]
-    if elapsed < 0 then elapsed = 0 end
-  else
-    s = { 0, 0 }
-  end
-  local ok = 1
-  for j = 3, #packed / 8, 2 do
-    local window, limit = p[j], p[j + 1]
-    local level = 0
-    if s[j] == window then
-      level = s[j + 1] - elapsed * limit / window
-      if level < 0 then level = 0 end
-    end
-    if level + 1000000 > limit then ok = 0 end
-    s[j] = window
-    s[j + 1] = level
-  end
-  if ok == 0 and p[1] == 1 then request_ok = false end
-  p[1] = ok
-  params[k] = p
-  states[k] = s
-end
-local result = { request_ok and 1 or 0 }
-local n = 1
-for k = 1, key_count do
-  local p, s = params[k], states[k]
-  local last = #ARGV[2 * k] / 8
-  n = n + 1
-  result[n] = p[1]
-  for j = 3, last, 2 do
-    n = n + 1
-    result[n] = s[j + 1]
-  end
-  if request_ok and p[1] == 1 then
-    local ttl = 0
-    for j = 3, last, 2 do
-      local level = s[j + 1] + 1000000
-      s[j + 1] = level
-      local drain = level * s[j] / p[j + 1]
-      if drain > ttl then ttl = drain end
-    end
-    local expires = s[2]
-    s[1] = now
-    if now + ttl > expires then
-      ttl = ttl + p[2]
-      s[2] = now + ttl
-      redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k - 1], unpack(s, 1, last)), 'PX', math.floor(ttl / 1000) + 1)
+    local elapsed = 0
+    if s then
+      elapsed = now - s[1]
+      if elapsed < 0 then elapsed = 0 end
     else
-      redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k - 1], unpack(s, 1, last)), 'KEEPTTL')
+      s = { 0, 0 }
+    end
+    local ok = 1
+    for j = 3, #packed / 8, 2 do
+      local window, limit = p[j], p[j + 1]
+      local level = 0
+      if s[j] == window then
+        level = s[j + 1] - elapsed * limit / window
+        if level < 0 then level = 0 end
+      end
+      if level + 1000000 > limit then ok = 0 end
+      s[j] = window
+      s[j + 1] = level
+    end
+    if ok == 0 and p[1] == 1 then request_ok = false end
+    p[1] = ok
+    params[k] = p
+    states[k] = s
+  end
+  n = n + 1
+  result[n] = request_ok and 1 or 0
+  for k = first, last_key do
+    local p, s = params[k], states[k]
+    local last = #ARGV[2 * k + 1] / 8
+    n = n + 1
+    result[n] = p[1]
+    for j = 3, last, 2 do
+      n = n + 1
+      result[n] = s[j + 1]
+    end
+    if request_ok and p[1] == 1 then
+      local ttl = 0
+      for j = 3, last, 2 do
+        local level = s[j + 1] + 1000000
+        s[j + 1] = level
+        local drain = level * s[j] / p[j + 1]
+        if drain > ttl then ttl = drain end
+      end
+      local expires = s[2]
+      s[1] = now
+      if now + ttl > expires then
+        ttl = ttl + p[2]
+        s[2] = now + ttl
+        redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k], unpack(s, 1, last)), 'PX', math.floor(ttl / 1000) + 1)
+      else
+        redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k], unpack(s, 1, last)), 'KEEPTTL')
+      end
     end
   end
+  first = last_key + 1
 end
 return result
 ";
 
 /// The refund script: takes one request back from every tier of one key that [`CHECK_SCRIPT`]
-/// committed, with the same `KEYS` and `ARGV` as a call of that script with one key. A tier
+/// committed. `KEYS[1]` is the key, `ARGV[1]` the `struct` format and `ARGV[2]` the packed
+/// parameters, as in that script. A tier
 /// whose stored window differs from the rule's is left as it is. Returns `1` when the key
 /// existed.
 const REFUND_SCRIPT: &str = r"
@@ -168,7 +182,7 @@ const STATE_FORMATS: [&str; 8] = [
 ];
 
 /// Errors from the Redis engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// No connection could be made.
     #[error("failed to connect to the Redis rate-limit store")]
@@ -182,6 +196,12 @@ pub enum StoreError {
     /// The script returned something other than its documented reply.
     #[error("Redis rate-limit script returned an unexpected reply")]
     Reply,
+    /// A request is covered by more rules than one script call takes.
+    #[error("a request matched {rules} rate-limit rules, more than the 65535 one Redis call takes")]
+    TooManyRules { rules: usize },
+    /// The task that sends batches of requests to Redis stopped.
+    #[error("the Redis rate-limit batch task stopped")]
+    BatchStopped,
     /// The circuit breaker is open.
     #[error("Redis rate-limit store is marked unavailable until the circuit breaker probes it")]
     BreakerOpen,
@@ -199,6 +219,8 @@ pub struct RedisEngine {
     config: RedisConfig,
     script: redis::Script,
     refund_script: redis::Script,
+    /// Batches requests for a single Redis, and is `None` for a Cluster.
+    batcher: Option<batch::Batcher>,
     connection: ArcSwapOption<Connection>,
     breaker: Breaker,
     metrics: Arc<LimitMetrics>,
@@ -220,6 +242,13 @@ impl RedisEngine {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open()),
             script: redis::Script::new(CHECK_SCRIPT),
             refund_script: redis::Script::new(REFUND_SCRIPT),
+            batcher: (!config.cluster).then(|| {
+                batch::Batcher::start(
+                    redis::Script::new(CHECK_SCRIPT),
+                    config.key_prefix.clone(),
+                    config.timeout(),
+                )
+            }),
             connection: ArcSwapOption::empty(),
             config,
             metrics,
@@ -298,10 +327,12 @@ impl RedisEngine {
         };
         let mut connection = Connection::clone(&connection);
 
-        if self.config.cluster {
-            self.reserve_each(&connection, rules).await
-        } else {
-            self.call(&mut connection, rules).await
+        // NOTE: Cluster calls are not batched, because a batch would have to be split by slot,
+        // so a Cluster costs one script call per rule and request.
+        match &self.batcher {
+            Some(batcher) => batcher.check(connection, rules).await,
+            None if self.config.cluster => self.reserve_each(&connection, rules).await,
+            None => self.call(&mut connection, rules).await,
         }
     }
 
@@ -321,16 +352,16 @@ impl RedisEngine {
     ) -> Result<CheckOutcome, StoreError> {
         let calls = rules.iter().map(|rule| {
             let mut connection = connection.clone();
-            async move {
-                self.call(&mut connection, std::slice::from_ref(rule))
-                    .await
-            }
+            async move { self.call(&mut connection, std::slice::from_ref(rule)).await }
         });
         let mut outcome = CheckOutcome {
             admitted: true,
             rules: Vec::with_capacity(rules.len()),
         };
-        for (rule, single) in rules.iter().zip(futures_util::future::join_all(calls).await) {
+        for (rule, single) in rules
+            .iter()
+            .zip(futures_util::future::join_all(calls).await)
+        {
             let single = single?;
             outcome.admitted &= single.admitted || !rule.enforced;
             outcome.rules.extend(single.rules);
@@ -366,45 +397,24 @@ impl RedisEngine {
         rules: &[RuleCheck],
     ) -> Result<CheckOutcome, StoreError> {
         let mut invocation = self.script.prepare_invoke();
-        for rule in rules {
-            invocation
-                .key(self.key_name(rule))
-                .arg(state_format(rule.tiers.len()).as_ref())
-                .arg(packed_parameters(rule));
-        }
-        let reply: Vec<i64> = self.invoke(connection, &invocation).await?;
+        invocation.arg(request_groups([rules])?);
+        add_rules(&mut invocation, &self.config.key_prefix, rules);
+        let reply: Vec<i64> = invoke(connection, &invocation, self.config.timeout()).await?;
         parse_reply(rules, &reply)
     }
 
-    async fn refund(&self, connection: &mut Connection, rule: &RuleCheck) -> Result<(), StoreError> {
+    async fn refund(
+        &self,
+        connection: &mut Connection,
+        rule: &RuleCheck,
+    ) -> Result<(), StoreError> {
         let mut invocation = self.refund_script.prepare_invoke();
         invocation
             .key(self.key_name(rule))
             .arg(state_format(rule.tiers.len()).as_ref())
             .arg(packed_parameters(rule));
-        let _: i64 = self.invoke(connection, &invocation).await?;
+        let _: i64 = invoke(connection, &invocation, self.config.timeout()).await?;
         Ok(())
-    }
-
-    /// Calls a script by hash within the timeout, loading it first if the server lacks it.
-    async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        connection: &mut Connection,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
-        let timeout = self.config.timeout();
-        let call = async {
-            match connection {
-                Connection::Single(manager) => invocation.invoke_async::<T>(manager).await,
-                Connection::Cluster(cluster) => invocation.invoke_async::<T>(cluster).await,
-            }
-        };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout {
-                timeout_ms: timeout.as_millis(),
-            })?
-            .map_err(StoreError::Call)
     }
 
     async fn connect(&self) -> Result<(), StoreError> {
@@ -472,6 +482,51 @@ impl RedisEngine {
     }
 }
 
+/// Calls a script by hash within `timeout`, loading it first if the server lacks it.
+async fn invoke<T: redis::FromRedisValue>(
+    connection: &mut Connection,
+    invocation: &redis::ScriptInvocation<'_>,
+    timeout: Duration,
+) -> Result<T, StoreError> {
+    let call = async {
+        match connection {
+            Connection::Single(manager) => invocation.invoke_async::<T>(manager).await,
+            Connection::Cluster(cluster) => invocation.invoke_async::<T>(cluster).await,
+        }
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| StoreError::Timeout {
+            timeout_ms: timeout.as_millis(),
+        })?
+        .map_err(StoreError::Call)
+}
+
+/// Returns the first argument of [`CHECK_SCRIPT`]: each request's number of rules, as two
+/// little-endian bytes.
+fn request_groups<'r>(
+    requests: impl IntoIterator<Item = &'r [RuleCheck]>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut groups = Vec::new();
+    for rules in requests {
+        let count = u16::try_from(rules.len())
+            .map_err(|_| StoreError::TooManyRules { rules: rules.len() })?;
+        groups.extend_from_slice(&count.to_le_bytes());
+    }
+    Ok(groups)
+}
+
+/// Adds the key, the state format and the packed parameters of each rule to a call of
+/// [`CHECK_SCRIPT`].
+fn add_rules(invocation: &mut redis::ScriptInvocation<'_>, prefix: &str, rules: &[RuleCheck]) {
+    for rule in rules {
+        invocation
+            .key(key_name(prefix, &rule.name, &rule.key))
+            .arg(state_format(rule.tiers.len()).as_ref())
+            .arg(packed_parameters(rule));
+    }
+}
+
 /// Builds `PREFIX:{RULE|KEY}`, escaping braces and `%` in the key so that the hash tag always
 /// ends where the key ends.
 pub fn key_name(prefix: &str, rule: &str, key: &str) -> String {
@@ -505,7 +560,12 @@ fn state_format(tiers: usize) -> Cow<'static, str> {
 /// request, as little-endian doubles. Both are exact below 2^53, that is for windows under 285
 /// years and limits under 9·10^9.
 fn packed_parameters(rule: &RuleCheck) -> Vec<u8> {
-    let longest = rule.tiers.iter().map(|tier| tier.window).max().unwrap_or_default();
+    let longest = rule
+        .tiers
+        .iter()
+        .map(|tier| tier.window)
+        .max()
+        .unwrap_or_default();
     let slack = longest / TTL_SLACK_DIVISOR;
     let mut packed = Vec::with_capacity(16 + 16 * rule.tiers.len());
     packed.extend_from_slice(&f64::from(u8::from(rule.enforced)).to_le_bytes());

@@ -264,16 +264,19 @@ impl CompiledRule {
     /// Returns whether the rule covers a request with `method` and `path`.
     pub fn covers(&self, method: &Method, path: &str) -> bool {
         let method_covered = self.methods.is_empty() || self.methods.contains(method);
-        let route_covered =
-            self.routes.is_empty() || self.routes.iter().any(|route| route.matches(path).is_some());
+        let route_covered = self.routes.is_empty()
+            || self
+                .routes
+                .iter()
+                .any(|route| route.matches(path).is_some());
         method_covered && route_covered
     }
 
     /// Returns the key this rule counts `input` under, or `None` when the rule does not cover
     /// the request.
     ///
-    /// A key part the request lacks (a missing header, or a token subject before any token is
-    /// verified) becomes an empty value, so all such requests share one counter instead of
+    /// A key part the request lacks (a missing header, or a token subject without a valid
+    /// token) becomes an empty value, so all such requests share one counter instead of
     /// escaping the rule.
     pub fn key_for(&self, input: &KeyInput<'_>) -> Option<String> {
         if !self.methods.is_empty() && !self.methods.contains(input.method) {
