@@ -1,7 +1,7 @@
 //! The agent of the kernel-assisted API firewall: a reverse proxy that rate-limits clients and
 //! pushes offenders into the XDP blocklist.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod audit;
@@ -21,6 +21,6 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod threat;
+pub mod tls;
 pub mod tokens;
 pub mod validation;
-pub mod tls;

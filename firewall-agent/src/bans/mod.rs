@@ -7,6 +7,7 @@
 mod active;
 pub mod escalation;
 pub mod events;
+mod import;
 pub mod memory;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::active::ActiveBans;
 use crate::config::{BanConfig, MAX_DURATION_SECONDS};
-use crate::kernel::{Blocklist, KernelError};
+use crate::kernel::{Blocklist, KernelBan, KernelError};
 use crate::network::IpNetwork;
 use crate::store::{AllowRecord, BanOrigin, BanRecord, Store, StoreError};
 use crate::telemetry::ErrorChain;
@@ -24,6 +25,7 @@ use crate::telemetry::Metrics;
 
 pub use escalation::{BanChange, BanObserver, EscalatedBan, EscalationPolicy};
 pub use events::{EventSink, SecurityEvent, SecurityEventKind};
+pub use import::{ImportSummary, RejectedBan};
 
 /// Strike and ban durations, from the `[bans]` section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,13 @@ pub enum BanError {
     #[error("failed to update the kernel maps for {address}")]
     Kernel {
         address: IpNetwork,
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// The store holds a list of bans but the kernel maps hold only part of it; the source
+    /// says how many reached the kernel.
+    #[error("failed to write the bans into the kernel maps")]
+    KernelBans {
         #[source]
         source: Box<KernelError>,
     },
@@ -185,6 +194,8 @@ impl BanManager {
     /// # Errors
     ///
     /// [`BanError`] on the first store or kernel failure; bans handled before it stay applied.
+    /// A failed kernel update of the stored bans is [`BanError::KernelBans`], whose source says
+    /// how many bans reached the kernel.
     pub fn restore(&self) -> Result<RestoreSummary, BanError> {
         self.restore_at(SystemTime::now())
     }
@@ -208,6 +219,7 @@ impl BanManager {
         }
         *self.allowlist_mut() = allowlist;
 
+        let mut unexpired = Vec::new();
         for record in self.store.list_bans()? {
             let address = record.address;
             if record.is_expired(now_ms) {
@@ -219,13 +231,28 @@ impl BanManager {
                 summary.expired += 1;
                 continue;
             }
-
-            self.blocklist
-                .ban(address, record.expires_at_ms.map(system_time))
-                .map_err(|source| self.kernel_error(address, source))?;
-            self.active_mut().insert(address, record.expires_at_ms);
-            summary.restored += 1;
+            unexpired.push(record);
         }
+
+        let kernel_bans: Vec<KernelBan> = unexpired
+            .iter()
+            .map(|record| KernelBan {
+                network: record.address,
+                expires_at: record.expires_at_ms.map(system_time),
+            })
+            .collect();
+        self.blocklist
+            .ban_all(&kernel_bans)
+            .map_err(|source| BanError::KernelBans {
+                source: Box::new(source),
+            })?;
+        {
+            let mut active = self.active_mut();
+            for record in &unexpired {
+                active.insert(record.address, record.expires_at_ms);
+            }
+        }
+        summary.restored = unexpired.len();
         self.import_kernel_bans(now_ms)?;
 
         self.update_active_gauge();

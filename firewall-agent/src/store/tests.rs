@@ -146,17 +146,49 @@ fn offences_round_trip_and_forget() {
     let recent: IpNetwork = "2001:db8::5".parse().expect("valid address");
 
     store
-        .put_offences(old, &OffenceRecord { count: 2, last_at_ms: 1_000 })
+        .put_offences(
+            old,
+            &OffenceRecord {
+                count: 2,
+                last_at_ms: 1_000,
+            },
+        )
         .expect("put old");
     store
-        .put_offences(recent, &OffenceRecord { count: 1, last_at_ms: 9_000 })
+        .put_offences(
+            recent,
+            &OffenceRecord {
+                count: 1,
+                last_at_ms: 9_000,
+            },
+        )
         .expect("put recent");
 
     assert_eq!(
         store.get_offences(old).expect("get"),
-        Some(OffenceRecord { count: 2, last_at_ms: 1_000 })
+        Some(OffenceRecord {
+            count: 2,
+            last_at_ms: 1_000
+        })
     );
     assert_eq!(store.forget_offences_before(5_000).expect("forget"), 1);
     assert_eq!(store.get_offences(old).expect("get"), None);
     assert!(store.get_offences(recent).expect("get").is_some());
+}
+
+#[test]
+fn put_bans_stores_every_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("store opens");
+    let old = record("198.51.100.7", Some(1_000), BanOrigin::Manual);
+    store.put_ban(&old).expect("put the ban to replace");
+    let records = vec![
+        record("198.51.100.0/24", None, BanOrigin::Manual),
+        record("198.51.100.7", Some(9_000), BanOrigin::Manual),
+        record("2001:db8::7", Some(9_000), BanOrigin::Manual),
+    ];
+
+    store.put_bans(&records).expect("put bans");
+
+    assert_eq!(store.list_bans().expect("list"), records);
 }
