@@ -187,10 +187,7 @@ impl AdminClient {
     ///
     /// [`ClientError`] when the agent is unreachable, or [`ClientError::Api`] with 404 when
     /// there is no such user.
-    pub async fn remove_user(
-        &self,
-        username: &str,
-    ) -> Result<super::oauth_api::UserView, ClientError> {
+    pub async fn remove_user(&self, username: &str) -> Result<super::oauth_api::UserView, ClientError> {
         let encoded: String = form_urlencoded::byte_serialize(username.as_bytes()).collect();
         self.call(Method::DELETE, &format!("/v1/oauth/users/{encoded}"), None)
             .await

@@ -90,10 +90,7 @@ mod tests {
         assert!(bans.covers(addr("198.51.100.9"), 1_000));
         assert!(!bans.covers(addr("198.51.101.9"), 1_000));
         assert!(bans.covers(addr("2001:db8::7"), 1_000));
-        assert!(
-            !bans.covers(addr("2001:db8::7"), 2_000),
-            "expired at 2000 ms"
-        );
+        assert!(!bans.covers(addr("2001:db8::7"), 2_000), "expired at 2000 ms");
     }
 
     #[test]

@@ -609,51 +609,23 @@ fn observer_hears_every_ban_change() {
     let range = net("198.51.100.0/24");
 
     f.manager
-        .apply_at(
-            client,
-            Some(Duration::from_secs(60)),
-            BanOrigin::Manual,
-            "test",
-            wall,
-        )
+        .apply_at(client, Some(Duration::from_secs(60)), BanOrigin::Manual, "test", wall)
         .expect("ban");
     f.manager
-        .apply_at(
-            client,
-            Some(Duration::from_secs(30)),
-            BanOrigin::Manual,
-            "test",
-            wall,
-        )
+        .apply_at(client, Some(Duration::from_secs(30)), BanOrigin::Manual, "test", wall)
         .expect("shorter ban keeps the first");
     f.manager
-        .apply_at(
-            client,
-            Some(Duration::from_secs(120)),
-            BanOrigin::Manual,
-            "test",
-            wall,
-        )
+        .apply_at(client, Some(Duration::from_secs(120)), BanOrigin::Manual, "test", wall)
         .expect("longer ban extends");
     f.manager.remove(client).expect("lift");
     f.manager
-        .apply_at(
-            range,
-            Some(Duration::from_secs(1)),
-            BanOrigin::Manual,
-            "test",
-            wall,
-        )
+        .apply_at(range, Some(Duration::from_secs(1)), BanOrigin::Manual, "test", wall)
         .expect("short range ban");
     f.manager
         .sweep_at(Instant::now(), wall + Duration::from_secs(2))
         .expect("sweep");
 
-    let recorded = changes
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let recorded = changes.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
     assert_eq!(
         recorded,
         vec![
@@ -677,60 +649,33 @@ fn escalated_bans_grow_and_persist() {
         history: Duration::from_secs(3600),
     };
     let wall = SystemTime::now();
-    let ttl =
-        |ban: &EscalatedBan| ban.record.expires_at_ms.expect("expires") - ban.record.created_at_ms;
+    let ttl = |ban: &EscalatedBan| {
+        ban.record.expires_at_ms.expect("expires") - ban.record.created_at_ms
+    };
 
     let first = f
         .manager
-        .apply_escalated_at(
-            addr(CLIENT),
-            BanOrigin::ThreatScore,
-            "test",
-            &policy,
-            0.0,
-            wall,
-        )
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, wall)
         .expect("first ban")
         .expect("not allowlisted");
     f.manager.remove(net(CLIENT)).expect("lift");
     let second = f
         .manager
-        .apply_escalated_at(
-            addr(CLIENT),
-            BanOrigin::ThreatScore,
-            "test",
-            &policy,
-            0.0,
-            wall,
-        )
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, wall)
         .expect("second ban")
         .expect("not allowlisted");
     f.manager.remove(net(CLIENT)).expect("lift");
     let after_history = wall + Duration::from_secs(7200);
     let forgiven = f
         .manager
-        .apply_escalated_at(
-            addr(CLIENT),
-            BanOrigin::ThreatScore,
-            "test",
-            &policy,
-            0.0,
-            after_history,
-        )
+        .apply_escalated_at(addr(CLIENT), BanOrigin::ThreatScore, "test", &policy, 0.0, after_history)
         .expect("third ban")
         .expect("not allowlisted");
 
     assert_eq!((first.offences, ttl(&first)), (0, 60_000));
     assert_eq!((second.offences, ttl(&second)), (1, 180_000));
-    assert_eq!(
-        forgiven.offences, 0,
-        "offences older than the history window do not count"
-    );
-    assert!(
-        second.record.reason.contains("offence 2"),
-        "{}",
-        second.record.reason
-    );
+    assert_eq!(forgiven.offences, 0, "offences older than the history window do not count");
+    assert!(second.record.reason.contains("offence 2"), "{}", second.record.reason);
 }
 
 #[test]

@@ -515,11 +515,7 @@ fn offline_unban(
     Outcome::Complete
 }
 
-async fn users(
-    client: &AdminClient,
-    command: UserCommand,
-    json: bool,
-) -> Result<Outcome, ClientError> {
+async fn users(client: &AdminClient, command: UserCommand, json: bool) -> Result<Outcome, ClientError> {
     match command {
         UserCommand::List => {
             let list = client.list_users().await?;
@@ -546,9 +542,7 @@ async fn users(
         }
         UserCommand::Remove { username } => {
             let user = client.remove_user(&username).await?;
-            print_output(json, &user, |user| {
-                println!("removed user {}", user.username)
-            });
+            print_output(json, &user, |user| println!("removed user {}", user.username));
         }
     }
     Ok(Outcome::Complete)
@@ -608,18 +602,10 @@ fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
 }
 
 fn print_key_list(keys: &[KeyView]) {
-    println!(
-        "{:<24} {:<8} {:<20} {}",
-        "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)"
-    );
+    println!("{:<24} {:<8} {:<20} {}", "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)");
     for key in keys {
-        let expires = key
-            .expires_at_ms
-            .map_or_else(|| "-".to_owned(), |at| at.to_string());
-        println!(
-            "{:<24} {:<8} {:<20} {}",
-            key.kid, key.status, key.created_at_ms, expires
-        );
+        let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
+        println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
     }
 }
 

@@ -146,30 +146,15 @@ fn offences_round_trip_and_forget() {
     let recent: IpNetwork = "2001:db8::5".parse().expect("valid address");
 
     store
-        .put_offences(
-            old,
-            &OffenceRecord {
-                count: 2,
-                last_at_ms: 1_000,
-            },
-        )
+        .put_offences(old, &OffenceRecord { count: 2, last_at_ms: 1_000 })
         .expect("put old");
     store
-        .put_offences(
-            recent,
-            &OffenceRecord {
-                count: 1,
-                last_at_ms: 9_000,
-            },
-        )
+        .put_offences(recent, &OffenceRecord { count: 1, last_at_ms: 9_000 })
         .expect("put recent");
 
     assert_eq!(
         store.get_offences(old).expect("get"),
-        Some(OffenceRecord {
-            count: 2,
-            last_at_ms: 1_000
-        })
+        Some(OffenceRecord { count: 2, last_at_ms: 1_000 })
     );
     assert_eq!(store.forget_offences_before(5_000).expect("forget"), 1);
     assert_eq!(store.get_offences(old).expect("get"), None);
