@@ -1,6 +1,8 @@
 //! The agent of the kernel-assisted API firewall: a reverse proxy that rate-limits clients and
 //! pushes offenders into the XDP blocklist.
 
+// Denied, not forbidden, so that `kernel::batch` alone can issue the bpf(2) call that aya
+// lacks.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +23,6 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod threat;
-pub mod tls;
 pub mod tokens;
 pub mod validation;
+pub mod tls;
