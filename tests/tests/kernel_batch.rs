@@ -35,12 +35,13 @@ fn load(test: &str, bans_max_entries: u32) -> Option<KernelFirewall> {
     Some(firewall)
 }
 
-/// The `index`-th IPv4 address from 198.18.0.0 (RFC 2544 benchmarking range); map keys only.
+/// Returns the `index`-th IPv4 address from 198.18.0.0 (RFC 2544 benchmarking range). These
+/// are map keys only, never the source of a frame.
 fn v4(index: u32) -> IpAddr {
     Ipv4Addr::from(0xc612_0000 + index).into()
 }
 
-/// The `index`-th address of 2001:db8::/32.
+/// Returns the `index`-th address of 2001:db8::/32.
 fn v6(index: u32) -> IpAddr {
     Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000_u128 + u128::from(index)).into()
 }
@@ -52,7 +53,7 @@ fn ban(address: IpAddr, expires_at: Option<SystemTime>) -> KernelBan {
     }
 }
 
-/// The bans in the kernel maps, by network.
+/// Reads the bans in the kernel maps, by network.
 fn kernel_bans(firewall: &KernelFirewall) -> HashMap<IpNetwork, Option<SystemTime>> {
     firewall
         .kernel_bans()
@@ -118,7 +119,7 @@ fn batch_replaces_bans_already_in_the_map() {
     let first: Vec<KernelBan> = (0..3_000).map(|index| ban(v4(index), Some(soon))).collect();
     firewall.ban_all(&first).expect("first batch fits");
 
-    // Half of the second batch is already in the map, interleaved with new addresses.
+    // The first half of the second batch is already in the map and the second half is new.
     let second: Vec<KernelBan> = (1_500..4_500)
         .map(|index| ban(v4(index), Some(later)))
         .collect();

@@ -121,7 +121,7 @@ pub struct RejectedAddress {
     pub index: usize,
     /// The address as sent.
     pub address: String,
-    /// Why it was rejected.
+    /// The reason for the rejection, as an error message.
     pub error: String,
 }
 

@@ -15,7 +15,7 @@ pub struct RejectedBan {
     /// Position of the address in the imported list, counted from 0.
     pub index: usize,
     pub address: IpNetwork,
-    /// Why it was rejected: an invalid address or an allowlisted one.
+    /// The reason: an invalid address or an allowlisted one.
     pub error: BanError,
 }
 
@@ -36,10 +36,10 @@ impl BanManager {
     ///
     /// # Errors
     ///
-    /// [`BanError::InvalidDuration`] for a bad `ttl`, before anything is changed;
-    /// [`BanError::Store`] when the store write fails, with nothing changed in the kernel; and
+    /// [`BanError::InvalidDuration`] for a bad `ttl`, before anything is changed.
+    /// [`BanError::Store`] when the store write fails, with nothing changed in the kernel.
     /// [`BanError::KernelBans`] when the kernel update fails, such as on a full map. Then every
-    /// ban is stored, and the error says how many reached the kernel.
+    /// ban is stored, and the error gives the number that reached the kernel.
     pub fn apply_all(
         &self,
         addresses: &[IpNetwork],

@@ -61,8 +61,8 @@ pub enum BanError {
         #[source]
         source: Box<KernelError>,
     },
-    /// The store holds a list of bans but the kernel maps hold only part of it; the source
-    /// says how many reached the kernel.
+    /// The store contains a list of bans but the kernel maps contain only part of it. The
+    /// source error gives the number that reached the kernel.
     #[error("failed to write the bans into the kernel maps")]
     KernelBans {
         #[source]
@@ -194,8 +194,8 @@ impl BanManager {
     /// # Errors
     ///
     /// [`BanError`] on the first store or kernel failure; bans handled before it stay applied.
-    /// A failed kernel update of the stored bans is [`BanError::KernelBans`], whose source says
-    /// how many bans reached the kernel.
+    /// A failed kernel update of the stored bans is [`BanError::KernelBans`], whose source gives
+    /// the number of bans that reached the kernel.
     pub fn restore(&self) -> Result<RestoreSummary, BanError> {
         self.restore_at(SystemTime::now())
     }

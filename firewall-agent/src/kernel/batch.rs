@@ -12,13 +12,13 @@ use aya::Pod;
 /// `BPF_MAP_UPDATE_BATCH` of the kernel's `enum bpf_cmd` (`include/uapi/linux/bpf.h`).
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// Entries per system call. The kernel copies each entry in on its own, so larger chunks save
-/// little and keep more memory locked in one call.
+/// Entries per system call. The kernel handles each entry on its own, so a larger chunk saves
+/// only system calls, whose cost is already small next to the work on 4,096 entries.
 pub(crate) const CHUNK_ENTRIES: usize = 4096;
 
 /// `BPF_ANY` of the kernel's update flags: insert or replace. The batch command accepts no
 /// other flag than `BPF_F_LOCK` (`generic_map_update_batch` in `kernel/bpf/syscall.c`), so a
-/// batch cannot be told to insert only.
+/// batch cannot be limited to inserts.
 const BPF_ANY: u64 = 0;
 
 /// The `batch` member of the kernel's `union bpf_attr`, as `BPF_MAP_*_BATCH` reads it.
@@ -45,7 +45,7 @@ struct BatchAttr {
 pub(crate) struct BatchStopped {
     /// Entries written, counted from the first one passed in; they stay in the map.
     pub(crate) applied: usize,
-    /// Why the kernel stopped. `E2BIG` means a full hash map.
+    /// The error the kernel returned. `E2BIG` means a full hash map.
     #[source]
     pub(crate) source: io::Error,
 }
@@ -111,10 +111,10 @@ fn update_chunk<K: Pod, V: Pod>(
     let size = std::mem::size_of::<BatchAttr>() as libc::c_uint;
 
     // SAFETY: `attr` is a valid `bpf_attr` batch member for `size` bytes, and the kernel reads
-    // nothing past `size` (it treats missing bytes as zero). `keys` and `values` point to `count`
-    // contiguous `Pod` entries each, which outlive the call; `Pod` types are `repr(C)` plain
-    // integers, so their bytes are exactly the map's key and value layout that aya checked when
-    // it opened the map. The kernel writes only `attr.count`, through the pointer to `attr`.
+    // nothing past `size`, because it treats missing bytes as zero. `keys` and `values` point to
+    // `count` contiguous `Pod` entries each, which outlive the call. `Pod` types are `repr(C)`
+    // plain integers, so their bytes are the key and value layout that aya checked when it opened
+    // the map. The kernel writes only `attr.count`, through the pointer to `attr`.
     let result = unsafe {
         libc::syscall(
             libc::SYS_bpf,

@@ -515,10 +515,10 @@ impl<K> ExactBans<K> {
 }
 
 /// Writes `bans` into an exact-address ban map with batched updates. When the map already
-/// holds entries, each ban first reads the entry it replaces, to keep its drop counters. On
+/// contains entries, each ban first reads the entry it replaces, to keep its drop counters. On
 /// failure, returns how many bans were written, counted from the first.
 ///
-/// NOTE: over a map that holds entries, such as pinned maps at a restart, the reads cost one
+/// NOTE: over a map that contains entries, such as pinned maps at a restart, the reads cost one
 /// system call per ban, so that path is about twice as fast as single updates, not more.
 fn insert_exact<K: aya::Pod>(
     map: &Mutex<HashMap<MapData, K, BanValue>>,

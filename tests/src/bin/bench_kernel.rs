@@ -288,8 +288,8 @@ fn load_bans(firewall: &KernelFirewall, count: u32) -> Result<std::time::Duratio
     Ok(started.elapsed())
 }
 
-/// The `index`-th filler ban: IPv4 addresses from 10.0.0.0 up, map keys only, never the
-/// source of a frame.
+/// Returns the `index`-th filler ban, counting IPv4 addresses from 10.0.0.0 up. Fillers are map
+/// keys only, never the source of a frame.
 fn filler(index: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000 + index)
 }
