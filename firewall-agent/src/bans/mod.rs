@@ -10,7 +10,7 @@ pub mod events;
 mod import;
 pub mod memory;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -253,7 +253,8 @@ impl BanManager {
             }
         }
         summary.restored = unexpired.len();
-        self.import_kernel_bans(now_ms)?;
+        let stored: HashSet<IpNetwork> = unexpired.iter().map(|record| record.address).collect();
+        self.import_kernel_bans(&stored, now_ms)?;
 
         self.update_active_gauge();
         Ok(summary)
@@ -261,7 +262,14 @@ impl BanManager {
 
     /// Stores the bans that are in the kernel maps but not in the store, as manual bans with the
     /// kernel's expiry, and removes the expired ones from the kernel.
-    fn import_kernel_bans(&self, now_ms: u64) -> Result<(), BanError> {
+    ///
+    /// `stored` contains the addresses of the unexpired stored bans, so that no kernel ban needs
+    /// a store read of its own.
+    fn import_kernel_bans(
+        &self,
+        stored: &HashSet<IpNetwork>,
+        now_ms: u64,
+    ) -> Result<(), BanError> {
         let kernel_bans = self
             .blocklist
             .kernel_bans()
@@ -271,7 +279,7 @@ impl BanManager {
         let mut imported = 0usize;
         for ban in kernel_bans {
             let address = ban.network;
-            if self.store.get_ban(address)?.is_some() {
+            if stored.contains(&address) {
                 continue;
             }
             let record = BanRecord {
