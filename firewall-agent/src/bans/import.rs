@@ -123,9 +123,7 @@ impl BanManager {
             .collect();
         self.blocklist
             .ban_all(&kernel_bans)
-            .map_err(|source| BanError::KernelBans {
-                source: Box::new(source),
-            })?;
+            .map_err(|source| self.kernel_bans_error(source))?;
 
         for (record, change) in &changes {
             self.metrics.record_ban(origin);

@@ -243,9 +243,7 @@ impl BanManager {
             .collect();
         self.blocklist
             .ban_all(&kernel_bans)
-            .map_err(|source| BanError::KernelBans {
-                source: Box::new(source),
-            })?;
+            .map_err(|source| self.kernel_bans_error(source))?;
         {
             let mut active = self.active_mut();
             for record in &unexpired {
@@ -648,6 +646,20 @@ impl BanManager {
     }
 
     /// Wraps a kernel failure for `address`, counting it when a map was full.
+    /// Wraps the failure of a write of many bans, counting a full map in the metrics.
+    fn kernel_bans_error(&self, source: KernelError) -> BanError {
+        let cause = match &source {
+            KernelError::BansStopped { source, .. } => source.as_ref(),
+            other => other,
+        };
+        if let KernelError::MapFull { map, .. } = cause {
+            self.metrics.record_map_full(map);
+        }
+        BanError::KernelBans {
+            source: Box::new(source),
+        }
+    }
+
     fn kernel_error(&self, address: IpNetwork, source: KernelError) -> BanError {
         if let KernelError::MapFull { map, .. } = source {
             self.metrics.record_map_full(map);

@@ -757,7 +757,7 @@ fn import_into_full_kernel_map_reports_applied_count() {
     let blocklist = Arc::new(MemoryBlocklist::with_max_bans(2));
     let metrics = Arc::new(Metrics::new(blocklist.clone()));
     let store = Store::open(&dir.path().join("state.redb")).expect("store opens");
-    let manager = BanManager::new(store, blocklist.clone(), policy(), metrics);
+    let manager = BanManager::new(store, blocklist.clone(), policy(), metrics.clone());
     let addresses = [net("192.0.2.1"), net("192.0.2.2"), net("192.0.2.3")];
 
     let error = manager
@@ -779,6 +779,7 @@ fn import_into_full_kernel_map_reports_applied_count() {
         ),
         "{source:?}"
     );
+    assert_eq!(metrics.map_full("memory"), 1);
     // The store keeps every ban, so the next start retries the ones the kernel lacks.
     assert_eq!(manager.list().expect("list").len(), 3);
 }
