@@ -170,7 +170,7 @@ impl KernelMaps {
         let stopped = |applied, source| KernelError::BansStopped {
             applied,
             total,
-            source: Box::new(source),
+            source,
         };
         let mut applied = 0;
         let capacity_v4 = self.ban_capacity(IpNetwork::host(Ipv4Addr::UNSPECIFIED.into()));
@@ -184,7 +184,7 @@ impl KernelMaps {
 
         for (network, expires_at_ns) in ranges {
             self.insert_ban(network, expires_at_ns)
-                .map_err(|source| stopped(applied, source))?;
+                .map_err(|source| stopped(applied, Box::new(source)))?;
             applied += 1;
         }
         Ok(())
@@ -524,7 +524,7 @@ fn insert_exact<K: aya::Pod>(
     map: &Mutex<HashMap<MapData, K, BanValue>>,
     bans: &ExactBans<K>,
     capacity: Capacity,
-) -> Result<(), (usize, KernelError)> {
+) -> Result<(), (usize, Box<KernelError>)> {
     use std::os::fd::AsFd as _;
 
     let map = lock(map);
@@ -550,7 +550,7 @@ fn insert_exact<K: aya::Pod>(
         });
         (
             stopped.applied,
-            insert_error(capacity, "insert bans into", source),
+            Box::new(insert_error(capacity, "insert bans into", source)),
         )
     })
 }
