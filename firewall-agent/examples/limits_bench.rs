@@ -7,7 +7,8 @@
 //! request, and Redis memory per client after a day-long limit of 10,000 is filled. Each is
 //! compared with a sorted-set limiter implemented here. That limiter adds one member per
 //! request and sends one MULTI round trip per tier (ZREMRANGEBYSCORE, ZADD, ZCARD, PEXPIRE),
-//! tiers one after another.
+//! tiers one after another. For both, the benchmark reads the time Redis spends per call
+//! (`INFO commandstats`) and Redis's CPU time per request (`INFO cpu`).
 
 #[path = "../tests/redis_server/mod.rs"]
 #[allow(dead_code, reason = "shared with the tests, which use all of it")]
@@ -144,15 +145,17 @@ async fn redis_rows() -> Vec<String> {
             }
         }
     };
-    let before = client_calls(&server);
+    let before = ServerStats::read(&server);
     let (engine_requests, engine_errors) =
         run_for(REDIS_RUN, CONCURRENCY, engine_request.clone()).await;
-    let engine_commands = client_calls(&server) - before;
+    let engine_stats = ServerStats::read(&server).since(&before);
+    let engine_commands = engine_stats.calls(&["evalsha", "eval", "script"]);
     let engine_rate = engine_requests as f64 / REDIS_RUN.as_secs_f64();
     let (engine_sequential, _) = run_for(REDIS_RUN, 1, engine_request).await;
     let engine_sequential_rate = engine_sequential as f64 / REDIS_RUN.as_secs_f64();
 
     server.command("FLUSHALL");
+    let before = ServerStats::read(&server);
     let baseline_request = {
         let connection = connection.clone();
         move |index: u64| {
@@ -167,6 +170,7 @@ async fn redis_rows() -> Vec<String> {
     };
     let (baseline_requests, baseline_errors) =
         run_for(REDIS_RUN, CONCURRENCY, baseline_request.clone()).await;
+    let baseline_stats = ServerStats::read(&server).since(&before);
     let baseline_round_trips = BASELINE_ROUND_TRIPS.load(Ordering::Relaxed);
     let baseline_rate = baseline_requests as f64 / REDIS_RUN.as_secs_f64();
     let (baseline_sequential, _) = run_for(REDIS_RUN, 1, baseline_request).await;
@@ -197,6 +201,25 @@ async fn redis_rows() -> Vec<String> {
             "| redis | round trips per request, 3 tiers (engine: EVALSHA and SCRIPT calls at the server; sorted sets: MULTI pipelines sent) | {:.2} | {:.2} | |",
             engine_commands as f64 / (engine_requests + engine_errors).max(1) as f64,
             baseline_round_trips as f64 / (baseline_requests + baseline_errors).max(1) as f64
+        ),
+        format!(
+            "| redis | server time per call in µs, 3 tiers, {CONCURRENCY} in flight (`INFO commandstats` usec_per_call: EVALSHA; sorted sets: MULTI and EXEC, which includes the commands it runs) | {:.1} | {:.1} | |",
+            engine_stats.usec_per_call(&["evalsha"]),
+            baseline_stats.usec_per_call(&["multi", "exec"]),
+        ),
+        format!(
+            "| redis | server time per request in µs, 3 tiers, {CONCURRENCY} in flight (commandstats usec over requests) | {:.1} | {:.1} | {:.1}x less |",
+            engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64,
+            baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64,
+            (baseline_stats.usec(&["multi", "exec"]) as f64 / baseline_requests.max(1) as f64)
+                / (engine_stats.usec(&["evalsha"]) as f64 / engine_requests.max(1) as f64).max(f64::MIN_POSITIVE),
+        ),
+        format!(
+            "| redis | Redis CPU per request in µs, 3 tiers, {CONCURRENCY} in flight (`INFO cpu`, user plus system, network included) | {:.1} | {:.1} | {:.1}x less |",
+            engine_stats.cpu_seconds * 1e6 / engine_requests.max(1) as f64,
+            baseline_stats.cpu_seconds * 1e6 / baseline_requests.max(1) as f64,
+            (baseline_stats.cpu_seconds / baseline_requests.max(1) as f64)
+                / (engine_stats.cpu_seconds / engine_requests.max(1) as f64).max(f64::MIN_POSITIVE),
         ),
         format!("| redis | failed calls during the runs | {engine_errors} | {baseline_errors} | |"),
         format!(
@@ -285,21 +308,94 @@ async fn sorted_set_check(
     Ok(true)
 }
 
-/// Returns the commands that clients sent, leaving out those that scripts call: EVALSHA, EVAL
-/// and SCRIPT calls, from `INFO commandstats`.
-fn client_calls(server: &redis_server::RedisServer) -> u64 {
-    let info = server.command("INFO commandstats");
-    info.lines()
-        .filter(|line| {
-            line.starts_with("cmdstat_evalsha:")
-                || line.starts_with("cmdstat_eval:")
-                || line.starts_with("cmdstat_script")
-        })
-        .filter_map(|line| {
-            let calls = line.split_once("calls=")?.1;
-            calls.split(',').next()?.parse::<u64>().ok()
-        })
-        .sum()
+/// Counters of one Redis server: `INFO commandstats` per command and `INFO cpu`.
+#[derive(Default)]
+struct ServerStats {
+    /// Per command name, such as `evalsha`: calls and microseconds spent.
+    commands: std::collections::HashMap<String, (u64, u64)>,
+    /// `used_cpu_user` plus `used_cpu_sys`.
+    cpu_seconds: f64,
+}
+
+impl ServerStats {
+    fn read(server: &redis_server::RedisServer) -> Self {
+        let mut stats = Self::default();
+        for line in server.command("INFO commandstats").lines() {
+            let Some((name, fields)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|rest| rest.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |key: &str| -> u64 {
+                fields
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0)
+            };
+            stats
+                .commands
+                .insert(name.to_owned(), (field("calls"), field("usec")));
+        }
+        stats.cpu_seconds = server
+            .command("INFO cpu")
+            .lines()
+            .filter(|line| line.starts_with("used_cpu_user:") || line.starts_with("used_cpu_sys:"))
+            .filter_map(|line| line.split_once(':')?.1.trim().parse::<f64>().ok())
+            .sum();
+        stats
+    }
+
+    /// Returns the counters from `earlier` to `self`.
+    fn since(&self, earlier: &Self) -> Self {
+        let commands = self
+            .commands
+            .iter()
+            .map(|(name, &(calls, usec))| {
+                let (calls_before, usec_before) =
+                    earlier.commands.get(name).copied().unwrap_or_default();
+                (
+                    name.clone(),
+                    (calls.saturating_sub(calls_before), usec.saturating_sub(usec_before)),
+                )
+            })
+            .collect();
+        Self {
+            commands,
+            cpu_seconds: self.cpu_seconds - earlier.cpu_seconds,
+        }
+    }
+
+    /// Returns the calls of the commands whose name starts with one of `prefixes`, so that
+    /// `script` covers `script|load`.
+    fn calls(&self, prefixes: &[&str]) -> u64 {
+        self.matching(prefixes).map(|(calls, _)| calls).sum()
+    }
+
+    fn usec(&self, names: &[&str]) -> u64 {
+        self.exact(names).map(|(_, usec)| usec).sum()
+    }
+
+    fn usec_per_call(&self, names: &[&str]) -> f64 {
+        let (calls, usec) = self
+            .exact(names)
+            .fold((0, 0), |(calls, usec), (c, u)| (calls + c, usec + u));
+        usec as f64 / calls.max(1) as f64
+    }
+
+    fn matching<'s>(&'s self, prefixes: &'s [&str]) -> impl Iterator<Item = (u64, u64)> + 's {
+        self.commands
+            .iter()
+            .filter(|(name, _)| prefixes.iter().any(|prefix| name.starts_with(prefix)))
+            .map(|(_, &counters)| counters)
+    }
+
+    fn exact<'s>(&'s self, names: &'s [&str]) -> impl Iterator<Item = (u64, u64)> + 's {
+        names
+            .iter()
+            .filter_map(|name| self.commands.get(*name).copied())
+    }
 }
 
 fn memory_usage(server: &redis_server::RedisServer, key: &str) -> u64 {

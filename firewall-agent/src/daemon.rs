@@ -241,11 +241,16 @@ impl Agent {
         );
         let events = EventSink::new(Arc::clone(&self.bans));
         let oauth = self.start_oauth()?;
+        let tokens = self.token_verifier(oauth.as_ref())?;
+        let mut rate_limit = RateLimitStage::new(Arc::clone(&limits), events.clone());
+        if let Some(verifier) = &tokens {
+            rate_limit = rate_limit.with_tokens(Arc::clone(verifier));
+        }
         // The agent's own OAuth endpoints respond before threat detection, which would otherwise
         // score the passwords typed into the login form.
         let mut stages: Vec<Arc<dyn Stage>> = vec![
             Arc::new(BanCheckStage::new(Arc::clone(&self.bans))),
-            Arc::new(RateLimitStage::new(Arc::clone(&limits), events.clone())),
+            Arc::new(rate_limit),
             // Browsers send preflights without credentials, so they are handled before the
             // token check.
             Arc::new(CorsPreflightStage),
@@ -254,7 +259,6 @@ impl Agent {
             stages.push(Arc::new(crate::oauth::OAuthStage::new(Arc::clone(server))));
         }
         stages.push(Arc::new(self.threat_stage()));
-        let tokens = self.token_verifier(oauth.as_ref())?;
         if let Some(verifier) = &tokens {
             stages.push(Arc::new(TokenStage::new(
                 Arc::clone(verifier),

@@ -357,3 +357,149 @@ async fn cluster_engine_limits_keys_on_every_master() {
     }
     assert!(metrics.store_available());
 }
+
+/// Returns the index of the cluster node that stores `key`.
+fn owner_of(nodes: &[RedisServer], key: &str) -> usize {
+    nodes
+        .iter()
+        .position(|node| node.command(&format!("EXISTS {key}")).starts_with(':'))
+        .expect("one node owns every slot")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rejection_consumes_no_other_rule() {
+    if !redis_server::available() {
+        return;
+    }
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+    redis_server::create_cluster(&nodes);
+    let wide = rule("wide", &[(10, 3600)], FailureMode::FailClosed);
+    let narrow = rule("narrow", &[(2, 3600)], FailureMode::FailClosed);
+    let config = redis_config(
+        nodes.iter().map(RedisServer::url).collect(),
+        true,
+        vec![wide.clone(), narrow],
+    );
+    let (limits, _) = limits(&config).await;
+
+    // A client whose two keys live on different masters, so each rule is its own call.
+    let client = (1..=250u8)
+        .map(|index| IpAddr::V4(Ipv4Addr::new(198, 51, 100, index)))
+        .find(|client| {
+            let wide_key = firewall_agent::limits::redis::key_name("fwrl", "wide", &client.to_string());
+            let narrow_key =
+                firewall_agent::limits::redis::key_name("fwrl", "narrow", &client.to_string());
+            owner_of(&nodes, &wide_key) != owner_of(&nodes, &narrow_key)
+        })
+        .expect("a client whose keys live on two masters");
+
+    for _ in 0..2 {
+        assert!(admitted(&send(&limits, client).await));
+    }
+    for _ in 0..6 {
+        assert!(!admitted(&send(&limits, client).await));
+    }
+
+    // Raise the narrow rule: if the wide rule counted only the 2 admitted requests, 8 more fit.
+    let mut reloaded = config.clone();
+    reloaded.rules = vec![wide, rule("narrow", &[(100, 3600)], FailureMode::FailClosed)];
+    limits
+        .reload(&reloaded, &RateLimitConfig::default())
+        .expect("reload");
+    for request in 0..8 {
+        assert!(
+            admitted(&send(&limits, client).await),
+            "request {request} after the reload"
+        );
+    }
+    assert!(!admitted(&send(&limits, client).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_outage_fails_open_closed_and_recovers() {
+    if !redis_server::available() {
+        return;
+    }
+    let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+    redis_server::create_cluster(&nodes);
+    let mut open_rule = rule("open", &[(1_000, 60)], FailureMode::FailOpen);
+    open_rule.methods = vec!["GET".into()];
+    let mut closed_rule = rule("closed", &[(1_000, 60)], FailureMode::FailClosed);
+    closed_rule.methods = vec!["POST".into()];
+    let config = redis_config(
+        nodes.iter().map(RedisServer::url).collect(),
+        true,
+        vec![open_rule, closed_rule],
+    );
+    let (limits, metrics) = limits(&config).await;
+    let headers = HeaderMap::new();
+    let check = |client: IpAddr, method: Method| {
+        let limits = Arc::clone(&limits);
+        let headers = headers.clone();
+        async move {
+            let input = KeyInput {
+                client,
+                method: &method,
+                path: "/",
+                headers: &headers,
+                token_subject: None,
+                client_id: None,
+            };
+            limits.check(&input).await.verdict
+        }
+    };
+    let clients: Vec<IpAddr> = (1..=30u8)
+        .map(|index| IpAddr::V4(Ipv4Addr::new(198, 51, 100, index)))
+        .collect();
+    for &client in &clients {
+        assert!(admitted(&check(client, Method::GET).await));
+        assert!(admitted(&check(client, Method::POST).await));
+    }
+
+    // Stop the master of the first client's open key while requests keep coming.
+    let key = firewall_agent::limits::redis::key_name("fwrl", "open", &clients[0].to_string());
+    let stopped = owner_of(&nodes, &key);
+    nodes[stopped].kill();
+    let mut get_verdicts = Vec::new();
+    let mut post_verdicts = Vec::new();
+    for _ in 0..3 {
+        for &client in &clients {
+            get_verdicts.push(check(client, Method::GET).await);
+            post_verdicts.push(check(client, Method::POST).await);
+        }
+    }
+    // Fail open: the local limit of 1000 per minute is far away, so every request passes.
+    // Fail closed: 503 where the store failed, else admitted. Never 429.
+    assert!(
+        get_verdicts.iter().all(admitted),
+        "a fail-open rule rejected a request: {get_verdicts:?}"
+    );
+    assert!(
+        post_verdicts
+            .iter()
+            .all(|v| admitted(v) || matches!(v, Verdict::Unavailable { .. })),
+        "{post_verdicts:?}"
+    );
+    assert!(
+        post_verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Unavailable { .. })),
+        "no request saw the stopped master: {post_verdicts:?}"
+    );
+
+    nodes[stopped].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut recovered = false;
+    while Instant::now() < deadline {
+        let mut all_admitted = true;
+        for &client in &clients {
+            all_admitted &= admitted(&check(client, Method::POST).await);
+        }
+        if all_admitted && metrics.store_available() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "service did not recover after the master restarted");
+}

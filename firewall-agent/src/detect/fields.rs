@@ -191,6 +191,10 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
         }
     } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
         push_xml(fields, body);
+    } else if essence.is_empty() && !body.iter().any(u8::is_ascii_whitespace) {
+        // A body without a content type and without whitespace is most likely form-encoded
+        // text that is not a `key=value` list, so `+` and `%XX` are decoded as in a form.
+        fields.push("body".into(), body, FieldEncoding::Form, FieldKind::RawBody);
     } else {
         fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
     }

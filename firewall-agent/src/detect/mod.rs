@@ -18,10 +18,13 @@ pub mod normalise;
 mod shell;
 mod signatures;
 mod sqli;
+mod sqli_tokens;
 mod xss;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod injection_tests;
 
 use std::fmt;
 

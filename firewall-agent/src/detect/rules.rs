@@ -269,6 +269,15 @@ pub const RCE_WINDOWS_SHELL: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// A mail protocol command (SMTP or IMAP) after a line break, which a mail library passes
+/// on to its server.
+pub const RCE_MAIL_COMMAND: Rule = Rule {
+    id: "rce-mail-command",
+    number: 1508,
+    family: Family::Rce,
+    severity: Severity::Critical,
+};
+
 /// A template expression with an operator, call or attribute access.
 pub const SSTI_EXPRESSION: Rule = Rule {
     id: "ssti-expression",
@@ -463,6 +472,7 @@ pub const ALL: &[Rule] = &[
     RCE_BRACE_EXPANSION,
     RCE_POWERSHELL,
     RCE_WINDOWS_SHELL,
+    RCE_MAIL_COMMAND,
     SSTI_EXPRESSION,
     SSTI_STATEMENT,
     SSTI_PROTOTYPE_POLLUTION,

@@ -1,66 +1,69 @@
-//! OS command injection: a command name where a shell would start a new command.
+//! OS command injection, found by reading the value as a shell command line.
 //!
-//! The value is first stripped of the quoting and escaping that a shell removes before it runs
-//! a word (`c'a't`, `c\at`, `w"h"oami`, `$@`). Then it is searched for a separator (`;`, `|`,
-//! `&`, a line break, a backtick or `$(`) followed by a known command. Command names that are also
-//! English words (`cat`, `more`, `set`) count only with an argument that looks like a shell
-//! argument (`-l`, a path, a number, a redirection), so that "apples; more later" is not a
-//! finding.
+//! The value is first stripped of what a shell removes before it runs a word: quotes,
+//! backslashes, carets, empty substitutions (`$()`, ``` `` ```, `<()`), special parameters
+//! (`$@`, `$$`) and variables glued to a word (`cu$u`). `${IFS}` becomes a space and brace
+//! expansion (`c{a,oun}t`) is expanded. The result is split into simple commands at the
+//! separators a shell knows (`;`, `|`, `&`, line breaks, backticks, `$(`, parentheses). Each
+//! simple command's first word, after assignments, redirections and wrappers such as `time` or
+//! `nohup`, is looked up in two lists of command names: names that prose never uses, and names
+//! that are also ordinary words (`cat`, `more`, `find`). A word-like name counts only with an
+//! argument shaped like a shell argument, so "apples; more later" is not a finding.
+//!
+//! Windows batch syntax (`for /f ... do`, `if ... == ...`), mail protocol commands after a
+//! line break, `alias` definitions, tilde and history expansion and variables used as command
+//! names have checks of their own.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Rule, rules};
+use super::{FieldKind, Rule, rules};
 
+/// Command names that prose does not use, found anywhere a command can start.
+const DISTINCTIVE_COMMANDS: &[&str] = &[
+    "whoami", "uname", "ifconfig", "ipconfig", "wget", "curl", "ncat", "netcat", "bash", "zsh",
+    "ksh", "csh", "tcsh", "sh", "nc", "python", "python2", "python3", "perl", "php",
+    "nodejs", "irb", "base64", "base32", "xxd", "chmod", "chown", "chgrp", "nslookup", "netstat",
+    "crontab", "mkfifo", "socat", "telnet", "useradd", "usermod", "adduser", "passwd", "visudo",
+    "sudo", "nohup", "busybox", "getent", "lsof", "pkill", "killall", "xterm", "nmap", "tcpdump",
+    "openssl", "gcc", "c89", "c99", "awk", "gawk", "nawk", "readelf", "objdump", "systemctl",
+    "traceroute", "rsync", "scp", "sftp", "ssh", "ssh-copy-id", "tftp", "ftp", "gdb", "strace",
+    "ltrace", "printenv", "xargs", "hexdump", "egrep", "fgrep", "grep", "rmdir", "mkdir",
+    "gunzip", "gzip", "unzip", "bzip2", "bsdtar", "7z", "ls", "ll", "vim", "chroot",
+    "umount", "apt-get", "aptitude", "yum", "dnf", "pip3", "pipx", "npm", "javac", "jshell",
+    "powershell", "pwsh", "certutil", "bitsadmin", "wmic", "mshta", "rundll32", "regsvr32",
+    "cscript", "wscript", "systeminfo", "tasklist", "taskkill", "findstr", "regedit", "bcdboot",
+    "iwr", "iwmi", "iex", "md5sum", "sha1sum", "sha256sum", "htop", "chattr", "lsattr",
+    "setfacl", "getfacl", "iptables", "nft", "lastlog", "lastlogin", "cpulimit", "cscli",
+    "ansible", "ansible-config", "ansible-console", "ansible-doc", "ansible-galaxy",
+    "ansible-inventory", "ansible-playbook", "ansible-pull", "ansible-vault", "chef-client",
+    "chef-run", "chef-shell", "chef-solo", "chef-vault", "aa-disable", "aa-enforce",
+    "aa-complain", "rmt", "rmt-tar", "rmt-dump", "dmesg", "ifup", "ifdown", "modprobe",
+    "insmod", "rmmod", "sysctl", "journalctl", "mysqldump", "pg_dump", "sqlite3", "docker",
+    "kubectl",
+];
 
-/// Commands that no ordinary text places after a shell separator.
-const STRONG_COMMANDS: &str = concat!(
-    "whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|tcsh|dash|fish|python[0-9.]*|",
-    "perl|ruby|php[0-9]?|lua|nodejs|base64|xxd|chmod|chown|chgrp|nslookup|ifconfig|netstat|",
-    "crontab|mkfifo|socat|telnet|useradd|usermod|passwd|visudo|sudo|nohup|busybox|getent|",
-    "hostname|lsof|pkill|killall|xterm|nmap|tcpdump|openssl|gcc|cc|awk|gawk|nawk|sed|",
-    "readelf|objdump|strings|systemctl|shutdown|reboot|wall|finger|traceroute|dig|rsync|scp|",
-    "sftp|ssh|tftp|ftp|gdb|strace|ltrace|env|printenv|export|eval|exec|source|uniq|sort|",
-    "timeout|xargs|tee|dd|od|hexdump|rev|tac|nl|paste|cut|tr|grep|egrep|fgrep|rm|rmdir|",
-    "mkdir|mv|cp|ln|tar|gzip|gunzip|zip|unzip|bzip2|7z|ls|ps|id|pwd|vi|vim|nano|ed|emacs|",
-    "cat|head|tail|less|more|echo|printf|sleep|ping|kill|chroot|mount|umount|apt|apt-get|",
-    "yum|dnf|pip|pip3|npm|gem|java|javac|jshell|powershell|pwsh|certutil|bitsadmin|wmic|",
-    "mshta|rundll32|regsvr32|cscript|wscript|net|ipconfig|systeminfo|tasklist|taskkill|reg|",
-    "type|dir|copy|del|find|findstr|set|touch|file|which|whereis|locate|history|more|diff|",
-    "wc|md5sum|sha1sum|sha256sum|last|w|who|users|groups|uptime|df|du|free|top|htop|kill|",
-    "chattr|lsattr|setfacl|getfacl|iptables|nft|ip|route|arp|host|date|time|test|true|false"
-);
-
-/// Command names that are also common words: they need a shell-like argument.
+/// Command names that are also ordinary words. They count only with a shell-like argument.
 const WORD_COMMANDS: &[&str] = &[
     "cat", "head", "tail", "less", "more", "echo", "printf", "sleep", "ping", "kill", "type",
     "dir", "copy", "del", "find", "set", "touch", "file", "which", "whereis", "locate",
     "history", "diff", "wc", "last", "w", "who", "users", "groups", "uptime", "df", "du", "free",
-    "top", "ip", "route", "host", "date", "time", "test", "true", "false", "net", "reg", "ls",
-    "ps", "id", "pwd", "vi", "ed", "cc", "sh", "nc", "rm", "mv", "cp", "ln", "tr", "cut",
-    "paste", "nl", "rev", "tac", "od", "dd", "tee", "sort", "uniq", "source", "exec", "eval",
-    "export", "env", "wall", "finger", "dig", "fish", "tar", "zip", "gem", "pip", "npm", "apt",
-    "mount", "lua", "java", "ruby", "perl", "php", "python", "awk", "sed", "grep", "mkdir",
-    "strings", "shutdown", "reboot", "timeout", "users", "arp",
+    "top", "ip", "route", "host", "date", "test", "net", "reg", "ps", "id", "pwd", "vi", "ed",
+    "ex", "cc", "rm", "mv", "cp", "ln", "tr", "cut", "paste", "nl", "rev", "tac", "od", "dd",
+    "tee", "sort", "uniq", "source", "eval", "export", "env", "wall", "finger", "dig", "fish",
+    "tar", "zip", "gem", "pip", "apt", "mount", "lua", "java", "ruby", "node", "sed", "strings",
+    "shutdown", "reboot", "arp", "column", "fold", "comm", "bridge", "perf", "flock", "trap",
+    "man", "fmt", "split", "look", "watch", "nice", "chef", "more", "exec", "emacs", "start",
+    "call", "at", "chdir", "cd", "dash", "nano",
 ];
 
-/// Commands that run the command after them, so that command counts as if after a separator.
-const PREFIX_COMMANDS: &str = "time|nohup|sudo|env|strace|ltrace|exec|xargs|timeout|nice|watch|busybox|command|builtin";
-
-/// A separator, an optional path before the command, the command name and what follows it.
-static COMMAND_AFTER_SEPARATOR: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(&format!(
-        r"(^|[;|&`\n\r]|\$\(|\|\||&&|\b(?:{PREFIX_COMMANDS})\s)\s*(?:[a-z0-9_.?*~-]*/)*({STRONG_COMMANDS})(\s+\S|\s*$|[;|&`<>)$])"
-    ))
-    .ok()
-});
-
-/// A shell-like argument: an option, a path, a variable, a number, a redirection or a pipe.
-static SHELL_ARGUMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"^(?:\s+(?:-{1,2}[a-z0-9]|/|~|\$|\.{1,2}/|[<>|;&`]|\d|\*|[a-z0-9_.-]+\.[a-z0-9]{1,4}\b|'|\x22)|\s*$|\s*[;|&`<>)$])").ok()
-});
+/// Commands that run the command after them, which then counts as the start of a command.
+const WRAPPER_COMMANDS: &[&str] = &[
+    "time", "nohup", "sudo", "env", "strace", "ltrace", "exec", "xargs", "timeout", "nice",
+    "watch", "busybox", "command", "builtin", "flock", "cpulimit", "doas", "stdbuf", "chroot",
+];
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
 static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -69,111 +72,446 @@ static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
 
 /// A shell started with a command string, or started through `$SHELL`.
 static SHELL_WITH_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?:\b(?:ba|z|k|c|tc|da)?sh|\$\{?shell\}?)\s+-[a-z]*c\b|\bif\s+(?:/i\s+)?(?:not\s+)?(?:exist|errorlevel|defined)\b|\bfor\s+(?:/[dlrf]\s+)*%%?[a-z~]").ok()
+    Regex::new(r"(?:\b(?:ba|z|k|c|tc|da)?sh|\$\{?shell\}?)(?:\s+|,)-[a-z]*c\b").ok()
 });
 
+/// The path of a program in a `bin` folder, such as `/bin/ab` or `usr/local/bin/ansible`.
+static COMMAND_PATH: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[\s;|&=`])/?(?:usr/(?:local/)?)?s?bin/[a-z][\w.-]*(?:$|[\s;|&`])").ok()
+});
+
+/// Windows batch control flow: `for %x in (...) do` and `if a == b command`.
+static BATCH_SYNTAX: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?:^|[;&|\n\r(])\s*(?:",
+        r"for\s+(?:/[dlrf]\s+(?:[^%\s]+\s+)?)*%%?\S+\s+in\s*\(.*\)\s*do\b",
+        r"|if(?:\s+/i)?(?:\s+not)?\s+(?:exist|errorlevel|defined|cmdextversion)\s+\S",
+        r"|if(?:\s*/i)?(?:\s+not)?\s+\S.*?(?:==|\s(?:equ|neq|lss|leq|gtr|geq)\s).*?\S\s*(?:\s\S|\(|$)",
+        r")",
+    ))
+    .ok()
+});
+
+/// A mail protocol command after CR LF: SMTP verbs and tagged IMAP commands.
+static MAIL_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"\r\n\s*(?:(?:data|quit|rset|noop|starttls)\s*(?:$|\r|\n)|help\b|(?:ehlo|helo|vrfy|expn)\s+\S",
+        r"|(?:mail\s+from|rcpt\s+to)\s*:",
+        r"|[a-z]*\d[a-z0-9]{0,5}\s+(?:examine|select|copy|store|list|lsub|search|fetch|login|logout|create|delete|rename|append|uid|status|capability|expunge|subscribe)\b",
+        r"|[a-z0-9]{1,6}\s+(?:store|fetch|copy|search)\s+\d+(?::\d+|\*)?\s)",
+    ))
+    .ok()
+});
+
+/// An `alias` definition, tilde expansion of the directory stack, history expansion, or a
+/// variable assigned and then run as a command.
+static SHELL_SYNTAX: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?:^|[;&|\n`]\s*)alias\s+(?:[-+]?[a-z]+\s+)*[^\s=]+=",
+        r"|(?:^|\s)~[+-]\d*(?:$|[\s/;|&])",
+        r"|(?:^|[\s;|&])!-\d+",
+        r"|\b[a-z_]\w*=\S*\s*(?:;|&&?|\|\|?|\n)\s*\$\{?[a-z_]\w*\}?(?:\s|$)",
+    ))
+    .ok()
+});
+
+/// A word split by quotes, a backslash or a caret, as in `c'a't`, `'i'fconfig`, `w"h"oami`
+/// or `n^et`. An apostrophe in prose ("don't") has no closing quote this close.
+static SPLIT_WORD: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r#"[a-z](?:'[a-z]{0,3}'|"[a-z]{0,3}")[a-z]|(?:^|[\s;|&`])(?:'[a-z]{1,3}'|"[a-z]{1,3}")[a-z]"#,
+        r"|[a-z][\\^][a-z]",
+    ))
+    .ok()
+});
+
+/// Where a simple command starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// At the start of the value.
+    Start,
+    /// After a separator, or after a wrapper command such as `time`.
+    AfterSeparator,
+}
+
+/// A value after the shell's quote removal and expansions.
+struct CommandLine<'a> {
+    text: Cow<'a, str>,
+    /// Whether quote removal or an empty substitution joined the pieces of a word, as in
+    /// `c'a't` or `pi$()ng`. Prose never does that, so any command name then counts.
+    obfuscated: bool,
+}
+
 /// Looks for OS command injection in a normalised, lowercased value.
-pub fn detect(value: &str, hits: &mut Vec<Rule>) {
-    if !value.bytes().any(|byte| matches!(byte, b';' | b'|' | b'&' | b'`' | b'$' | b'\n' | b'\r' | b'/' | b' ')) {
+pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
+    if value.len() < 2 {
         return;
     }
-    let unquoted = unquote(value);
+    let line = deobfuscate(value);
 
-    if let Some(regex) = COMMAND_AFTER_SEPARATOR.as_ref() {
-        let mut start = 0;
-        while let Some(captures) = unquoted.get(start..).and_then(|rest| regex.captures(rest)) {
-            let (Some(whole), Some(separator), Some(command)) =
-                (captures.get(0), captures.get(1), captures.get(2))
-            else {
-                break;
-            };
-            let after = &unquoted[start + command.end()..];
-            if is_injection(separator.as_str(), command.as_str(), after) {
-                let rule = if is_windows_command(command.as_str()) {
-                    rules::RCE_WINDOWS_COMMAND
-                } else {
-                    rules::RCE_UNIX_COMMAND
-                };
-                if !hits.contains(&rule) {
-                    hits.push(rule);
-                }
-                return;
-            }
-            start += whole.start() + separator.len().max(1);
-            if start >= unquoted.len() {
-                break;
-            }
+    if let Some(rule) = find_command(&line, kind) {
+        push(hits, rule);
+    }
+    if has_expanded_command(&line.text) {
+        push(hits, rules::RCE_UNIX_COMMAND);
+    }
+    let syntax_checks: [(&LazyLock<Option<Regex>>, Rule); 5] = [
+        (&SHELL_WITH_COMMAND, rules::RCE_UNIX_COMMAND),
+        (&COMMAND_PATH, rules::RCE_UNIX_COMMAND),
+        (&GLOBBED_COMMAND, rules::RCE_UNIX_COMMAND),
+        (&BATCH_SYNTAX, rules::RCE_WINDOWS_SHELL),
+        (&SHELL_SYNTAX, rules::RCE_SHELL_SYNTAX),
+    ];
+    for (regex, rule) in syntax_checks {
+        // The value as sent is checked too, because `+` in `~+` is not a space there.
+        if regex.as_ref().is_some_and(|regex| regex.is_match(&line.text) || regex.is_match(value)) {
+            push(hits, rule);
         }
     }
-
-    if let Some(regex) = SHELL_WITH_COMMAND.as_ref()
-        && regex.is_match(&unquoted)
-        && !hits.contains(&rules::RCE_UNIX_COMMAND)
-    {
-        hits.push(rules::RCE_UNIX_COMMAND);
-    }
-
-    if let Some(regex) = GLOBBED_COMMAND.as_ref()
-        && regex.is_match(&unquoted)
-        && !hits.contains(&rules::RCE_UNIX_COMMAND)
-    {
-        hits.push(rules::RCE_UNIX_COMMAND);
+    if value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
+        push(hits, rules::RCE_MAIL_COMMAND);
     }
 }
 
-/// Decides whether a command name after a separator is an injection.
-fn is_injection(separator: &str, command: &str, after: &str) -> bool {
-    let shell_argument = SHELL_ARGUMENT
-        .as_ref()
-        .is_some_and(|regex| regex.is_match(after));
-    if separator.is_empty() {
-        // At the start of the value only a command followed by an option, a path or a
-        // redirection counts, because a value such as "python" or "more" is an ordinary word.
-        let argument = after.trim_start();
-        return after.starts_with(char::is_whitespace)
-            && argument.len() > 1
-            && argument.starts_with(['-', '/', '|', ';', '>', '<', '$', '~', '`']);
+fn push(hits: &mut Vec<Rule>, rule: Rule) {
+    if !hits.contains(&rule) {
+        hits.push(rule);
     }
-    if WORD_COMMANDS.contains(&command) {
-        // "Max & Ruby" or "cats & more": a lone `&` before a last word is prose.
-        let prose_ampersand = separator == "&" && after.trim().is_empty();
-        return shell_argument && !prose_ampersand;
-    }
-    true
 }
 
-fn is_windows_command(command: &str) -> bool {
-    matches!(
-        command,
+/// Splits the command line into simple commands and returns the rule of the first one that
+/// runs a known command.
+fn find_command(line: &CommandLine<'_>, kind: FieldKind) -> Option<Rule> {
+    let text: &str = &line.text;
+    let mut context = CommandContext {
+        position: Position::Start,
+        obfuscated: line.obfuscated,
+        kind,
+        prose_separator: false,
+        shell_separator: false,
+        followed_by_separator: false,
+    };
+    let mut rest = text;
+    loop {
+        let end = rest.find(is_separator).unwrap_or(rest.len());
+        let segment = &rest[..end];
+        let separator = rest[end..].chars().next();
+        context.followed_by_separator = separator.is_some();
+        if let Some(rule) = judge_simple_command(segment, context) {
+            return Some(rule);
+        }
+        let separator = separator?;
+        rest = &rest[end + separator.len_utf8()..];
+        // "Max & Ruby" or "report (copy)": a word-like command after such a separator needs
+        // an argument.
+        let substitution = separator == '(' && segment.ends_with(['$', '<', '>']);
+        context.shell_separator = matches!(separator, ';' | '|' | '`') || substitution;
+        context.prose_separator = separator == '(' && !substitution
+            || separator == '&' && segment.ends_with(' ') && rest.starts_with(' ');
+        context.position = Position::AfterSeparator;
+    }
+}
+
+fn is_separator(character: char) -> bool {
+    matches!(character, ';' | '|' | '&' | '\n' | '\r' | '`' | '(' | ')' | '!' | '{' | '}')
+}
+
+/// What is known about a simple command besides its words.
+#[derive(Clone, Copy, Debug)]
+struct CommandContext {
+    position: Position,
+    /// Whether the value split a word with quotes or empty expansions.
+    obfuscated: bool,
+    kind: FieldKind,
+    /// Whether the separator before was an opening parenthesis or a lone `&` between
+    /// spaces, which prose uses too.
+    prose_separator: bool,
+    /// Whether the separator before was `;`, `|` or a backtick, which prose rarely puts
+    /// right before a command name.
+    shell_separator: bool,
+    /// Whether a separator follows the simple command.
+    followed_by_separator: bool,
+}
+
+/// Decides whether one simple command runs a known command.
+fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Rule> {
+    let mut words = segment.split_ascii_whitespace().peekable();
+    while let Some(word) = words.next() {
+        let has_next = words.peek().is_some();
+        if has_next && (is_assignment(word) || is_variable(word)) {
+            continue;
+        }
+        let short_number = word.len() < 4 && word.bytes().all(|byte| byte.is_ascii_digit());
+        if word.starts_with(['<', '>']) || short_number && context.position == Position::AfterSeparator {
+            continue;
+        }
+        // `code=ansible-console`: a lone assignment runs nothing, but a value that is only an
+        // assignment may carry a command line of its own.
+        let word = match word.split_once('=') {
+            Some((_, assigned)) if !has_next && is_assignment(word) && context.position == Position::Start => assigned,
+            _ => word,
+        };
+        let name = command_name(word);
+        if WRAPPER_COMMANDS.contains(&name) && has_next {
+            // `time curl x` or `timeout 5 nc ...`: skip the wrapper's options and numbers.
+            let arguments: Vec<&str> = words.clone().collect();
+            while let Some(next) = words.peek() {
+                if next.starts_with('-') || next.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.') {
+                    words.next();
+                } else {
+                    break;
+                }
+            }
+            let Some(next) = words.peek() else {
+                // `env --version`: the wrapper itself is the command.
+                return is_injected(name, &arguments, context).then(|| rule_for(name));
+            };
+            if is_known_command(command_name(next)) {
+                return Some(rules::RCE_UNIX_COMMAND);
+            }
+            // `flock -u / whoami`: a distinctive command among the next few words.
+            let runs_distinctive = words
+                .clone()
+                .take(4)
+                .any(|later| DISTINCTIVE_COMMANDS.contains(&command_name(later)));
+            if runs_distinctive
+                || DISTINCTIVE_COMMANDS.contains(&name) && context.position == Position::AfterSeparator
+            {
+                return Some(rules::RCE_UNIX_COMMAND);
+            }
+            context.position = Position::AfterSeparator;
+            continue;
+        }
+        let arguments: Vec<&str> = words.collect();
+        return is_injected(name, &arguments, context).then(|| rule_for(name));
+    }
+    None
+}
+
+/// Words that start prose more often than they follow a command name.
+const PROSE_WORDS: &[&str] = &[
+    "is", "are", "was", "were", "be", "has", "have", "had", "and", "or", "the", "a", "an", "of",
+    "in", "on", "for", "to", "with", "can", "will", "does", "did", "do", "it", "its", "as", "at",
+    "by", "from", "that", "this", "not", "so", "but", "if",
+];
+
+/// Returns whether a command name with its arguments is an injection.
+fn is_injected(name: &str, arguments: &[&str], context: CommandContext) -> bool {
+    let distinctive = DISTINCTIVE_COMMANDS.contains(&name);
+    if !distinctive && !WORD_COMMANDS.contains(&name) {
+        return false;
+    }
+    if context.obfuscated {
+        return true;
+    }
+    let first_is_shell = arguments.first().is_some_and(|argument| is_shell_argument(argument));
+    let any_is_shell = arguments.iter().any(|argument| is_shell_argument(argument));
+    match context.position {
+        Position::AfterSeparator if distinctive => true,
+        Position::AfterSeparator if arguments.is_empty() => {
+            context.shell_separator && name.len() > 1
+                || (context.followed_by_separator || name.len() > 2)
+                    && !context.prose_separator
+                    && context.kind != FieldKind::Header
+        }
+        Position::AfterSeparator => first_is_shell,
+        Position::Start if arguments.is_empty() => STANDALONE_COMMANDS.contains(&name),
+        // A short name at the start, such as `nc` or `ls`, also reads as initials.
+        Position::Start if distinctive && name.len() > 3 => {
+            any_is_shell
+                || arguments.len() <= 3 && !arguments.first().is_some_and(|first| PROSE_WORDS.contains(first))
+        }
+        Position::Start => first_is_shell,
+    }
+}
+
+/// Command names that are an injection even alone, as the whole value.
+const STANDALONE_COMMANDS: &[&str] = &[
+    "whoami", "ifconfig", "ipconfig", "visudo", "systeminfo", "tasklist", "netstat",
+    "printenv", "dmesg", "chef-shell", "ansible-console",
+];
+
+/// Returns whether an argument is shaped like one a shell command takes: an option, a path,
+/// a variable, a redirection or a glob.
+fn is_shell_argument(argument: &str) -> bool {
+    let first = argument.as_bytes().first().copied().unwrap_or(0);
+    match first {
+        b'-' => argument.len() > 1 && argument.as_bytes()[1] != b'-' || argument.len() > 2,
+        b'/' | b'~' | b'$' | b'<' | b'>' | b'*' | b'\\' => true,
+        b'.' => argument.starts_with("./") || argument.starts_with("../"),
+        b'+' => argument.len() > 1,
+        _ => {
+            // A file name with a short extension, such as `passwd.txt` or `a.sh`, or a path.
+            argument.contains('/')
+                || argument
+                    .rsplit_once('.')
+                    .is_some_and(|(stem, extension)| {
+                        stem.bytes().any(|byte| byte.is_ascii_alphabetic())
+                            && (1..=4).contains(&extension.len())
+                            && extension.bytes().all(|byte| byte.is_ascii_alphanumeric())
+                    })
+        }
+    }
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    })
+}
+
+/// Returns whether a word is a variable reference such as `$a` or `${a}`.
+fn is_variable(word: &str) -> bool {
+    word.strip_prefix('$').is_some_and(|name| {
+        let name = name.trim_start_matches('{').trim_end_matches('}');
+        !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    })
+}
+
+fn is_known_command(name: &str) -> bool {
+    DISTINCTIVE_COMMANDS.contains(&name) || WORD_COMMANDS.contains(&name)
+}
+
+/// Returns the command name of a word: its last path segment, with the version of an
+/// interpreter (`python3.10`) and a Windows `.exe` removed.
+fn command_name(word: &str) -> &str {
+    let name = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    let name = name.strip_suffix(".exe").unwrap_or(name);
+    for interpreter in ["python", "php", "perl", "ruby", "node", "gcc"] {
+        if let Some(version) = name.strip_prefix(interpreter)
+            && !version.is_empty()
+            && version.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.')
+        {
+            return interpreter;
+        }
+    }
+    name
+}
+
+fn rule_for(name: &str) -> Rule {
+    let windows = matches!(
+        name,
         "powershell" | "pwsh" | "certutil" | "bitsadmin" | "wmic" | "mshta" | "rundll32"
             | "regsvr32" | "cscript" | "wscript" | "net" | "ipconfig" | "systeminfo"
             | "tasklist" | "taskkill" | "reg" | "type" | "dir" | "copy" | "del" | "findstr"
-    )
+            | "regedit" | "bcdboot" | "iwr" | "iwmi" | "iex"
+    );
+    if windows { rules::RCE_WINDOWS_COMMAND } else { rules::RCE_UNIX_COMMAND }
 }
 
-/// Removes what a shell removes before it runs a word: quotes, backslashes, `$@`, `$*` and
-/// empty `${}` or `$()` expansions, and turns `${IFS}` into a space.
-fn unquote(value: &str) -> Cow<'_, str> {
-    let replaced = if value.contains('$') {
-        Cow::Owned(
-            value
-                .replace("${ifs}", " ")
-                .replace("$ifs", " ")
-                .replace("$@", "")
-                .replace("$*", "")
-                .replace("${}", "")
-                .replace("$()", ""),
-        )
-    } else {
-        Cow::Borrowed(value)
-    };
-    if !replaced.contains(['\'', '"', '\\', '^']) {
-        return replaced;
+/// Applies the shell's quote removal and the expansions that attackers use to split a
+/// command name: quotes, backslashes, carets, empty substitutions, special parameters,
+/// variables glued to a word, and `${IFS}`.
+fn deobfuscate(value: &str) -> CommandLine<'_> {
+    if !value.contains(['\'', '"', '\\', '^', '$', '`', '<', '>', '+']) {
+        return CommandLine { text: Cow::Borrowed(value), obfuscated: false };
     }
-    Cow::Owned(
-        replaced
-            .chars()
-            .filter(|character| !matches!(character, '\'' | '"' | '\\' | '^'))
-            .collect(),
-    )
+    let mut output = String::with_capacity(value.len() + 8);
+    let mut obfuscated = false;
+    let mut index = 0;
+    while index < value.len() {
+        let rest = &value[index..];
+        let previous = output.chars().last();
+        let previous_is_letter = previous.is_some_and(|character| character.is_ascii_alphanumeric());
+        if let Some(length) = ifs_length(rest) {
+            output.push(' ');
+            index += length;
+            continue;
+        }
+        if let Some(length) = empty_expansion_length(rest) {
+            let next_is_letter = rest[length..].chars().next().is_some_and(|character| character.is_ascii_alphanumeric());
+            obfuscated |= previous_is_letter || next_is_letter || rest.starts_with("$@") || rest.starts_with("$$");
+            index += length;
+            continue;
+        }
+        if previous_is_letter && let Some(length) = glued_variable_length(rest) {
+            obfuscated = true;
+            index += length;
+            continue;
+        }
+        let character = rest.chars().next().unwrap_or(' ');
+        index += character.len_utf8();
+        match character {
+            '\'' | '"' | '\\' | '^' => {}
+            // A `+` is a space in URLs and form bodies sent without a content type.
+            '+' => output.push(' '),
+            // A redirection ends the word before it: `cat<<<x` runs `cat`.
+            '<' | '>' => {
+                if previous.is_some_and(|previous| !matches!(previous, '<' | '>' | ' ')) {
+                    output.push(' ');
+                }
+                output.push(character);
+            }
+            _ => output.push(character),
+        }
+    }
+    obfuscated |= SPLIT_WORD.as_ref().is_some_and(|regex| regex.is_match(value));
+    CommandLine { text: Cow::Owned(output), obfuscated }
+}
+
+/// Length of an expansion at the start of `text` that a shell replaces with nothing.
+fn empty_expansion_length(text: &str) -> Option<usize> {
+    for empty in ["$()", "${}", "``", "<()", ">()", "$@", "$*", "$!", "$?", "$$", "$-", "$_", "$#"] {
+        if text.starts_with(empty) {
+            return Some(empty.len());
+        }
+    }
+    for quotes in ["''", "\"\""] {
+        if text.starts_with(quotes) {
+            return Some(2);
+        }
+    }
+    // Any other `${...}` without spaces, such as `${gcc7.4}`, expands to nothing or fails.
+    let braced = text.strip_prefix("${")?;
+    let end = braced.find('}')?;
+    (end <= 32 && !braced[..end].contains(char::is_whitespace)).then_some(end + 3)
+}
+
+fn ifs_length(text: &str) -> Option<usize> {
+    ["${ifs}", "$ifs"].iter().find(|ifs| text.starts_with(**ifs)).map(|ifs| ifs.len())
+}
+
+/// Length of a variable reference (`$u`, `${u}`) glued to the word before it, as in `cu$u`.
+fn glued_variable_length(text: &str) -> Option<usize> {
+    let body = text.strip_prefix('$')?;
+    if let Some(braced) = body.strip_prefix('{') {
+        let end = braced.find('}')?;
+        let name = &braced[..end];
+        return (!name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_'))
+            .then_some(end + 3);
+    }
+    let length = body.bytes().take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_').count();
+    (length > 0 && length <= 3).then_some(length + 1)
+}
+
+/// Returns whether brace expansion builds a command name: `c{a,oun}t`, `{,ifconfig}` or
+/// `{l,-lh}s`. A plain list such as `{id,name}` is left alone, because field lists in APIs
+/// look the same.
+fn has_expanded_command(value: &str) -> bool {
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return false;
+        };
+        let inner = &after[..close];
+        let prefix = rest[..open].rsplit(|character: char| !character.is_ascii_alphanumeric()).next().unwrap_or("");
+        let suffix_end = after[close + 1..].find(|character: char| !character.is_ascii_alphanumeric()).unwrap_or(after.len() - close - 1);
+        let suffix = &after[close + 1..close + 1 + suffix_end];
+        if inner.contains(',') && !inner.contains(char::is_whitespace) && inner.len() < 64 {
+            let alternatives: Vec<&str> = inner.split(',').collect();
+            let shell_shaped = !prefix.is_empty()
+                || !suffix.is_empty()
+                || alternatives.iter().any(|alternative| alternative.is_empty() || alternative.starts_with('-'));
+            let builds_command = alternatives.iter().any(|alternative| {
+                let word = format!("{prefix}{alternative}{suffix}");
+                is_known_command(command_name(&word))
+            });
+            if shell_shaped && builds_command {
+                return true;
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    false
 }

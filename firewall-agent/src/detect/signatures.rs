@@ -139,6 +139,11 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
             ),
             rules::PHP_CONFIG_DIRECTIVE,
         ),
+        // A comment between a function name and its bracket only hides the call.
+        (
+            r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|include|require)\s*(?:/\*.*?\*/|//[^\n]*\n|#[^\n]*\n)\s*(?:/\*.*?\*/\s*)*\(",
+            rules::PHP_FUNCTION,
+        ),
         (
             r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
             rules::PHP_FUNCTION,
@@ -258,7 +263,7 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     if kind != FieldKind::Body && has_header_injection(text) {
         hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
-    super::shell::detect(text, hits);
+    super::shell::detect(text, kind, hits);
 
     if let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)

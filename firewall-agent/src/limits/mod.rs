@@ -279,6 +279,16 @@ impl RateLimits {
         &self.metrics
     }
 
+    /// Returns whether a rule covering a request with `method` and `path` keys on the token
+    /// subject or the client id, so the token must be verified before [`RateLimits::check`].
+    pub fn keys_on_token(&self, method: &http::Method, path: &str) -> bool {
+        self.rules
+            .load()
+            .rules
+            .iter()
+            .any(|rule| rule.keys_on_token() && rule.covers(method, path))
+    }
+
     /// Checks a request against every rule that covers it and commits it if admitted.
     pub async fn check(&self, input: &KeyInput<'_>) -> Decision {
         self.check_at(input, Instant::now()).await

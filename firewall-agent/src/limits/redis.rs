@@ -1,11 +1,14 @@
 //! The Redis engine: counters shared by a fleet, in a single Redis or a Redis Cluster.
 //!
-//! One request costs one round trip for all its tiers: a Lua script, loaded once and then
-//! called by its SHA1 (`EVALSHA`), reads the server clock, checks every tier and commits only
-//! if the request is admitted. Every key it writes gets a TTL of the time its levels take to
+//! On a single Redis, one request costs one round trip for all its rules and tiers. A Lua
+//! script, loaded once and then called by its SHA1 (`EVALSHA`), reads the server clock, checks
+//! every tier and commits only if the request is admitted. In a Cluster, each rule is one call,
+//! all sent at once, and a rejected request costs a second round of refund calls (see
+//! [`RedisEngine::check`]). Every key gets a TTL of at least the time its levels take to
 //! drain, so idle clients leave nothing behind. Key names carry a hash tag of rule and key, so
 //! that a key's slot in a Cluster depends on nothing else.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,77 +24,148 @@ use super::{CheckOutcome, RuleCheck, RuleOutcome};
 use crate::telemetry::ErrorChain;
 
 /// The check-and-commit script. `KEYS[k]` is one (rule, key) and holds all the rule's tiers in
-/// one string of little-endian doubles, packed with Redis's `struct` library: the time of the
-/// last commit in microseconds, then per tier its window in microseconds and its level in
-/// millionths of a request. Per key, `ARGV` has the tier count, `1` when the rule is enforced,
-/// then the limit and window of each tier.
+/// one string of little-endian doubles: the time of the last commit and the time the key
+/// expires, both in microseconds of the server clock, then per tier its window in microseconds
+/// and its level in millionths of a request. `ARGV[2k-1]` is the `struct` format of that
+/// string. `ARGV[2k]` has the same layout and contains the rule's parameters: `1` when the rule
+/// is enforced, the TTL slack in microseconds, then per tier its window and its limit in
+/// millionths. Parameters arrive packed because Lua's string-to-number conversion costs
+/// more than one `struct.unpack` of all of them.
 ///
 /// Returns integers: the request's verdict (`1` admitted), then per rule its verdict followed
-/// by each tier's drained level before the request, in millionths of a request. One key per
-/// rule keeps the script to three Redis calls per rule (TIME, GET, SET), whatever the number
-/// of tiers, and binary packing avoids string parsing in Lua.
+/// by each tier's drained level before the request, in millionths of a request.
+///
+/// Each call makes three Redis calls per key, whatever the number of tiers: TIME (the clock
+/// is read once), GET and SET. The SET keeps the key's TTL (`KEEPTTL`, Redis 6.0 or later)
+/// unless the levels need a longer one. Then it sets the time they take to drain plus the
+/// slack, so a busy key resets its TTL only once per slack's worth of requests. When
+/// the stored tiers differ from the rule's, such as after a reload, a slower path keeps the
+/// level of each tier whose window is unchanged.
 const CHECK_SCRIPT: &str = r"
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local arg = 1
-local rules = {}
+local clock = redis.call('TIME')
+local now = clock[1] * 1000000 + clock[2]
+local key_count = #KEYS
+local params = {}
+local states = {}
 local request_ok = true
-for k = 1, #KEYS do
-  local count = tonumber(ARGV[arg])
-  local enforced = ARGV[arg + 1] == '1'
-  arg = arg + 2
+for k = 1, key_count do
+  local format = ARGV[2 * k - 1]
+  local packed = ARGV[2 * k]
+  local p = { struct.unpack(format, packed) }
   local stored = redis.call('GET', KEYS[k])
-  local stored_at = now
-  local stored_count = 0
-  if stored and #stored >= 8 and (#stored - 8) % 16 == 0 then
-    stored_at = struct.unpack('<d', stored)
-    stored_count = (#stored - 8) / 16
-  end
-  local elapsed = math.max(now - stored_at, 0)
-  local ok = true
-  local tiers = {}
-  for j = 1, count do
-    local limit = tonumber(ARGV[arg]) * 1000000
-    local window = tonumber(ARGV[arg + 1])
-    arg = arg + 2
-    local level = 0
-    for i = 0, stored_count - 1 do
-      local stored_window, stored_level = struct.unpack('<dd', stored, 9 + i * 16)
-      if stored_window == window then
-        level = math.max(math.floor(stored_level - elapsed * limit / window), 0)
-        break
+  local s
+  if stored and #stored == #packed then
+    s = { struct.unpack(format, stored) }
+  elseif stored and #stored >= 32 and #stored % 16 == 0 then
+    local old = { struct.unpack('<' .. string.rep('d', #stored / 8), stored) }
+    s = { old[1], old[2] }
+    for j = 3, #packed / 8, 2 do
+      for i = 3, #stored / 8, 2 do
+        if old[i] == p[j] then
+          s[j] = old[i]
+          s[j + 1] = old[i + 1]
+        end
       end
     end
-    if level + 1000000 > limit then
-      ok = false
+  end
+  local elapsed = 0
+  if s then
+    elapsed = now - s[1]
+    if elapsed < 0 then elapsed = 0 end
+  else
+    s = { 0, 0 }
+  end
+  local ok = 1
+  for j = 3, #packed / 8, 2 do
+    local window, limit = p[j], p[j + 1]
+    local level = 0
+    if s[j] == window then
+      level = s[j + 1] - elapsed * limit / window
+      if level < 0 then level = 0 end
     end
-    tiers[j] = { limit, window, level }
+    if level + 1000000 > limit then ok = 0 end
+    s[j] = window
+    s[j + 1] = level
   end
-  if enforced and not ok then
-    request_ok = false
-  end
-  rules[k] = { ok, tiers }
+  if ok == 0 and p[1] == 1 then request_ok = false end
+  p[1] = ok
+  params[k] = p
+  states[k] = s
 end
 local result = { request_ok and 1 or 0 }
-for k = 1, #KEYS do
-  local ok, tiers = rules[k][1], rules[k][2]
-  if request_ok and ok then
-    local parts = { struct.pack('<d', now) }
-    local ttl_us = 0
-    for j = 1, #tiers do
-      local level = tiers[j][3] + 1000000
-      parts[j + 1] = struct.pack('<dd', tiers[j][2], level)
-      ttl_us = math.max(ttl_us, level * tiers[j][2] / tiers[j][1])
-    end
-    redis.call('SET', KEYS[k], table.concat(parts), 'PX', math.ceil(ttl_us / 1000) + 1)
+local n = 1
+for k = 1, key_count do
+  local p, s = params[k], states[k]
+  local last = #ARGV[2 * k] / 8
+  n = n + 1
+  result[n] = p[1]
+  for j = 3, last, 2 do
+    n = n + 1
+    result[n] = s[j + 1]
   end
-  result[#result + 1] = ok and 1 or 0
-  for j = 1, #tiers do
-    result[#result + 1] = tiers[j][3]
+  if request_ok and p[1] == 1 then
+    local ttl = 0
+    for j = 3, last, 2 do
+      local level = s[j + 1] + 1000000
+      s[j + 1] = level
+      local drain = level * s[j] / p[j + 1]
+      if drain > ttl then ttl = drain end
+    end
+    local expires = s[2]
+    s[1] = now
+    if now + ttl > expires then
+      ttl = ttl + p[2]
+      s[2] = now + ttl
+      redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k - 1], unpack(s, 1, last)), 'PX', math.floor(ttl / 1000) + 1)
+    else
+      redis.call('SET', KEYS[k], struct.pack(ARGV[2 * k - 1], unpack(s, 1, last)), 'KEEPTTL')
+    end
   end
 end
 return result
 ";
+
+/// The refund script: takes one request back from every tier of one key that [`CHECK_SCRIPT`]
+/// committed, with the same `KEYS` and `ARGV` as a call of that script with one key. A tier
+/// whose stored window differs from the rule's is left as it is. Returns `1` when the key
+/// existed.
+const REFUND_SCRIPT: &str = r"
+local stored = redis.call('GET', KEYS[1])
+local packed = ARGV[2]
+if not stored or #stored ~= #packed then return 0 end
+local clock = redis.call('TIME')
+local now = clock[1] * 1000000 + clock[2]
+local p = { struct.unpack(ARGV[1], packed) }
+local s = { struct.unpack(ARGV[1], stored) }
+local elapsed = now - s[1]
+if elapsed < 0 then elapsed = 0 end
+for j = 3, #packed / 8, 2 do
+  if s[j] == p[j] then
+    local level = s[j + 1] - elapsed * p[j + 1] / p[j] - 1000000
+    if level < 0 then level = 0 end
+    s[j + 1] = level
+  end
+end
+s[1] = now
+redis.call('SET', KEYS[1], struct.pack(ARGV[1], unpack(s, 1, #packed / 8)), 'KEEPTTL')
+return 1
+";
+
+/// Share of a rule's longest window added to a key's TTL when the TTL must grow, so that the
+/// script resets it rarely. An idle key lives at most this much longer than its levels need.
+const TTL_SLACK_DIVISOR: u32 = 16;
+
+/// `struct` formats of the packed state for one to eight tiers: two doubles, then two per tier.
+const STATE_FORMATS: [&str; 8] = [
+    "<dddd",
+    "<dddddd",
+    "<dddddddd",
+    "<dddddddddd",
+    "<dddddddddddd",
+    "<dddddddddddddd",
+    "<dddddddddddddddd",
+    "<dddddddddddddddddd",
+];
 
 /// Errors from the Redis engine.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +198,7 @@ enum Connection {
 pub struct RedisEngine {
     config: RedisConfig,
     script: redis::Script,
+    refund_script: redis::Script,
     connection: ArcSwapOption<Connection>,
     breaker: Breaker,
     metrics: Arc<LimitMetrics>,
@@ -144,6 +219,7 @@ impl RedisEngine {
         let engine = Self {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open()),
             script: redis::Script::new(CHECK_SCRIPT),
+            refund_script: redis::Script::new(REFUND_SCRIPT),
             connection: ArcSwapOption::empty(),
             config,
             metrics,
@@ -175,7 +251,8 @@ impl RedisEngine {
     }
 
     /// Checks and, if admitted, commits a request: one script call for a single Redis, one per
-    /// rule for a Cluster.
+    /// rule for a Cluster, where the rules that admitted a request that another rule rejected
+    /// get their reservation refunded.
     ///
     /// # Errors
     ///
@@ -221,23 +298,64 @@ impl RedisEngine {
         };
         let mut connection = Connection::clone(&connection);
 
-        if !self.config.cluster {
-            return self.call(&mut connection, rules).await;
+        if self.config.cluster {
+            self.reserve_each(&connection, rules).await
+        } else {
+            self.call(&mut connection, rules).await
         }
+    }
 
-        // NOTE: in a Cluster each rule is its own call, because the keys of two rules may live
-        // in different slots. A request rejected by a later rule has then already been counted
-        // by the rules before it.
+    /// Checks a request in a Redis Cluster, where the keys of two rules may live on different
+    /// masters. One call per rule, all sent at once, checks the rule and commits (reserves)
+    /// the request if the rule alone admits it. When an enforced rule rejects the request, the
+    /// other rules' reservations are refunded, so a rejected request consumes nothing.
+    ///
+    /// Between a reservation and its refund, other requests of the same keys see the reserved
+    /// request, so they may be rejected when one request less would have fit. The race can
+    /// only reject, never admit too many. A refund that fails leaves its reservation in place
+    /// until the levels drain, and is counted as a store failure.
+    async fn reserve_each(
+        &self,
+        connection: &Connection,
+        rules: &[RuleCheck],
+    ) -> Result<CheckOutcome, StoreError> {
+        let calls = rules.iter().map(|rule| {
+            let mut connection = connection.clone();
+            async move {
+                self.call(&mut connection, std::slice::from_ref(rule))
+                    .await
+            }
+        });
         let mut outcome = CheckOutcome {
             admitted: true,
             rules: Vec::with_capacity(rules.len()),
         };
-        for rule in rules {
-            let single = self
-                .call(&mut connection, std::slice::from_ref(rule))
-                .await?;
+        for (rule, single) in rules.iter().zip(futures_util::future::join_all(calls).await) {
+            let single = single?;
             outcome.admitted &= single.admitted || !rule.enforced;
             outcome.rules.extend(single.rules);
+        }
+        if outcome.admitted {
+            return Ok(outcome);
+        }
+
+        let refunds = rules
+            .iter()
+            .zip(&mut outcome.rules)
+            .filter(|(_, result)| result.committed)
+            .map(|(rule, result)| {
+                result.committed = false;
+                for tier in &mut result.tiers {
+                    tier.level = (tier.level - 1.0).max(0.0);
+                }
+                let mut connection = connection.clone();
+                async move { self.refund(&mut connection, rule).await }
+            });
+        for refund in futures_util::future::join_all(refunds).await {
+            if let Err(error) = refund {
+                self.metrics.record_store_failure();
+                tracing::warn!(error = %ErrorChain(&error), "failed to refund a rate-limit reservation, the rejected request stays counted until its levels drain");
+            }
         }
         Ok(outcome)
     }
@@ -251,29 +369,42 @@ impl RedisEngine {
         for rule in rules {
             invocation
                 .key(self.key_name(rule))
-                .arg(rule.tiers.len())
-                .arg(u8::from(rule.enforced));
-            for tier in &rule.tiers {
-                invocation
-                    .arg(tier.limit)
-                    .arg(u64::try_from(tier.window.as_micros()).unwrap_or(u64::MAX));
-            }
+                .arg(state_format(rule.tiers.len()).as_ref())
+                .arg(packed_parameters(rule));
         }
+        let reply: Vec<i64> = self.invoke(connection, &invocation).await?;
+        parse_reply(rules, &reply)
+    }
 
+    async fn refund(&self, connection: &mut Connection, rule: &RuleCheck) -> Result<(), StoreError> {
+        let mut invocation = self.refund_script.prepare_invoke();
+        invocation
+            .key(self.key_name(rule))
+            .arg(state_format(rule.tiers.len()).as_ref())
+            .arg(packed_parameters(rule));
+        let _: i64 = self.invoke(connection, &invocation).await?;
+        Ok(())
+    }
+
+    /// Calls a script by hash within the timeout, loading it first if the server lacks it.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut Connection,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         let timeout = self.config.timeout();
         let call = async {
             match connection {
-                Connection::Single(manager) => invocation.invoke_async::<Vec<i64>>(manager).await,
-                Connection::Cluster(cluster) => invocation.invoke_async::<Vec<i64>>(cluster).await,
+                Connection::Single(manager) => invocation.invoke_async::<T>(manager).await,
+                Connection::Cluster(cluster) => invocation.invoke_async::<T>(cluster).await,
             }
         };
-        let reply = tokio::time::timeout(timeout, call)
+        tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| StoreError::Timeout {
                 timeout_ms: timeout.as_millis(),
             })?
-            .map_err(StoreError::Call)?;
-        parse_reply(rules, &reply)
+            .map_err(StoreError::Call)
     }
 
     async fn connect(&self) -> Result<(), StoreError> {
@@ -314,7 +445,7 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Loads the script on every server (every master of a Cluster), so that calls by hash
+    /// Loads the scripts on every server (every master of a Cluster), so that calls by hash
     /// succeed from the first. A server that restarts loses it; the first call after that
     /// loads it again, at the cost of two more round trips.
     async fn load_script(
@@ -323,10 +454,13 @@ impl RedisEngine {
         timeout: Duration,
     ) -> Result<(), StoreError> {
         let load = async {
-            match &mut connection {
-                Connection::Single(manager) => self.script.load_async(manager).await,
-                Connection::Cluster(cluster) => self.script.load_async(cluster).await,
+            for script in [&self.script, &self.refund_script] {
+                match &mut connection {
+                    Connection::Single(manager) => script.load_async(manager).await?,
+                    Connection::Cluster(cluster) => script.load_async(cluster).await?,
+                };
             }
+            Ok::<(), redis::RedisError>(())
         };
         tokio::time::timeout(timeout, load)
             .await
@@ -356,6 +490,31 @@ pub fn key_name(prefix: &str, rule: &str, key: &str) -> String {
     }
     name.push('}');
     name
+}
+
+/// Returns the `struct` format of the packed state and parameters of a rule with `tiers` tiers.
+fn state_format(tiers: usize) -> Cow<'static, str> {
+    match STATE_FORMATS.get(tiers.wrapping_sub(1)) {
+        Some(format) => Cow::Borrowed(format),
+        None => Cow::Owned(format!("<{}", "d".repeat(2 + 2 * tiers))),
+    }
+}
+
+/// Packs a rule's parameters for the scripts: enforced (`1` or `0`), TTL slack in
+/// microseconds, then per tier its window in microseconds and its limit in millionths of a
+/// request, as little-endian doubles. Both are exact below 2^53, that is for windows under 285
+/// years and limits under 9·10^9.
+fn packed_parameters(rule: &RuleCheck) -> Vec<u8> {
+    let longest = rule.tiers.iter().map(|tier| tier.window).max().unwrap_or_default();
+    let slack = longest / TTL_SLACK_DIVISOR;
+    let mut packed = Vec::with_capacity(16 + 16 * rule.tiers.len());
+    packed.extend_from_slice(&f64::from(u8::from(rule.enforced)).to_le_bytes());
+    packed.extend_from_slice(&(slack.as_micros() as f64).to_le_bytes());
+    for tier in &rule.tiers {
+        packed.extend_from_slice(&(tier.window.as_micros() as f64).to_le_bytes());
+        packed.extend_from_slice(&(f64::from(tier.limit) * LEVEL_SCALE).to_le_bytes());
+    }
+    packed
 }
 
 /// Millionths of a request: the unit of levels in Redis.

@@ -146,7 +146,8 @@ impl Route {
     }
 }
 
-/// Request parts that keys are built from. Token fields are `None` until a token layer fills them.
+/// Request parts that keys are built from. Token fields are `None` when the request has no
+/// valid access token.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyInput<'a> {
     /// Canonical client address.
@@ -250,6 +251,22 @@ impl CompiledRule {
                 .map(|tier| Tier::new(tier.requests, tier.window()))
                 .collect(),
         })
+    }
+
+    /// Returns whether the key has a part taken from the access token: the subject or the
+    /// client id.
+    pub fn keys_on_token(&self) -> bool {
+        self.key
+            .iter()
+            .any(|part| matches!(part, KeyPart::TokenSubject | KeyPart::ClientId))
+    }
+
+    /// Returns whether the rule covers a request with `method` and `path`.
+    pub fn covers(&self, method: &Method, path: &str) -> bool {
+        let method_covered = self.methods.is_empty() || self.methods.contains(method);
+        let route_covered =
+            self.routes.is_empty() || self.routes.iter().any(|route| route.matches(path).is_some());
+        method_covered && route_covered
     }
 
     /// Returns the key this rule counts `input` under, or `None` when the rule does not cover

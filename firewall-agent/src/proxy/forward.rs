@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -87,6 +88,10 @@ impl Upstream {
     /// Sends the request upstream with rewritten headers and its buffered body, and returns
     /// the response, whose body is streamed, with its hop-by-hop headers removed.
     ///
+    /// `upgrade` is the `Upgrade` value of a request that offers a protocol upgrade: it is
+    /// forwarded with `Connection: upgrade`. A `101 Switching Protocols` response keeps its
+    /// `Upgrade` header and gets `Connection: upgrade`, so that it can be relayed as it is.
+    ///
     /// # Errors
     ///
     /// [`ForwardError`] when the target is invalid, or the upstream fails or times out.
@@ -94,6 +99,7 @@ impl Upstream {
         &self,
         context: &RequestContext,
         forwarding: &Forwarding,
+        upgrade: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let request_id = context.request_id();
         // The context stays with the proxy, whose stages see the response status later.
@@ -109,6 +115,9 @@ impl Upstream {
             parts.headers.insert(header::CONTENT_LENGTH, length);
         }
         crate::tokens::downstream::set_identity_headers(&mut parts.headers, context.principal());
+        if let Some(protocols) = upgrade {
+            set_upgrade(&mut parts.headers, protocols.clone());
+        }
         // The client pool speaks HTTP/1.1 to the upstream whatever the client used.
         parts.version = Version::HTTP_11;
 
@@ -125,7 +134,13 @@ impl Upstream {
             })?;
 
         let (mut parts, body) = response.into_parts();
+        let switched_to = (parts.status == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
         remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocols) = switched_to {
+            set_upgrade(&mut parts.headers, protocols);
+        }
         // The client gets its own protocol version, not the upstream's (an HTTP/1.0 upstream
         // must not turn a client's keep-alive connection into HTTP/1.0).
         parts.version = context.version();
@@ -148,14 +163,25 @@ impl Upstream {
             return Err(invalid());
         }
 
-        let target = format!(
-            "{}://{}{}{}",
-            self.url.scheme(),
-            self.url.authority(),
-            self.url.base_path(),
-            path_and_query
-        );
-        target.parse().map_err(|_| invalid())
+        let target_path = if self.url.base_path().is_empty() {
+            // The usual case: the request's target is reused without copying it.
+            match request_uri.path_and_query() {
+                Some(path_and_query) => path_and_query.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        } else {
+            let joined = format!("{}{path_and_query}", self.url.base_path());
+            PathAndQuery::try_from(joined).map_err(|_| invalid())?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.url.is_https() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        parts.authority = Some(self.url.authority().clone());
+        parts.path_and_query = Some(target_path);
+        Uri::from_parts(parts).map_err(|_| invalid())
     }
 }
 
@@ -181,9 +207,14 @@ fn rewrite_request_headers(
     headers.remove(header::HOST);
 
     set_forwarding_headers(headers, forwarding, original_host);
-    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
-        headers.insert(X_REQUEST_ID, value);
-    }
+    headers.insert(X_REQUEST_ID, request_id.header_value());
+}
+
+/// Sets `Upgrade` to `protocols` and `Connection` to `upgrade`, the hop-by-hop headers of a
+/// protocol switch.
+fn set_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocols);
 }
 
 /// Removes the fixed hop-by-hop headers and every header named in `Connection`.

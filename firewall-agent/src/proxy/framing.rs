@@ -14,11 +14,18 @@
 //!
 //! A connection that opens with the HTTP/2 preface is passed through unchecked, because HTTP/2
 //! frames carry their own lengths.
+//!
+//! After an HTTP/1.1 request with an `Upgrade` header the guard reads nothing more until the
+//! request handler decides, through the connection's [`UpgradeGate`], whether the connection
+//! switched protocols. After a switch the rest of the stream passes unchecked. Otherwise the
+//! guard goes on checking the next request head.
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 
 use std::time::Duration;
 
@@ -118,7 +125,10 @@ enum ReadState {
     FixedBody(u64),
     /// Inside a chunked body.
     Chunked(ChunkState),
-    /// HTTP/2: no checks.
+    /// After a request that requested a protocol upgrade: nothing is read until the handler
+    /// decides whether the connection switched.
+    AwaitingUpgrade,
+    /// HTTP/2, or a connection that switched protocols: no checks.
     Passthrough,
     /// A violation was found: hyper gets an end of stream.
     Closed,
@@ -169,6 +179,60 @@ pub struct FramingGuard<S> {
     head_deadline: Option<Pin<Box<Sleep>>>,
     /// Whether the connection has completed a request head yet.
     first_head_done: bool,
+    /// Whether the message being read requested a protocol upgrade.
+    upgrade_requested: bool,
+    /// The request handler's record of whether an upgrade request switched protocols.
+    upgrade_gate: Arc<UpgradeGate>,
+}
+
+/// Whether a request for a protocol upgrade switched the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeDecision {
+    /// The proxy responded `101 Switching Protocols`, so the rest of the stream is raw.
+    Switched,
+    /// The request got any other response, so the next bytes are a request head.
+    NotSwitched,
+}
+
+/// The handler's decision on each upgrade request of one connection, shared between the
+/// handler and the [`FramingGuard`] that waits for it.
+///
+/// The guard pauses after every HTTP/1.1 request with an `Upgrade` header, the same rule by
+/// which hyper marks a request as upgradable, so the handler must call [`UpgradeGate::decide`]
+/// exactly once for each such request. Nothing checks that: a missed decision leaves the
+/// connection waiting until its idle timeout.
+#[derive(Debug, Default)]
+pub struct UpgradeGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    decision: Option<UpgradeDecision>,
+    waiting_reader: Option<Waker>,
+}
+
+impl UpgradeGate {
+    /// Records the decision on the current upgrade request and wakes the guard.
+    pub fn decide(&self, decision: UpgradeDecision) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.decision = Some(decision);
+        if let Some(waker) = state.waiting_reader.take() {
+            waker.wake();
+        }
+    }
+
+    /// Takes the decision, or registers the reader to be woken when it is made.
+    fn poll_decision(&self, cx: &Context<'_>) -> Poll<UpgradeDecision> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.decision.take() {
+            Some(decision) => Poll::Ready(decision),
+            None => {
+                state.waiting_reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<S> FramingGuard<S> {
@@ -184,7 +248,14 @@ impl<S> FramingGuard<S> {
             response: None,
             head_deadline: None,
             first_head_done: false,
+            upgrade_requested: false,
+            upgrade_gate: Arc::default(),
         }
+    }
+
+    /// Returns the gate on which the request handler decides upgrade requests.
+    pub fn upgrade_gate(&self) -> Arc<UpgradeGate> {
+        Arc::clone(&self.upgrade_gate)
     }
 
     /// Returns the violation that closed this connection, if any.
@@ -205,6 +276,7 @@ impl<S> FramingGuard<S> {
                 ReadState::Head => self.check_head(),
                 ReadState::FixedBody(left) => self.pass_fixed(left),
                 ReadState::Chunked(chunk) => self.check_chunked(chunk),
+                ReadState::AwaitingUpgrade => false,
                 ReadState::Passthrough => {
                     let all = self.unchecked.split();
                     self.checked.unsplit(all);
@@ -252,13 +324,14 @@ impl<S> FramingGuard<S> {
                 }
                 false
             }
-            Ok(Some((length, body))) => {
+            Ok(Some(head)) => {
                 self.head_deadline = None;
                 self.first_head_done = true;
-                let head = self.unchecked.split_to(length);
-                self.checked.unsplit(head);
-                self.state = match body {
-                    BodyFraming::None => ReadState::Head,
+                self.upgrade_requested = head.upgrade_requested;
+                let bytes = self.unchecked.split_to(head.length);
+                self.checked.unsplit(bytes);
+                self.state = match head.body {
+                    BodyFraming::None => self.state_after_message(),
                     BodyFraming::Fixed(length) => ReadState::FixedBody(length),
                     BodyFraming::Chunked => {
                         ReadState::Chunked(ChunkState::Size { size: 0, digits: 0 })
@@ -273,9 +346,19 @@ impl<S> FramingGuard<S> {
         }
     }
 
+    /// Returns the state after the end of a message: a pause for the handler's decision if
+    /// the message asked for an upgrade, else the next head.
+    fn state_after_message(&self) -> ReadState {
+        if self.upgrade_requested {
+            ReadState::AwaitingUpgrade
+        } else {
+            ReadState::Head
+        }
+    }
+
     fn pass_fixed(&mut self, left: u64) -> bool {
         if left == 0 {
-            self.state = ReadState::Head;
+            self.state = self.state_after_message();
             return true;
         }
         let available = u64::try_from(self.unchecked.len()).unwrap_or(u64::MAX);
@@ -286,7 +369,7 @@ impl<S> FramingGuard<S> {
             .split_to(usize::try_from(take).unwrap_or(self.unchecked.len()));
         self.checked.unsplit(body);
         self.state = if take == left {
-            ReadState::Head
+            self.state_after_message()
         } else {
             ReadState::FixedBody(left - take)
         };
@@ -332,7 +415,7 @@ impl<S> FramingGuard<S> {
         let body = self.unchecked.split_to(consumed);
         self.checked.unsplit(body);
         self.state = if complete {
-            ReadState::Head
+            self.state_after_message()
         } else {
             ReadState::Chunked(chunk)
         };
@@ -393,14 +476,40 @@ enum BodyFraming {
     Chunked,
 }
 
-/// Parses a request head at the start of `buffer`. Returns `None` while the head is incomplete,
-/// or its length and body framing.
+/// A complete request head that passed the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CheckedHead {
+    /// Length of the head in bytes, up to and including the empty line.
+    length: usize,
+    body: BodyFraming,
+    /// Whether this is an HTTP/1.1 request with an `Upgrade` header.
+    upgrade_requested: bool,
+}
+
+/// Header slots kept on the stack for parsing, enough for the usual header count limits. A
+/// larger configured limit parses into a heap vector.
+const STACK_HEADER_SLOTS: usize = 128;
+
+/// Parses a request head at the start of `buffer`. Returns `None` while the head is incomplete.
 fn inspect_head(
     buffer: &[u8],
     limits: HeadLimits,
-) -> Result<Option<(usize, BodyFraming)>, FramingViolation> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_header_count];
-    let mut request = httparse::Request::new(&mut headers);
+) -> Result<Option<CheckedHead>, FramingViolation> {
+    if limits.max_header_count <= STACK_HEADER_SLOTS {
+        let mut headers = [httparse::EMPTY_HEADER; STACK_HEADER_SLOTS];
+        inspect_head_with(buffer, limits, &mut headers[..limits.max_header_count])
+    } else {
+        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_header_count];
+        inspect_head_with(buffer, limits, &mut headers)
+    }
+}
+
+fn inspect_head_with<'buffer>(
+    buffer: &'buffer [u8],
+    limits: HeadLimits,
+    headers: &mut [httparse::Header<'buffer>],
+) -> Result<Option<CheckedHead>, FramingViolation> {
+    let mut request = httparse::Request::new(headers);
     let length = match request.parse(buffer) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -438,12 +547,24 @@ fn inspect_head(
         .headers
         .iter()
         .any(|header| header.name.eq_ignore_ascii_case("transfer-encoding"));
+    // hyper treats the same requests as upgradable.
+    let upgrade_requested = request.version == Some(1)
+        && request
+            .headers
+            .iter()
+            .any(|header| header.name.eq_ignore_ascii_case("upgrade"));
+    let checked = |body| {
+        Ok(Some(CheckedHead {
+            length,
+            body,
+            upgrade_requested,
+        }))
+    };
     if !has_transfer_encoding {
-        let framing = match content_length {
+        return checked(match content_length {
             Some(0) | None => BodyFraming::None,
             Some(length) => BodyFraming::Fixed(length),
-        };
-        return Ok(Some((length, framing)));
+        });
     }
 
     if content_length.is_some() {
@@ -455,7 +576,7 @@ fn inspect_head(
     if request.version != Some(1) || !chunked_last {
         return Err(FramingViolation::UnsupportedTransferEncoding);
     }
-    Ok(Some((length, BodyFraming::Chunked)))
+    checked(BodyFraming::Chunked)
 }
 
 /// Checks `Host` (RFC 9112, section 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0,
@@ -642,9 +763,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
             if this.state == ReadState::Closed {
                 return Poll::Ready(Ok(()));
             }
+            if this.state == ReadState::AwaitingUpgrade {
+                this.state = match ready!(this.upgrade_gate.poll_decision(cx)) {
+                    UpgradeDecision::Switched => ReadState::Passthrough,
+                    UpgradeDecision::NotSwitched => ReadState::Head,
+                };
+                this.upgrade_requested = false;
+                this.check_buffered();
+                continue;
+            }
 
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            // Uninitialized, so that a read does not first zero 8 KiB.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+            let mut chunk_buf = ReadBuf::uninit(&mut chunk);
             if Pin::new(&mut this.inner)
                 .poll_read(cx, &mut chunk_buf)?
                 .is_pending()
@@ -746,6 +877,59 @@ mod tests {
 
         assert_eq!(violation, None);
         assert_eq!(passed, input.to_vec());
+    }
+
+    #[test]
+    fn upgrade_request_holds_back_later_bytes() {
+        let head: &[u8] =
+            b"GET /chat HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+        let mut input = head.to_vec();
+        input.extend_from_slice(b"\x81\x05hello");
+
+        let (passed, violation) = check(&input);
+
+        assert_eq!(violation, None);
+        assert_eq!(passed, head.to_vec());
+    }
+
+    #[test]
+    fn http10_upgrade_header_is_ignored() {
+        let input = b"GET /a HTTP/1.0\r\nupgrade: websocket\r\n\r\nGET /b HTTP/1.0\r\n\r\n";
+
+        let (passed, violation) = check(input);
+
+        assert_eq!(violation, None);
+        assert_eq!(passed, input.to_vec());
+    }
+
+    #[tokio::test]
+    async fn upgrade_decision_releases_later_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let head: &[u8] = b"GET /chat HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n\r\n";
+        let after: &[u8] = b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut guard = FramingGuard::new(server, LIMITS);
+        let gate = guard.upgrade_gate();
+        client.write_all(head).await.expect("write the head");
+        client
+            .write_all(after)
+            .await
+            .expect("write the next request");
+        let mut buffer = [0u8; 256];
+
+        let count = guard.read(&mut buffer).await.expect("read the head");
+        let premature_read =
+            tokio::time::timeout(Duration::from_millis(100), guard.read(&mut buffer)).await;
+        gate.decide(UpgradeDecision::NotSwitched);
+        let released = guard
+            .read(&mut buffer)
+            .await
+            .expect("read the next request");
+
+        assert_eq!(&buffer[..released], after);
+        assert!(premature_read.is_err(), "bytes passed before the decision");
+        assert_eq!(count, head.len());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod pipeline;
 mod settings;
 pub mod stages;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +22,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -38,10 +39,12 @@ pub use pipeline::{
     StageFuture, StageOutcome, Stopped,
 };
 pub use settings::HttpConfig;
+pub use upgrade::UpgradeError;
 
 use self::connections::{Activity, TrackedStream};
 use self::forwarded::TrustedProxies;
 use self::framing::FramingGuard;
+use self::upgrade::{ConnectionUpgrades, UpgradeTicket};
 use crate::events::{EventSinks, SecurityEvent};
 use crate::routes::RouteTable;
 use crate::shutdown::ShutdownListener;
@@ -320,6 +323,7 @@ impl ClientConnection {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let guarded = FramingGuard::new(stream, self.http.head_limits());
+        let upgrades = ConnectionUpgrades::new(guarded.upgrade_gate());
         let state = self.state;
         let client = self.client;
         let info = ConnectionInfo {
@@ -327,21 +331,20 @@ impl ClientConnection {
             body_read_timeout: self.http.body_read_timeout(),
         };
         let request_activity = Arc::clone(&activity);
+        let request_upgrades = Arc::clone(&upgrades);
         let service = service_fn(move |request| {
             let in_flight = request_activity.begin_request();
             let state = Arc::clone(&state);
+            let upgrades = Arc::clone(&request_upgrades);
             async move {
-                let response = handle(state, client, info, request).await;
+                let response = handle(state, client, info, &upgrades, request).await;
                 drop(in_flight);
                 response
             }
         });
-        // NOTE: upgrades are not proxied: `Upgrade` is a hop-by-hop header that the proxy
-        // removes, so no connection ever switches to raw pass-through and WebSocket clients
-        // get the upstream's ordinary response.
         let connection = self
             .builder
-            .serve_connection(TokioIo::new(guarded), service);
+            .serve_connection_with_upgrades(TokioIo::new(guarded), service);
         let connection = self.watcher.watch(connection.into_owned());
         tokio::select! {
             result = connection => {
@@ -351,7 +354,16 @@ impl ClientConnection {
             }
             () = activity.idle(self.http.idle_timeout()) => {
                 tracing::debug!("closing an idle proxy connection");
+                return;
             }
+        }
+
+        // A connection that switched protocols is relayed here, so it keeps counting toward
+        // the client's connection limit.
+        // NOTE: a relayed connection does not end when the listener shuts down; only its idle
+        // timeout or the end of the process closes it.
+        if let Some(handover) = upgrades.take_handover() {
+            handover.run(&activity, self.http.idle_timeout()).await;
         }
     }
 }
@@ -361,10 +373,12 @@ async fn handle(
     state: Arc<ProxyState>,
     client: IpAddr,
     connection: ConnectionInfo,
-    request: Request<Incoming>,
+    upgrades: &Arc<ConnectionUpgrades>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let tls = connection.tls;
     let request_id = state.next_request_id();
+    let upgrade = UpgradeTicket::new(upgrades, &mut request);
     let (parts, body) = request.into_parts();
     let forwarding = match state.trusted_proxies.resolve(client, tls, &parts.headers) {
         Ok(forwarding) => forwarding,
@@ -378,12 +392,17 @@ async fn handle(
         .unwrap_or(state.max_body_bytes);
     let context = RequestContext::new(client, request_id, parts).with_route(route);
 
-    let read = tokio::time::timeout(
-        connection.body_read_timeout,
-        read_body(&context, body, limit),
-    )
-    .await
-    .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)));
+    // A request without a body needs no read and no timer.
+    let read = if body.is_end_stream() {
+        Ok(Bytes::new())
+    } else {
+        tokio::time::timeout(
+            connection.body_read_timeout,
+            read_body(&context, body, limit),
+        )
+        .await
+        .unwrap_or_else(|_| Err(body_timeout(connection.body_read_timeout)))
+    };
     let body = match read {
         Ok(body) => body,
         Err(rejection) => {
@@ -408,7 +427,14 @@ async fn handle(
     }
     let added_headers = context.take_response_headers();
 
-    let response = match state.upstream.forward(&context, &forwarding).await {
+    let forwarded = state
+        .upstream
+        .forward(&context, &forwarding, upgrade.protocols())
+        .await;
+    let response = match forwarded {
+        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            switch_protocols(&state, &context, upgrade, response, added_headers)
+        }
         Ok(response) => {
             state.metrics.record_request(RequestOutcome::Forwarded);
             tracing::debug!(
@@ -422,6 +448,38 @@ async fn handle(
         Err(error) => upstream_failure(&state, client, request_id, &error),
     };
     Ok(finish(&state, &context, response, tls))
+}
+
+/// Relays the upstream's `101 Switching Protocols` if the request offered that upgrade, and
+/// responds 502 otherwise.
+fn switch_protocols(
+    state: &ProxyState,
+    context: &RequestContext,
+    upgrade: UpgradeTicket,
+    response: Response<Incoming>,
+    added_headers: http::HeaderMap,
+) -> Response<ProxyBody> {
+    let client = context.client();
+    let request_id = context.request_id();
+    match upgrade.switch(response) {
+        Ok(mut response) => {
+            state.metrics.record_request(RequestOutcome::Forwarded);
+            response.headers_mut().extend(added_headers);
+            tracing::debug!(
+                %client, %request_id, path = context.path(), "connection switched protocols"
+            );
+            response
+        }
+        Err(error) => {
+            state.metrics.record_request(RequestOutcome::UpstreamError);
+            tracing::warn!(%client, %request_id, error = %error, "upstream protocol switch rejected");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream switched protocols unexpectedly",
+                request_id,
+            )
+        }
+    }
 }
 
 /// Builds the 400 response to a request whose trusted proxy did not name the client.

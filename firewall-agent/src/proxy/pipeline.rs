@@ -20,11 +20,26 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::ProxyBody;
+use super::stages::tokens::BearerCheck;
 use crate::routes::MatchedRoute;
 
 /// Identifier of one request, sent upstream as `x-request-id` and written in logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// Returns the identifier as a header value: 16 lowercase hexadecimal digits, as displayed.
+    pub fn header_value(self) -> http::HeaderValue {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (index, byte) in text.iter_mut().enumerate() {
+            let shift = 60 - 4 * index;
+            *byte = DIGITS[((self.0 >> shift) & 0xf) as usize];
+        }
+        // Hexadecimal digits are always a valid header value.
+        http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static("0"))
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,6 +82,9 @@ pub struct RequestContext {
     /// The body to forward when a stage rewrote it, such as after HTML sanitization.
     forward_body: OnceLock<Bytes>,
     principal: OnceLock<Principal>,
+    /// The result of checking the bearer token, kept so that the token is verified once even
+    /// when two stages need it.
+    bearer: OnceLock<BearerCheck>,
     /// Headers that stages add to the response, whether it is a rejection or the upstream's.
     response_headers: std::sync::Mutex<HeaderMap>,
 }
@@ -98,6 +116,7 @@ impl RequestContext {
             body: Bytes::new(),
             forward_body: OnceLock::new(),
             principal: OnceLock::new(),
+            bearer: OnceLock::new(),
             response_headers: std::sync::Mutex::new(HeaderMap::new()),
         }
     }
@@ -158,6 +177,17 @@ impl RequestContext {
     /// Returns the identity from a verified access token, if a stage verified one.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.get()
+    }
+
+    /// Records the result of checking the bearer token. Only the first call has an effect:
+    /// returns false when a result was already recorded.
+    pub fn set_bearer_check(&self, check: BearerCheck) -> bool {
+        self.bearer.set(check).is_ok()
+    }
+
+    /// Returns the result of checking the bearer token, if a stage checked it.
+    pub fn bearer_check(&self) -> Option<&BearerCheck> {
+        self.bearer.get()
     }
 
     /// Adds a header to the response of this request, replacing an earlier one of that name.
@@ -393,6 +423,22 @@ impl Pipeline {
     pub fn response_sent(&self, request: &RequestContext, status: StatusCode) {
         for stage in &self.stages {
             stage.on_response(request, status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_id_header_matches_display() {
+        for id in [0, 0xab, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let request_id = RequestId(id);
+
+            let value = request_id.header_value();
+
+            assert_eq!(value, request_id.to_string().as_str(), "id {id:#x}");
         }
     }
 }

@@ -19,6 +19,8 @@ use super::pipeline::{
 use crate::bans::{BanManager, EventSink, SecurityEvent, SecurityEventKind};
 use crate::limits::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::limits::{KeyInput, RateLimits, Verdict};
+use crate::tokens::{TokenVerifier, VerifiedToken};
+use tokens::BearerCheck;
 
 /// Rejects clients with a ban in force with 403.
 ///
@@ -60,16 +62,50 @@ impl Stage for BanCheckStage {
 /// Checks every rate-limit rule that covers a request. Over an enforced limit the request gets
 /// 429 with `Retry-After`, and a rule whose action is `strike` also counts a strike toward a
 /// ban. When Redis fails and a covering rule fails closed, the request gets 503.
+///
+/// This stage runs before the token stage, so that one engine call admits a request against
+/// all its rules at once. When a covering rule keys on the token subject or the client id,
+/// this stage verifies the bearer token itself with the token stage's verifier and records
+/// the result in the request, and the token stage reuses it without verifying again. A
+/// request without a valid token (absent, malformed or failing a check) gets an empty
+/// subject and client id, so all such requests share one bucket per rule instead of escaping
+/// it. The token stage still rejects them with 401 where the route needs a token. A rule
+/// that must also limit anonymous clients one by one adds `client_address` to its key.
 #[derive(Debug)]
 pub struct RateLimitStage {
     limits: Arc<RateLimits>,
     events: EventSink,
+    tokens: Option<Arc<TokenVerifier>>,
 }
 
 impl RateLimitStage {
-    /// Creates the stage.
+    /// Creates the stage. Without [`RateLimitStage::with_tokens`], token key parts are empty.
     pub fn new(limits: Arc<RateLimits>, events: EventSink) -> Self {
-        Self { limits, events }
+        Self {
+            limits,
+            events,
+            tokens: None,
+        }
+    }
+
+    /// Verifies bearer tokens with `verifier` for rules that key on the token subject or the
+    /// client id.
+    #[must_use]
+    pub fn with_tokens(mut self, verifier: Arc<TokenVerifier>) -> Self {
+        self.tokens = Some(verifier);
+        self
+    }
+
+    /// Returns the verified token of the request when a covering rule keys on it.
+    async fn token_for_keys(&self, request: &RequestContext) -> Option<Arc<VerifiedToken>> {
+        let verifier = self.tokens.as_ref()?;
+        if !self.limits.keys_on_token(request.method(), request.path()) {
+            return None;
+        }
+        match tokens::check_bearer(verifier, request).await {
+            BearerCheck::Verified(token) => Some(token),
+            BearerCheck::Absent | BearerCheck::Malformed | BearerCheck::Rejected(_) => None,
+        }
     }
 }
 
@@ -80,15 +116,14 @@ impl Stage for RateLimitStage {
 
     fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a> {
         Box::pin(async move {
-            // NOTE: no token layer runs before this stage yet, so rules keyed on the token
-            // subject or client id count every request under an empty value.
+            let token = self.token_for_keys(request).await;
             let input = KeyInput {
                 client: request.client(),
                 method: request.method(),
                 path: request.path(),
                 headers: request.headers(),
-                token_subject: None,
-                client_id: None,
+                token_subject: token.as_ref().and_then(|token| token.subject.as_deref()),
+                client_id: token.as_ref().and_then(|token| token.client_id.as_deref()),
             };
             let decision = self.limits.check(&input).await;
             if let Some(headers) = decision.headers {

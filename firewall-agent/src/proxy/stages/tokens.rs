@@ -81,22 +81,20 @@ impl TokenStage {
             },
         };
 
-        let token = match bearer_token(request.headers()) {
-            Ok(Some(token)) => token,
-            Ok(None) if requirement.required => {
+        let verified = match check_bearer(&self.verifier, request).await {
+            BearerCheck::Verified(verified) => verified,
+            BearerCheck::Absent if requirement.required => {
                 self.verifier.metrics().record(TokenResult::Missing);
                 return missing_token(request);
             }
-            Ok(None) => {
+            BearerCheck::Absent => {
                 self.verifier.metrics().record(TokenResult::Absent);
                 return StageOutcome::Continue;
             }
-            Err(_) => return self.reject(request, TokenError::Malformed, true).await,
-        };
-
-        let verified = match self.verifier.verify(token).await {
-            Ok(verified) => verified,
-            Err(error) => return self.reject(request, error, false).await,
+            BearerCheck::Malformed => {
+                return self.reject(request, TokenError::Malformed, true).await;
+            }
+            BearerCheck::Rejected(error) => return self.reject(request, error, false).await,
         };
         if !requirement.issuers.is_empty()
             && !requirement.issuers.iter().any(|issuer| *issuer == verified.issuer)
@@ -166,6 +164,39 @@ impl Stage for TokenStage {
     fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a> {
         Box::pin(self.check(request))
     }
+}
+
+/// The result of checking a request's bearer token, before the route's issuer and scope
+/// requirements apply.
+#[derive(Clone, Debug)]
+pub enum BearerCheck {
+    /// No `Authorization` header, or one with another scheme.
+    Absent,
+    /// A malformed or repeated `Authorization` header.
+    Malformed,
+    /// The token passed every check of the verifier.
+    Verified(Arc<VerifiedToken>),
+    /// The token failed a check.
+    Rejected(TokenError),
+}
+
+/// Checks the request's bearer token with `verifier` and records the result in the request,
+/// so that a later call, such as the token stage's after the rate-limit stage's, reuses it
+/// instead of verifying again. Records no token metrics, because the token stage does.
+pub async fn check_bearer(verifier: &TokenVerifier, request: &RequestContext) -> BearerCheck {
+    if let Some(check) = request.bearer_check() {
+        return check.clone();
+    }
+    let check = match bearer_token(request.headers()) {
+        Ok(None) => BearerCheck::Absent,
+        Err(_) => BearerCheck::Malformed,
+        Ok(Some(token)) => match verifier.verify(token).await {
+            Ok(verified) => BearerCheck::Verified(verified),
+            Err(error) => BearerCheck::Rejected(error),
+        },
+    };
+    request.set_bearer_check(check.clone());
+    check
 }
 
 /// Returns the bearer token of the `Authorization` header, or `None` when there is no such

@@ -1,0 +1,149 @@
+//! Tests of the command injection, cross-site scripting, file inclusion and template
+//! injection detectors: attack shapes that must reach the request threshold and benign
+//! shapes that must not.
+
+use super::normalise::FieldEncoding;
+use super::{FieldKind, inspect_value};
+
+fn score(raw: &str, kind: FieldKind) -> u32 {
+    inspect_value(raw.as_bytes(), FieldEncoding::Form, kind)
+        .iter()
+        .map(|rule| rule.severity.weight())
+        .sum()
+}
+
+fn rule_ids(raw: &str, kind: FieldKind) -> Vec<&'static str> {
+    inspect_value(raw.as_bytes(), FieldEncoding::Form, kind)
+        .iter()
+        .map(|rule| rule.id)
+        .collect()
+}
+
+fn assert_blocked_as(values: &[&str], kind: FieldKind) {
+    for value in values {
+        assert!(score(value, kind) >= 5, "not blocked: {value:?} {:?}", rule_ids(value, kind));
+    }
+}
+
+fn assert_passed_as(values: &[&str], kind: FieldKind) {
+    for value in values {
+        assert!(score(value, kind) < 5, "blocked: {value:?} {:?}", rule_ids(value, kind));
+    }
+}
+
+#[test]
+fn shell_obfuscation_is_blocked() {
+    assert_blocked_as(
+        &[
+            "ping``%20203.0.113.5",
+            "pi$()ng 203.0.113.5",
+            "una$$me -a",
+            "cu$u\\rl example.com",
+            "%22%22p%22%22y%22%22t%22%22h%22%22o%22%22n%22%223%22%22 cmd",
+            "'i'p a",
+            "{n$u\\c$u,-nlvp,777}",
+            "c{a,oun}t /etc/hosts",
+            "{,ifconfig}",
+            "cat%2B%2Fet*%2F*wd",
+            "echo | ${gcc7.4}gcc7.4",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn shell_command_lines_are_blocked() {
+    assert_blocked_as(
+        &[
+            "flock -u / whoami",
+            "cpulimit -l 100 -f whoami",
+            "time bsdtar",
+            "env --version",
+            ";`cat<<<'ifconfig'`",
+            ";irb<<<1+2",
+            ";ps",
+            "whoami",
+            "pip3 install something",
+            "ansible-galaxy collection install community.general",
+            "code=ansible-console",
+            "/bin/ab",
+            "usr/local/bin/ansible",
+            "garb=adduse[r];$garb pizza",
+            "a=/etc&&b=/passwd&&c=cat&&$c $a$b",
+        ],
+        FieldKind::Query,
+    );
+    assert_blocked_as(&[";env", "ansible all -m ping", "visudo"], FieldKind::Header);
+}
+
+#[test]
+fn shell_expansions_are_blocked() {
+    assert_blocked_as(
+        &["alias a=b", "alias %2Bm a=b", "alias ls-al='ls -al'", "~%2B", "~-1", "!-1!-2"],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn batch_syntax_is_blocked() {
+    assert_blocked_as(
+        &[
+            "for /r c:\\ %variable in (set) do command",
+            "& FOR %_ IN (a,b,c) DO cmd",
+            "IF /I NOT 1==2 CMD",
+            "if %n1% gtr %n2% echo %n1% is greater",
+            "IF CMDEXTVERSION 1 GOTO start_process",
+            "if a==b foo",
+        ],
+        FieldKind::Query,
+    );
+    assert_passed_as(&["if foo==", "iffoo a==b foo", "if3 a==b foo"], FieldKind::Query);
+}
+
+#[test]
+fn mail_commands_after_crlf_are_blocked() {
+    assert_blocked_as(
+        &["%0d%0aDATA", "%0d%0aQUIT", "%0d%0aa001 EXAMINE INBOX", "%0d%0aA282 SEARCH FLAGGED"],
+        FieldKind::Query,
+    );
+    assert_passed_as(
+        &[
+            "Hello! World.%0adata not found.",
+            "%0aLet's go to the store (sale time!)",
+            "Hey please do not quit",
+            "Just to remind you that I need to copy those documents",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn prose_and_api_values_pass_the_shell_detector() {
+    assert_passed_as(
+        &[
+            "report_final_v3 (copy).pdf",
+            "Python is a language",
+            "time is of the essence",
+            "time warner",
+            "https://www.example.com/x?s=2014-11-01&ex=7&sort=ex&sort=descending",
+            "uname",
+            "red;$5 each",
+            ";$a $b $c",
+            "O'keefe's",
+            "Size: 8\"x11\"",
+            "fields={id,name}",
+            "~%2Bz",
+            "~0",
+            "copy & paste",
+            "The pizza vendor was known by the alias \"pineapple\" online.",
+            "I see, so your alias is not = to your name",
+            "ping pong tables",
+            "tar is a dark brown or black viscous liquid",
+        ],
+        FieldKind::Query,
+    );
+    assert_passed_as(
+        &["wget", "curl/7.81.0", "python-requests/2.31.0", "Mozilla/5.0 (Linux; Android 14; wv) AppleWebKit/537.36"],
+        FieldKind::Header,
+    );
+}

@@ -1,0 +1,288 @@
+//! Tests of the SQL injection tokenizer and fingerprint rules, one group per class of bypass,
+//! and of the ordinary values that must stay clean.
+
+use http::{HeaderMap, HeaderValue};
+
+use super::super::normalise::FieldEncoding;
+use super::super::{FieldKind, RequestParts, extract_fields, inspect_fields, inspect_value};
+use super::fingerprint;
+
+fn sqli_rules(raw: &str, kind: FieldKind) -> Vec<&'static str> {
+    inspect_value(raw.as_bytes(), FieldEncoding::Plain, kind)
+        .iter()
+        .filter(|rule| rule.id.starts_with("sqli-"))
+        .map(|rule| rule.id)
+        .collect()
+}
+
+fn assert_detected(values: &[&str]) {
+    for value in values {
+        assert!(
+            !sqli_rules(value, FieldKind::Query).is_empty(),
+            "not detected: {value:?}"
+        );
+    }
+}
+
+fn assert_clean(values: &[&str]) {
+    for value in values {
+        let rules = sqli_rules(value, FieldKind::Query);
+        assert!(rules.is_empty(), "flagged: {value:?} {rules:?}");
+    }
+}
+
+#[test]
+fn fingerprint_reads_casts_and_literals() {
+    assert_eq!(fingerprint("password::int", None), "nC");
+    assert_eq!(fingerprint("std::string", None), "nn");
+    assert_eq!(fingerprint("1.e(ascii)", None), "P(n)");
+    assert_eq!(fingerprint("x'41' or 1", None), "s&1");
+    assert_eq!(fingerprint("0x41 or 0b01", None), "1&1");
+    assert_eq!(fingerprint("` as `t` from", Some('`')), "sAnk");
+}
+
+#[test]
+fn fingerprint_tells_known_functions_from_names() {
+    assert_eq!(fingerprint("database(", None), "F(");
+    assert_eq!(fingerprint("count (x)", None), "f(n)");
+    assert_eq!(fingerprint("appuser(x)", None), "f(n)");
+    assert_eq!(fingerprint("sleep (5)", None), "T(1)");
+    assert_eq!(fingerprint("sleep well", None), "nn");
+}
+
+#[test]
+fn fragments_after_and_or_are_detected() {
+    assert_detected(&[
+        "AND 2771=1709)",
+        "or 120=121=",
+        "||(null!=",
+        "&&(l=!0)",
+        "|| langCode == '",
+        "OR CType='",
+        "and 1=(",
+        "OR 1# ",
+    ]);
+}
+
+#[test]
+fn statements_after_a_separator_are_detected() {
+    assert_detected(&[
+        "; insert into",
+        ";drop",
+        ";SET @OLD_SQL_MODE",
+        "declare @b",
+        "DECLARE/**/@x",
+        "exec (@",
+        "DROP sampletable;--",
+    ]);
+}
+
+#[test]
+fn query_middles_are_detected() {
+    assert_detected(&[
+        ") as cc FROM",
+        ") AS `carrier_id` from",
+        "` AS `edit_user_id` from",
+        ") when 234 then",
+        "1234 AS \"foobar\" FROM tablevar2=whatever",
+        "HAVING 1=",
+        "VALUES ('192.168.0.1', 'test')",
+        "ORder by",
+        "FROM termine GROUP BY tag1",
+    ]);
+}
+
+#[test]
+fn closed_quote_then_keyword_is_detected() {
+    assert_detected(&[
+        "'alter a",
+        "\" ALTER A",
+        "'UNION A",
+        "'select H",
+        "admin@juice-sh.op';",
+    ]);
+}
+
+#[test]
+fn attack_only_names_are_detected() {
+    assert_detected(&[
+        "xp_dirtree",
+        "OPENROWSET",
+        "select pg_sleep",
+        "EmptyValue into outfile '/tmp/x'; --",
+        "1.e(ascii)",
+        "1.e.tables",
+    ]);
+}
+
+#[test]
+fn postgres_casts_are_detected() {
+    assert_detected(&[
+        "password::int",
+        "function(foo)::text",
+        "1 current_user::int",
+    ]);
+}
+
+#[test]
+fn lone_operators_are_detected() {
+    assert_detected(&[
+        "<=>",
+        "!=",
+        "||",
+        "&&",
+        "XOR",
+        "RLIKE",
+        "IS NULL",
+        "LIKE NULL",
+        "in (0,1)",
+    ]);
+}
+
+#[test]
+fn known_function_calls_are_detected() {
+    assert_detected(&[
+        "database(",
+        "current_user(",
+        "if(1234=",
+        "div(23,-2)",
+        "SeLect*/ 1,2,3,user(",
+    ]);
+}
+
+#[test]
+fn backslash_quotes_are_read_both_ways() {
+    assert_detected(&[
+        "admin@juice-sh.op\\' or json (id);",
+        "admin@juice-sh.op\\' or glob (id,id);",
+        "\\'or'1",
+        "\\\"or\"1",
+    ]);
+}
+
+#[test]
+fn typographic_quotes_are_read_as_quotes() {
+    assert_detected(&[
+        "\u{2019} OR \u{2019}1\u{2019}=\u{2019}x\u{2019}--",
+        "\u{2018} or 1=1/*",
+    ]);
+}
+
+#[test]
+fn path_segments_are_read_from_their_start() {
+    let rules = sqli_rules("/post/1234 OR 1=1", FieldKind::Path);
+    assert!(rules.contains(&"sqli-boolean"), "{rules:?}");
+    let rules = sqli_rules("/post/foo')waitfor delay'5:0:20'--", FieldKind::Path);
+    assert!(rules.contains(&"sqli-function"), "{rules:?}");
+}
+
+#[test]
+fn embedded_form_values_are_read_from_their_start() {
+    assert_detected(&["pay=AND 7639=(", "pay=&&(e===", "a=1&pay=;update users"]);
+}
+
+#[test]
+fn body_without_content_type_is_form_decoded() {
+    let headers = HeaderMap::new();
+    let fields = extract_fields(RequestParts {
+        path: "/post",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"UnIon+seleCt%0A",
+    });
+    let findings = inspect_fields(&fields);
+    assert!(
+        findings
+            .iter()
+            .any(|finding| finding.rule.id == "sqli-union"),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn body_with_spaces_keeps_plus_signs() {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static("test"));
+    let fields = extract_fields(RequestParts {
+        path: "/post",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"1 + 1 = 2",
+    });
+    let body = fields
+        .iter()
+        .find(|field| field.name == "body")
+        .map(|field| field.encoding);
+    assert_eq!(body, Some(FieldEncoding::Plain));
+}
+
+#[test]
+fn prose_and_names_stay_clean() {
+    assert_clean(&[
+        "O'Brien",
+        "Liam O'Brien and Zoe D'Angelo",
+        "It's 5' 10\" tall",
+        "Rock 'n' roll",
+        "Tom & Jerry",
+        "Q&A",
+        "AT&T",
+        "R&D (research)",
+        "or more",
+        "and/or",
+        "1 or 2 bedrooms",
+        "Select your plan (monthly or yearly)",
+        "user(s) added",
+        "Count (approx.)",
+        "in (approx.) 2 hours",
+        "Die \"Union von Europa\"",
+        "I like you!",
+        "having fun",
+        "behaving badly/",
+        "A -> B",
+        "x = 5, y = 10; what is x + y?",
+        "50% off, today only!",
+        "std::string",
+        "booked for 2021(including 2020",
+        "The users' update was delayed",
+        "Don\u{2019}t stop, it\u{2019}s fine",
+        "`code` and more `code`",
+        "first_name=John&last_name=O'Brien",
+        "next=/account?tab=orders&sort=date",
+        "!!",
+        "x'~email--",
+        "and last-modified cache validators.",
+        "and below <code>priority_highest</code>.",
+        "and compat/* mostly).",
+        "and 'info sed' for the complete manual.",
+        "1.0 or newer is required",
+        "For both users' and",
+        "values joined using `; `.",
+        "'update-ca-certificates --fresh'. If you",
+        "options.origins = ['https://example.com', 'https://example.org'];",
+        "new URLSearchParams('foo=bar&foo=baz');",
+        "* `end` {Function} The [`end` event][] subscriber",
+        "For example, `http.STATUS_CODES[404] === 'Not",
+        "-",
+        "=",
+        "like",
+        "in",
+        "not",
+    ]);
+}
+
+#[test]
+fn json_and_identifier_values_stay_clean() {
+    assert_clean(&[
+        "{\"name\": \"O'Brien\", \"tags\": [\"a\", \"b\"]}",
+        "[1, 2, 3]",
+        "user_name",
+        "2026-01-15T10:30:00Z",
+        "+1 (555) 123-4567",
+        "C:\\Users\\me\\file.txt",
+        "sp_500_index",
+        "xp_points",
+        "nvarchar",
+    ]);
+}
