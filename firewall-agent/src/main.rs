@@ -277,6 +277,10 @@ impl Blocklist for SharedKernel {
         self.lock().ban(network, expires_at)
     }
 
+    fn ban_all(&self, bans: &[firewall_agent::kernel::KernelBan]) -> Result<(), KernelError> {
+        self.lock().ban_all(bans)
+    }
+
     fn unban(&self, network: IpNetwork) -> Result<bool, KernelError> {
         self.lock().unban(network)
     }

@@ -226,6 +226,31 @@ impl Store {
         self.put_json(BANS, "write a ban", &record.address.to_string(), record)
     }
 
+    /// Inserts or replaces the bans of `records` in one transaction, so that either all of them
+    /// are stored or none is.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when a record does not encode or the write fails.
+    pub fn put_bans(&self, records: &[BanRecord]) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(records.len());
+        for record in records {
+            let key = record.address.to_string();
+            let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
+                path: self.path.clone(),
+                key: key.clone(),
+                source,
+            })?;
+            encoded.push((key, value));
+        }
+        self.write(BANS, "write bans", |table| {
+            for (key, value) in &encoded {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Removes the ban of `address`. Returns the removed record, if there was one.
     ///
     /// # Errors
@@ -274,7 +299,12 @@ impl Store {
     ///
     /// [`StoreError::Transaction`] when the write fails.
     pub fn put_allow(&self, record: &AllowRecord) -> Result<(), StoreError> {
-        self.put_json(ALLOWLIST, "write an allowlist entry", &record.address.to_string(), record)
+        self.put_json(
+            ALLOWLIST,
+            "write an allowlist entry",
+            &record.address.to_string(),
+            record,
+        )
     }
 
     /// Removes the allowlist entry of `address`. Returns whether there was one.
@@ -327,7 +357,12 @@ impl Store {
         address: IpNetwork,
         record: &OffenceRecord,
     ) -> Result<(), StoreError> {
-        self.put_json(OFFENCES, "write an offence history", &address.to_string(), record)
+        self.put_json(
+            OFFENCES,
+            "write an offence history",
+            &address.to_string(),
+            record,
+        )
     }
 
     /// Removes offence histories whose latest ban is older than `before_ms` (milliseconds since

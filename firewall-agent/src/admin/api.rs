@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `GET /v1/bans` | | [`BanList`] |
 //! | `POST /v1/bans` | [`AddBanRequest`] | [`BanView`], status 201 |
+//! | `POST /v1/bans/import` | [`ImportBansRequest`] | [`ImportBansResponse`] |
 //! | `DELETE /v1/bans/{address}` | | [`BanView`] of the removed ban, or 404 |
 //! | `GET /v1/allow` | | [`AllowList`] |
 //! | `POST /v1/allow` | [`AddAllowRequest`] | [`AllowView`], status 201 |
@@ -85,6 +86,43 @@ pub struct AddBanRequest {
     /// Optional reason, shown by `fwctl bans list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// Request body of `POST /v1/bans/import`: many bans with one TTL and reason, stored in one
+/// transaction and written to the kernel with batched map updates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBansRequest {
+    /// Addresses or CIDR ranges to ban, as in [`AddBanRequest::address`].
+    pub addresses: Vec<String>,
+    /// Duration of every ban in seconds; `null` for bans that never expire. Required, as in
+    /// [`AddBanRequest::ttl_seconds`].
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub ttl_seconds: Option<u64>,
+    /// Optional reason, shown by `fwctl bans list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Response of `POST /v1/bans/import`. A kernel failure, such as a full map, is an
+/// [`ErrorBody`] instead, and every ban of the request is then stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportBansResponse {
+    /// Addresses banned, or already banned for at least as long.
+    pub applied: usize,
+    /// Addresses not banned, in request order.
+    pub rejected: Vec<RejectedAddress>,
+}
+
+/// An address of an import that was not banned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedAddress {
+    /// Position in [`ImportBansRequest::addresses`], counted from 0.
+    pub index: usize,
+    /// The address as sent.
+    pub address: String,
+    /// The reason for the rejection, as an error message.
+    pub error: String,
 }
 
 /// One allowlist entry.

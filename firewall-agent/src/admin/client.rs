@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    AddAllowRequest, AddBanRequest, AllowList, AllowView, BanList, BanView, ErrorBody, Stats,
+    AddAllowRequest, AddBanRequest, AllowList, AllowView, BanList, BanView, ErrorBody,
+    ImportBansRequest, ImportBansResponse, Stats,
 };
 use crate::network::IpNetwork;
 use crate::telemetry::ErrorChain;
@@ -91,6 +92,20 @@ impl AdminClient {
     pub async fn add_ban(&self, request: &AddBanRequest) -> Result<BanView, ClientError> {
         let body = serde_json::to_vec(request).map_err(|source| ClientError::Decode { source })?;
         self.call(Method::POST, "/v1/bans", Some(body)).await
+    }
+
+    /// `POST /v1/bans/import`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] when the agent is unreachable, rejects the request, or fails to write
+    /// the bans into the kernel maps.
+    pub async fn import_bans(
+        &self,
+        request: &ImportBansRequest,
+    ) -> Result<ImportBansResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|source| ClientError::Decode { source })?;
+        self.call(Method::POST, "/v1/bans/import", Some(body)).await
     }
 
     /// `DELETE /v1/bans/{address}`.

@@ -23,12 +23,13 @@ use super::api::{
 };
 use crate::bans::{BanError, BanManager};
 use crate::config::MAX_DURATION_SECONDS;
-use crate::kernel::{Blocklist, KernelError};
+use crate::kernel::Blocklist;
 use crate::network::IpNetwork;
 use crate::shutdown::ShutdownListener;
 use crate::store::BanOrigin;
 use crate::telemetry::ErrorChain;
 
+mod import;
 mod oauth;
 
 /// Maximum size of a request body.
@@ -294,8 +295,8 @@ impl From<BanError> for ApiError {
             },
             // A full map is the caller's to fix (raise the capacity or remove entries), so it is
             // reported whole, with the capacity setting to raise.
-            BanError::Kernel { ref source, .. }
-                if matches!(**source, KernelError::MapFull { .. }) =>
+            BanError::Kernel { ref source, .. } | BanError::KernelBans { ref source }
+                if source.is_map_full() =>
             {
                 let message = ErrorChain(&error).to_string();
                 tracing::warn!(error = %message, "kernel map full");
@@ -304,7 +305,10 @@ impl From<BanError> for ApiError {
                     message,
                 }
             }
-            BanError::Store(_) | BanError::Kernel { .. } | BanError::KernelRead { .. } => {
+            BanError::Store(_)
+            | BanError::Kernel { .. }
+            | BanError::KernelBans { .. }
+            | BanError::KernelRead { .. } => {
                 let message = ErrorChain(&error).to_string();
                 tracing::error!(error = %message, "admin request failed");
                 Self::internal(message)
@@ -321,6 +325,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
     let result = match (method.clone(), path.as_str()) {
         (Method::GET, "/v1/bans") => list_bans(state).await,
         (Method::POST, "/v1/bans") => add_ban(state, request).await,
+        (Method::POST, "/v1/bans/import") => import::import_bans(state, request).await,
         (Method::DELETE, target) if target.starts_with("/v1/bans/") => {
             remove_ban(state, &target["/v1/bans/".len()..]).await
         }
@@ -333,7 +338,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<
         (_, target) if target.starts_with(oauth::PREFIX) => {
             oauth::route(state.oauth.as_ref(), request).await
         }
-        (_, "/v1/bans" | "/v1/allow" | "/v1/stats") => Err(ApiError {
+        (_, "/v1/bans" | "/v1/bans/import" | "/v1/allow" | "/v1/stats") => Err(ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("method {method} is not allowed on {path}"),
         }),
@@ -392,25 +397,8 @@ async fn add_ban(
     })?;
 
     let address = parse_address(&add.address)?;
-    let ttl = match add.ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::bad_request(
-                "invalid ttl_seconds 0: expected at least 1, or null for a ban that never expires"
-                    .into(),
-            ));
-        }
-        Some(seconds) if seconds > MAX_DURATION_SECONDS => {
-            return Err(ApiError::bad_request(format!(
-                "invalid ttl_seconds {seconds}: expected at most {MAX_DURATION_SECONDS}"
-            )));
-        }
-        Some(seconds) => Some(Duration::from_secs(seconds)),
-        None => None,
-    };
-    let reason = add
-        .reason
-        .filter(|reason| !reason.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_MANUAL_REASON.to_owned());
+    let ttl = parse_ttl_seconds(add.ttl_seconds)?;
+    let reason = manual_reason(add.reason);
 
     let bans = Arc::clone(&state.bans);
     let record = blocking(move || bans.apply(address, ttl, BanOrigin::Manual, &reason)).await??;
@@ -418,6 +406,28 @@ async fn add_ban(
         StatusCode::CREATED,
         &BanView::from_record(&record, SystemTime::now()),
     ))
+}
+
+/// Checks a request's `ttl_seconds`: 1 to [`MAX_DURATION_SECONDS`], or `None` for never.
+fn parse_ttl_seconds(ttl_seconds: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match ttl_seconds {
+        Some(0) => Err(ApiError::bad_request(
+            "invalid ttl_seconds 0: expected at least 1, or null for a ban that never expires"
+                .into(),
+        )),
+        Some(seconds) if seconds > MAX_DURATION_SECONDS => Err(ApiError::bad_request(format!(
+            "invalid ttl_seconds {seconds}: expected at most {MAX_DURATION_SECONDS}"
+        ))),
+        Some(seconds) => Ok(Some(Duration::from_secs(seconds))),
+        None => Ok(None),
+    }
+}
+
+/// Returns the reason of a manual ban, or the default one when the request gives none.
+fn manual_reason(reason: Option<String>) -> String {
+    reason
+        .filter(|reason| !reason.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_MANUAL_REASON.to_owned())
 }
 
 async fn remove_ban(state: &AdminState, text: &str) -> Result<Response<Full<Bytes>>, ApiError> {

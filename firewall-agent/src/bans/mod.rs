@@ -7,16 +7,17 @@
 mod active;
 pub mod escalation;
 pub mod events;
+mod import;
 pub mod memory;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::active::ActiveBans;
 use crate::config::{BanConfig, MAX_DURATION_SECONDS};
-use crate::kernel::{Blocklist, KernelError};
+use crate::kernel::{Blocklist, KernelBan, KernelError};
 use crate::network::IpNetwork;
 use crate::store::{AllowRecord, BanOrigin, BanRecord, Store, StoreError};
 use crate::telemetry::ErrorChain;
@@ -24,6 +25,7 @@ use crate::telemetry::Metrics;
 
 pub use escalation::{BanChange, BanObserver, EscalatedBan, EscalationPolicy};
 pub use events::{EventSink, SecurityEvent, SecurityEventKind};
+pub use import::{ImportSummary, RejectedBan};
 
 /// Strike and ban durations, from the `[bans]` section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,13 @@ pub enum BanError {
     #[error("failed to update the kernel maps for {address}")]
     Kernel {
         address: IpNetwork,
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// The store contains a list of bans but the kernel maps contain only part of it. The
+    /// source error gives the number that reached the kernel.
+    #[error("failed to write the bans into the kernel maps")]
+    KernelBans {
         #[source]
         source: Box<KernelError>,
     },
@@ -185,6 +194,8 @@ impl BanManager {
     /// # Errors
     ///
     /// [`BanError`] on the first store or kernel failure; bans handled before it stay applied.
+    /// A failed kernel update of the stored bans is [`BanError::KernelBans`], whose source gives
+    /// the number of bans that reached the kernel.
     pub fn restore(&self) -> Result<RestoreSummary, BanError> {
         self.restore_at(SystemTime::now())
     }
@@ -208,6 +219,7 @@ impl BanManager {
         }
         *self.allowlist_mut() = allowlist;
 
+        let mut unexpired = Vec::new();
         for record in self.store.list_bans()? {
             let address = record.address;
             if record.is_expired(now_ms) {
@@ -219,14 +231,28 @@ impl BanManager {
                 summary.expired += 1;
                 continue;
             }
-
-            self.blocklist
-                .ban(address, record.expires_at_ms.map(system_time))
-                .map_err(|source| self.kernel_error(address, source))?;
-            self.active_mut().insert(address, record.expires_at_ms);
-            summary.restored += 1;
+            unexpired.push(record);
         }
-        self.import_kernel_bans(now_ms)?;
+
+        let kernel_bans: Vec<KernelBan> = unexpired
+            .iter()
+            .map(|record| KernelBan {
+                network: record.address,
+                expires_at: record.expires_at_ms.map(system_time),
+            })
+            .collect();
+        self.blocklist
+            .ban_all(&kernel_bans)
+            .map_err(|source| self.kernel_bans_error(source))?;
+        {
+            let mut active = self.active_mut();
+            for record in &unexpired {
+                active.insert(record.address, record.expires_at_ms);
+            }
+        }
+        summary.restored = unexpired.len();
+        let stored: HashSet<IpNetwork> = unexpired.iter().map(|record| record.address).collect();
+        self.import_kernel_bans(&stored, now_ms)?;
 
         self.update_active_gauge();
         Ok(summary)
@@ -234,7 +260,14 @@ impl BanManager {
 
     /// Stores the bans that are in the kernel maps but not in the store, as manual bans with the
     /// kernel's expiry, and removes the expired ones from the kernel.
-    fn import_kernel_bans(&self, now_ms: u64) -> Result<(), BanError> {
+    ///
+    /// `stored` contains the addresses of the unexpired stored bans, so that no kernel ban needs
+    /// a store read of its own.
+    fn import_kernel_bans(
+        &self,
+        stored: &HashSet<IpNetwork>,
+        now_ms: u64,
+    ) -> Result<(), BanError> {
         let kernel_bans = self
             .blocklist
             .kernel_bans()
@@ -244,7 +277,7 @@ impl BanManager {
         let mut imported = 0usize;
         for ban in kernel_bans {
             let address = ban.network;
-            if self.store.get_ban(address)?.is_some() {
+            if stored.contains(&address) {
                 continue;
             }
             let record = BanRecord {
@@ -613,6 +646,20 @@ impl BanManager {
     }
 
     /// Wraps a kernel failure for `address`, counting it when a map was full.
+    /// Wraps the failure of a write of many bans, counting a full map in the metrics.
+    fn kernel_bans_error(&self, source: KernelError) -> BanError {
+        let cause = match &source {
+            KernelError::BansStopped { source, .. } => source.as_ref(),
+            other => other,
+        };
+        if let KernelError::MapFull { map, .. } = cause {
+            self.metrics.record_map_full(map);
+        }
+        BanError::KernelBans {
+            source: Box::new(source),
+        }
+    }
+
     fn kernel_error(&self, address: IpNetwork, source: KernelError) -> BanError {
         if let KernelError::MapFull { map, .. } = source {
             self.metrics.record_map_full(map);

@@ -677,3 +677,109 @@ fn escalated_bans_grow_and_persist() {
     assert_eq!(forgiven.offences, 0, "offences older than the history window do not count");
     assert!(second.record.reason.contains("offence 2"), "{}", second.record.reason);
 }
+
+#[test]
+fn import_applies_valid_and_reports_rejected_by_index() {
+    let f = fixture();
+    f.manager.allow(net("198.51.100.0/24")).expect("allowlisted");
+    let wall = SystemTime::now();
+    let addresses = [
+        net("192.0.2.7"),
+        net("198.51.100.9"),
+        net("0.0.0.0"),
+        net("2001:db8::/48"),
+        net("192.0.2.7"),
+    ];
+
+    let summary = f
+        .manager
+        .apply_all_at(
+            &addresses,
+            Some(Duration::from_secs(600)),
+            BanOrigin::Manual,
+            "imported",
+            wall,
+        )
+        .expect("import applied");
+
+    assert_eq!(summary.applied, 3);
+    let rejected: Vec<usize> = summary.rejected.iter().map(|ban| ban.index).collect();
+    assert_eq!(rejected, [1, 2]);
+    assert!(matches!(
+        summary.rejected[0].error,
+        BanError::Allowlisted { .. }
+    ));
+    assert!(matches!(
+        summary.rejected[1].error,
+        BanError::InvalidAddress { .. }
+    ));
+    let stored: Vec<IpNetwork> = f
+        .manager
+        .list_at(wall)
+        .expect("list")
+        .iter()
+        .map(|ban| ban.address)
+        .collect();
+    assert_eq!(stored, [net("192.0.2.7"), net("2001:db8::/48")]);
+    assert!(f.blocklist.ban_of(net("192.0.2.7")).is_some());
+    assert!(f.blocklist.ban_of(net("2001:db8::/48")).is_some());
+}
+
+#[test]
+fn import_never_shortens_a_ban_in_force() {
+    let f = fixture();
+    let wall = SystemTime::now();
+    let long = f
+        .manager
+        .apply_at(net(CLIENT), None, BanOrigin::Manual, "permanent", wall)
+        .expect("ban applied");
+
+    let summary = f
+        .manager
+        .apply_all_at(
+            &[net(CLIENT)],
+            Some(Duration::from_secs(60)),
+            BanOrigin::Manual,
+            "imported",
+            wall,
+        )
+        .expect("import applied");
+
+    assert_eq!(summary.applied, 1);
+    let stored = f.manager.list_at(wall).expect("list");
+    assert_eq!(stored, [long]);
+    assert_eq!(f.blocklist.ban_of(net(CLIENT)), Some(None));
+}
+
+#[test]
+fn import_into_full_kernel_map_reports_applied_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blocklist = Arc::new(MemoryBlocklist::with_max_bans(2));
+    let metrics = Arc::new(Metrics::new(blocklist.clone()));
+    let store = Store::open(&dir.path().join("state.redb")).expect("store opens");
+    let manager = BanManager::new(store, blocklist.clone(), policy(), metrics.clone());
+    let addresses = [net("192.0.2.1"), net("192.0.2.2"), net("192.0.2.3")];
+
+    let error = manager
+        .apply_all(&addresses, None, BanOrigin::Manual, "imported")
+        .expect_err("the third ban does not fit");
+
+    let BanError::KernelBans { ref source } = error else {
+        panic!("expected KernelBans, got {error:?}");
+    };
+    assert!(source.is_map_full(), "{source:?}");
+    assert!(
+        matches!(
+            **source,
+            KernelError::BansStopped {
+                applied: 2,
+                total: 3,
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    assert_eq!(metrics.map_full("memory"), 1);
+    // The store keeps every ban, so the next start retries the ones the kernel lacks.
+    assert_eq!(manager.list().expect("list").len(), 3);
+}

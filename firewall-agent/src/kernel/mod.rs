@@ -16,6 +16,12 @@ use serde::Deserialize;
 
 use crate::network::IpNetwork;
 
+// The bpf(2) system call for batched updates has no safe wrapper in aya 0.14.
+#[expect(
+    unsafe_code,
+    reason = "BPF_MAP_UPDATE_BATCH is issued through libc::syscall"
+)]
+mod batch;
 mod clock;
 mod loader;
 mod maps;
@@ -180,6 +186,18 @@ pub enum KernelError {
         max_entries: u32,
     },
 
+    #[error(
+        "applied {applied} of {total} bans to the kernel maps, then the update failed; the \
+         other {} are not in the kernel",
+        total - applied
+    )]
+    BansStopped {
+        applied: usize,
+        total: usize,
+        #[source]
+        source: Box<KernelError>,
+    },
+
     #[error("failed to {operation} map {map}")]
     Map {
         map: &'static str,
@@ -285,6 +303,17 @@ pub enum KernelError {
     },
 }
 
+impl KernelError {
+    /// Returns whether the error is a full map, alone or as the reason a batch of bans stopped.
+    pub fn is_map_full(&self) -> bool {
+        match self {
+            Self::MapFull { .. } => true,
+            Self::BansStopped { source, .. } => source.is_map_full(),
+            _ => false,
+        }
+    }
+}
+
 /// Totals of one verdict, summed over all CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerdictTotal {
@@ -300,7 +329,8 @@ pub struct SourceTotal {
     pub counters: SourceCounters,
 }
 
-/// A ban read back from the kernel maps.
+/// A ban as the kernel maps hold it: read back from them, or to be written by
+/// [`Blocklist::ban_all`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelBan {
     pub network: IpNetwork,
@@ -317,6 +347,25 @@ pub trait Blocklist: Send + Sync + 'static {
     /// Inserts or replaces the ban of `network`. `expires_at` of `None` means the ban never
     /// expires.
     fn ban(&self, network: IpNetwork, expires_at: Option<SystemTime>) -> Result<(), KernelError>;
+
+    /// Inserts or replaces every ban of `bans`, with batched map updates where the map type
+    /// has them. The default inserts one ban at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::BansStopped`] with the number of bans applied when an update fails, such
+    /// as on a full map. The bans applied stay in the kernel.
+    fn ban_all(&self, bans: &[KernelBan]) -> Result<(), KernelError> {
+        for (applied, ban) in bans.iter().enumerate() {
+            self.ban(ban.network, ban.expires_at)
+                .map_err(|source| KernelError::BansStopped {
+                    applied,
+                    total: bans.len(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
 
     /// Removes the ban of `network`. Returns whether a ban was present.
     fn unban(&self, network: IpNetwork) -> Result<bool, KernelError>;

@@ -42,6 +42,10 @@ impl Blocklist for PinnedBlocklist {
         self.maps.ban(network, expires_at)
     }
 
+    fn ban_all(&self, bans: &[KernelBan]) -> Result<(), KernelError> {
+        self.maps.ban_all(bans)
+    }
+
     fn unban(&self, network: IpNetwork) -> Result<bool, KernelError> {
         self.maps.remove_ban(network)
     }

@@ -160,3 +160,20 @@ fn offences_round_trip_and_forget() {
     assert_eq!(store.get_offences(old).expect("get"), None);
     assert!(store.get_offences(recent).expect("get").is_some());
 }
+
+#[test]
+fn put_bans_stores_every_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("store opens");
+    let old = record("198.51.100.7", Some(1_000), BanOrigin::Manual);
+    store.put_ban(&old).expect("put the ban to replace");
+    let records = vec![
+        record("198.51.100.0/24", None, BanOrigin::Manual),
+        record("198.51.100.7", Some(9_000), BanOrigin::Manual),
+        record("2001:db8::7", Some(9_000), BanOrigin::Manual),
+    ];
+
+    store.put_bans(&records).expect("put bans");
+
+    assert_eq!(store.list_bans().expect("list"), records);
+}

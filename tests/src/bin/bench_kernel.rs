@@ -3,9 +3,13 @@
 //! `bpftool prog run ... repeat N`. Writes a Markdown report to the path given as the only
 //! argument. `cargo xtask bench kernel` builds what it needs and runs it as root.
 //!
+//! Every program is loaded first, then all are measured in interleaved rounds (floor,
+//! xdp-filter, this firewall, and again), so that noise from other work on the machine falls on
+//! all of them alike. The report gives the median of the rounds per cell, with the spread.
+//!
 //! Every frame stays inside the kernel's test harness. `xdp-filter` needs an interface to load
-//! on, so it gets one end of a veth pair without addresses, which carries no traffic and is
-//! removed at the end.
+//! on, so each of its two configurations gets one end of a veth pair without addresses, which
+//! carries no traffic and is removed at the end.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,12 +18,16 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use firewall_agent::kernel::{Blocklist, KernelFirewall, KernelSettings, XDP_DROP, XDP_PASS};
+use firewall_agent::kernel::{
+    Blocklist, KernelBan, KernelFirewall, KernelSettings, XDP_DROP, XDP_PASS,
+};
 use firewall_agent::network::IpNetwork;
 use integration_tests::frames::FrameBuilder;
 
 /// Runs per `bpftool prog run`; the kernel reports the mean duration of one run.
 const REPEAT: u32 = 1_000_000;
+/// Interleaved rounds over every program; each cell of the report is their median.
+const ROUNDS: usize = 7;
 /// Exact-ban counts loaded into the firewall.
 const BAN_COUNTS: [u32; 3] = [1_000, 100_000, 1_000_000];
 /// Ranges loaded beside the exact bans.
@@ -29,9 +37,9 @@ const XDP_FILTER_ENTRIES: u32 = 1_000;
 /// Target for the firewall's cost above the floor on the banned IPv4 path, as a percentage of
 /// xdp-filter's with the features source filtering needs.
 const GOAL_PERCENT: u32 = 60;
-/// Interface pair that xdp-filter loads on. It has no addresses and carries no traffic.
-const VETH: &str = "fwbench0";
-const VETH_PEER: &str = "fwbench1";
+/// Interface pairs that xdp-filter loads on, one per configuration. They have no addresses and
+/// carry no traffic.
+const VETHS: [(&str, &str); 2] = [("fwbench0", "fwbench1"), ("fwbench2", "fwbench3")];
 
 const BANNED_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const PASSING_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -51,10 +59,18 @@ struct FramePath {
     expected: u32,
 }
 
-/// Mean nanoseconds per run of one program on each path, in [`FramePath`] order.
+/// A loaded program to measure.
+struct Program {
+    label: String,
+    id: u32,
+    /// Whether its actions are checked against [`FramePath::expected`]; the floor drops all.
+    check: bool,
+}
+
+/// Mean nanoseconds per run of one program, per path in [`FramePath`] order, then per round.
 struct Row {
     program: String,
-    nanoseconds: Vec<u64>,
+    samples: Vec<Vec<u64>>,
 }
 
 fn main() -> ExitCode {
@@ -75,50 +91,48 @@ fn run(output: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fw-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let paths = write_frames(&dir)?;
-
-    let mut rows = Vec::new();
+    let mut programs = Vec::new();
     let mut notes = Vec::new();
 
     let mut floor_host = load_firewall()?;
-    let floor_id = floor_host
-        .load_floor_program()
-        .context("failed to load the floor program")?;
-    rows.push(Row {
-        program: "empty XDP_DROP program (floor)".into(),
-        nanoseconds: measure_all(floor_id, &paths, false)?,
+    programs.push(Program {
+        label: "empty XDP_DROP program (floor)".into(),
+        id: floor_host
+            .load_floor_program()
+            .context("failed to load the floor program")?,
+        check: false,
     });
-    drop(floor_host);
 
-    let xdp_filter_rows = measure_xdp_filter(&paths)?;
-    rows.extend(xdp_filter_rows);
+    let xdp_filter = XdpFilter::load()?;
+    programs.extend(xdp_filter.programs()?);
 
+    let mut firewalls = Vec::new();
     for count in BAN_COUNTS {
         let firewall = load_firewall()?;
         allow_loopback(&firewall)?;
-        let started = Instant::now();
-        load_bans(&firewall, count)?;
-        let load_time = started.elapsed();
+        let load_time = load_bans(&firewall, count)?;
         load_ranges(&firewall)?;
-
-        let id = firewall
-            .program_id()
-            .context("the kernel reports no program id")?;
-        rows.push(Row {
-            program: format!(
-                "this firewall, {} bans + {} ranges",
-                thousands(count),
-                thousands(RANGE_COUNT)
-            ),
-            nanoseconds: measure_all(id, &paths, true)?,
-        });
+        let id = program_id(&firewall)?;
         notes.push(format!(
-            "Loading {} exact bans one `bpf_map_update_elem` call at a time took {:.2} s; \
-             the maps then took {} of kernel memory (`bytes_memlock` of every map of the program).",
+            "Loading {} exact bans with batched updates (`BPF_MAP_UPDATE_BATCH`, 4,096 per call) \
+             took {:.2} s; the maps then took {} of kernel memory (`bytes_memlock` of every map \
+             of the program).",
             thousands(count),
             load_time.as_secs_f64(),
             mebibytes(map_memory(id)?)
         ));
+        programs.push(Program {
+            label: format!(
+                "this firewall, {} bans + {} ranges",
+                thousands(count),
+                thousands(RANGE_COUNT)
+            ),
+            id,
+            check: true,
+        });
+        firewalls.push(firewall);
     }
+    notes.push(single_update_note()?);
 
     let firewall = load_firewall()?;
     allow_loopback(&firewall)?;
@@ -126,23 +140,77 @@ fn run(output: &Path) -> Result<()> {
     firewall.allow(IpNetwork::new(ADMIN_RANGE_V6.into(), 48)?)?;
     load_bans(&firewall, BAN_COUNTS[0])?;
     load_ranges(&firewall)?;
-    let id = firewall
-        .program_id()
-        .context("the kernel reports no program id")?;
-    rows.push(Row {
-        program: format!(
+    programs.push(Program {
+        label: format!(
             "this firewall, {} bans + {} ranges, allowlist outside loopback",
             thousands(BAN_COUNTS[0]),
             thousands(RANGE_COUNT)
         ),
-        nanoseconds: measure_all(id, &paths, true)?,
+        id: program_id(&firewall)?,
+        check: true,
     });
+    firewalls.push(firewall);
+
+    let rows = measure_rounds(&programs, &paths)?;
+    drop(xdp_filter);
+    drop(firewalls);
+    drop(floor_host);
 
     std::fs::write(output, report(&paths, &rows, &notes)?)
         .with_context(|| format!("failed to write {}", output.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("bench-kernel: wrote {}", output.display());
     Ok(())
+}
+
+/// Measures every program on every path, [`ROUNDS`] times over, one program after the other
+/// within a round.
+fn measure_rounds(programs: &[Program], paths: &[FramePath]) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = programs
+        .iter()
+        .map(|program| Row {
+            program: program.label.clone(),
+            samples: vec![Vec::with_capacity(ROUNDS); paths.len()],
+        })
+        .collect();
+    for round in 1..=ROUNDS {
+        println!("bench-kernel: round {round} of {ROUNDS}");
+        for (program, row) in programs.iter().zip(&mut rows) {
+            let nanoseconds = measure_all(program.id, paths, program.check)
+                .with_context(|| format!("failed to measure {}", program.label))?;
+            for (samples, ns) in row.samples.iter_mut().zip(nanoseconds) {
+                samples.push(ns);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Times loading 1,000,000 exact bans one update at a time into a fresh program, for
+/// comparison with the batched load, and returns the note that reports it.
+fn single_update_note() -> Result<String> {
+    let count = BAN_COUNTS[BAN_COUNTS.len() - 1];
+    let firewall = load_firewall()?;
+    let started = Instant::now();
+    for index in 0..count {
+        firewall
+            .ban(filler(index).into(), None)
+            .with_context(|| format!("failed to insert filler ban {}", filler(index)))?;
+    }
+    let single = started.elapsed();
+    Ok(format!(
+        "The same {} exact bans, one at a time into a fresh program as `fwctl bans add` \
+         does (a lookup that keeps the drop counters, then `bpf_map_update_elem`), took \
+         {:.2} s.",
+        thousands(count),
+        single.as_secs_f64()
+    ))
+}
+
+fn program_id(firewall: &KernelFirewall) -> Result<u32> {
+    firewall
+        .program_id()
+        .context("the kernel reports no program id")
 }
 
 fn load_firewall() -> Result<KernelFirewall> {
@@ -197,18 +265,34 @@ fn allow_loopback(firewall: &KernelFirewall) -> Result<()> {
     Ok(())
 }
 
-/// Bans the two banned sources plus fillers up to `count` exact bans. Fillers are IPv4
-/// addresses from 10.0.0.0 up: map keys only, never the source of a frame.
-fn load_bans(firewall: &KernelFirewall, count: u32) -> Result<()> {
-    firewall.ban(BANNED_V4.into(), None)?;
-    firewall.ban(BANNED_V6.into(), None)?;
-    for index in 0..count.saturating_sub(2) {
-        let filler = Ipv4Addr::from(0x0a00_0000 + index);
-        firewall
-            .ban(filler.into(), None)
-            .with_context(|| format!("failed to insert filler ban {filler}"))?;
-    }
-    Ok(())
+/// Bans the two banned sources plus fillers up to `count` exact bans, with one batched load.
+/// Returns the time the load took.
+fn load_bans(firewall: &KernelFirewall, count: u32) -> Result<std::time::Duration> {
+    let mut bans = vec![
+        KernelBan {
+            network: IpNetwork::host(BANNED_V4.into()),
+            expires_at: None,
+        },
+        KernelBan {
+            network: IpNetwork::host(BANNED_V6.into()),
+            expires_at: None,
+        },
+    ];
+    bans.extend((0..count.saturating_sub(2)).map(|index| KernelBan {
+        network: IpNetwork::host(filler(index).into()),
+        expires_at: None,
+    }));
+    let started = Instant::now();
+    firewall
+        .ban_all(&bans)
+        .with_context(|| format!("failed to load {} bans", thousands(count)))?;
+    Ok(started.elapsed())
+}
+
+/// Returns the `index`-th filler ban, counting IPv4 addresses from 10.0.0.0 up. Fillers are map
+/// keys only, never the source of a frame.
+fn filler(index: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 + index)
 }
 
 /// Bans [`RANGE_COUNT`] /24 ranges from 11.0.0.0/24 up, none containing a measured source.
@@ -221,39 +305,70 @@ fn load_ranges(firewall: &KernelFirewall) -> Result<()> {
     Ok(())
 }
 
-/// Loads xdp-filter on the bench veth, once with the features source filtering needs and once
-/// with all features, and measures both with [`XDP_FILTER_ENTRIES`] entries.
-fn measure_xdp_filter(paths: &[FramePath]) -> Result<Vec<Row>> {
-    let _veth = Veth::create()?;
-    let mut rows = Vec::new();
-    for (features, label) in [
-        ("ipv4,ipv6", "xdp-filter, ipv4 and ipv6 features"),
-        ("all", "xdp-filter, all features"),
-    ] {
-        command(
-            "xdp-filter",
-            &["load", VETH, "-m", "skb", "-p", "allow", "-f", features],
-        )?;
-        let result = fill_and_measure_xdp_filter(paths);
-        command("xdp-filter", &["unload", VETH, "--all"])?;
-        rows.push(Row {
-            program: format!("{label}, {} entries", thousands(XDP_FILTER_ENTRIES)),
-            nanoseconds: result?,
-        });
-    }
-    Ok(rows)
+/// xdp-filter loaded on the bench veths, once with the features source filtering needs and
+/// once with all features. Both share xdp-filter's pinned maps, which hold
+/// [`XDP_FILTER_ENTRIES`] entries. Dropping it unloads both and removes the veths.
+struct XdpFilter {
+    _veths: Vec<Veth>,
+    loaded: Vec<&'static str>,
 }
 
-fn fill_and_measure_xdp_filter(paths: &[FramePath]) -> Result<Vec<u64>> {
-    for address in [BANNED_V4.to_string(), BANNED_V6.to_string()] {
-        command("xdp-filter", &["ip", &address, "-m", "src"])?;
+/// xdp-filter's feature sets, with the label of their rows.
+const XDP_FILTER_CONFIGS: [(&str, &str); 2] = [
+    ("ipv4,ipv6", "xdp-filter, ipv4 and ipv6 features"),
+    ("all", "xdp-filter, all features"),
+];
+
+impl XdpFilter {
+    fn load() -> Result<Self> {
+        let mut xdp_filter = Self {
+            _veths: Vec::new(),
+            loaded: Vec::new(),
+        };
+        for ((veth, peer), (features, _)) in VETHS.into_iter().zip(XDP_FILTER_CONFIGS) {
+            xdp_filter._veths.push(Veth::create(veth, peer)?);
+            command(
+                "xdp-filter",
+                &["load", veth, "-m", "skb", "-p", "allow", "-f", features],
+            )?;
+            xdp_filter.loaded.push(veth);
+        }
+
+        for address in [BANNED_V4.to_string(), BANNED_V6.to_string()] {
+            command("xdp-filter", &["ip", &address, "-m", "src"])?;
+        }
+        for index in 0..XDP_FILTER_ENTRIES.saturating_sub(2) {
+            command(
+                "xdp-filter",
+                &["ip", &filler(index).to_string(), "-m", "src"],
+            )?;
+        }
+        Ok(xdp_filter)
     }
-    for index in 0..XDP_FILTER_ENTRIES.saturating_sub(2) {
-        let filler = Ipv4Addr::from(0x0a00_0000 + index).to_string();
-        command("xdp-filter", &["ip", &filler, "-m", "src"])?;
+
+    fn programs(&self) -> Result<Vec<Program>> {
+        self.loaded
+            .iter()
+            .zip(XDP_FILTER_CONFIGS)
+            .map(|(veth, (_, label))| {
+                Ok(Program {
+                    label: format!("{label}, {} entries", thousands(XDP_FILTER_ENTRIES)),
+                    id: attached_program_id(veth)?,
+                    check: true,
+                })
+            })
+            .collect()
     }
-    let id = attached_program_id(VETH)?;
-    measure_all(id, paths, true)
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        for veth in self.loaded.iter().rev() {
+            if let Err(error) = command("xdp-filter", &["unload", veth, "--all"]) {
+                eprintln!("bench-kernel: failed to unload xdp-filter from {veth}: {error:#}");
+            }
+        }
+    }
 }
 
 /// Runs program `id` on every path and returns the mean nanoseconds of each. With `check`,
@@ -343,33 +458,32 @@ fn command(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The bench veth pair, removed on drop.
-struct Veth;
+/// A bench veth pair, removed on drop.
+struct Veth(&'static str);
 
 impl Veth {
-    fn create() -> Result<Self> {
-        let _ = command("ip", &["link", "del", VETH]);
+    fn create(name: &'static str, peer: &str) -> Result<Self> {
+        let _ = command("ip", &["link", "del", name]);
         command(
             "ip",
-            &[
-                "link", "add", VETH, "type", "veth", "peer", "name", VETH_PEER,
-            ],
+            &["link", "add", name, "type", "veth", "peer", "name", peer],
         )?;
-        command("ip", &["link", "set", VETH, "up"])?;
-        Ok(Self)
+        let veth = Self(name);
+        command("ip", &["link", "set", name, "up"])?;
+        Ok(veth)
     }
 }
 
 impl Drop for Veth {
     fn drop(&mut self) {
-        if let Err(error) = command("ip", &["link", "del", VETH]) {
-            eprintln!("bench-kernel: failed to remove {VETH}: {error:#}");
+        if let Err(error) = command("ip", &["link", "del", self.0]) {
+            eprintln!("bench-kernel: failed to remove {}: {error:#}", self.0);
         }
     }
 }
 
 fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String> {
-    let floor = &rows[0].nanoseconds;
+    let floor = &rows[0];
     let mut text = String::new();
     writeln!(
         text,
@@ -377,9 +491,12 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     )?;
     writeln!(
         text,
-        "Written by `cargo xtask bench kernel` on {} ({} CPUs, kernel {}). Every figure is the \
-         mean of `bpftool prog run id ID data_in FRAME repeat {}`, measured in one run on the \
-         same crafted frames. The cost above the floor subtracts the empty `XDP_DROP` program.\n",
+        "Written by `cargo xtask bench kernel` on {} ({} CPUs, kernel {}). Every sample is the \
+         mean of `bpftool prog run id ID data_in FRAME repeat {}`, on the same crafted frames. \
+         All programs are loaded at once and measured in {ROUNDS} interleaved rounds (floor, \
+         xdp-filter, this firewall, then the next round); each cell is the median of the \
+         rounds. The cost above the floor subtracts the empty `XDP_DROP` program of the same \
+         round.\n",
         cpu_model(),
         std::thread::available_parallelism().map_or(0, usize::from),
         kernel_release(),
@@ -391,38 +508,62 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     writeln!(text, "| --- |{}", " ---: |".repeat(paths.len()))?;
     for row in rows {
         let cells: Vec<String> = row
-            .nanoseconds
+            .samples
             .iter()
-            .zip(floor)
-            .map(|(ns, floor)| format!("{ns} ({:+})", i128::from(*ns) - i128::from(*floor)))
+            .zip(&floor.samples)
+            .map(|(samples, floor)| {
+                let (low, high) = spread(samples);
+                format!(
+                    "{} ({:+}) {low}–{high}",
+                    median(samples),
+                    median(&above(samples, floor))
+                )
+            })
             .collect();
         writeln!(text, "| {} | {} |", row.program, cells.join(" | "))?;
     }
-    writeln!(text, "\nCells: ns per run (ns above the floor).\n")?;
+    writeln!(
+        text,
+        "\nCells: median ns per run (median ns above the floor) lowest–highest ns of the \
+         {ROUNDS} rounds.\n"
+    )?;
 
     writeln!(text, "### Banned IPv4 path, cost above the floor\n")?;
     let reference = rows
         .iter()
         .find(|row| row.program.starts_with("xdp-filter, ipv4"))
-        .map(|row| row.nanoseconds[0].saturating_sub(floor[0]));
+        .map(|row| above(&row.samples[0], &floor.samples[0]));
     for row in rows
         .iter()
         .filter(|row| row.program.starts_with("this firewall"))
     {
-        let ours = row.nanoseconds[0].saturating_sub(floor[0]);
-        match reference {
-            Some(reference) if reference > 0 => writeln!(
-                text,
-                "- {}: {ours} ns, {:.0}% of xdp-filter's {reference} ns (ipv4 and ipv6 features)",
-                row.program,
-                100.0 * ours as f64 / reference as f64
-            )?,
-            _ => writeln!(text, "- {}: {ours} ns", row.program)?,
-        }
+        let ours = above(&row.samples[0], &floor.samples[0]);
+        let Some(reference) = reference.as_ref() else {
+            writeln!(text, "- {}: {} ns", row.program, median(&ours))?;
+            continue;
+        };
+        // Ratios per round, so that each compares figures measured side by side.
+        let percents: Vec<i64> = ours
+            .iter()
+            .zip(reference)
+            .filter(|(_, reference)| **reference > 0)
+            .map(|(ours, reference)| (100.0 * *ours as f64 / *reference as f64).round() as i64)
+            .collect();
+        let (low, high) = spread(&percents);
+        writeln!(
+            text,
+            "- {}: {} ns, {}% of xdp-filter's {} ns (ipv4 and ipv6 features); per round \
+             {low}% to {high}%",
+            row.program,
+            median(&ours),
+            median(&percents),
+            median(reference),
+        )?;
     }
     writeln!(
         text,
-        "\nTarget: at most {GOAL_PERCENT}% of xdp-filter's cost above the floor on this path."
+        "\nTarget: at most {GOAL_PERCENT}% of xdp-filter's cost above the floor on this path. \
+         The percentage is the median of the ratios of the {ROUNDS} rounds."
     )?;
 
     writeln!(text, "\n### Notes\n")?;
@@ -431,8 +572,10 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     }
     writeln!(
         text,
-        "- aya 0.14, which the agent uses, has no batched map updates (`BPF_MAP_UPDATE_BATCH`), \
-         and neither has aya 0.16.0, the newest release, so bans are loaded one update at a time."
+        "- aya 0.14 has no batched map updates, so the agent issues `BPF_MAP_UPDATE_BATCH` \
+         itself. LPM tries have no batched update in the kernel, so the {} ranges are loaded \
+         one update at a time.",
+        thousands(RANGE_COUNT)
     )?;
     writeln!(
         text,
@@ -457,6 +600,34 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     // A blank line keeps the next section of BENCHMARKS.md apart from this one.
     writeln!(text)?;
     Ok(text)
+}
+
+/// Per-round differences of `samples` over the floor's samples of the same rounds.
+fn above(samples: &[u64], floor: &[u64]) -> Vec<i64> {
+    samples
+        .iter()
+        .zip(floor)
+        .map(|(ns, floor)| {
+            i64::try_from(*ns).unwrap_or(i64::MAX) - i64::try_from(*floor).unwrap_or(i64::MAX)
+        })
+        .collect()
+}
+
+/// The median of `values`: the middle one, or the lower middle one of an even count.
+fn median<T: Copy + Ord + Default>(values: &[T]) -> T {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The lowest and highest of `values`.
+fn spread<T: Copy + Ord + Default>(values: &[T]) -> (T, T) {
+    let low = values.iter().min().copied().unwrap_or_default();
+    let high = values.iter().max().copied().unwrap_or_default();
+    (low, high)
 }
 
 fn cpu_model() -> String {
@@ -490,4 +661,31 @@ fn thousands(value: u32) -> String {
 
 fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{above, median, spread};
+
+    #[test]
+    fn median_of_odd_count_is_middle() {
+        assert_eq!(median(&[90u64, 43, 71, 46, 44]), 46);
+    }
+
+    #[test]
+    fn median_of_even_count_is_lower_middle() {
+        assert_eq!(median(&[4u64, 1, 3, 2]), 2);
+        assert_eq!(median::<u64>(&[]), 0);
+    }
+
+    #[test]
+    fn cost_above_floor_taken_per_round() {
+        let ours = [60u64, 90, 62];
+        let floor = [19u64, 45, 20];
+
+        let differences = above(&ours, &floor);
+
+        assert_eq!(differences, [41, 45, 42]);
+        assert_eq!(spread(&differences), (41, 45));
+    }
 }
