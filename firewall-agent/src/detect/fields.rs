@@ -329,16 +329,23 @@ fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
     delimiter.extend_from_slice(boundary);
 
     for part in split_bytes(body, &delimiter).skip(1) {
-        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        // Some servers also accept bare line feeds as line ends, so attackers send them.
+        let part = part.strip_prefix(b"\r\n").or_else(|| part.strip_prefix(b"\n")).unwrap_or(part);
         if part.starts_with(b"--") {
             break;
         }
-        let Some(header_end) = find_bytes(part, b"\r\n\r\n") else {
+        let Some((header_end, separator_length)) = find_bytes(part, b"\r\n\r\n")
+            .map(|index| (index, 4))
+            .or_else(|| find_bytes(part, b"\n\n").map(|index| (index, 2)))
+        else {
             continue;
         };
         let head = String::from_utf8_lossy(&part[..header_end]).to_ascii_lowercase();
-        let content = &part[header_end + 4..];
-        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let content = &part[header_end + separator_length..];
+        let content = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
 
         let name = disposition_parameter(&head, "name").unwrap_or_default();
         let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());

@@ -147,3 +147,93 @@ fn prose_and_api_values_pass_the_shell_detector() {
         FieldKind::Header,
     );
 }
+
+#[test]
+fn xss_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "%20%20onabcdefgh%3d%20",
+            "<\"onwebkitplaybacktargetavailabilitychanged=",
+            "x%3Dx%3Aurl%28javascript",
+            "%3Cf%20o%20r%20m",
+            "%3C%20x%3A%20script",
+            "$%3Cd%20i%20a%20l%20o%20g",
+            "%20data%3A%20%2C%20%3Cx%3E",
+            "a=(![]%2B[])[%2B!%2B[]]",
+            "%2B!![]",
+            "new Function()",
+            "btoa()",
+            "<acp xmlns:xi=\"http://www.w3.org/2001/XInclude\"><xi:include href=\"http://example.com/foo\"/></acp>",
+            "<aai xmlns=\"http://a.b/\" xsi:schemaLocation=\"http://a.b/ http://example.com/a.xsd\">aai</aai>",
+            "foo!ENTITY %25 bar SYSTEM",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn markup_lookalikes_pass_the_xss_detector() {
+    assert_passed_as(
+        &[
+            "online=true",
+            "Condition: on sale",
+            "![diagram](https://example.com/a.png)",
+            "<b class=\"note\">bold</b>",
+            "if a < b and c > d",
+            "data:image/png;base64,iVBORw0KGgo=",
+            "<note><to>Ann</to></note>",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn file_inclusion_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "..\\pineapple",
+            "..;/..;/admin",
+            "../.history",
+            "/proc/net/tcp",
+            "/get/proc/interrupts",
+            "backup.sql.zip",
+            "/wp-content/debug.log",
+            ">/tmp/curl",
+        ],
+        FieldKind::Query,
+    );
+    assert_blocked_as(&["../1.7z", "..\\1.7z"], FieldKind::FileName);
+    assert_passed_as(&["../images/logo.png", ">/tmp", "report.sql", "/history/2024"], FieldKind::Query);
+}
+
+#[test]
+fn generic_injection_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "c%5Cu006fnsole.info(1)",
+            "console.info.call(this,1)",
+            "process%5Breq.query.a",
+            "require[req.query.a",
+            "new Function (",
+            "XyQkTkRfRlVOQyQkXwo=",
+            "_$$\\u004e\\u0044_FUNC$$_\\u0066unction()",
+            "__\\u0070\\u0072oto__.foo=bar",
+            "http://192.0.0.192/latest/user-data/",
+            "user__profile__icontains",
+            "created_by__departments__employees__user__username__startswith",
+            "password__isnull",
+        ],
+        FieldKind::Query,
+    );
+    assert_passed_as(
+        &["balance__gte", "price__lt", "__init__", "snake_case_name", "The process [draft] is ready"],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn misaligned_base64_gadget_names_are_found() {
+    // `runtime` and `processbuilder` Base64-encoded at the second and third byte alignment.
+    assert_blocked_as(&["HJ1bnRpbWU", "test=cnVudGltZQ", "HByb2Nlc3NidWlsZGVy"], FieldKind::RawBody);
+    assert_passed_as(&["dGhlIHF1aWNrIGJyb3duIGZveA", "SGVsbG8gd29ybGQ"], FieldKind::RawBody);
+}

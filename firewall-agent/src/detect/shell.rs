@@ -103,13 +103,15 @@ static MAIL_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-/// An `alias` definition, tilde expansion of the directory stack, history expansion, or a
-/// variable assigned and then run as a command.
+/// An `alias` definition, tilde expansion of the directory stack, history expansion, a value
+/// that starts by redirecting into a file below a top folder (`>/tmp/x`), or a variable
+/// assigned and then run as a command.
 static SHELL_SYNTAX: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?:^|[;&|\n`]\s*)alias\s+(?:[-+]?[a-z]+\s+)*[^\s=]+=",
         r"|(?:^|\s)~[+-]\d*(?:$|[\s/;|&])",
         r"|(?:^|[\s;|&])!-\d+",
+        r"|^\s*>>?\s*/[a-z][\w.-]*/[\w.-]",
         r"|\b[a-z_]\w*=\S*\s*(?:;|&&?|\|\|?|\n)\s*\$\{?[a-z_]\w*\}?(?:\s|$)",
     ))
     .ok()

@@ -43,6 +43,16 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
             rules::LFI_SENSITIVE_FILE,
         ),
         (r"(?:^|/)\.env(?:$|[./])", rules::LFI_SENSITIVE_FILE),
+        // Kernel state, shell histories, debug logs and database dumps that web roots leak.
+        (
+            concat!(
+                r"(?:^|[/\\=\s:])proc/(?:net/|interrupts|cpuinfo|meminfo|version|cmdline|mounts|kcore|partitions|modules|sched_debug)",
+                r"|(?:^|[/\\])\.(?:bash_|zsh_|sh_|mysql_|psql_|python_|node_repl_|lesshst|)history$",
+                r"|wp-content/(?:debug|errors?)\.log$",
+                r"|(?:^|[/\\])[\w-]*(?:backup|dump|database|db)[\w-]*\.sql(?:\.(?:zip|gz|bz2|xz|tar|tgz|7z|rar))?$",
+            ),
+            rules::LFI_SENSITIVE_FILE,
+        ),
         // Stream wrappers that read local files or run code.
         (
             r"\b(?:php|phar|zip|expect|glob|zlib|compress\.zlib|rar|ogg|ssh2|jar|netdoc)://",
@@ -51,7 +61,7 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
         (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL),
         // Request forgery towards cloud metadata services, and schemes only attacks use.
         (
-            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2)",
+            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2|192\.0\.0\.192|/latest/(?:meta-data|user-data|api/token)\b)",
             rules::RFI_METADATA_ADDRESS,
         ),
         (r"\b(?:gopher|dict|ldap|tftp)://", rules::RFI_SCHEME),
@@ -109,9 +119,18 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"process\s*\.\s*(?:mainmodule|binding|env\b|exit|kill|dlopen)|global\s*\.\s*process|",
                 r"constructor\s*\.\s*constructor|constructor\s*\(\s*['\x22`]return|_\$\$nd_func\$\$_|",
                 r"\bprocess\s*\[\s*['\x22`]?(?:mainmodule|env|binding|exit|kill)|\bmodule\s*\.\s*exports\s*=|__js_function|",
-                r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*\("
+                r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*(?:\.\s*(?:call|apply|bind)\s*)?\(|",
+                r"\b(?:process|require|global)\s*\[\s*(?:['\x22`]?(?:mainmodule|env|binding|exit|kill|child_process)|\w+\.\w)|\bnew\s+function\s*\(|\bfunction\s*\(\s*\)\s*\{[^}]*\breturn\s+process\b"
             ),
             rules::SSTI_NODEJS_INJECTION,
+        ),
+        // ORM lookup keys that walk relations or filter on secrets.
+        (
+            concat!(
+                r"^[a-z][a-z0-9_]*?__(?:[a-z][a-z0-9_]*?__)+(?:i?exact|i?contains|in|gte?|lte?|i?startswith|i?endswith|range|isnull|i?regex|has_keys?|has_any_keys|contained_by|overlap|search)$",
+                r"|^(?:[a-z0-9_]*_)?(?:password|passwd|pass|username|user|email|token|secret|hash|salt|role|roles|is_admin|is_staff|is_superuser|permissions?|groups?|data)__(?:i?exact|i?contains|in|gte?|lte?|i?startswith|i?endswith|range|isnull|i?regex|has_keys?|has_any_keys|contained_by|overlap)$",
+            ),
+            rules::SSTI_ORM_LOOKUP,
         ),
         // PHP.
         (r"<\?(?:php\b|=)", rules::PHP_OPEN_TAG),
@@ -253,7 +272,7 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
         }
     }
 
-    detect_traversal(text, hits);
+    detect_traversal(text, kind, hits);
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }
@@ -270,19 +289,24 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     {
         hits.push(rules::DESERIALIZATION_JAVA);
     }
-    if has_base64_gadget(&value.cased) {
-        hits.push(rules::JAVA_BASE64_GADGET);
+    match base64_gadget(&value.cased) {
+        Some(Base64Gadget::Java) => hits.push(rules::JAVA_BASE64_GADGET),
+        Some(Base64Gadget::NodeFunction) => hits.push(rules::SSTI_NODEJS_INJECTION),
+        None => {}
     }
 }
 
 /// Counts `../` steps (or `..\`, or longer runs of dots). One step is common in relative links;
 /// two or more climb out of the directory a file name was meant to stay in.
-fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
+fn detect_traversal(text: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     if !text.contains("..") {
         return;
     }
     let bytes = text.as_bytes();
     let mut steps = 0;
+    // A backslash step, `..;` (which Tomcat reads as `..`) or a step in an upload's file
+    // name has no place in a relative link, so one of them is enough.
+    let mut strong_step = kind == FieldKind::FileName;
     let mut index = 0;
     while index + 2 < bytes.len() {
         let at_start = index == 0 || matches!(bytes[index - 1], b'/' | b'\\' | b'=' | b' ' | b'"' | b'\'' | b':');
@@ -291,7 +315,8 @@ fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
             while end < bytes.len() && bytes[end] == b'.' {
                 end += 1;
             }
-            if end < bytes.len() && matches!(bytes[end], b'/' | b'\\') {
+            if end < bytes.len() && matches!(bytes[end], b'/' | b'\\' | b';') {
+                strong_step |= bytes[end] != b'/';
                 steps += 1;
                 index = end + 1;
                 continue;
@@ -299,7 +324,7 @@ fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
         }
         index += 1;
     }
-    if steps >= 2 {
+    if steps >= 2 || steps == 1 && strong_step {
         hits.push(rules::LFI_TRAVERSAL);
     } else if steps == 1 {
         hits.push(rules::LFI_TRAVERSAL_SINGLE);
@@ -356,35 +381,52 @@ fn has_header_injection(text: &str) -> bool {
     })
 }
 
-/// Returns whether a Base64 run in `text` decodes, at any of the four alignments, to a Java gadget
-/// name. Payload generators embed serialized objects in Base64, and the class names inside
-/// them survive the encoding only up to the 3-byte alignment.
-fn has_base64_gadget(text: &str) -> bool {
-    let mut runs = 0;
-    for run in text
-        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '=' | '-' | '_')))
+/// A gadget marker found inside a Base64 run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base64Gadget {
+    /// A Java gadget class name.
+    Java,
+    /// The function marker of the node-serialize package, `_$$ND_FUNC$$_`.
+    NodeFunction,
+}
+
+/// Markers of serialized Node.js functions, lowercase.
+const NODE_FUNCTION_MARKERS: &[&[u8]] = &[b"_$$nd_func$$_", b"nd_func$$_"];
+
+/// Finds a Base64 run in `text` that decodes, at any of the four alignments, to a gadget
+/// name. Payload generators embed serialized objects in Base64, and the names inside them
+/// survive the encoding only up to the 3-byte alignment. A run cut out of a longer one starts
+/// mid-character, so a name whose first one or two letters were lost counts at the start of
+/// the run.
+fn base64_gadget(text: &str) -> Option<Base64Gadget> {
+    let runs = text
+        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '-' | '_')))
         .filter(|run| run.len() >= MIN_BASE64_RUN)
-    {
-        runs += 1;
-        if runs > MAX_BASE64_RUNS {
-            return false;
-        }
-        let run = run.trim_end_matches('=');
+        .take(MAX_BASE64_RUNS);
+    for run in runs {
         for shift in 0..4 {
             let Some(start) = run.get(shift..) else {
                 break;
             };
-            let decoded = decode_base64_lenient(start);
-            let lowered = decoded.to_ascii_lowercase();
-            if GADGET_NAMES
-                .iter()
-                .any(|name| lowered.windows(name.len()).any(|window| window == *name))
-            {
-                return true;
+            let lowered = decode_base64_lenient(start).to_ascii_lowercase();
+            if NODE_FUNCTION_MARKERS.iter().any(|marker| contains_bytes(&lowered, marker)) {
+                return Some(Base64Gadget::NodeFunction);
+            }
+            let java = GADGET_NAMES.iter().any(|name| {
+                let lost = if name.len() >= 7 { 2 } else { 1 };
+                let head = &lowered[..lowered.len().min(name.len() + 1)];
+                contains_bytes(&lowered, name) || contains_bytes(head, &name[lost..])
+            });
+            if java {
+                return Some(Base64Gadget::Java);
             }
         }
     }
-    false
+    None
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// Decodes standard or URL-safe Base64, ignoring a trailing partial group.
