@@ -100,7 +100,8 @@ pub struct RequestParts<'a> {
 }
 
 /// Splits a request into fields: the path, every query key and value, every cookie name and
-/// value, the inspected headers, and the body by its content type.
+/// value, the inspected headers, every header that is not a standard one, and the body by its
+/// content type.
 pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
     let mut fields = RequestFields::default();
     fields.push("path".into(), parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
@@ -120,8 +121,37 @@ pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
             );
         }
     }
+    for (name, value) in parts.headers {
+        if !is_standard_header(name.as_str()) && !parts.inspected_headers.contains(name) {
+            fields.push(
+                format!("header:{}", name.as_str()),
+                value.as_bytes(),
+                FieldEncoding::Plain,
+                FieldKind::Header,
+            );
+        }
+    }
     push_body(&mut fields, parts.headers, parts.body);
     fields
+}
+
+/// Request headers whose values are not inspected unless configured: the standard ones,
+/// whose syntax HTTP fixes, and the credentials, which would only leak into excerpts.
+/// Application and vendor headers (`X-Filename`, `X-Api-Version`) carry client input as freely
+/// as a query does, so they are inspected.
+const STANDARD_HEADERS: &[&str] = &[
+    "accept", "accept-charset", "accept-encoding", "accept-language", "authorization",
+    "cache-control", "connection", "content-encoding", "content-length", "content-type",
+    "cookie", "date", "dnt", "expect", "forwarded", "host", "if-match", "if-modified-since",
+    "if-none-match", "if-range", "if-unmodified-since", "keep-alive", "max-forwards", "origin",
+    "pragma", "priority", "proxy-authorization", "proxy-connection", "range", "referer",
+    "request-range", "te", "traceparent", "tracestate", "transfer-encoding", "upgrade",
+    "upgrade-insecure-requests", "user-agent", "via", "x-forwarded-for", "x-forwarded-host",
+    "x-forwarded-port", "x-forwarded-proto", "x-real-ip", "x-request-id",
+];
+
+fn is_standard_header(name: &str) -> bool {
+    name.starts_with("sec-") || STANDARD_HEADERS.contains(&name)
 }
 
 fn push_form_pairs(fields: &mut RequestFields, raw: &[u8], prefix: &str, kind: FieldKind) {

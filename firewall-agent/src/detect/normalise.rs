@@ -56,8 +56,8 @@ pub struct Normalised {
 ///
 /// The steps run in this order: `+` to space (form values only), percent-decoding until
 /// nothing changes or [`MAX_DECODE_ROUNDS`] rounds, overlong UTF-8 decoding (flagged), UTF-8
-/// decoding with invalid bytes replaced, JavaScript `\uXXXX` escapes, HTML entity decoding, NUL removal, control bytes to
-/// spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
+/// decoding with invalid bytes replaced, JavaScript `\uXXXX` escapes, HTML entity decoding,
+/// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     let mut anomalies = Anomalies::default();
