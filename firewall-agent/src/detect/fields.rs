@@ -100,7 +100,8 @@ pub struct RequestParts<'a> {
 }
 
 /// Splits a request into fields: the path, every query key and value, every cookie name and
-/// value, the inspected headers, and the body by its content type.
+/// value, the inspected headers, every header that is not a standard one, and the body by its
+/// content type.
 pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
     let mut fields = RequestFields::default();
     fields.push("path".into(), parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
@@ -120,8 +121,37 @@ pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
             );
         }
     }
+    for (name, value) in parts.headers {
+        if !is_standard_header(name.as_str()) && !parts.inspected_headers.contains(name) {
+            fields.push(
+                format!("header:{}", name.as_str()),
+                value.as_bytes(),
+                FieldEncoding::Plain,
+                FieldKind::Header,
+            );
+        }
+    }
     push_body(&mut fields, parts.headers, parts.body);
     fields
+}
+
+/// Request headers whose values are not inspected unless configured: the standard ones,
+/// whose syntax HTTP fixes, and the credentials, which would only leak into excerpts.
+/// Application and vendor headers (`X-Filename`, `X-Api-Version`) carry client input as freely
+/// as a query does, so they are inspected.
+const STANDARD_HEADERS: &[&str] = &[
+    "accept", "accept-charset", "accept-encoding", "accept-language", "authorization",
+    "cache-control", "connection", "content-encoding", "content-length", "content-type",
+    "cookie", "date", "dnt", "expect", "forwarded", "host", "if-match", "if-modified-since",
+    "if-none-match", "if-range", "if-unmodified-since", "keep-alive", "max-forwards", "origin",
+    "pragma", "priority", "proxy-authorization", "proxy-connection", "range", "referer",
+    "request-range", "te", "traceparent", "tracestate", "transfer-encoding", "upgrade",
+    "upgrade-insecure-requests", "user-agent", "via", "x-forwarded-for", "x-forwarded-host",
+    "x-forwarded-port", "x-forwarded-proto", "x-real-ip", "x-request-id",
+];
+
+fn is_standard_header(name: &str) -> bool {
+    name.starts_with("sec-") || STANDARD_HEADERS.contains(&name)
 }
 
 fn push_form_pairs(fields: &mut RequestFields, raw: &[u8], prefix: &str, kind: FieldKind) {
@@ -333,16 +363,23 @@ fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
     delimiter.extend_from_slice(boundary);
 
     for part in split_bytes(body, &delimiter).skip(1) {
-        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        // Some servers also accept bare line feeds as line ends, so attackers send them.
+        let part = part.strip_prefix(b"\r\n").or_else(|| part.strip_prefix(b"\n")).unwrap_or(part);
         if part.starts_with(b"--") {
             break;
         }
-        let Some(header_end) = find_bytes(part, b"\r\n\r\n") else {
+        let Some((header_end, separator_length)) = find_bytes(part, b"\r\n\r\n")
+            .map(|index| (index, 4))
+            .or_else(|| find_bytes(part, b"\n\n").map(|index| (index, 2)))
+        else {
             continue;
         };
         let head = String::from_utf8_lossy(&part[..header_end]).to_ascii_lowercase();
-        let content = &part[header_end + 4..];
-        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let content = &part[header_end + separator_length..];
+        let content = content
+            .strip_suffix(b"\r\n")
+            .or_else(|| content.strip_suffix(b"\n"))
+            .unwrap_or(content);
 
         let name = disposition_parameter(&head, "name").unwrap_or_default();
         let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());

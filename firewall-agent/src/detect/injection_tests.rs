@@ -147,3 +147,170 @@ fn prose_and_api_values_pass_the_shell_detector() {
         FieldKind::Header,
     );
 }
+
+#[test]
+fn xss_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "%20%20onabcdefgh%3d%20",
+            "<\"onwebkitplaybacktargetavailabilitychanged=",
+            "x%3Dx%3Aurl%28javascript",
+            "%3Cf%20o%20r%20m",
+            "%3C%20x%3A%20script",
+            "$%3Cd%20i%20a%20l%20o%20g",
+            "%20data%3A%20%2C%20%3Cx%3E",
+            "a=(![]%2B[])[%2B!%2B[]]",
+            "%2B!![]",
+            "new Function()",
+            "btoa()",
+            "<acp xmlns:xi=\"http://www.w3.org/2001/XInclude\"><xi:include href=\"http://example.com/foo\"/></acp>",
+            "<aai xmlns=\"http://a.b/\" xsi:schemaLocation=\"http://a.b/ http://example.com/a.xsd\">aai</aai>",
+            "foo!ENTITY %25 bar SYSTEM",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn markup_lookalikes_pass_the_xss_detector() {
+    assert_passed_as(
+        &[
+            "online=true",
+            "Condition: on sale",
+            "![diagram](https://example.com/a.png)",
+            "<b class=\"note\">bold</b>",
+            "if a < b and c > d",
+            "data:image/png;base64,iVBORw0KGgo=",
+            "<note><to>Ann</to></note>",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn file_inclusion_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "..\\pineapple",
+            "..;/..;/admin",
+            "../.history",
+            "/proc/net/tcp",
+            "/get/proc/interrupts",
+            "backup.sql.zip",
+            "/wp-content/debug.log",
+            ">/tmp/curl",
+        ],
+        FieldKind::Query,
+    );
+    assert_blocked_as(&["../1.7z", "..\\1.7z"], FieldKind::FileName);
+    assert_passed_as(&["../images/logo.png", ">/tmp", "report.sql", "/history/2024"], FieldKind::Query);
+}
+
+#[test]
+fn generic_injection_variants_are_blocked() {
+    assert_blocked_as(
+        &[
+            "c%5Cu006fnsole.info(1)",
+            "console.info.call(this,1)",
+            "process%5Breq.query.a",
+            "require[req.query.a",
+            "new Function (",
+            "XyQkTkRfRlVOQyQkXwo=",
+            "_$$\\u004e\\u0044_FUNC$$_\\u0066unction()",
+            "__\\u0070\\u0072oto__.foo=bar",
+            "http://192.0.0.192/latest/user-data/",
+            "user__profile__icontains",
+            "created_by__departments__employees__user__username__startswith",
+            "password__isnull",
+            "{\"username__startswith\":\"p\"}",
+            "XyQkXHUwMDRlXHUwMDQ0X0ZVTkMkJF9cdTAwNjZ1bmN0aW9uKCkK",
+        ],
+        FieldKind::Query,
+    );
+    assert_passed_as(
+        &["balance__gte", "price__lt", "__init__", "snake_case_name", "The process [draft] is ready"],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn misaligned_base64_gadget_names_are_found() {
+    // `runtime` and `processbuilder` Base64-encoded at the second and third byte alignment.
+    assert_blocked_as(&["HJ1bnRpbWU", "test=cnVudGltZQ", "HByb2Nlc3NidWlsZGVy"], FieldKind::RawBody);
+    assert_passed_as(&["dGhlIHF1aWNrIGJyb3duIGZveA", "SGVsbG8gd29ybGQ"], FieldKind::RawBody);
+}
+
+#[test]
+fn vendor_headers_are_inspected_and_standard_ones_skipped() {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::{RequestParts, extract_fields};
+
+    let mut headers = HeaderMap::new();
+    headers.insert("x-filename", HeaderValue::from_static("../../etc/passwd"));
+    headers.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
+    headers.insert("accept", HeaderValue::from_static("text/html"));
+    headers.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+    let fields = extract_fields(RequestParts {
+        path: "/",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"",
+    });
+    let names: Vec<&str> = fields.iter().map(|field| field.name.as_str()).collect();
+
+    assert!(names.contains(&"header:x-filename"), "{names:?}");
+    assert!(!names.contains(&"header:authorization"), "{names:?}");
+    assert!(!names.contains(&"header:accept"), "{names:?}");
+    assert!(!names.contains(&"header:sec-fetch-mode"), "{names:?}");
+}
+
+#[test]
+fn signature_table_fits_the_prefilter_bit_set() {
+    let (compiled, written) = super::signatures::signature_counts();
+    assert_eq!(compiled, written);
+    assert!(written < 128, "{written} patterns do not fit the 128-bit candidate set");
+}
+
+/// Payload pieces that together reach every signature pattern, for the prefilter test.
+const SIGNATURE_PIECES: &[&str] = &[
+    "../etc/passwd", "/proc/self/environ", "c:\\windows\\win.ini", ".git/config", "id_rsa",
+    "/.env", "/proc/net/tcp", ".bash_history", "backup.sql.zip", "php://filter", "file:///etc",
+    "http://169.254.169.254/latest/", "gopher://x", "http://203.0.113.9/a?", "${ifs}", "() { :;};",
+    "/dev/tcp/x", "{cat,/etc/hosts}", "invoke-expression", "iex(", "cmd /c", "%comspec%",
+    "{{7*7}}", "${7*7}", "<%= 7 %>", "[% x %]", "{% if %}", "__proto__", "constructor.prototype",
+    "require('child_process')", "process.env", "console.log(1)", "new function(", "user__profile__icontains",
+    "<?php", "$_get", "eval(", "system(", "allow_url_include", "exec /*x*/ (", "('system')(",
+    "information_schema", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
+    "o:8:\"stdclass\":1:{", "\"$type\":\"system.x\"", "!!python/object", "cos\nsystem",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn prefilter_loses_no_signature_match(
+        pieces in proptest::collection::vec(proptest::sample::select(SIGNATURE_PIECES), 1..4),
+        glue in "[ ;=/a-z0-9]{0,3}",
+    ) {
+        let text = pieces.join(&glue);
+        let mut filtered = super::signatures::signature_rules_filtered(&text);
+        let mut unfiltered = super::signatures::signature_rules_unfiltered(&text);
+        filtered.sort_unstable();
+        unfiltered.sort_unstable();
+        proptest::prop_assert_eq!(filtered, unfiltered, "text {:?}", text);
+    }
+}
+
+#[test]
+fn prefilter_matches_every_piece() {
+    for piece in SIGNATURE_PIECES {
+        let mut filtered = super::signatures::signature_rules_filtered(piece);
+        let mut unfiltered = super::signatures::signature_rules_unfiltered(piece);
+        filtered.sort_unstable();
+        unfiltered.sort_unstable();
+        assert_eq!(filtered, unfiltered, "piece {piece:?}");
+        assert!(!unfiltered.is_empty(), "no signature matches {piece:?}");
+    }
+}

@@ -56,8 +56,8 @@ pub struct Normalised {
 ///
 /// The steps run in this order: `+` to space (form values only), percent-decoding until
 /// nothing changes or [`MAX_DECODE_ROUNDS`] rounds, overlong UTF-8 decoding (flagged), UTF-8
-/// decoding with invalid bytes replaced, HTML entity decoding, NUL removal, control bytes to
-/// spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
+/// decoding with invalid bytes replaced, JavaScript `\uXXXX` escapes, HTML entity decoding,
+/// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     let mut anomalies = Anomalies::default();
@@ -86,6 +86,10 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
         Ok(text) => text,
         Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
     };
+
+    if let Some(decoded) = decode_js_escapes(&text) {
+        text = decoded;
+    }
 
     for _ in 0..MAX_ENTITY_ROUNDS {
         match decode_entities(&text) {
@@ -209,6 +213,35 @@ fn decode_overlong(input: Vec<u8>, anomalies: &mut Anomalies) -> Vec<u8> {
 
 fn is_continuation(byte: u8) -> bool {
     byte & 0xC0 == 0x80
+}
+
+/// Decodes JavaScript and JSON `\uXXXX` escapes once, because a script or a JSON parser
+/// behind the firewall reads `c\u006fnsole` as `console`. Returns `None` when there was
+/// nothing to decode. Escapes of surrogates become U+FFFD.
+fn decode_js_escapes(input: &str) -> Option<String> {
+    if !input.contains("\\u") {
+        return None;
+    }
+    let mut output = String::with_capacity(input.len());
+    let mut changed = false;
+    let mut rest = input;
+    while let Some(position) = rest.find("\\u") {
+        output.push_str(&rest[..position]);
+        let digits = rest.get(position + 2..position + 6).filter(|digits| digits.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        match digits.and_then(|digits| u32::from_str_radix(digits, 16).ok()) {
+            Some(code_point) => {
+                output.push(char::from_u32(code_point).unwrap_or(char::REPLACEMENT_CHARACTER));
+                rest = &rest[position + 6..];
+                changed = true;
+            }
+            None => {
+                output.push_str("\\u");
+                rest = &rest[position + 2..];
+            }
+        }
+    }
+    output.push_str(rest);
+    changed.then_some(output)
 }
 
 /// Decodes numeric (`&#60;`, `&#x3c;`) and common named HTML entities once, with or without

@@ -133,6 +133,15 @@ pub const XSS_SCRIPT_SINK: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// XML that makes a parser load markup from elsewhere: a namespace declaration or schema
+/// location in a tag, an XInclude, or an entity declaration.
+pub const XSS_XML_INJECTION: Rule = Rule {
+    id: "xss-xml-injection",
+    number: 1206,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
 /// Two or more `../` steps.
 pub const LFI_TRAVERSAL: Rule = Rule {
     id: "lfi-traversal",
@@ -310,6 +319,16 @@ pub const SSTI_NODEJS_INJECTION: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// A Django-style ORM lookup key, such as `user__password__startswith`, that walks a relation
+/// or filters on a secret column. Clients that may choose such keys can read a column one
+/// character at a time.
+pub const SSTI_ORM_LOOKUP: Rule = Rule {
+    id: "ssti-orm-lookup",
+    number: 1605,
+    family: Family::Ssti,
+    severity: Severity::Critical,
+};
+
 /// A PHP open tag `<?php` or `<?=`.
 pub const PHP_OPEN_TAG: Rule = Rule {
     id: "php-open-tag",
@@ -455,6 +474,7 @@ pub const ALL: &[Rule] = &[
     XSS_SCRIPT_URL,
     XSS_STYLE_SCRIPT,
     XSS_SCRIPT_SINK,
+    XSS_XML_INJECTION,
     LFI_TRAVERSAL,
     LFI_TRAVERSAL_SINGLE,
     LFI_SENSITIVE_FILE,
@@ -477,6 +497,7 @@ pub const ALL: &[Rule] = &[
     SSTI_STATEMENT,
     SSTI_PROTOTYPE_POLLUTION,
     SSTI_NODEJS_INJECTION,
+    SSTI_ORM_LOOKUP,
     PHP_OPEN_TAG,
     PHP_SUPERGLOBAL,
     PHP_FUNCTION,

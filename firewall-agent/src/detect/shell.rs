@@ -4,7 +4,7 @@
 //! backslashes, carets, empty substitutions (`$()`, ``` `` ```, `<()`), special parameters
 //! (`$@`, `$$`) and variables glued to a word (`cu$u`). `${IFS}` becomes a space and brace
 //! expansion (`c{a,oun}t`) is expanded. The result is split into simple commands at the
-//! separators a shell knows (`;`, `|`, `&`, line breaks, backticks, `$(`, parentheses). Each
+//! separators of shell syntax (`;`, `|`, `&`, line breaks, backticks, `$(`, parentheses). Each
 //! simple command's first word, after assignments, redirections and wrappers such as `time` or
 //! `nohup`, is looked up in two lists of command names: names that prose never uses, and names
 //! that are also ordinary words (`cat`, `more`, `find`). A word-like name counts only with an
@@ -103,13 +103,15 @@ static MAIL_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-/// An `alias` definition, tilde expansion of the directory stack, history expansion, or a
-/// variable assigned and then run as a command.
+/// An `alias` definition, tilde expansion of the directory stack, history expansion, a value
+/// that starts by redirecting into a file below a top folder (`>/tmp/x`), or a variable
+/// assigned and then run as a command.
 static SHELL_SYNTAX: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?:^|[;&|\n`]\s*)alias\s+(?:[-+]?[a-z]+\s+)*[^\s=]+=",
         r"|(?:^|\s)~[+-]\d*(?:$|[\s/;|&])",
         r"|(?:^|[\s;|&])!-\d+",
+        r"|^\s*>>?\s*/[a-z][\w.-]*/[\w.-]",
         r"|\b[a-z_]\w*=\S*\s*(?:;|&&?|\|\|?|\n)\s*\$\{?[a-z_]\w*\}?(?:\s|$)",
     ))
     .ok()
@@ -125,7 +127,7 @@ static SPLIT_WORD: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-/// Where a simple command starts.
+/// Position of a simple command in the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Position {
     /// At the start of the value.

@@ -9,27 +9,70 @@
 
 use std::sync::LazyLock;
 
-use regex::{Regex, RegexSet};
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex::Regex;
 
 use super::normalise::Normalised;
 use super::{FieldKind, Rule, rules};
 
 
-/// Signatures matched together in one pass: pattern and rule.
-///
-/// NOTE: matching this set is the largest share of detection time (about half, measured over
-/// the CRS corpus); a prefilter of literal anchors in front of it is not written yet.
-static SIGNATURES: LazyLock<(RegexSet, Vec<Rule>)> = LazyLock::new(|| {
+/// The signature patterns, compiled one by one behind a literal prefilter.
+struct Signatures {
+    regexes: Vec<Regex>,
+    rules: Vec<Rule>,
+    /// Matches every anchor of every pattern in one pass over the text. Without it, every
+    /// pattern runs.
+    anchors: Option<AhoCorasick>,
+    /// For each anchor, the index of the pattern it belongs to.
+    anchor_owners: Vec<usize>,
+}
+
+/// Compiled signatures. A unit test checks that every pattern and the anchor automaton
+/// compile, so the empty fallbacks never ship.
+static SIGNATURES: LazyLock<Signatures> = LazyLock::new(|| {
     let table = signature_table();
-    let patterns: Vec<&str> = table.iter().map(|(pattern, _)| *pattern).collect();
-    let rules = table.iter().map(|(_, rule)| *rule).collect();
-    // A unit test checks that the set compiles, so the empty fallback never ships.
-    let set = RegexSet::new(patterns).unwrap_or_else(|_| RegexSet::empty());
-    (set, rules)
+    let mut regexes = Vec::with_capacity(table.len());
+    let mut rules = Vec::with_capacity(table.len());
+    let mut anchor_texts = Vec::new();
+    let mut anchor_owners = Vec::new();
+    for (pattern, rule, anchors) in table {
+        let Ok(regex) = Regex::new(pattern) else {
+            continue;
+        };
+        for anchor in anchors {
+            anchor_texts.push(*anchor);
+            anchor_owners.push(regexes.len());
+        }
+        regexes.push(regex);
+        rules.push(rule);
+    }
+    let anchors = AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .build(&anchor_texts)
+        .ok();
+    Signatures { regexes, rules, anchors, anchor_owners }
 });
 
-/// The signature patterns, each with the rule it reports.
-fn signature_table() -> Vec<(&'static str, Rule)> {
+impl Signatures {
+    /// Returns the indexes of the patterns whose anchors occur in `text`, as a bit set. The
+    /// table contains fewer than 128 patterns, which a unit test checks.
+    fn candidates(&self, text: &str) -> u128 {
+        let Some(anchors) = &self.anchors else {
+            return u128::MAX;
+        };
+        let mut candidates = 0u128;
+        for found in anchors.find_overlapping_iter(text) {
+            if let Some(owner) = self.anchor_owners.get(found.pattern().as_usize()) {
+                candidates |= 1u128 << owner;
+            }
+        }
+        candidates
+    }
+}
+
+/// Lists the signature patterns, each with the rule it reports and its anchors: literals of which
+/// at least one occurs in every text the pattern matches.
+fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
     vec![
         // Sensitive files of Unix and Windows systems and web servers.
         (
@@ -40,32 +83,42 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"system32/|winnt/|inetpub/|var/log/|sys/(?:class|kernel|devices|module|power)\b|\.ssh/|id_[rd]sa\b|authorized_keys|\.bash_history|\.htaccess|",
                 r"\.htpasswd|web\.config|web-inf/|meta-inf/|wp-config\.php|\.git/|\.svn/|\.aws/|\.docker/|\.kube/)"
             ),
-            rules::LFI_SENSITIVE_FILE,
+            rules::LFI_SENSITIVE_FILE, &["etc/", "proc/", "windows/", "boot.ini", "win.ini", "system32/", "winnt/", "inetpub/", "var/log/", "sys/", ".ssh/", "id_rsa", "id_dsa", "authorized_keys", ".bash_history", ".htaccess", ".htpasswd", "web.config", "web-inf/", "meta-inf/", "wp-config.php", ".git/", ".svn/", ".aws/", ".docker/", ".kube/"],
         ),
-        (r"(?:^|/)\.env(?:$|[./])", rules::LFI_SENSITIVE_FILE),
+        (r"(?:^|/)\.env(?:$|[./])", rules::LFI_SENSITIVE_FILE, &[".env"]),
+        // Kernel state, shell histories, debug logs and database dumps that web roots leak.
+        (
+            concat!(
+                r"(?:^|[/\\=\s:])proc/(?:net/|interrupts|cpuinfo|meminfo|version|cmdline|mounts|kcore|partitions|modules|sched_debug)",
+                r"|(?:^|[/\\])\.(?:bash_|zsh_|sh_|mysql_|psql_|python_|node_repl_|lesshst|)history$",
+                r"|wp-content/(?:debug|errors?)\.log$",
+                r"|(?:^|[/\\])[\w-]*(?:backup|dump|database|db)[\w-]*\.sql(?:\.(?:zip|gz|bz2|xz|tar|tgz|7z|rar))?$",
+            ),
+            rules::LFI_SENSITIVE_FILE, &["proc/", "history", "wp-content/", ".sql"],
+        ),
         // Stream wrappers that read local files or run code.
         (
             r"\b(?:php|phar|zip|expect|glob|zlib|compress\.zlib|rar|ogg|ssh2|jar|netdoc)://",
-            rules::LFI_STREAM_WRAPPER,
+            rules::LFI_STREAM_WRAPPER, &["://"],
         ),
-        (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL),
+        (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL, &["file:"]),
         // Request forgery towards cloud metadata services, and schemes only attacks use.
         (
-            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2)",
-            rules::RFI_METADATA_ADDRESS,
+            r"(?:169\.254\.169\.254|metadata\.google\.internal|100\.100\.100\.200|fd00:ec2::254|metadata\.azure|metadata\.packet\.net|metadata\.tencentyun\.com|169\.254\.170\.2|192\.0\.0\.192|/latest/(?:meta-data|user-data|api/token)\b)",
+            rules::RFI_METADATA_ADDRESS, &["169.254.169.254", "metadata.google.internal", "100.100.100.200", "fd00:ec2::254", "metadata.azure", "metadata.packet.net", "metadata.tencentyun.com", "169.254.170.2", "192.0.0.192", "/latest/"],
         ),
-        (r"\b(?:gopher|dict|ldap|tftp)://", rules::RFI_SCHEME),
+        (r"\b(?:gopher|dict|ldap|tftp)://", rules::RFI_SCHEME, &["://"]),
         // A URL whose host is an IP address, or which ends in `?` to cut off an appended path.
         (
             r"(?:https?|ftps?)://(?:[^/@\s]*@)?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
-            rules::RFI_IP_URL,
+            rules::RFI_IP_URL, &["://"],
         ),
-        (r"^(?:https?|ftps?)://\S+\?+$", rules::RFI_TRAILING_QUESTION_MARK),
+        (r"^(?:https?|ftps?)://\S+\?+$", rules::RFI_TRAILING_QUESTION_MARK, &["://"]),
         // Shell syntax that only command injection uses.
-        (r"\$\{?ifs\b", rules::RCE_SHELL_SYNTAX),
-        (r"\(\s*\)\s*\{", rules::RCE_SHELLSHOCK),
-        (r"/dev/(?:tcp|udp)/", rules::RCE_SHELL_SYNTAX),
-        (r"\{[a-z]{2,},[^}\s]*\}", rules::RCE_BRACE_EXPANSION),
+        (r"\$\{?ifs\b", rules::RCE_SHELL_SYNTAX, &["$ifs", "${ifs"]),
+        (r"\(\s*\)\s*\{", rules::RCE_SHELLSHOCK, &["("]),
+        (r"/dev/(?:tcp|udp)/", rules::RCE_SHELL_SYNTAX, &["/dev/"]),
+        (r"\{[a-z]{2,},[^}\s]*\}", rules::RCE_BRACE_EXPANSION, &["{"]),
         (
             concat!(
                 r"\b(?:invoke-(?:expression|webrequest|command|restmethod|item|wmimethod|shellcode)|iex\s*\(|",
@@ -74,11 +127,11 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"set-(?:content|executionpolicy|itemproperty)\b|add-type\b|out-file\b|remove-item\b|",
                 r"-encodedcommand|-executionpolicy|-windowstyle\s+hidden)"
             ),
-            rules::RCE_POWERSHELL,
+            rules::RCE_POWERSHELL, &["invoke-", "iex", "new-object", "downloadstring", "downloadfile", "start-process", "get-", "set-", "add-type", "out-file", "remove-item", "-encodedcommand", "-executionpolicy", "-windowstyle"],
         ),
         (
             r"(?:%comspec%|cmd(?:\.exe)?\s+/[ck]\b|%systemroot%|%windir%|\bfor\s+/f\b|%errorlevel%)",
-            rules::RCE_WINDOWS_SHELL,
+            rules::RCE_WINDOWS_SHELL, &["%comspec%", "cmd", "%systemroot%", "%windir%", "for", "%errorlevel%"],
         ),
         // Template expressions with an operator, call or attribute access inside.
         (
@@ -86,22 +139,22 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"\{\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|__|\(|\[|\bconfig\b|\bself\b|request\.|lipsum|cycler|",
                 r"joiner|namespace|\|\s*(?:attr|safe|e|join|map))"
             ),
-            rules::SSTI_EXPRESSION,
+            rules::SSTI_EXPRESSION, &["{{"],
         ),
         (
             r"[$#*@]\{[^}]{0,200}?(?:\d\s*[*+/%-]\s*\d|\(|\.getclass|\bt\s*\(|java\.|new\s|\[|@)",
-            rules::SSTI_EXPRESSION,
+            rules::SSTI_EXPRESSION, &["${", "#{", "*{", "@{"],
         ),
-        (r"<%=?.{0,200}?%>", rules::SSTI_EXPRESSION),
-        (r"\[%.{0,200}?%\]", rules::SSTI_EXPRESSION),
+        (r"<%=?.{0,200}?%>", rules::SSTI_EXPRESSION, &["<%"]),
+        (r"\[%.{0,200}?%\]", rules::SSTI_EXPRESSION, &["[%"]),
         (
             r"\{%\s*(?:if|for|import|include|set|debug|load|extends|macro|print|with|raw)\b",
-            rules::SSTI_STATEMENT,
+            rules::SSTI_STATEMENT, &["{%"],
         ),
         // Code injection into Node.js and prototype pollution.
         (
             r"__proto__|constructor\s*\]?\s*(?:\.|\[)\s*['\x22`]?prototype",
-            rules::SSTI_PROTOTYPE_POLLUTION,
+            rules::SSTI_PROTOTYPE_POLLUTION, &["__proto__", "constructor"],
         ),
         (
             concat!(
@@ -109,15 +162,24 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"process\s*\.\s*(?:mainmodule|binding|env\b|exit|kill|dlopen)|global\s*\.\s*process|",
                 r"constructor\s*\.\s*constructor|constructor\s*\(\s*['\x22`]return|_\$\$nd_func\$\$_|",
                 r"\bprocess\s*\[\s*['\x22`]?(?:mainmodule|env|binding|exit|kill)|\bmodule\s*\.\s*exports\s*=|__js_function|",
-                r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*\("
+                r"\bconsole\s*(?:\.\s*\w+|\[\s*['\x22`]\w+['\x22`]\s*\])\s*(?:\.\s*(?:call|apply|bind)\s*)?\(|",
+                r"\b(?:process|require|global)\s*\[\s*(?:['\x22`]?(?:mainmodule|env|binding|exit|kill|child_process)|\w+\.\w)|\bnew\s+function\s*\(|\bfunction\s*\(\s*\)\s*\{[^}]*\breturn\s+process\b"
             ),
-            rules::SSTI_NODEJS_INJECTION,
+            rules::SSTI_NODEJS_INJECTION, &["require", "child_process", "process", "global", "constructor", "_$$nd_func$$_", "module", "__js_function", "console", "function"],
+        ),
+        // ORM lookup keys that walk relations or filter on secrets.
+        (
+            concat!(
+                r"(?:^|[\x22'\s{,&?])[a-z][a-z0-9_]*?__(?:[a-z][a-z0-9_]*?__)+(?:i?exact|i?contains|in|gte?|lte?|i?startswith|i?endswith|range|isnull|i?regex|has_keys?|has_any_keys|contained_by|overlap|search)(?:$|[\x22'\s=:,}&])",
+                r"|(?:^|[\x22'\s{,&?])(?:[a-z0-9_]*_)?(?:password|passwd|pass|username|user|email|token|secret|hash|salt|role|roles|is_admin|is_staff|is_superuser|permissions?|groups?|data)__(?:i?exact|i?contains|in|gte?|lte?|i?startswith|i?endswith|range|isnull|i?regex|has_keys?|has_any_keys|contained_by|overlap)(?:$|[\x22'\s=:,}&])",
+            ),
+            rules::SSTI_ORM_LOOKUP, &["__"],
         ),
         // PHP.
-        (r"<\?(?:php\b|=)", rules::PHP_OPEN_TAG),
+        (r"<\?(?:php\b|=)", rules::PHP_OPEN_TAG, &["<?"]),
         (
             r"\$_(?:get|post|request|cookie|server|env|files|session|globals)\b",
-            rules::PHP_SUPERGLOBAL,
+            rules::PHP_SUPERGLOBAL, &["$_"],
         ),
         (
             concat!(
@@ -126,32 +188,32 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"call_user_func(?:_array)?|highlight_file|show_source|unserialize|move_uploaded_file|",
                 r"preg_replace|assert|eval|array_map|posix_\w+)\s*(?:/\*.*?\*/\s*)*\(",
             ),
-            rules::PHP_FUNCTION,
+            rules::PHP_FUNCTION, &["("],
         ),
         (
             r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r|printf|chr|unpack|substr|assert_options)\s*(?:/\*.*?\*/\s*|#[^\n]*\n\s*)*\(",
-            rules::PHP_FUNCTION_CALL,
+            rules::PHP_FUNCTION_CALL, &["("],
         ),
         (
             concat!(
                 r"\b(?:allow_url_include|allow_url_fopen|auto_prepend_file|auto_append_file|",
                 r"disable_functions|open_basedir|register_globals|suhosin\.\w+)\b"
             ),
-            rules::PHP_CONFIG_DIRECTIVE,
+            rules::PHP_CONFIG_DIRECTIVE, &["allow_url_", "auto_prepend_file", "auto_append_file", "disable_functions", "open_basedir", "register_globals", "suhosin."],
         ),
         // A comment between a function name and its bracket only hides the call.
         (
             r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|include|require)\s*(?:/\*.*?\*/|//[^\n]*\n|#[^\n]*\n)\s*(?:/\*.*?\*/\s*)*\(",
-            rules::PHP_FUNCTION,
+            rules::PHP_FUNCTION, &["("],
         ),
         (
             r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
-            rules::PHP_FUNCTION,
+            rules::PHP_FUNCTION, &["("],
         ),
         // Database system catalogues.
         (
             r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|tempdb|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
-            rules::SQLI_SYSTEM_TABLE,
+            rules::SQLI_SYSTEM_TABLE, &["information_schema", "sqlite_master", "sqlite_schema", "pg_catalog", "pg_shadow", "sysobjects", "syscolumns", "sysdatabases", "msysobjects", "tempdb", "mysql.user", "all_tables", "user_tables", "dba_users", "xp_cmdshell", "sp_executesql"],
         ),
         // Java and expression language.
         (
@@ -165,35 +227,56 @@ fn signature_table() -> Vec<(&'static str, Rule)> {
                 r"java\.io\.(?:file|inputstream)|java\.util\.scanner|sun\.misc\.|\.forname\s*\(|",
                 r"com\.sun\.rowset|jdbcrowsetimpl|\.getclass\s*\(\s*\)\s*\.|java\.beans\.xmldecoder"
             ),
-            rules::JAVA_CODE_INJECTION,
+            rules::JAVA_CODE_INJECTION, &["java.", "getruntime", "processbuilder", "jndi", "classloader", "javax.script", "org.apache.commons.collections", "transformer", "factory", "closure", "xwork.methodaccessor", "#_memberaccess", "ognlcontext", "com.opensymphony", "%{", "java.io", "java.util", "sun.misc.", ".forname", "com.sun.rowset", "jdbcrowsetimpl", ".getclass", "java.beans"],
         ),
-        (r"\bruntime\s*\.\s*(?:exec|getruntime|instantiate)", rules::JAVA_CODE_INJECTION),
-        (r"\baced0005", rules::DESERIALIZATION_JAVA),
+        (r"\bruntime\s*\.\s*(?:exec|getruntime|instantiate)", rules::JAVA_CODE_INJECTION, &["runtime"]),
+        (r"\baced0005", rules::DESERIALIZATION_JAVA, &["aced0005"]),
         // Serialized objects.
         (
             r#"\b[oc]:\d+:"[^"]{1,200}":\d+:\{"#,
-            rules::DESERIALIZATION_PHP,
+            rules::DESERIALIZATION_PHP, &["\":"],
         ),
         (
             concat!(
                 r#""\$type"\s*:\s*"[^"]*(?:system\.|windows\.)|objectdataprovider|typeconfusedelegate|"#,
                 r#"system\.diagnostics\.process|"@type"\s*:\s*"(?:com|org|java)\."#
             ),
-            rules::DESERIALIZATION_DOTNET_JSON,
+            rules::DESERIALIZATION_DOTNET_JSON, &["$type", "objectdataprovider", "typeconfusedelegate", "system.diagnostics.process", "@type"],
         ),
         (
             r"!!(?:python/|javax?\.|ruby/)|!ruby/object|c__builtin__|\bc(?:os|posix|subprocess|builtins)\n(?:system|popen|check_output)",
-            rules::DESERIALIZATION_YAML_PICKLE,
+            rules::DESERIALIZATION_YAML_PICKLE, &["!!", "!ruby/object", "c__builtin__", "\n"],
         ),
     ]
 }
 
-/// Returns the number of signature patterns compiled into the set and the number written,
-/// for the test that checks that none was lost.
+/// Returns the number of signature patterns compiled and the number written, for the test
+/// that checks that none was lost.
 #[cfg(test)]
 pub(super) fn signature_counts() -> (usize, usize) {
-    let (set, rules) = &*SIGNATURES;
-    (set.len(), rules.len())
+    (SIGNATURES.regexes.len(), signature_table().len())
+}
+
+/// Returns the rules of every signature that matches `text`, without the prefilter, for the
+/// test that checks that the prefilter loses no match.
+#[cfg(test)]
+pub(super) fn signature_rules_unfiltered(text: &str) -> Vec<&'static str> {
+    let signatures = &*SIGNATURES;
+    (0..signatures.regexes.len())
+        .filter(|index| signatures.regexes[*index].is_match(text))
+        .map(|index| signatures.rules[index].id)
+        .collect()
+}
+
+/// Returns the rules of every signature that matches `text` through the prefilter.
+#[cfg(test)]
+pub(super) fn signature_rules_filtered(text: &str) -> Vec<&'static str> {
+    let signatures = &*SIGNATURES;
+    let candidates = signatures.candidates(text);
+    (0..signatures.regexes.len())
+        .filter(|index| candidates & (1u128 << index) != 0 && signatures.regexes[*index].is_match(text))
+        .map(|index| signatures.rules[index].id)
+        .collect()
 }
 
 /// Rules matched on the value with its case kept.
@@ -244,16 +327,20 @@ pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
 /// Runs the signature detectors on one normalised value.
 pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     let text = value.folded.as_str();
-    let (set, rules) = &*SIGNATURES;
-    for index in set.matches(text).iter() {
-        if let Some(rule) = rules.get(index)
+    let signatures = &*SIGNATURES;
+    let mut candidates = signatures.candidates(text);
+    while candidates != 0 {
+        let index = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        if let (Some(regex), Some(rule)) = (signatures.regexes.get(index), signatures.rules.get(index))
             && !hits.contains(rule)
+            && regex.is_match(text)
         {
             hits.push(*rule);
         }
     }
 
-    detect_traversal(text, hits);
+    detect_traversal(text, kind, hits);
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }
@@ -270,19 +357,24 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     {
         hits.push(rules::DESERIALIZATION_JAVA);
     }
-    if has_base64_gadget(&value.cased) {
-        hits.push(rules::JAVA_BASE64_GADGET);
+    match base64_gadget(&value.cased) {
+        Some(Base64Gadget::Java) => hits.push(rules::JAVA_BASE64_GADGET),
+        Some(Base64Gadget::NodeFunction) => hits.push(rules::SSTI_NODEJS_INJECTION),
+        None => {}
     }
 }
 
 /// Counts `../` steps (or `..\`, or longer runs of dots). One step is common in relative links;
 /// two or more climb out of the directory a file name was meant to stay in.
-fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
+fn detect_traversal(text: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     if !text.contains("..") {
         return;
     }
     let bytes = text.as_bytes();
     let mut steps = 0;
+    // A backslash step, `..;` (which Tomcat reads as `..`) or a step in an upload's file
+    // name has no place in a relative link, so one of them is enough.
+    let mut strong_step = kind == FieldKind::FileName;
     let mut index = 0;
     while index + 2 < bytes.len() {
         let at_start = index == 0 || matches!(bytes[index - 1], b'/' | b'\\' | b'=' | b' ' | b'"' | b'\'' | b':');
@@ -291,7 +383,8 @@ fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
             while end < bytes.len() && bytes[end] == b'.' {
                 end += 1;
             }
-            if end < bytes.len() && matches!(bytes[end], b'/' | b'\\') {
+            if end < bytes.len() && matches!(bytes[end], b'/' | b'\\' | b';') {
+                strong_step |= bytes[end] != b'/';
                 steps += 1;
                 index = end + 1;
                 continue;
@@ -299,7 +392,7 @@ fn detect_traversal(text: &str, hits: &mut Vec<Rule>) {
         }
         index += 1;
     }
-    if steps >= 2 {
+    if steps >= 2 || steps == 1 && strong_step {
         hits.push(rules::LFI_TRAVERSAL);
     } else if steps == 1 {
         hits.push(rules::LFI_TRAVERSAL_SINGLE);
@@ -356,35 +449,52 @@ fn has_header_injection(text: &str) -> bool {
     })
 }
 
-/// Returns whether a Base64 run in `text` decodes, at any of the four alignments, to a Java gadget
-/// name. Payload generators embed serialized objects in Base64, and the class names inside
-/// them survive the encoding only up to the 3-byte alignment.
-fn has_base64_gadget(text: &str) -> bool {
-    let mut runs = 0;
-    for run in text
-        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '=' | '-' | '_')))
+/// A gadget marker found inside a Base64 run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base64Gadget {
+    /// A Java gadget class name.
+    Java,
+    /// The function marker of the node-serialize package, `_$$ND_FUNC$$_`.
+    NodeFunction,
+}
+
+/// Markers of serialized Node.js functions, lowercase.
+const NODE_FUNCTION_MARKERS: &[&[u8]] = &[b"_$$nd_func$$_", b"_func$$_"];
+
+/// Finds a Base64 run in `text` that decodes, at any of the four alignments, to a gadget
+/// name. Payload generators embed serialized objects in Base64, and the names inside them
+/// survive the encoding only up to the 3-byte alignment. A run cut out of a longer one starts
+/// mid-character, so a name whose first one or two letters were lost counts at the start of
+/// the run.
+fn base64_gadget(text: &str) -> Option<Base64Gadget> {
+    let runs = text
+        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '-' | '_')))
         .filter(|run| run.len() >= MIN_BASE64_RUN)
-    {
-        runs += 1;
-        if runs > MAX_BASE64_RUNS {
-            return false;
-        }
-        let run = run.trim_end_matches('=');
+        .take(MAX_BASE64_RUNS);
+    for run in runs {
         for shift in 0..4 {
             let Some(start) = run.get(shift..) else {
                 break;
             };
-            let decoded = decode_base64_lenient(start);
-            let lowered = decoded.to_ascii_lowercase();
-            if GADGET_NAMES
-                .iter()
-                .any(|name| lowered.windows(name.len()).any(|window| window == *name))
-            {
-                return true;
+            let lowered = decode_base64_lenient(start).to_ascii_lowercase();
+            if NODE_FUNCTION_MARKERS.iter().any(|marker| contains_bytes(&lowered, marker)) {
+                return Some(Base64Gadget::NodeFunction);
+            }
+            let java = GADGET_NAMES.iter().any(|name| {
+                let lost = if name.len() >= 7 { 2 } else { 1 };
+                let head = &lowered[..lowered.len().min(name.len() + 1)];
+                contains_bytes(&lowered, name) || contains_bytes(head, &name[lost..])
+            });
+            if java {
+                return Some(Base64Gadget::Java);
             }
         }
     }
-    false
+    None
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// Decodes standard or URL-safe Base64, ignoring a trailing partial group.

@@ -51,6 +51,26 @@ static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
         r"|\b(?:top|self|parent|window|this|globalthis|frames)\s*\[\s*['\x22`]",
         r"|\bformaction\s*=|\bsrcdoc\s*=|\batob\s*\(",
         r"|\[\]\s*\[\s*\(\s*!\[\]",
+        r"|!!\s*\[\s*\]|!\s*\[\s*\]\s*[+\[\])]|\+\s*!?\s*\+?\s*\[\s*\]\s*[)\]+]|\[\s*\+\s*!",
+        r"|\bnew\s+function\s*\(|\bbtoa\s*\(",
+    ))
+    .ok()
+});
+
+/// A CSS `url(` whose target is a script URL, even cut off: `x:url(javascript`.
+static STYLE_SCRIPT_URL: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"url\s*\(\s*['"]?\s*(?:java|vb|live)script"#).ok());
+
+/// A `data:` URL whose content is markup: `data:,<x>` or `data: text/html,<script>`.
+static DATA_URL_MARKUP: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"\bdata\s*:[^,<]{0,40},\s*<").ok());
+
+/// XML that makes a parser load or run markup from elsewhere: namespace declarations and
+/// schema locations inside a tag, XInclude and entity declarations.
+static XML_INJECTION: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r#"<[a-z][\w:.-]*\s[^>]*?\b(?:xmlns(?::[\w-]+)?|xlink:href|xsi:schemalocation|xsi:nonamespaceschemalocation)\s*="#,
+        r"|<[\w-]+:include\b|!entity\s+(?:%\s*)?[\w.-]+\s+(?:system|public)\b",
     ))
     .ok()
 });
@@ -63,6 +83,9 @@ static BROKEN_ATTRIBUTE: LazyLock<Option<Regex>> =
 pub fn detect(value: &str, hits: &mut Vec<Rule>) {
     if value.contains('<') {
         scan_tags(value, hits);
+        if has_spaced_tag(value) {
+            push(hits, rules::XSS_DANGEROUS_TAG);
+        }
     }
     if contains_script_scheme(value) {
         push(hits, rules::XSS_SCRIPT_URL);
@@ -72,9 +95,15 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         && let Some(regex) = BROKEN_ATTRIBUTE.as_ref()
     {
         let event = regex.captures_iter(value).any(|captures| {
-            captures
-                .get(1)
-                .is_some_and(|name| EVENT_NAMES.contains(&name.as_str()))
+            let (Some(whole), Some(name)) = (captures.get(0), captures.get(1)) else {
+                return false;
+            };
+            // Browsers add event names every year, so an unknown `on...=` counts too when
+            // whitespace or a quote sets it apart and the `=` follows the name directly, as
+            // in an attribute ("the onion = 3 euros" is prose).
+            let set_apart = whole.as_str().starts_with(|character: char| character.is_whitespace() || matches!(character, '"' | '\'' | '`'));
+            let glued = whole.as_str().ends_with(&format!("{}=", name.as_str()));
+            EVENT_NAMES.contains(&name.as_str()) || set_apart && glued && name.len() <= 40
         });
         if event {
             push(hits, rules::XSS_EVENT_HANDLER);
@@ -84,6 +113,15 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
         && value.contains(':')
     {
         push(hits, rules::XSS_STYLE_SCRIPT);
+    }
+    if STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(value)) {
+        push(hits, rules::XSS_STYLE_SCRIPT);
+    }
+    if value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
+        push(hits, rules::XSS_SCRIPT_URL);
+    }
+    if XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
+        push(hits, rules::XSS_XML_INJECTION);
     }
     if let Some(regex) = SINK.as_ref()
         && regex.is_match(&strip_js_comments(value))
@@ -122,6 +160,33 @@ fn scan_tags(value: &str, hits: &mut Vec<Rule>) {
         }
         position = scan_attributes(value, cursor, hits);
     }
+}
+
+/// Tags worth flagging when written with spaces inside, as in `<f o r m` or `< x: script`.
+/// No browser reads those as tags, but filters that collapse whitespace do.
+const SPACED_TAGS: &[&str] = &[
+    "script", "iframe", "form", "dialog", "object", "embed", "applet", "svg", "frameset",
+    "isindex", "style", "link", "meta", "base", "img",
+];
+
+/// Returns whether a `<` is followed by a dangerous tag name written with spaces between its
+/// letters or after the `<` or a namespace prefix.
+fn has_spaced_tag(value: &str) -> bool {
+    value.match_indices('<').any(|(index, _)| {
+        let after = &value[index + 1..];
+        let spaced = after.starts_with(char::is_whitespace) || after.chars().nth(1).is_some_and(char::is_whitespace);
+        if !spaced {
+            return false;
+        }
+        let collapsed: String = after
+            .chars()
+            .take(48)
+            .take_while(|character| character.is_ascii_alphabetic() || character.is_whitespace() || *character == ':')
+            .filter(|character| !character.is_whitespace())
+            .collect();
+        let name = collapsed.rsplit(':').next().unwrap_or("");
+        SPACED_TAGS.iter().any(|tag| name == *tag || name.starts_with(tag) && collapsed.contains(':'))
+    })
 }
 
 fn is_tag_name_byte(byte: u8) -> bool {
