@@ -332,6 +332,9 @@ fn drops_continue_through_sigkill_and_restart() {
     );
     assert_eq!(bench.request(2), CurlOutcome::TimedOut);
 
+    let interface = bench.client.host_interface.clone();
+    let (link_before, program_before) = xdp_link_on(&interface);
+
     // With the agent gone, a SYN that reached the host would meet a closed port and be reset at
     // once, so a connect timeout means XDP still drops it.
     bench.agent.kill();
@@ -340,11 +343,23 @@ fn drops_continue_through_sigkill_and_restart() {
     bench.agent.spawn();
     assert!(bench.agent.is_banned(&client), "{}", bench.agent.log());
     assert_eq!(bench.request(2), CurlOutcome::TimedOut);
+
+    // The restarted agent swaps its program into the same link, so the interface is never
+    // without the program, not even for the time of a detach and an attach.
+    let (link_after, program_after) = xdp_link_on(&interface);
+    assert_eq!(
+        link_after, link_before,
+        "the XDP link was replaced, not updated"
+    );
+    assert_ne!(
+        program_after, program_before,
+        "the restarted agent's program is not running"
+    );
     assert!(
         bench
             .agent
             .log()
-            .contains("replaced the XDP link pinned by an earlier agent"),
+            .contains("pinned by an earlier agent, in place"),
         "{}",
         bench.agent.log()
     );
@@ -401,6 +416,22 @@ fn allowlist_beats_ban() {
         "{}",
         String::from_utf8_lossy(&rejected.stderr)
     );
+}
+
+/// Returns the id of the XDP link on `interface` and the id of the program it runs.
+fn xdp_link_on(interface: &str) -> (u32, u32) {
+    let shown = ip_link_show(interface);
+    let program = shown
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no XDP program on {interface}: {shown}"));
+    let link = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|link| link.program_id() == program)
+        .unwrap_or_else(|| panic!("no link runs XDP program {program} on {interface}"));
+    (link.id(), program)
 }
 
 fn ip_link_show(interface: &str) -> String {

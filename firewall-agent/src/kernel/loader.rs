@@ -4,7 +4,7 @@ use std::error::Error;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::xdp::XdpLinkId;
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
@@ -152,15 +152,45 @@ impl KernelFirewall {
             });
         }
 
-        // A link pinned by an earlier agent holds the interface, so it is removed first.
-        // NOTE: between that removal and the new attachment below, frames pass unfiltered for
-        // the few microseconds two netlink calls take. Replacing the link's program in place
-        // (BPF_LINK_UPDATE) would avoid that gap, but aya 0.14 offers no call for it.
+        // A link pinned by an earlier agent may be attached to the interface. When it was made in
+        // a mode this call accepts, the new program replaces the old one inside that link in one
+        // step (BPF_LINK_UPDATE), so no frame passes unfiltered during a restart or an upgrade.
+        // Otherwise, or when the kernel rejects the update, the old link is removed first.
+        // NOTE: on that second path, frames pass unfiltered for the few microseconds between
+        // the removal and the new attachment.
         let link_pin = self.pins.as_ref().map(|pins| pins.link_path(interface));
-        if let Some(path) = &link_pin
+        if let (Some(pins), Some(path)) = (&self.pins, &link_pin)
             && path.exists()
         {
-            unpin_link(path)?;
+            let previous = pins.link_mode(interface);
+            if let Some(previous) = previous.filter(|previous| mode.accepts(*previous)) {
+                let mut ebpf = lock(&self.ebpf);
+                let program = xdp_program(&mut ebpf)?;
+                match update_pinned_link(program, interface, path.clone()) {
+                    Ok(link) => {
+                        drop(ebpf);
+                        tracing::info!(
+                            interface,
+                            mode = previous.label(),
+                            "replaced the program in the XDP link pinned by an earlier agent, in place"
+                        );
+                        self.attachments.push(Attachment {
+                            interface: interface.to_owned(),
+                            mode: previous,
+                            link: AttachmentLink::Pinned(link),
+                        });
+                        return Ok(previous);
+                    }
+                    Err(error) => tracing::warn!(
+                        interface,
+                        error = %error_chain(&error),
+                        "could not replace the program in the pinned XDP link; attaching a new link"
+                    ),
+                }
+            }
+            if path.exists() {
+                unpin_link(path)?;
+            }
             tracing::info!(
                 interface,
                 "replaced the XDP link pinned by an earlier agent"
@@ -199,6 +229,9 @@ impl KernelFirewall {
             None => AttachmentLink::Owned(link),
         };
         drop(ebpf);
+        if let Some(pins) = &self.pins {
+            pins.record_link_mode(interface, attached)?;
+        }
 
         tracing::info!(
             interface,
@@ -394,6 +427,39 @@ const PINNED_MAPS: [&str; 9] = [
     MAP_SOURCE_STATS,
     MAP_VERDICTS,
 ];
+
+/// Puts `program` into the XDP link pinned at `path` in place of the program it runs, and
+/// returns the link pinned again at the same path.
+///
+/// When the update fails, the old link is detached: the caller then attaches a new one.
+fn update_pinned_link(
+    program: &mut Xdp,
+    interface: &str,
+    path: std::path::PathBuf,
+) -> Result<PinnedLink, KernelError> {
+    let pinned = PinnedLink::from_pin(&path).map_err(|source| KernelError::OpenPinnedLink {
+        path: path.clone(),
+        source,
+    })?;
+    // The descriptor keeps the link alive while its pin is briefly gone.
+    let link = pinned.unpin().map_err(|source| KernelError::PinIo {
+        path: path.clone(),
+        action: "remove the pinned link",
+        source,
+    })?;
+    let link = XdpLink::try_from(link).map_err(|source| KernelError::LinkNotPinnable {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    let link_id = program
+        .attach_to_link(link)
+        .map_err(|source| KernelError::Attach {
+            interface: interface.to_owned(),
+            mode: "in-place",
+            source,
+        })?;
+    pin_link(program, link_id, interface, path)
+}
 
 /// Takes the link `link_id` out of the program's keeping and pins it at `path`.
 fn pin_link(

@@ -75,6 +75,19 @@ pub enum XdpMode {
     Generic,
 }
 
+impl XdpMode {
+    /// Returns whether an attachment in `mode` satisfies this setting. `Auto` accepts both, so
+    /// a restarted agent keeps the mode of the link it finds pinned.
+    pub const fn accepts(self, mode: AttachedMode) -> bool {
+        matches!(
+            (self, mode),
+            (XdpMode::Auto, _)
+                | (XdpMode::Driver, AttachedMode::Driver)
+                | (XdpMode::Generic, AttachedMode::Generic)
+        )
+    }
+}
+
 /// The mode an attachment actually got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachedMode {

@@ -2,8 +2,9 @@
 //! restarting, and a restarted agent finds the bans of the previous one.
 //!
 //! The pin directory contains one pin per map (named as in `firewall-common`), one
-//! `link_<interface>` per attachment, and an empty `schema_v<N>` directory that records the
-//! schema version, because bpffs accepts no regular files. An agent never reuses pins whose
+//! `link_<interface>` per attachment, an empty `linkmode_<mode>_<interface>` directory that
+//! records the mode of each link, and an empty `schema_v<N>` directory that records the schema
+//! version, because bpffs accepts no regular files. An agent never reuses pins whose
 //! schema version or map capacities differ from its own: it rejects them with a message that
 //! names the command that removes them.
 
@@ -19,12 +20,15 @@ use firewall_common::{
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
-use super::{KernelError, KernelSettings};
+use super::{AttachedMode, KernelError, KernelSettings};
 
 /// Prefix of the directory whose name records the schema version: `schema_v1` for version 1.
 const SCHEMA_PREFIX: &str = "schema_v";
 /// Prefix of the pinned link of one interface.
 const LINK_PREFIX: &str = "link_";
+/// Prefix of the empty directory that records the mode of the pinned link of one interface:
+/// `linkmode_driver_eth0`.
+const LINK_MODE_PREFIX: &str = "linkmode_";
 /// Conventional mount point of bpffs, where the agent mounts it when missing.
 const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 
@@ -106,6 +110,41 @@ impl PinDir {
     /// Returns the pin path of the XDP link on `interface`.
     pub(crate) fn link_path(&self, interface: &str) -> PathBuf {
         self.path.join(format!("{LINK_PREFIX}{interface}"))
+    }
+
+    /// Returns the mode the pinned link on `interface` was attached in, as recorded by
+    /// [`record_link_mode`](Self::record_link_mode). `None` when nothing is recorded.
+    pub(crate) fn link_mode(&self, interface: &str) -> Option<AttachedMode> {
+        [AttachedMode::Driver, AttachedMode::Generic]
+            .into_iter()
+            .find(|mode| self.link_mode_path(interface, *mode).is_dir())
+    }
+
+    /// Records that the pinned link on `interface` was attached in `mode`, replacing any
+    /// earlier record.
+    pub(crate) fn record_link_mode(
+        &self,
+        interface: &str,
+        mode: AttachedMode,
+    ) -> Result<(), KernelError> {
+        for other in [AttachedMode::Driver, AttachedMode::Generic] {
+            let path = self.link_mode_path(interface, other);
+            if other != mode && path.is_dir() {
+                std::fs::remove_dir(&path).map_err(pin_io(&path, "remove the link mode record"))?;
+            }
+        }
+        let path = self.link_mode_path(interface, mode);
+        match std::fs::create_dir(&path) {
+            Err(error) if error.kind() != io::ErrorKind::AlreadyExists => {
+                Err(pin_io(&path, "record the link mode")(error))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn link_mode_path(&self, interface: &str, mode: AttachedMode) -> PathBuf {
+        self.path
+            .join(format!("{LINK_MODE_PREFIX}{}_{interface}", mode.label()))
     }
 
     fn check_schema(&self) -> Result<(), KernelError> {
