@@ -645,7 +645,6 @@ impl BanManager {
         });
     }
 
-    /// Wraps a kernel failure for `address`, counting it when a map was full.
     /// Wraps the failure of a write of many bans, counting a full map in the metrics.
     fn kernel_bans_error(&self, source: KernelError) -> BanError {
         let cause = match &source {
@@ -660,6 +659,7 @@ impl BanManager {
         }
     }
 
+    /// Wraps a kernel failure for `address`, counting it when a map was full.
     fn kernel_error(&self, address: IpNetwork, source: KernelError) -> BanError {
         if let KernelError::MapFull { map, .. } = source {
             self.metrics.record_map_full(map);
