@@ -483,6 +483,37 @@ fn ipv4_mapped_ipv6_source_meets_ipv4_ban() {
 }
 
 #[test]
+fn ipv6_source_like_mapped_stays_ipv6() {
+    let Some(mut firewall) = load("ipv6_source_like_mapped_stays_ipv6") else {
+        return;
+    };
+    firewall
+        .ban(THIRD_CLIENT_V4.into(), None)
+        .expect("ban inserted");
+    let [a, b, c, d] = THIRD_CLIENT_V4.octets();
+    let (high, low) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+    // Each shares the last 32 bits with the banned IPv4 source but is not IPv4-mapped: the
+    // first has a non-zero first half, the second a single set bit in it, and the third is
+    // IPv4-compatible (`::a.b.c.d`).
+    let lookalikes = [
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0xffff, high, low),
+        Ipv6Addr::new(0, 0, 0, 1, 0, 0xffff, high, low),
+        THIRD_CLIENT_V4.to_ipv6_compatible(),
+    ];
+
+    for source in lookalikes {
+        let frame = FrameBuilder::ipv6(source, SERVER_V6).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_PASS, "source {source}");
+    }
+
+    firewall
+        .ban(lookalikes[0].into(), None)
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv6(lookalikes[0], SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+}
+
+#[test]
 fn counters_add_up_over_frames() {
     let Some(mut firewall) = load("counters_add_up_over_frames") else {
         return;
