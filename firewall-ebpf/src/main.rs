@@ -195,7 +195,10 @@ impl Source {
         let addr = match self {
             Source::V4(addr) => {
                 let [b12, b13, b14, b15] = addr.to_ne_bytes();
-                [0, u64::from_ne_bytes([0, 0, 0xff, 0xff, b12, b13, b14, b15])]
+                [
+                    0,
+                    u64::from_ne_bytes([0, 0, 0xff, 0xff, b12, b13, b14, b15]),
+                ]
             }
             Source::V6(addr) => addr,
         };
@@ -276,8 +279,7 @@ fn parse_source(ctx: &XdpContext) -> Result<Source, Unclassified> {
             break;
         }
         // The inner EtherType is the last two bytes of the tag.
-        ethertype =
-            read_ethertype(ctx, l3_offset + 2).ok_or(Unclassified::TruncatedEthernet)?;
+        ethertype = read_ethertype(ctx, l3_offset + 2).ok_or(Unclassified::TruncatedEthernet)?;
         l3_offset += VLAN_TAG_LEN;
     }
 
