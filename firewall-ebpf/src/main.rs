@@ -190,8 +190,10 @@ impl Source {
         Source::V6(addr)
     }
 
+    /// Builds the key of [`SOURCE_STATS`] on an 8-byte boundary, where LLVM writes it as two
+    /// words instead of 16 single bytes.
     #[inline(always)]
-    fn stats_key(self) -> SourceKey {
+    fn stats_key(self) -> WordAligned<SourceKey> {
         let addr = match self {
             Source::V4(addr) => {
                 let [b12, b13, b14, b15] = addr.to_ne_bytes();
@@ -202,11 +204,16 @@ impl Source {
             }
             Source::V6(addr) => addr,
         };
-        SourceKey {
+        WordAligned(SourceKey {
             addr: v6_bytes(addr),
-        }
+        })
     }
 }
+
+/// A value placed on an 8-byte boundary. Map keys made of byte arrays have an alignment of one,
+/// and LLVM moves such a key into its stack slot byte by byte unless the slot is aligned.
+#[repr(C, align(8))]
+struct WordAligned<T>(T);
 
 /// Returns the 16 address bytes of an IPv6 source.
 #[inline(always)]
@@ -509,7 +516,7 @@ fn count_ban_drop(ban: *mut BanValue, frame_len: u64) {
 fn count_source(source: Source, dropped: bool, frame_len: u64) {
     let key = source.stats_key();
 
-    match SOURCE_STATS.get_ptr_mut(key) {
+    match SOURCE_STATS.get_ptr_mut(&key.0) {
         Some(counters) => {
             // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it points
             // at this CPU's copy of the entry, which no other CPU writes. It stays valid for the
@@ -523,7 +530,7 @@ fn count_source(source: Source, dropped: bool, frame_len: u64) {
             // An update of a per-CPU map from a program writes this CPU's copy only, so a
             // concurrent first packet on another CPU is not overwritten. A failure (no memory)
             // loses this one packet's count, which is preferable to failing the frame.
-            let _ = SOURCE_STATS.insert(key, counters, BPF_ANY);
+            let _ = SOURCE_STATS.insert(&key.0, counters, BPF_ANY);
         }
     }
 }
