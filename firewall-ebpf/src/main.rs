@@ -67,6 +67,8 @@ const IPV6_HEADER_LEN: usize = 40;
 const IPV6_SOURCE_OFFSET: usize = 8;
 /// First byte of every IPv4 loopback address (`127.0.0.0/8`).
 const IPV4_LOOPBACK_FIRST_BYTE: u8 = 127;
+/// Bytes 8 to 11 of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), loaded in memory order.
+const IPV4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 /// The IPv6 loopback address `::1`.
 const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
@@ -181,13 +183,12 @@ impl Source {
     /// IPv4, as the agent does when it bans, so such a packet meets the IPv4 ban of the same
     /// address.
     #[inline(always)]
-    fn from_v6(addr: [u64; 2]) -> Self {
-        let [high, low] = addr;
-        let [b8, b9, b10, b11, b12, b13, b14, b15] = low.to_ne_bytes();
-        if high == 0 && [b8, b9, b10, b11] == [0, 0, 0xff, 0xff] {
-            return Source::V4(u32::from_ne_bytes([b12, b13, b14, b15]));
+    fn from_v6(words: [u32; 4]) -> Self {
+        let [word0, word1, word2, word3] = words;
+        if word0 == 0 && word1 == 0 && word2 == IPV4_MAPPED_WORD {
+            return Source::V4(word3);
         }
-        Source::V6(addr)
+        Source::V6([join_words(word0, word1), join_words(word2, word3)])
     }
 
     /// Builds the key of [`SOURCE_STATS`] on an 8-byte boundary, where LLVM writes it as two
@@ -195,13 +196,7 @@ impl Source {
     #[inline(always)]
     fn stats_key(self) -> WordAligned<SourceKey> {
         let addr = match self {
-            Source::V4(addr) => {
-                let [b12, b13, b14, b15] = addr.to_ne_bytes();
-                [
-                    0,
-                    u64::from_ne_bytes([0, 0, 0xff, 0xff, b12, b13, b14, b15]),
-                ]
-            }
+            Source::V4(addr) => [0, join_words(IPV4_MAPPED_WORD, addr)],
             Source::V6(addr) => addr,
         };
         WordAligned(SourceKey {
@@ -214,6 +209,14 @@ impl Source {
 /// and LLVM moves such a key into its stack slot byte by byte unless the slot is aligned.
 #[repr(C, align(8))]
 struct WordAligned<T>(T);
+
+/// Returns the 8 bytes of `first` followed by those of `second`, both in memory order.
+#[inline(always)]
+fn join_words(first: u32, second: u32) -> u64 {
+    let [b0, b1, b2, b3] = first.to_ne_bytes();
+    let [b4, b5, b6, b7] = second.to_ne_bytes();
+    u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
+}
 
 /// Returns the 16 address bytes of an IPv6 source.
 #[inline(always)]
@@ -332,13 +335,15 @@ fn parse_ipv6_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassi
     }
 
     // SAFETY: bytes 8 to 23 of the 40 checked above.
-    let addr = unsafe {
+    let words = unsafe {
         [
-            load_u64(header + IPV6_SOURCE_OFFSET),
-            load_u64(header + IPV6_SOURCE_OFFSET + 8),
+            load_u32(header + IPV6_SOURCE_OFFSET),
+            load_u32(header + IPV6_SOURCE_OFFSET + 4),
+            load_u32(header + IPV6_SOURCE_OFFSET + 8),
+            load_u32(header + IPV6_SOURCE_OFFSET + 12),
         ]
     };
-    Ok(Source::from_v6(addr))
+    Ok(Source::from_v6(words))
 }
 
 /// Returns the address of the `len` bytes at `offset` in the frame, or `None` when they run past
@@ -364,12 +369,13 @@ fn read_ethertype(ctx: &XdpContext, offset: usize) -> Option<u16> {
 }
 
 // Packet loads in one instruction. Header fields sit at any 2-byte boundary (the IPv4 source at
-// offset 26), and LLVM splits a load it cannot prove aligned into single bytes and shifts, about
-// 20 instructions for an IPv6 source. The BPF load instructions themselves accept any address
-// in packet data: the verifier checks packet alignment only for programs loaded with
-// BPF_F_STRICT_ALIGNMENT, and on architectures without efficient unaligned access it assumes
-// the IP header starts NET_IP_ALIGN bytes into a 4-byte boundary, where these fields are
-// aligned. The loads keep the bytes in memory order, so the values are in network byte order.
+// offset 26), and LLVM splits a load it cannot prove aligned into single bytes and shifts. The
+// BPF load instructions accept such addresses in packet data. The verifier checks packet
+// alignment only with BPF_F_STRICT_ALIGNMENT or on architectures without efficient unaligned
+// access, and then it assumes that the IP header starts 2 bytes past a 4-byte boundary. Under
+// that rule every field read here is aligned behind any number of 4-byte VLAN tags, which is
+// why IPv6 addresses are read in 4-byte words. The loads keep the bytes in memory order, so
+// the values are in network byte order.
 
 /// Loads the two bytes at `addr` in memory order.
 ///
@@ -409,26 +415,6 @@ unsafe fn load_u32(addr: usize) -> u32 {
         );
     }
     value as u32
-}
-
-/// Loads the eight bytes at `addr` in memory order.
-///
-/// # Safety
-///
-/// `addr..addr + 8` must have passed [`frame_range`].
-#[inline(always)]
-unsafe fn load_u64(addr: usize) -> u64 {
-    let value: u64;
-    // SAFETY: the caller checked the range; the load reads packet memory only.
-    unsafe {
-        core::arch::asm!(
-            "{value} = *(u64 *)({addr} + 0)",
-            addr = in(reg) addr,
-            value = lateout(reg) value,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-    value
 }
 
 /// Returns whether an allowlist trie contains `source`. The trie is skipped when the source is not
