@@ -304,9 +304,8 @@ fn parse_source(ctx: &XdpContext) -> Result<Source, Unclassified> {
 
 #[inline(always)]
 fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassified> {
-    // One check covers the fixed header, so the version byte and the source need no other.
-    let header = frame_range(ctx, offset, IPV4_MIN_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
-    // SAFETY: `frame_range` checked that the 20 bytes at `header` lie within the frame.
+    let header = frame_range(ctx, offset, 1).ok_or(Unclassified::TruncatedIp)?;
+    // SAFETY: `frame_range` checked that the byte at `header` lies within the frame.
     let version_ihl = unsafe { *(header as *const u8) };
     if version_ihl >> 4 != 4 {
         return Err(Unclassified::InvalidIp);
@@ -316,6 +315,9 @@ fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassi
         return Err(Unclassified::InvalidIp);
     }
 
+    // The version and IHL are checked before the length, so that a frame with both faults
+    // counts as malformed, not truncated.
+    frame_range(ctx, offset, IPV4_MIN_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
     // SAFETY: bytes 12 to 15 of the 20 checked above.
     let addr = unsafe { load_u32(header + IPV4_SOURCE_OFFSET) };
 

@@ -382,6 +382,27 @@ fn wrong_ip_version_passes_as_malformed() {
 }
 
 #[test]
+fn truncated_invalid_ipv4_passes_as_malformed() {
+    let Some(mut firewall) = load("truncated_invalid_ipv4_passes_as_malformed") else {
+        return;
+    };
+    let full = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    // Ten bytes of IP header, so the frame is both truncated and invalid.
+    let faults = [(0x65, "version 6"), (0x44, "IHL of 4")];
+
+    for (runs, (version_ihl, fault)) in (1..).zip(faults) {
+        let mut frame = full[..ETHERNET_HEADER_LEN + 10].to_vec();
+        frame[ETHERNET_HEADER_LEN] = version_ihl;
+
+        assert_eq!(run(&mut firewall, &frame), XDP_PASS, "{fault}");
+        let malformed = verdict_counter(&firewall, Verdict::PassedMalformed);
+        assert_eq!(malformed.packets, runs, "{fault}");
+        let truncated = verdict_counter(&firewall, Verdict::PassedTruncated);
+        assert_eq!(truncated.packets, 0, "{fault}");
+    }
+}
+
+#[test]
 fn truncated_ipv6_header_passes_as_truncated() {
     let Some(mut firewall) = load("truncated_ipv6_header_passes_as_truncated") else {
         return;
