@@ -6,14 +6,17 @@
 //! IP, truncated, invalid IP header) always pass, and are counted, so a parser gap can never
 //! black-hole traffic.
 //!
-//! The drop path of an exact-address ban is kept short, because it is the one a flood takes: one
-//! hash lookup, a compare that skips the allowlist trie while the allowlist contains nothing
-//! outside loopback, and atomic adds to the counters inside the ban itself instead of a write to
-//! the LRU per-source map.
+//! The drop path of an exact-address ban is kept short, because it is the one a flood takes. It
+//! parses with one load per header field, makes one hash lookup, and skips the allowlist trie
+//! while the allowlist contains nothing outside loopback. It counts the drop with atomic adds
+//! inside the ban itself instead of a write to the LRU per-source map, then in the per-CPU
+//! verdict counter, and reads the clock only for a ban that expires.
 //!
-//! NOTE: in two runs of `cargo xtask bench kernel` on a shared 2-core machine, this path cost 43
-//! to 71 ns above an empty program, 55 to 145% of xdp-filter's cost, so the 60% target is met
-//! in some runs and rows only. Each run's figures are in BENCHMARKS.md.
+//! NOTE: the goal of at most 60% of xdp-filter's cost above an empty program is not met. In
+//! two runs of `cargo xtask bench kernel --test-run-only` on one shared 2-CPU machine, this
+//! path cost 95 to 110% of xdp-filter's (BENCHMARKS.md has the last run). By estimate, most of
+//! what is left is the kernel's hash lookup, which xdp-filter makes too, so the goal needs a
+//! cheaper exact lookup than a kernel hash map rather than fewer instructions around it.
 //!
 //! The maps and their layouts are defined in `firewall-common`, which the agent shares.
 
