@@ -14,7 +14,7 @@
 //!
 //! NOTE: the goal of at most 60% of xdp-filter's cost above an empty program is not met. In
 //! two runs of `cargo xtask bench kernel --test-run-only` on one shared 2-CPU machine, this
-//! path cost 95 to 110% of xdp-filter's (BENCHMARKS.md has the last run). By estimate, most of
+//! path cost 86 to 110% of xdp-filter's (BENCHMARKS.md has the last run). By estimate, most of
 //! what is left is the kernel's hash lookup, which xdp-filter makes too, so the goal needs a
 //! cheaper exact lookup than a kernel hash map rather than fewer instructions around it.
 //!
