@@ -6,14 +6,17 @@
 //! IP, truncated, invalid IP header) always pass, and are counted, so a parser gap can never
 //! black-hole traffic.
 //!
-//! The drop path of an exact-address ban is kept short, because it is the one a flood takes: one
-//! hash lookup, a compare that skips the allowlist trie while the allowlist contains nothing
-//! outside loopback, and atomic adds to the counters inside the ban itself instead of a write to
-//! the LRU per-source map.
+//! The drop path of an exact-address ban is kept short, because it is the one a flood takes. It
+//! parses with one load per header field, makes one hash lookup, and skips the allowlist trie
+//! while the allowlist contains nothing outside loopback. It counts the drop with atomic adds
+//! inside the ban itself instead of a write to the LRU per-source map, then in the per-CPU
+//! verdict counter, and reads the clock only for a ban that expires.
 //!
-//! NOTE: in two runs of `cargo xtask bench kernel` on a shared 2-core machine, this path cost 43
-//! to 71 ns above an empty program, 55 to 145% of xdp-filter's cost, so the 60% target is met
-//! in some runs and rows only. Each run's figures are in BENCHMARKS.md.
+//! NOTE: the goal of at most 60% of xdp-filter's cost above an empty program is not met. In
+//! two runs of `cargo xtask bench kernel --test-run-only` on one shared 2-CPU machine, this
+//! path cost 86 to 110% of xdp-filter's (BENCHMARKS.md has the last run). By estimate, most of
+//! what is left is the kernel's hash lookup, which xdp-filter makes too, so the goal needs a
+//! cheaper exact lookup than a kernel hash map rather than fewer instructions around it.
 //!
 //! The maps and their layouts are defined in `firewall-common`, which the agent shares.
 
@@ -22,6 +25,8 @@
 // `atomic_xadd`: the BPF target's `core` has 64-bit atomic loads and stores but no `fetch_add`,
 // while the kernel has had an atomic add instruction (BPF_XADD) since Linux 3.18.
 #![feature(core_intrinsics)]
+// `asm!` for the BPF target, which aya-ebpf also enables.
+#![feature(asm_experimental_arch)]
 #![expect(internal_features, reason = "core_intrinsics gives the BPF atomic add")]
 
 use aya_ebpf::{
@@ -65,10 +70,10 @@ const IPV6_HEADER_LEN: usize = 40;
 const IPV6_SOURCE_OFFSET: usize = 8;
 /// First byte of every IPv4 loopback address (`127.0.0.0/8`).
 const IPV4_LOOPBACK_FIRST_BYTE: u8 = 127;
+/// Bytes 8 to 11 of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), loaded in memory order.
+const IPV4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 /// The IPv6 loopback address `::1`.
 const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-/// First 12 bytes of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
-const IPV4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 /// `BPF_ANY` flag of `bpf_map_update_elem`: create the entry or replace it.
 const BPF_ANY: u64 = 0;
@@ -167,34 +172,62 @@ impl Unclassified {
     }
 }
 
-/// Source address of an IP packet, in network byte order.
+/// Source address of an IP packet. The integers hold the address bytes in network order, as
+/// loaded from the frame in memory order, so turning them into map keys needs no byte swap.
 #[derive(Clone, Copy)]
 enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+    V4(u32),
+    /// Bytes 0 to 7, then bytes 8 to 15.
+    V6([u64; 2]),
 }
 
 impl Source {
-    /// Treats an IPv4-mapped IPv6 source as IPv4, as the agent does when it bans, so such a
-    /// packet meets the IPv4 ban of the same address.
+    /// Builds the source of an IPv6 packet. Treats an IPv4-mapped source (`::ffff:0:0/96`) as
+    /// IPv4, as the agent does when it bans, so such a packet meets the IPv4 ban of the same
+    /// address.
     #[inline(always)]
-    fn from_v6(addr: [u8; 16]) -> Self {
-        let mut prefix = [0u8; 12];
-        prefix.copy_from_slice(&addr[..12]);
-        if prefix == IPV4_MAPPED_PREFIX {
-            Source::V4([addr[12], addr[13], addr[14], addr[15]])
-        } else {
-            Source::V6(addr)
+    fn from_v6(words: [u32; 4]) -> Self {
+        let [word0, word1, word2, word3] = words;
+        if word0 == 0 && word1 == 0 && word2 == IPV4_MAPPED_WORD {
+            return Source::V4(word3);
         }
+        Source::V6([join_words(word0, word1), join_words(word2, word3)])
     }
 
+    /// Builds the key of [`SOURCE_STATS`] on an 8-byte boundary, where LLVM writes it as two
+    /// words instead of 16 single bytes.
     #[inline(always)]
-    fn stats_key(self) -> SourceKey {
-        match self {
-            Source::V4(addr) => SourceKey::from_v4(addr),
-            Source::V6(addr) => SourceKey { addr },
-        }
+    fn stats_key(self) -> WordAligned<SourceKey> {
+        let addr = match self {
+            Source::V4(addr) => [0, join_words(IPV4_MAPPED_WORD, addr)],
+            Source::V6(addr) => addr,
+        };
+        WordAligned(SourceKey {
+            addr: v6_bytes(addr),
+        })
     }
+}
+
+/// A value placed on an 8-byte boundary. Map keys made of byte arrays have an alignment of one,
+/// and LLVM moves such a key into its stack slot byte by byte unless the slot is aligned.
+#[repr(C, align(8))]
+struct WordAligned<T>(T);
+
+/// Returns the 8 bytes of `first` followed by those of `second`, both in memory order.
+#[inline(always)]
+fn join_words(first: u32, second: u32) -> u64 {
+    let [b0, b1, b2, b3] = first.to_ne_bytes();
+    let [b4, b5, b6, b7] = second.to_ne_bytes();
+    u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
+}
+
+/// Returns the 16 address bytes of an IPv6 source.
+#[inline(always)]
+fn v6_bytes([high, low]: [u64; 2]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&high.to_ne_bytes());
+    bytes[8..].copy_from_slice(&low.to_ne_bytes());
+    bytes
 }
 
 /// Entry point: drops frames from banned sources and passes every other frame. Returns
@@ -250,28 +283,33 @@ fn try_firewall_xdp(ctx: &XdpContext, frame_len: u64) -> Result<Verdict, Unclass
 /// of the IPv4 or IPv6 header behind them.
 #[inline(always)]
 fn parse_source(ctx: &XdpContext) -> Result<Source, Unclassified> {
-    let mut ethertype = read_u16(ctx, ETHERTYPE_OFFSET).ok_or(Unclassified::TruncatedEthernet)?;
+    let mut ethertype =
+        read_ethertype(ctx, ETHERTYPE_OFFSET).ok_or(Unclassified::TruncatedEthernet)?;
     let mut l3_offset = ETHERNET_HEADER_LEN;
 
     for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETHERTYPE_8021Q && ethertype != ETHERTYPE_8021AD {
+        if ethertype != ETHERTYPE_8021Q.to_be() && ethertype != ETHERTYPE_8021AD.to_be() {
             break;
         }
         // The inner EtherType is the last two bytes of the tag.
-        ethertype = read_u16(ctx, l3_offset + 2).ok_or(Unclassified::TruncatedEthernet)?;
+        ethertype = read_ethertype(ctx, l3_offset + 2).ok_or(Unclassified::TruncatedEthernet)?;
         l3_offset += VLAN_TAG_LEN;
     }
 
-    match ethertype {
-        ETHERTYPE_IPV4 => parse_ipv4_source(ctx, l3_offset),
-        ETHERTYPE_IPV6 => parse_ipv6_source(ctx, l3_offset),
-        _ => Err(Unclassified::NotIp),
+    if ethertype == ETHERTYPE_IPV4.to_be() {
+        parse_ipv4_source(ctx, l3_offset)
+    } else if ethertype == ETHERTYPE_IPV6.to_be() {
+        parse_ipv6_source(ctx, l3_offset)
+    } else {
+        Err(Unclassified::NotIp)
     }
 }
 
 #[inline(always)]
 fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassified> {
-    let [version_ihl] = read_bytes::<1>(ctx, offset).ok_or(Unclassified::TruncatedIp)?;
+    let header = frame_range(ctx, offset, 1).ok_or(Unclassified::TruncatedIp)?;
+    // SAFETY: `frame_range` checked that the byte at `header` lies within the frame.
+    let version_ihl = unsafe { *(header as *const u8) };
     if version_ihl >> 4 != 4 {
         return Err(Unclassified::InvalidIp);
     }
@@ -280,11 +318,11 @@ fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassi
         return Err(Unclassified::InvalidIp);
     }
 
-    // The source is read before the length check below. Were it read after, LLVM would drop its
-    // bounds check as implied by that one, which has a variable length the verifier cannot
-    // carry over to this constant offset.
-    let addr =
-        read_bytes::<4>(ctx, offset + IPV4_SOURCE_OFFSET).ok_or(Unclassified::TruncatedIp)?;
+    // The version and IHL are checked before the length, so that a frame with both faults
+    // counts as malformed, not truncated.
+    frame_range(ctx, offset, IPV4_MIN_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
+    // SAFETY: bytes 12 to 15 of the 20 checked above.
+    let addr = unsafe { load_u32(header + IPV4_SOURCE_OFFSET) };
 
     // Options are not read, but a header that claims more bytes than the frame has is truncated.
     frame_range(ctx, offset, header_len).ok_or(Unclassified::TruncatedIp)?;
@@ -293,16 +331,24 @@ fn parse_ipv4_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassi
 
 #[inline(always)]
 fn parse_ipv6_source(ctx: &XdpContext, offset: usize) -> Result<Source, Unclassified> {
-    frame_range(ctx, offset, IPV6_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
+    let header = frame_range(ctx, offset, IPV6_HEADER_LEN).ok_or(Unclassified::TruncatedIp)?;
 
-    let [version_class] = read_bytes::<1>(ctx, offset).ok_or(Unclassified::TruncatedIp)?;
+    // SAFETY: `frame_range` checked that the 40 bytes at `header` lie within the frame.
+    let version_class = unsafe { *(header as *const u8) };
     if version_class >> 4 != 6 {
         return Err(Unclassified::InvalidIp);
     }
 
-    let addr =
-        read_bytes::<16>(ctx, offset + IPV6_SOURCE_OFFSET).ok_or(Unclassified::TruncatedIp)?;
-    Ok(Source::from_v6(addr))
+    // SAFETY: bytes 8 to 23 of the 40 checked above.
+    let words = unsafe {
+        [
+            load_u32(header + IPV6_SOURCE_OFFSET),
+            load_u32(header + IPV6_SOURCE_OFFSET + 4),
+            load_u32(header + IPV6_SOURCE_OFFSET + 8),
+            load_u32(header + IPV6_SOURCE_OFFSET + 12),
+        ]
+    };
+    Ok(Source::from_v6(words))
 }
 
 /// Returns the address of the `len` bytes at `offset` in the frame, or `None` when they run past
@@ -317,20 +363,63 @@ fn frame_range(ctx: &XdpContext, offset: usize, len: usize) -> Option<usize> {
     Some(start)
 }
 
-/// Copies `N` bytes at `offset` out of the frame, or returns `None` when they run past its end.
+/// Reads the EtherType at `offset` as it lies in the frame (network byte order), or returns
+/// `None` when it runs past the frame's end. Callers compare it with `ETHERTYPE_*.to_be()`, so
+/// no byte swap is needed.
 #[inline(always)]
-fn read_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
-    let start = frame_range(ctx, offset, N)?;
-    // SAFETY: `frame_range` checked that `start..start + N` lies within `data..data_end`, the
-    // frame the kernel handed to this program, which stays valid for the whole run. A byte array
-    // has an alignment of one, so any address is aligned for it.
-    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+fn read_ethertype(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    let start = frame_range(ctx, offset, 2)?;
+    // SAFETY: `frame_range` checked that the two bytes at `start` lie within the frame.
+    Some(unsafe { load_u16(start) })
 }
 
-/// Reads a big-endian `u16` at `offset`, or returns `None` when it runs past the frame's end.
+// Packet loads in one instruction. Header fields sit at any 2-byte boundary (the IPv4 source at
+// offset 26), and LLVM splits a load it cannot prove aligned into single bytes and shifts. The
+// BPF load instructions accept such addresses in packet data. The verifier checks packet
+// alignment only with BPF_F_STRICT_ALIGNMENT or on architectures without efficient unaligned
+// access, and then it assumes that the IP header starts 2 bytes past a 4-byte boundary. Under
+// that rule every field read here is aligned behind any number of 4-byte VLAN tags, which is
+// why IPv6 addresses are read in 4-byte words. The loads keep the bytes in memory order, so
+// the values are in network byte order.
+
+/// Loads the two bytes at `addr` in memory order.
+///
+/// # Safety
+///
+/// `addr..addr + 2` must have passed [`frame_range`].
 #[inline(always)]
-fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    read_bytes::<2>(ctx, offset).map(u16::from_be_bytes)
+unsafe fn load_u16(addr: usize) -> u16 {
+    let value: u64;
+    // SAFETY: the caller checked the range; the load reads packet memory only.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u16 *)({addr} + 0)",
+            addr = in(reg) addr,
+            value = lateout(reg) value,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    value as u16
+}
+
+/// Loads the four bytes at `addr` in memory order.
+///
+/// # Safety
+///
+/// `addr..addr + 4` must have passed [`frame_range`].
+#[inline(always)]
+unsafe fn load_u32(addr: usize) -> u32 {
+    let value: u64;
+    // SAFETY: the caller checked the range; the load reads packet memory only.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u32 *)({addr} + 0)",
+            addr = in(reg) addr,
+            value = lateout(reg) value,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    value as u32
 }
 
 /// Returns whether an allowlist trie contains `source`. The trie is skipped when the source is not
@@ -341,11 +430,12 @@ fn is_allowlisted(source: Source) -> bool {
     let summary = ALLOW_SUMMARY.get(0);
     match source {
         Source::V4(addr) => {
-            let may_match = addr[0] == IPV4_LOOPBACK_FIRST_BYTE
+            let may_match = addr.to_ne_bytes()[0] == IPV4_LOOPBACK_FIRST_BYTE
                 || summary.is_none_or(|summary| summary.outside_loopback_v4 != 0);
-            may_match && ALLOW_V4.get(Key::new(32, addr)).is_some()
+            may_match && ALLOW_V4.get(Key::new(32, addr.to_ne_bytes())).is_some()
         }
         Source::V6(addr) => {
+            let addr = v6_bytes(addr);
             let may_match = addr == IPV6_LOOPBACK
                 || summary.is_none_or(|summary| summary.outside_loopback_v6 != 0);
             may_match && ALLOW_V6.get(Key::new(128, addr)).is_some()
@@ -357,8 +447,12 @@ fn is_allowlisted(source: Source) -> bool {
 #[inline(always)]
 fn exact_ban(source: Source) -> Option<*mut BanValue> {
     match source {
-        Source::V4(addr) => BANS_V4.get_ptr_mut(BanKeyV4 { addr }),
-        Source::V6(addr) => BANS_V6.get_ptr_mut(BanKeyV6 { addr }),
+        Source::V4(addr) => BANS_V4.get_ptr_mut(BanKeyV4 {
+            addr: addr.to_ne_bytes(),
+        }),
+        Source::V6(addr) => BANS_V6.get_ptr_mut(BanKeyV6 {
+            addr: v6_bytes(addr),
+        }),
     }
 }
 
@@ -370,8 +464,8 @@ fn exact_ban(source: Source) -> Option<*mut BanValue> {
 #[inline(always)]
 fn range_ban(source: Source) -> Option<*const BanValue> {
     let ban = match source {
-        Source::V4(addr) => BAN_RANGES_V4.get(Key::new(32, addr)),
-        Source::V6(addr) => BAN_RANGES_V6.get(Key::new(128, addr)),
+        Source::V4(addr) => BAN_RANGES_V4.get(Key::new(32, addr.to_ne_bytes())),
+        Source::V6(addr) => BAN_RANGES_V6.get(Key::new(128, v6_bytes(addr))),
     };
     ban.map(|ban| ban as *const BanValue)
 }
@@ -413,7 +507,7 @@ fn count_ban_drop(ban: *mut BanValue, frame_len: u64) {
 fn count_source(source: Source, dropped: bool, frame_len: u64) {
     let key = source.stats_key();
 
-    match SOURCE_STATS.get_ptr_mut(key) {
+    match SOURCE_STATS.get_ptr_mut(&key.0) {
         Some(counters) => {
             // SAFETY: the pointer comes from a successful lookup in a per-CPU map, so it points
             // at this CPU's copy of the entry, which no other CPU writes. It stays valid for the
@@ -427,7 +521,7 @@ fn count_source(source: Source, dropped: bool, frame_len: u64) {
             // An update of a per-CPU map from a program writes this CPU's copy only, so a
             // concurrent first packet on another CPU is not overwritten. A failure (no memory)
             // loses this one packet's count, which is preferable to failing the frame.
-            let _ = SOURCE_STATS.insert(key, counters, BPF_ANY);
+            let _ = SOURCE_STATS.insert(&key.0, counters, BPF_ANY);
         }
     }
 }

@@ -382,6 +382,27 @@ fn wrong_ip_version_passes_as_malformed() {
 }
 
 #[test]
+fn truncated_invalid_ipv4_passes_as_malformed() {
+    let Some(mut firewall) = load("truncated_invalid_ipv4_passes_as_malformed") else {
+        return;
+    };
+    let full = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    // Ten bytes of IP header, so the frame is both truncated and invalid.
+    let faults = [(0x65, "version 6"), (0x44, "IHL of 4")];
+
+    for (runs, (version_ihl, fault)) in (1..).zip(faults) {
+        let mut frame = full[..ETHERNET_HEADER_LEN + 10].to_vec();
+        frame[ETHERNET_HEADER_LEN] = version_ihl;
+
+        assert_eq!(run(&mut firewall, &frame), XDP_PASS, "{fault}");
+        let malformed = verdict_counter(&firewall, Verdict::PassedMalformed);
+        assert_eq!(malformed.packets, runs, "{fault}");
+        let truncated = verdict_counter(&firewall, Verdict::PassedTruncated);
+        assert_eq!(truncated.packets, 0, "{fault}");
+    }
+}
+
+#[test]
 fn truncated_ipv6_header_passes_as_truncated() {
     let Some(mut firewall) = load("truncated_ipv6_header_passes_as_truncated") else {
         return;
@@ -480,6 +501,37 @@ fn ipv4_mapped_ipv6_source_meets_ipv4_ban() {
 
     assert_single_verdict(&firewall, Verdict::DroppedBanned, frame.len());
     assert_single_source(&firewall, CLIENT_V4.into(), dropped_once(frame.len()));
+}
+
+#[test]
+fn ipv6_source_like_mapped_stays_ipv6() {
+    let Some(mut firewall) = load("ipv6_source_like_mapped_stays_ipv6") else {
+        return;
+    };
+    firewall
+        .ban(THIRD_CLIENT_V4.into(), None)
+        .expect("ban inserted");
+    let [a, b, c, d] = THIRD_CLIENT_V4.octets();
+    let (high, low) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+    // Each shares the last 32 bits with the banned IPv4 source but is not IPv4-mapped: the
+    // first has a non-zero first half, the second a single set bit in it, and the third is
+    // IPv4-compatible (`::a.b.c.d`).
+    let lookalikes = [
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0xffff, high, low),
+        Ipv6Addr::new(0, 0, 0, 1, 0, 0xffff, high, low),
+        THIRD_CLIENT_V4.to_ipv6_compatible(),
+    ];
+
+    for source in lookalikes {
+        let frame = FrameBuilder::ipv6(source, SERVER_V6).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_PASS, "source {source}");
+    }
+
+    firewall
+        .ban(lookalikes[0].into(), None)
+        .expect("ban inserted");
+    let frame = FrameBuilder::ipv6(lookalikes[0], SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
 }
 
 #[test]

@@ -62,8 +62,11 @@ enum Benchmark {
     /// a veth pair under a bounded trafgen flood, against xdp-filter and nftables (needs root).
     Kernel {
         /// Measure only the live packet rate on the veth pair, keeping the rest of the section.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "test_run_only")]
         live: bool,
+        /// Measure only through BPF_PROG_TEST_RUN, keeping the live packet rate subsection.
+        #[arg(long)]
+        test_run_only: bool,
     },
     /// Rate-limit engines: embedded decisions per second and memory, Redis throughput, round
     /// trips and memory against a sorted-set limiter.
@@ -90,7 +93,19 @@ fn main() -> Result<()> {
             build_all()?;
             demo::run()?;
         }
-        Task::Bench(Benchmark::Kernel { live }) => bench::kernel(live)?,
+        Task::Bench(Benchmark::Kernel {
+            live,
+            test_run_only,
+        }) => {
+            let parts = if live {
+                bench::KernelParts::LiveOnly
+            } else if test_run_only {
+                bench::KernelParts::TestRunOnly
+            } else {
+                bench::KernelParts::All
+            };
+            bench::kernel(parts)?
+        }
         Task::Bench(Benchmark::Limits) => bench::limits()?,
         Task::Bench(Benchmark::Tokens) => bench::tokens()?,
         Task::Bench(Benchmark::Threats) => bench::threats()?,
@@ -106,9 +121,12 @@ fn main() -> Result<()> {
 fn build_all() -> Result<()> {
     ebpf::build()?;
     println!("==> building firewall-agent and fwctl");
-    packages::run_checked(
-        Command::new(env!("CARGO")).args(["build", "--package", "firewall-agent", "--bins"]),
-    )?;
+    packages::run_checked(Command::new(env!("CARGO")).args([
+        "build",
+        "--package",
+        "firewall-agent",
+        "--bins",
+    ]))?;
     Ok(())
 }
 

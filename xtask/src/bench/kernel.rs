@@ -11,10 +11,20 @@ use crate::packages::{self, KERNEL_BENCH_PACKAGES};
 /// Title of the report's section in BENCHMARKS.md; `bench-kernel` writes the same line.
 const SECTION_TITLE: &str = "## Kernel layer";
 
-/// Builds the XDP object and the `bench-kernel` binary in release mode, runs it, then measures
-/// the live packet rate. With `live_only`, measures only the live packet rate and keeps the rest
-/// of the section as it is.
-pub fn kernel(live_only: bool) -> Result<()> {
+/// Parts of the kernel benchmark to run. A part that is not run keeps its text in BENCHMARKS.md.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KernelParts {
+    /// `BPF_PROG_TEST_RUN` rounds, then the live packet rate.
+    All,
+    /// Only the live packet rate.
+    LiveOnly,
+    /// Only the `BPF_PROG_TEST_RUN` rounds.
+    TestRunOnly,
+}
+
+/// Builds the XDP object, the agent and the `bench-kernel` binary in release mode, runs the
+/// parts of the benchmark that `parts` selects, and writes the section of BENCHMARKS.md.
+pub fn kernel(parts: KernelParts) -> Result<()> {
     if !crate::is_root() {
         bail!("the kernel benchmark loads XDP programs and needs root; run it with sudo");
     }
@@ -22,12 +32,13 @@ pub fn kernel(live_only: bool) -> Result<()> {
     // The live part runs the agent, which embeds the XDP object, and fwctl to ban the client.
     crate::build_all()?;
 
-    if live_only {
+    let path = crate::workspace_root().join("BENCHMARKS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let current = current_section(&existing).unwrap_or_else(|| format!("{SECTION_TITLE}\n\n"));
+
+    if parts == KernelParts::LiveOnly {
         let live = super::live::run()?;
-        let path = crate::workspace_root().join("BENCHMARKS.md");
-        let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        let section = current_section(&existing).unwrap_or_else(|| format!("{SECTION_TITLE}\n\n"));
-        return super::write_section(SECTION_TITLE, &with_live(&section, &live));
+        return super::write_section(SECTION_TITLE, &with_live(&current, &live));
     }
 
     let report = crate::target_dir().join("bench-kernel.md");
@@ -47,8 +58,22 @@ pub fn kernel(live_only: bool) -> Result<()> {
     )?;
     let section = std::fs::read_to_string(&report)
         .with_context(|| format!("failed to read {}", report.display()))?;
+
+    if parts == KernelParts::TestRunOnly {
+        let Some(live) = live_subsection(&current) else {
+            return super::write_section(SECTION_TITLE, &section);
+        };
+        return super::write_section(SECTION_TITLE, &with_live(&section, live));
+    }
     let live = super::live::run()?;
     super::write_section(SECTION_TITLE, &with_live(&section, &live))
+}
+
+/// Returns the live subsection of a kernel section, from its title to the section's end.
+fn live_subsection(section: &str) -> Option<&str> {
+    section
+        .find(super::live::SUBSECTION_TITLE)
+        .map(|start| &section[start..])
 }
 
 /// Returns the kernel section of `benchmarks`, from its title up to the next `## ` heading.
@@ -72,7 +97,7 @@ fn with_live(section: &str, live: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{current_section, with_live};
+    use super::{current_section, live_subsection, with_live};
 
     const LIVE: &str = "### Live packet rate\n\nnew rows\n";
 
@@ -96,6 +121,20 @@ mod tests {
             updated.ends_with("table\n\n### Live packet rate\n\nnew rows\n\n"),
             "{updated}"
         );
+    }
+
+    #[test]
+    fn live_subsection_carried_to_new_table() {
+        let old = "## Kernel layer\n\nold table\n\n### Live packet rate\n\nold rows\n\n";
+        let live = live_subsection(old).expect("old section has a live subsection");
+
+        let updated = with_live("## Kernel layer\n\nnew table\n", live);
+
+        assert_eq!(
+            updated,
+            "## Kernel layer\n\nnew table\n\n### Live packet rate\n\nold rows\n\n"
+        );
+        assert_eq!(live_subsection("## Kernel layer\n\ntable\n"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod threats;
 mod tokens;
 
 pub use http::http;
-pub use kernel::kernel;
+pub use kernel::{KernelParts, kernel};
 pub use limits::limits;
 pub use threats::threats;
 pub use tokens::tokens;
