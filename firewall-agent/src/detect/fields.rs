@@ -333,18 +333,23 @@ fn push_json(fields: &mut RequestFields, root: &Value) {
 }
 
 fn join_path(path: &str, key: &str) -> String {
-    let key: String = key.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS).collect();
-    if path.is_empty() {
-        key
-    } else if path.len() > MAX_NAME_CHARS * 2 {
-        path.to_owned()
-    } else {
-        format!("{path}.{key}")
+    if path.len() > MAX_NAME_CHARS * 2 {
+        return path.to_owned();
     }
+    let mut joined = String::with_capacity(path.len() + 1 + key.len().min(MAX_NAME_CHARS * 4));
+    if !path.is_empty() {
+        joined.push_str(path);
+        joined.push('.');
+    }
+    joined.extend(key.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS));
+    joined
 }
 
 fn json_name(path: &str) -> String {
-    format!("json:{path}")
+    let mut name = String::with_capacity("json:".len() + path.len());
+    name.push_str("json:");
+    name.push_str(path);
+    name
 }
 
 fn multipart_boundary(content_type: &str) -> Option<String> {

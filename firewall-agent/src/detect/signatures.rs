@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 
+use super::byte_set::ByteSet;
 use super::normalise::Normalised;
 use super::{FieldKind, Rule, rules};
 
@@ -325,7 +326,7 @@ pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
 }
 
 /// Runs the signature detectors on one normalised value.
-pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     let text = value.folded.as_str();
     let signatures = &*SIGNATURES;
     let mut candidates = signatures.candidates(text);
@@ -350,7 +351,7 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     if kind != FieldKind::Body && has_header_injection(text) {
         hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
-    super::shell::detect(text, kind, hits);
+    super::shell::detect(text, bytes, kind, hits);
 
     if let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
