@@ -148,6 +148,24 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fingerprint_cache_matches_pattern_set(fingerprint in "[_bqs1nkAaEUBfFTPCW&=ovcX(),;.]{0,18}") {
+        let expected = super::sqli::fingerprint_rules(&fingerprint);
+        let mut expected_unique = Vec::new();
+        for rule in expected {
+            if !expected_unique.contains(&rule) {
+                expected_unique.push(rule);
+            }
+        }
+        // The first call fills the cache and the second reads it.
+        prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
+        prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
+    }
+}
+
 #[test]
 fn byte_set_holds_exactly_the_bytes_of_its_text() {
     let bytes = ByteSet::of("a/\u{e9}");
