@@ -121,6 +121,13 @@ proptest! {
         super::xss::detect(&text, &bytes, &mut fast);
         super::xss::detect(&text, &ByteSet::full(), &mut slow);
         prop_assert_eq!(fast, slow, "xss, text {:?}", text);
+
+        let value = normalise(text.as_bytes(), FieldEncoding::Plain);
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        super::signatures::detect(&value, &ByteSet::of(&value.folded), kind, &mut fast);
+        super::signatures::detect(&value, &ByteSet::full(), kind, &mut slow);
+        prop_assert_eq!(fast, slow, "signatures, text {:?}", text);
     }
 
     #[test]
@@ -131,7 +138,7 @@ proptest! {
             "text {:?}", text
         );
         if super::xss::STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(&text)) {
-            prop_assert!(super::xss::may_have_style_script_url(&text), "text {:?}", text);
+            prop_assert!(super::xss::may_have_style_script_url(&text, &ByteSet::of(&text)), "text {:?}", text);
         }
         if super::xss::XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(&text)) {
             prop_assert!(super::xss::may_have_xml_injection(&text, &ByteSet::of(&text)), "text {:?}", text);

@@ -341,7 +341,9 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
         }
     }
 
-    detect_traversal(text, kind, hits);
+    if bytes.contains(b'.') {
+        detect_traversal(text, kind, hits);
+    }
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }

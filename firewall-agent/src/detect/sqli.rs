@@ -304,8 +304,8 @@ fn match_fingerprint(fingerprint: &str, hits: &mut Vec<Rule>) {
     });
 }
 
-/// Most fingerprints whose rules each thread keeps. Values of one API share a few hundred
-/// fingerprints, and the cache is emptied when full, so it stays small under any input.
+/// Maximum number of fingerprints whose rules each thread keeps. The cache is emptied when
+/// full, so its size stays bounded under any input.
 const MAX_CACHED_FINGERPRINTS: usize = 4096;
 
 thread_local! {

@@ -91,8 +91,8 @@ pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     if contains_script_scheme(value) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
-    if value.contains("on")
-        && value.contains('=')
+    if bytes.contains(b'=')
+        && value.contains("on")
         && let Some(regex) = BROKEN_ATTRIBUTE.as_ref()
     {
         let event = regex.captures_iter(value).any(|captures| {
@@ -110,15 +110,15 @@ pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
             push(hits, rules::XSS_EVENT_HANDLER);
         }
     }
-    if (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
-        && value.contains(':')
+    if bytes.contains(b':')
+        && (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
     {
         push(hits, rules::XSS_STYLE_SCRIPT);
     }
-    if may_have_style_script_url(value) && STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if may_have_style_script_url(value, bytes) && STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_STYLE_SCRIPT);
     }
-    if value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if bytes.contains(b':') && value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
     if may_have_xml_injection(value, bytes) && XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
@@ -132,15 +132,16 @@ pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     }
 }
 
-/// Returns `false` only when [`STYLE_SCRIPT_URL`] cannot match: every match contains `url`.
-pub(super) fn may_have_style_script_url(value: &str) -> bool {
-    value.contains("url")
+/// Returns `false` only when [`STYLE_SCRIPT_URL`] cannot match: every match contains `url`
+/// and a bracket.
+pub(super) fn may_have_style_script_url(value: &str, bytes: &ByteSet) -> bool {
+    bytes.contains(b'(') && value.contains("url")
 }
 
 /// Returns `false` only when [`XML_INJECTION`] cannot match: a match starts with a tag or
 /// contains `!entity`.
 pub(super) fn may_have_xml_injection(value: &str, bytes: &ByteSet) -> bool {
-    bytes.contains(b'<') || value.contains("!entity")
+    bytes.contains(b'<') || bytes.contains(b'!') && value.contains("!entity")
 }
 
 /// Returns `false` only when [`SINK`] cannot match: every alternative needs a bracket, a
@@ -292,7 +293,7 @@ pub(super) fn contains_script_scheme(value: &str) -> bool {
     value.contains(':') && contains_script_scheme_unfiltered(value)
 }
 
-/// [`contains_script_scheme`] without its check for a colon.
+/// Runs [`contains_script_scheme`] without its check for a colon.
 pub(super) fn contains_script_scheme_unfiltered(value: &str) -> bool {
     let compact: String;
     let text = if value.bytes().any(|byte| byte.is_ascii_whitespace()) {
