@@ -303,6 +303,10 @@ fn looks_like_form(body: &[u8]) -> bool {
 
 /// Walks a JSON document without recursion: every object key and every string value becomes a
 /// field named by its path, such as `json:user.emails.0`.
+///
+/// NOTE: the body is first parsed into a `serde_json::Value`, and each field copies its bytes
+/// and builds its name. That is a large share of the threat stage's work on a 4 KB JSON body
+/// in a profile. A streaming walk that borrows the bytes would avoid most of it.
 fn push_json(fields: &mut RequestFields, root: &Value) {
     let mut stack: Vec<(&Value, String, usize)> = vec![(root, String::new(), 0)];
     while let Some((value, path, depth)) = stack.pop() {
