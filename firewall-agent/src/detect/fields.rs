@@ -303,6 +303,10 @@ fn looks_like_form(body: &[u8]) -> bool {
 
 /// Walks a JSON document without recursion: every object key and every string value becomes a
 /// field named by its path, such as `json:user.emails.0`.
+///
+/// NOTE: the body is first parsed into a `serde_json::Value`, and each field copies its bytes
+/// and builds its name. That is a large share of the threat stage's work on a 4 KB JSON body
+/// in a profile. A streaming walk that borrows the bytes would avoid most of it.
 fn push_json(fields: &mut RequestFields, root: &Value) {
     let mut stack: Vec<(&Value, String, usize)> = vec![(root, String::new(), 0)];
     while let Some((value, path, depth)) = stack.pop() {
@@ -333,18 +337,23 @@ fn push_json(fields: &mut RequestFields, root: &Value) {
 }
 
 fn join_path(path: &str, key: &str) -> String {
-    let key: String = key.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS).collect();
-    if path.is_empty() {
-        key
-    } else if path.len() > MAX_NAME_CHARS * 2 {
-        path.to_owned()
-    } else {
-        format!("{path}.{key}")
+    if path.len() > MAX_NAME_CHARS * 2 {
+        return path.to_owned();
     }
+    let mut joined = String::with_capacity(path.len() + 1 + key.len().min(MAX_NAME_CHARS * 4));
+    if !path.is_empty() {
+        joined.push_str(path);
+        joined.push('.');
+    }
+    joined.extend(key.chars().filter(|character| !character.is_control()).take(MAX_NAME_CHARS));
+    joined
 }
 
 fn json_name(path: &str) -> String {
-    format!("json:{path}")
+    let mut name = String::with_capacity("json:".len() + path.len());
+    name.push_str("json:");
+    name.push_str(path);
+    name
 }
 
 fn multipart_boundary(content_type: &str) -> Option<String> {

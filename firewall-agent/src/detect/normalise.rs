@@ -18,7 +18,7 @@ const MAX_ENTITY_ROUNDS: usize = 2;
 const MAX_ENTITY_CHARS: usize = 10;
 
 /// How a field's raw bytes are encoded on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FieldEncoding {
     /// A query or form value, where `+` stands for a space.
     Form,
@@ -60,6 +60,35 @@ pub struct Normalised {
 /// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
+    if is_plain_ascii(raw, encoding) {
+        // No step applies: only lowercasing changes the text.
+        let cased: String = raw.iter().map(|byte| char::from(*byte)).collect();
+        let folded = cased.to_ascii_lowercase();
+        return Normalised {
+            cased,
+            folded,
+            anomalies: Anomalies::default(),
+        };
+    }
+    normalise_all_steps(raw, encoding)
+}
+
+/// Returns whether no normalisation step but lowercasing changes `raw`: it is printable ASCII,
+/// tabs and line breaks, without the byte that starts an escape (`%`, `\`, `&`) or, in a
+/// form value, a `+`. Overlong UTF-8 and NFKC only concern bytes above 0x7F, and controls
+/// below 0x20 and 0x7F.
+fn is_plain_ascii(raw: &[u8], encoding: FieldEncoding) -> bool {
+    let form = encoding == FieldEncoding::Form;
+    raw.iter().all(|byte| match byte {
+        b'%' | b'\\' | b'&' => false,
+        b'+' => !form,
+        b'\t' | b'\n' | b'\r' => true,
+        _ => (0x20..0x7F).contains(byte),
+    })
+}
+
+/// Runs every normalisation step in turn, as [`normalise`] describes.
+pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     let mut anomalies = Anomalies::default();
 
     let mut bytes: Vec<u8> = raw.to_vec();

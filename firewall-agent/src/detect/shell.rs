@@ -15,14 +15,16 @@
 //! names have checks of their own.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::byte_set::ByteSet;
 use super::{FieldKind, Rule, rules};
 
 /// Command names that prose does not use, found anywhere a command can start.
-const DISTINCTIVE_COMMANDS: &[&str] = &[
+const DISTINCTIVE_COMMAND_NAMES: &[&str] = &[
     "whoami", "uname", "ifconfig", "ipconfig", "wget", "curl", "ncat", "netcat", "bash", "zsh",
     "ksh", "csh", "tcsh", "sh", "nc", "python", "python2", "python3", "perl", "php",
     "nodejs", "irb", "base64", "base32", "xxd", "chmod", "chown", "chgrp", "nslookup", "netstat",
@@ -46,7 +48,7 @@ const DISTINCTIVE_COMMANDS: &[&str] = &[
 ];
 
 /// Command names that are also ordinary words. They count only with a shell-like argument.
-const WORD_COMMANDS: &[&str] = &[
+const WORD_COMMAND_NAMES: &[&str] = &[
     "cat", "head", "tail", "less", "more", "echo", "printf", "sleep", "ping", "kill", "type",
     "dir", "copy", "del", "find", "set", "touch", "file", "which", "whereis", "locate",
     "history", "diff", "wc", "last", "w", "who", "users", "groups", "uptime", "df", "du", "free",
@@ -60,10 +62,18 @@ const WORD_COMMANDS: &[&str] = &[
 ];
 
 /// Commands that run the command after them, which then counts as the start of a command.
-const WRAPPER_COMMANDS: &[&str] = &[
+const WRAPPER_COMMAND_NAMES: &[&str] = &[
     "time", "nohup", "sudo", "env", "strace", "ltrace", "exec", "xargs", "timeout", "nice",
     "watch", "busybox", "command", "builtin", "flock", "cpulimit", "doas", "stdbuf", "chroot",
 ];
+
+/// The command name lists as hash sets, because every simple command looks its name up in them.
+static DISTINCTIVE_COMMANDS: LazyLock<HashSet<&str>> =
+    LazyLock::new(|| DISTINCTIVE_COMMAND_NAMES.iter().copied().collect());
+static WORD_COMMANDS: LazyLock<HashSet<&str>> =
+    LazyLock::new(|| WORD_COMMAND_NAMES.iter().copied().collect());
+static WRAPPER_COMMANDS: LazyLock<HashSet<&str>> =
+    LazyLock::new(|| WRAPPER_COMMAND_NAMES.iter().copied().collect());
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
 static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -144,8 +154,28 @@ struct CommandLine<'a> {
     obfuscated: bool,
 }
 
-/// Looks for OS command injection in a normalised, lowercased value.
-pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
+/// A regex check of the command line: the regex, the rule it reports and a test of the value's
+/// bytes that is true whenever the regex can match.
+type SyntaxCheck = (&'static LazyLock<Option<Regex>>, Rule, fn(&ByteSet) -> bool);
+
+/// The regex checks that run on the value as sent and after [`deobfuscate`]. Each byte test
+/// names bytes that every match contains. Deobfuscation only removes characters and adds
+/// spaces, so a byte missing from the value is missing from both texts.
+pub(super) static SYNTAX_CHECKS: [SyntaxCheck; 5] = [
+    // `sh` (also in `$shell`), then `-` and an option letter run ending in `c`.
+    (&SHELL_WITH_COMMAND, rules::RCE_UNIX_COMMAND, |bytes| bytes.contains_all(b"-csh")),
+    (&COMMAND_PATH, rules::RCE_UNIX_COMMAND, |bytes| bytes.contains_all(b"bin/")),
+    (&GLOBBED_COMMAND, rules::RCE_UNIX_COMMAND, |bytes| {
+        bytes.contains(b'/') && bytes.contains_any(b"?*[")
+    }),
+    // Both `for` and `if` contain an `f`.
+    (&BATCH_SYNTAX, rules::RCE_WINDOWS_SHELL, |bytes| bytes.contains(b'f')),
+    // `alias x=`, `~+`, `!-1`, `>/path` and `x=y; $x` need one of these.
+    (&SHELL_SYNTAX, rules::RCE_SHELL_SYNTAX, |bytes| bytes.contains_any(b"=~!>")),
+];
+
+/// Looks for OS command injection in a normalised, lowercased value whose bytes are `bytes`.
+pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     if value.len() < 2 {
         return;
     }
@@ -157,17 +187,13 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     if has_expanded_command(&line.text) {
         push(hits, rules::RCE_UNIX_COMMAND);
     }
-    let syntax_checks: [(&LazyLock<Option<Regex>>, Rule); 5] = [
-        (&SHELL_WITH_COMMAND, rules::RCE_UNIX_COMMAND),
-        (&COMMAND_PATH, rules::RCE_UNIX_COMMAND),
-        (&GLOBBED_COMMAND, rules::RCE_UNIX_COMMAND),
-        (&BATCH_SYNTAX, rules::RCE_WINDOWS_SHELL),
-        (&SHELL_SYNTAX, rules::RCE_SHELL_SYNTAX),
-    ];
-    for (regex, rule) in syntax_checks {
+    for (regex, rule, may_match) in &SYNTAX_CHECKS {
+        if !may_match(bytes) {
+            continue;
+        }
         // The value as sent is checked too, because `+` in `~+` is not a space there.
         if regex.as_ref().is_some_and(|regex| regex.is_match(&line.text) || regex.is_match(value)) {
-            push(hits, rule);
+            push(hits, *rule);
         }
     }
     if value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
@@ -254,7 +280,7 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
             _ => word,
         };
         let name = command_name(word);
-        if WRAPPER_COMMANDS.contains(&name) && has_next {
+        if WRAPPER_COMMANDS.contains(name) && has_next {
             // `time curl x` or `timeout 5 nc ...`: skip the wrapper's options and numbers.
             let arguments: Vec<&str> = words.clone().collect();
             while let Some(next) = words.peek() {
@@ -275,14 +301,18 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
             let runs_distinctive = words
                 .clone()
                 .take(4)
-                .any(|later| DISTINCTIVE_COMMANDS.contains(&command_name(later)));
+                .any(|later| DISTINCTIVE_COMMANDS.contains(command_name(later)));
             if runs_distinctive
-                || DISTINCTIVE_COMMANDS.contains(&name) && context.position == Position::AfterSeparator
+                || DISTINCTIVE_COMMANDS.contains(name) && context.position == Position::AfterSeparator
             {
                 return Some(rules::RCE_UNIX_COMMAND);
             }
             context.position = Position::AfterSeparator;
             continue;
+        }
+        // `is_injected` rejects an unknown name before it reads the arguments.
+        if !is_known_command(name) {
+            return None;
         }
         let arguments: Vec<&str> = words.collect();
         return is_injected(name, &arguments, context).then(|| rule_for(name));
@@ -299,8 +329,8 @@ const PROSE_WORDS: &[&str] = &[
 
 /// Returns whether a command name with its arguments is an injection.
 fn is_injected(name: &str, arguments: &[&str], context: CommandContext) -> bool {
-    let distinctive = DISTINCTIVE_COMMANDS.contains(&name);
-    if !distinctive && !WORD_COMMANDS.contains(&name) {
+    let distinctive = DISTINCTIVE_COMMANDS.contains(name);
+    if !distinctive && !WORD_COMMANDS.contains(name) {
         return false;
     }
     if context.obfuscated {
@@ -371,7 +401,7 @@ fn is_variable(word: &str) -> bool {
 }
 
 fn is_known_command(name: &str) -> bool {
-    DISTINCTIVE_COMMANDS.contains(&name) || WORD_COMMANDS.contains(&name)
+    DISTINCTIVE_COMMANDS.contains(name) || WORD_COMMANDS.contains(name)
 }
 
 /// Returns the command name of a word: its last path segment, with the version of an

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 
+use super::byte_set::ByteSet;
 use super::normalise::Normalised;
 use super::{FieldKind, Rule, rules};
 
@@ -325,7 +326,7 @@ pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
 }
 
 /// Runs the signature detectors on one normalised value.
-pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     let text = value.folded.as_str();
     let signatures = &*SIGNATURES;
     let mut candidates = signatures.candidates(text);
@@ -340,7 +341,9 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
         }
     }
 
-    detect_traversal(text, kind, hits);
+    if bytes.contains(b'.') {
+        detect_traversal(text, kind, hits);
+    }
     if kind == FieldKind::Path {
         detect_restricted_path(text, hits);
     }
@@ -350,7 +353,7 @@ pub fn detect(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     if kind != FieldKind::Body && has_header_injection(text) {
         hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
-    super::shell::detect(text, kind, hits);
+    super::shell::detect(text, bytes, kind, hits);
 
     if let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
@@ -494,7 +497,13 @@ fn base64_gadget(text: &str) -> Option<Base64Gadget> {
 }
 
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    let Some(first) = needle.first() else {
+        return true;
+    };
+    // Comparing the first byte before the whole window skips most calls to `memcmp`.
+    haystack
+        .windows(needle.len())
+        .any(|window| window[0] == *first && window == needle)
 }
 
 /// Decodes standard or URL-safe Base64, ignoring a trailing partial group.

@@ -45,6 +45,8 @@
 //! `4294967296`, runs of punctuation, `execute name`, and contradictions such as `1!=11`.
 //! Their token shapes also occur in ordinary values, so rules for them would flag those too.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::RegexSet;
@@ -284,11 +286,51 @@ fn match_fingerprint(fingerprint: &str, hits: &mut Vec<Rule>) {
     if fingerprint.contains('X') {
         push(hits, rules::SQLI_EXECUTABLE_COMMENT);
     }
-    for index in FINGERPRINT_RULES.matches(fingerprint).iter() {
-        if let Some((_, rule)) = FINGERPRINT_PATTERNS.get(index) {
+    FINGERPRINT_CACHE.with_borrow_mut(|cache| {
+        if let Some(matched) = cache.get(fingerprint) {
+            for rule in matched {
+                push(hits, *rule);
+            }
+            return;
+        }
+        let matched = fingerprint_rules(fingerprint);
+        for rule in &matched {
             push(hits, *rule);
         }
-    }
+        if cache.len() >= MAX_CACHED_FINGERPRINTS {
+            cache.clear();
+        }
+        cache.insert(fingerprint.to_owned(), matched);
+    });
+}
+
+/// Maximum number of fingerprints whose rules each thread keeps. The cache is emptied when
+/// full, so its size stays bounded under any input.
+const MAX_CACHED_FINGERPRINTS: usize = 4096;
+
+thread_local! {
+    /// The rules of the fingerprints met recently on this thread, in pattern order. A
+    /// fingerprint is at most a few dozen bytes, and looking it up costs less than matching
+    /// the pattern set.
+    static FINGERPRINT_CACHE: RefCell<HashMap<String, Vec<Rule>>> = RefCell::new(HashMap::new());
+}
+
+/// Returns the rules of the fingerprint patterns that match `fingerprint`, in pattern order.
+pub(super) fn fingerprint_rules(fingerprint: &str) -> Vec<Rule> {
+    FINGERPRINT_RULES
+        .matches(fingerprint)
+        .iter()
+        .filter_map(|index| FINGERPRINT_PATTERNS.get(index).map(|(_, rule)| *rule))
+        .collect()
+}
+
+/// Returns the rules [`match_fingerprint`] adds for `fingerprint`, through the cache.
+#[cfg(test)]
+pub(super) fn cached_fingerprint_rules(fingerprint: &str) -> Vec<Rule> {
+    let mut hits = Vec::new();
+    match_fingerprint(fingerprint, &mut hits);
+    hits.retain(|rule| *rule != rules::SQLI_EXECUTABLE_COMMENT);
+    hits
 }
 
 /// Returns whether the whole value is one SQL comparison or logical operator, alone, before

@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::byte_set::ByteSet;
 use super::{Rule, rules};
 
 
@@ -41,7 +42,7 @@ const EVENT_NAMES: &[&str] = &[
 
 /// Script in a value without markup: calls of the functions proof-of-concept payloads use,
 /// and the DOM objects they steal from.
-static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
+pub(super) static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?:^|[^\w.])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript)\s*[(`]",
         r"|document\s*\)?\s*(?:\.\s*|\[\s*['\x22`])(?:cookie|domain|write|location)",
@@ -58,7 +59,7 @@ static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
 });
 
 /// A CSS `url(` whose target is a script URL, even cut off: `x:url(javascript`.
-static STYLE_SCRIPT_URL: LazyLock<Option<Regex>> =
+pub(super) static STYLE_SCRIPT_URL: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"url\s*\(\s*['"]?\s*(?:java|vb|live)script"#).ok());
 
 /// A `data:` URL whose content is markup: `data:,<x>` or `data: text/html,<script>`.
@@ -67,7 +68,7 @@ static DATA_URL_MARKUP: LazyLock<Option<Regex>> =
 
 /// XML that makes a parser load or run markup from elsewhere: namespace declarations and
 /// schema locations inside a tag, XInclude and entity declarations.
-static XML_INJECTION: LazyLock<Option<Regex>> = LazyLock::new(|| {
+pub(super) static XML_INJECTION: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(concat!(
         r#"<[a-z][\w:.-]*\s[^>]*?\b(?:xmlns(?::[\w-]+)?|xlink:href|xsi:schemalocation|xsi:nonamespaceschemalocation)\s*="#,
         r"|<[\w-]+:include\b|!entity\s+(?:%\s*)?[\w.-]+\s+(?:system|public)\b",
@@ -79,8 +80,8 @@ static XML_INJECTION: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static BROKEN_ATTRIBUTE: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"(?:^|["'`/\s])on([a-z]{3,})\s*="#).ok());
 
-/// Looks for cross-site scripting in a normalised, lowercased value.
-pub fn detect(value: &str, hits: &mut Vec<Rule>) {
+/// Looks for cross-site scripting in a normalised, lowercased value whose bytes are `bytes`.
+pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     if value.contains('<') {
         scan_tags(value, hits);
         if has_spaced_tag(value) {
@@ -90,8 +91,8 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
     if contains_script_scheme(value) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
-    if value.contains("on")
-        && value.contains('=')
+    if bytes.contains(b'=')
+        && value.contains("on")
         && let Some(regex) = BROKEN_ATTRIBUTE.as_ref()
     {
         let event = regex.captures_iter(value).any(|captures| {
@@ -109,25 +110,44 @@ pub fn detect(value: &str, hits: &mut Vec<Rule>) {
             push(hits, rules::XSS_EVENT_HANDLER);
         }
     }
-    if (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
-        && value.contains(':')
+    if bytes.contains(b':')
+        && (value.contains("expression(") || value.contains("-moz-binding") || value.contains("behavior:"))
     {
         push(hits, rules::XSS_STYLE_SCRIPT);
     }
-    if STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if may_have_style_script_url(value, bytes) && STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_STYLE_SCRIPT);
     }
-    if value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if bytes.contains(b':') && value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
-    if XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if may_have_xml_injection(value, bytes) && XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_XML_INJECTION);
     }
-    if let Some(regex) = SINK.as_ref()
+    if may_have_sink(bytes)
+        && let Some(regex) = SINK.as_ref()
         && regex.is_match(&strip_js_comments(value))
     {
         push(hits, rules::XSS_SCRIPT_SINK);
     }
+}
+
+/// Returns `false` only when [`STYLE_SCRIPT_URL`] cannot match: every match contains `url`
+/// and a bracket.
+pub(super) fn may_have_style_script_url(value: &str, bytes: &ByteSet) -> bool {
+    bytes.contains(b'(') && value.contains("url")
+}
+
+/// Returns `false` only when [`XML_INJECTION`] cannot match: a match starts with a tag or
+/// contains `!entity`.
+pub(super) fn may_have_xml_injection(value: &str, bytes: &ByteSet) -> bool {
+    bytes.contains(b'<') || bytes.contains(b'!') && value.contains("!entity")
+}
+
+/// Returns `false` only when [`SINK`] cannot match: every alternative needs a bracket, a
+/// backtick, a dot or an `=`. Removing comments never adds a byte.
+pub(super) fn may_have_sink(bytes: &ByteSet) -> bool {
+    bytes.contains_any(b"(`.[=")
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {
@@ -268,7 +288,13 @@ fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
 
 /// Returns whether `value` contains a `javascript:`, `vbscript:` or HTML `data:` URL. Browsers ignore
 /// whitespace and control characters inside the scheme, so they are skipped here too.
-fn contains_script_scheme(value: &str) -> bool {
+pub(super) fn contains_script_scheme(value: &str) -> bool {
+    // Every scheme ends with a colon, and removing whitespace adds none.
+    value.contains(':') && contains_script_scheme_unfiltered(value)
+}
+
+/// Runs [`contains_script_scheme`] without its check for a colon.
+pub(super) fn contains_script_scheme_unfiltered(value: &str) -> bool {
     let compact: String;
     let text = if value.bytes().any(|byte| byte.is_ascii_whitespace()) {
         compact = value.chars().filter(|character| !character.is_whitespace()).collect();

@@ -1,0 +1,224 @@
+//! Tests that every fast path of the detection stage returns what the slow path it skips
+//! would have returned.
+
+use http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+
+use super::byte_set::ByteSet;
+use super::normalise::{FieldEncoding, normalise, normalise_all_steps};
+use super::*;
+
+/// Pieces of payloads that reach the checks behind the fast paths, and of the encodings that
+/// normalisation undoes.
+const PIECES: &[&str] = &[
+    "bash -c", "sh,-c", "${shell} -c", "/bin/", "/usr/local/bin/nc ", "/???/c?t", "/bin/n[c] ",
+    "for /f %x in (a) do", "if exist x", "if a==b x", "alias ls=", "~+", "!-1", ">/tmp/x",
+    "a=b; $a", "c'a't", "w\"h\"oami", "$ifs", "cat /etc/passwd", "; ls -la", "| id", "`id`",
+    "$(whoami)", "javascript:", "java\tscript:", "vbscript:alert(1)", "data:text/html,",
+    "alert(1)", "document.cookie", "window.location", "string.fromcharcode(", "x.innerhtml=",
+    "top['x']", "atob(", "[][(![]", "!![]", "url(javascript", "url( 'vbscript",
+    "<x xmlns=", "<a:include", "!entity x system", "<script>", "<img src=x onerror=", "\" onload=",
+    "/*x*/", "%3c", "%25", "%u003c", "&lt;", "&#x3c;", "\\u003c", "+", "\u{ff1c}", "\u{e9}", "\0",
+    "\x01", "\x7f", "\r\n", "\t", " ", "A", "Z", "1' or '1'='1", "union select", ":",
+];
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        proptest::sample::select(PIECES).prop_map(str::to_owned),
+        "[ -~]{0,4}",
+    ];
+    proptest::collection::vec(piece, 0..6).prop_map(|pieces| pieces.concat())
+}
+
+fn byte_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        text_strategy().prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(proptest::sample::select(b"aA%+&\\;u0c3 \t\x7f".as_slice()), 0..32),
+    ]
+}
+
+fn kind_strategy() -> impl Strategy<Value = FieldKind> {
+    proptest::sample::select(vec![
+        FieldKind::Path,
+        FieldKind::Query,
+        FieldKind::Cookie,
+        FieldKind::Header,
+        FieldKind::Body,
+        FieldKind::FileName,
+        FieldKind::RawBody,
+    ])
+}
+
+/// Inspects every field on its own, as `inspect_fields` did before it inspected each distinct
+/// value once.
+fn inspect_each_field(fields: &RequestFields) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = Vec::new();
+    for field in fields.iter() {
+        let value = normalise(&field.raw, field.encoding);
+        let mut hits = Vec::new();
+        detect_value(&value, field.kind, &mut hits);
+        for rule in hits {
+            let duplicate = findings
+                .iter()
+                .any(|finding| finding.rule.id == rule.id && finding.field == field.name);
+            if duplicate {
+                continue;
+            }
+            if findings.len() == MAX_FINDINGS {
+                return findings;
+            }
+            findings.push(Finding {
+                rule,
+                field: field.name.clone(),
+                excerpt: value.folded.chars().take(EXCERPT_CHARS).collect(),
+            });
+        }
+    }
+    findings
+}
+
+fn json_fields(values: &[String]) -> RequestFields {
+    let items: Vec<serde_json::Value> = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| serde_json::json!({ "note": value, "id": index % 3, value.clone(): 1 }))
+        .collect();
+    let body = serde_json::json!({ "items": items }).to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    extract_fields(RequestParts {
+        path: "/api/items",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: body.as_bytes(),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn ascii_fast_path_matches_all_steps(raw in byte_strategy()) {
+        for encoding in [FieldEncoding::Plain, FieldEncoding::Form] {
+            prop_assert_eq!(normalise(&raw, encoding), normalise_all_steps(&raw, encoding), "raw {:?}", raw);
+        }
+    }
+
+    #[test]
+    fn byte_tests_lose_no_detection(text in text_strategy(), kind in kind_strategy()) {
+        let bytes = ByteSet::of(&text);
+
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        super::shell::detect(&text, &bytes, kind, &mut fast);
+        super::shell::detect(&text, &ByteSet::full(), kind, &mut slow);
+        prop_assert_eq!(fast, slow, "shell, text {:?}", text);
+
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        super::xss::detect(&text, &bytes, &mut fast);
+        super::xss::detect(&text, &ByteSet::full(), &mut slow);
+        prop_assert_eq!(fast, slow, "xss, text {:?}", text);
+
+        let value = normalise(text.as_bytes(), FieldEncoding::Plain);
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        super::signatures::detect(&value, &ByteSet::of(&value.folded), kind, &mut fast);
+        super::signatures::detect(&value, &ByteSet::full(), kind, &mut slow);
+        prop_assert_eq!(fast, slow, "signatures, text {:?}", text);
+    }
+
+    #[test]
+    fn xss_text_tests_lose_no_match(text in text_strategy()) {
+        prop_assert_eq!(
+            super::xss::contains_script_scheme(&text),
+            super::xss::contains_script_scheme_unfiltered(&text),
+            "text {:?}", text
+        );
+        if super::xss::STYLE_SCRIPT_URL.as_ref().is_some_and(|regex| regex.is_match(&text)) {
+            prop_assert!(super::xss::may_have_style_script_url(&text, &ByteSet::of(&text)), "text {:?}", text);
+        }
+        if super::xss::XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(&text)) {
+            prop_assert!(super::xss::may_have_xml_injection(&text, &ByteSet::of(&text)), "text {:?}", text);
+        }
+    }
+
+    #[test]
+    fn repeated_values_give_same_findings(
+        values in proptest::collection::vec(proptest::sample::select(PIECES), 1..24),
+    ) {
+        let values: Vec<String> = values.iter().map(|value| (*value).to_owned()).collect();
+        let fields = json_fields(&values);
+        prop_assert_eq!(inspect_fields(&fields), inspect_each_field(&fields));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fingerprint_cache_matches_pattern_set(fingerprint in "[_bqs1nkAaEUBfFTPCW&=ovcX(),;.]{0,18}") {
+        let expected = super::sqli::fingerprint_rules(&fingerprint);
+        let mut expected_unique = Vec::new();
+        for rule in expected {
+            if !expected_unique.contains(&rule) {
+                expected_unique.push(rule);
+            }
+        }
+        // The first call fills the cache and the second reads it.
+        prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
+        prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
+    }
+}
+
+#[test]
+fn byte_set_holds_exactly_the_bytes_of_its_text() {
+    let bytes = ByteSet::of("a/\u{e9}");
+    for byte in 0..=u8::MAX {
+        let expected = matches!(byte, b'a' | b'/' | 0xC3 | 0xA9);
+        assert_eq!(bytes.contains(byte), expected, "byte {byte:#x}");
+    }
+    assert!(bytes.contains_all(b"a/"));
+    assert!(!bytes.contains_all(b"a/b"));
+    assert!(bytes.contains_any(b"xyz/"));
+    assert!(!bytes.contains_any(b"xyz"));
+}
+
+#[test]
+fn ascii_fast_path_skips_only_plain_values() {
+    for raw in [&b"Hello World"[..], b"a+b", b"a%41", b"a&lt;", b"a\\u0041", b"a\x01", b"\xc3\xa9"] {
+        for encoding in [FieldEncoding::Plain, FieldEncoding::Form] {
+            assert_eq!(normalise(raw, encoding), normalise_all_steps(raw, encoding), "raw {raw:?}");
+        }
+    }
+    assert_eq!(normalise(b"a+B", FieldEncoding::Form).folded, "a b");
+    assert_eq!(normalise(b"a+B", FieldEncoding::Plain).folded, "a+b");
+}
+
+#[test]
+fn repeated_attack_is_found_in_every_field() {
+    let values: Vec<String> = vec!["1' or '1'='1".into(); 3];
+    let fields = json_fields(&values);
+    let findings = inspect_fields(&fields);
+    assert_eq!(findings, inspect_each_field(&fields));
+    for index in 0..3 {
+        let name = format!("json:items.{index}.note");
+        assert!(findings.iter().any(|finding| finding.field == name), "{name} missing: {findings:?}");
+    }
+}
+
+#[test]
+fn every_piece_gives_same_result_without_byte_tests() {
+    for piece in PIECES {
+        let bytes = ByteSet::of(piece);
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        super::shell::detect(piece, &bytes, FieldKind::Query, &mut fast);
+        super::xss::detect(piece, &bytes, &mut fast);
+        super::shell::detect(piece, &ByteSet::full(), FieldKind::Query, &mut slow);
+        super::xss::detect(piece, &ByteSet::full(), &mut slow);
+        assert_eq!(fast, slow, "piece {piece:?}");
+    }
+}
