@@ -142,6 +142,15 @@ pub const XSS_XML_INJECTION: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// Markup written with bytes that read as `<`, `>` and `"` once their high bit is dropped,
+/// such as `\xbcscript\xbe`, which a US-ASCII decoder turns into `<script>`.
+pub const XSS_SEVEN_BIT_MARKUP: Rule = Rule {
+    id: "xss-seven-bit-markup",
+    number: 1207,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
 /// Two or more `../` steps.
 pub const LFI_TRAVERSAL: Rule = Rule {
     id: "lfi-traversal",
@@ -475,6 +484,7 @@ pub const ALL: &[Rule] = &[
     XSS_STYLE_SCRIPT,
     XSS_SCRIPT_SINK,
     XSS_XML_INJECTION,
+    XSS_SEVEN_BIT_MARKUP,
     LFI_TRAVERSAL,
     LFI_TRAVERSAL_SINGLE,
     LFI_SENSITIVE_FILE,
