@@ -45,7 +45,7 @@ pub const SQLI_COMMENT_BREAK: Rule = Rule {
     severity: Severity::Critical,
 };
 
-/// A MySQL executable comment `/*!`.
+/// A MySQL executable comment `/*!` or an optimizer hint `/*+name`.
 pub const SQLI_EXECUTABLE_COMMENT: Rule = Rule {
     id: "sqli-executable-comment",
     number: 1106,
@@ -65,6 +65,15 @@ pub const SQLI_STATEMENT: Rule = Rule {
 pub const SQLI_SYSTEM_TABLE: Rule = Rule {
     id: "sqli-system-table",
     number: 1110,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A `/* */` comment in place of a space next to a SQL keyword, as in `drop/*x*/table`, or
+/// splitting one, as in `sel/**/ect`.
+pub const SQLI_COMMENT_OBFUSCATION: Rule = Rule {
+    id: "sqli-comment-obfuscation",
+    number: 1111,
     family: Family::Sqli,
     severity: Severity::Critical,
 };
@@ -478,6 +487,7 @@ pub const ALL: &[Rule] = &[
     SQLI_STRING_BREAK,
     SQLI_STATEMENT,
     SQLI_SYSTEM_TABLE,
+    SQLI_COMMENT_OBFUSCATION,
     XSS_DANGEROUS_TAG,
     XSS_EVENT_HANDLER,
     XSS_SCRIPT_URL,
