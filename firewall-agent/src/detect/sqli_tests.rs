@@ -380,3 +380,12 @@ fn operator_after_a_closed_string_is_detected() {
         "Rock 'n' roll or not",
     ]);
 }
+
+#[test]
+fn plus_signs_are_read_as_spaces() {
+    assert_detected(&[
+        "from+`oxattribute`+where+convert(`oxattribute`.`oxid`+using+utf8)+=+'n550'+limit",
+        "1+union+select+1",
+    ]);
+    assert_clean(&["c++", "john+tag@example.com", "a+b=c", "abc+def/ghi==", "select+your+plan"]);
+}
