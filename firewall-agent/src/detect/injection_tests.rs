@@ -166,6 +166,39 @@ fn xss_variants_are_blocked() {
             "<acp xmlns:xi=\"http://www.w3.org/2001/XInclude\"><xi:include href=\"http://example.com/foo\"/></acp>",
             "<aai xmlns=\"http://a.b/\" xsi:schemaLocation=\"http://a.b/ http://example.com/a.xsd\">aai</aai>",
             "foo!ENTITY %25 bar SYSTEM",
+            "<input pattern=\"^a regex$\">",
+            "import { sayHi, sayBye } from \"./greeting.js\";",
+            "import * as m from 'https://example.com/m.js'",
+            "import('//example.com/x.js')",
+            // Without a dot or a bracket, only the quote tells the cheap byte check to run the
+            // pattern.
+            "import * as m from 'payload'",
+            "import {steal} from \"lib\"",
+        ],
+        FieldKind::Query,
+    );
+}
+
+#[test]
+fn seven_bit_markup_is_blocked() {
+    assert_blocked_as(
+        &[
+            "\\xbcscript\\xbealert(\\xa2XSS\\xa2)\\xbc/script\\xbe",
+            "\\xd0\\xbcscript\\xd0\\xbealert(1)\\xd0\\xbc/script\\xd0\\xbe",
+            "\\xbctest\\xbetest(\\xa2XSS\\xa2)\\xbc/test\\xbe",
+            "\\xbcimg src=x onerror=alert(1)\\xbe",
+            "%C2%BCscript%C2%BEalert(1)%C2%BC/script%C2%BE",
+        ],
+        FieldKind::Query,
+    );
+    assert_passed_as(
+        &[
+            "\u{bc} cup sugar, \u{be} cup flour",
+            "b'\\xbc\\xde\\xbe'",
+            "\\xbcHello world",
+            "2\u{bc} inch pipe",
+            "\\xbcscript\\xbealert(1)",
+            "\\xbcscript\\xbealert(1)\\xbc/script",
         ],
         FieldKind::Query,
     );
@@ -182,6 +215,9 @@ fn markup_lookalikes_pass_the_xss_detector() {
             "if a < b and c > d",
             "data:image/png;base64,iVBORw0KGgo=",
             "<note><to>Ann</to></note>",
+            "<input type=\"text\" name=\"q\">",
+            "if you're willing to import (and perhaps wait around",
+            "we import goods from 'partners'",
         ],
         FieldKind::Query,
     );

@@ -8,9 +8,8 @@
 //! the distinct rules that matched.
 //!
 //! NOTE: `cargo xtask eval crs` writes the detection figures to BENCHMARKS.md. SQL injection
-//! and XSS are still under the 95% goal on the OWASP CRS regression attack tests, and about 9%
-//! of its non-attack tests are flagged, most of them attack payloads that one CRS rule must not
-//! match.
+//! is still under the 95% goal on the OWASP CRS regression attack tests, and about 9% of its
+//! non-attack tests are flagged, most of them attack payloads that one CRS rule must not match.
 
 mod byte_set;
 pub mod config;

@@ -45,7 +45,7 @@ pub const SQLI_COMMENT_BREAK: Rule = Rule {
     severity: Severity::Critical,
 };
 
-/// A MySQL executable comment `/*!`.
+/// A MySQL executable comment `/*!` or an optimizer hint `/*+name`.
 pub const SQLI_EXECUTABLE_COMMENT: Rule = Rule {
     id: "sqli-executable-comment",
     number: 1106,
@@ -65,6 +65,15 @@ pub const SQLI_STATEMENT: Rule = Rule {
 pub const SQLI_SYSTEM_TABLE: Rule = Rule {
     id: "sqli-system-table",
     number: 1110,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+};
+
+/// A `/* */` comment in place of a space next to a SQL keyword, as in `drop/*x*/table`, or
+/// splitting one, as in `sel/**/ect`.
+pub const SQLI_COMMENT_OBFUSCATION: Rule = Rule {
+    id: "sqli-comment-obfuscation",
+    number: 1111,
     family: Family::Sqli,
     severity: Severity::Critical,
 };
@@ -138,6 +147,15 @@ pub const XSS_SCRIPT_SINK: Rule = Rule {
 pub const XSS_XML_INJECTION: Rule = Rule {
     id: "xss-xml-injection",
     number: 1206,
+    family: Family::Xss,
+    severity: Severity::Critical,
+};
+
+/// Markup written with bytes that read as `<`, `>` and `"` once their high bit is dropped,
+/// such as `\xbcscript\xbe`, which a US-ASCII decoder turns into `<script>`.
+pub const XSS_SEVEN_BIT_MARKUP: Rule = Rule {
+    id: "xss-seven-bit-markup",
+    number: 1207,
     family: Family::Xss,
     severity: Severity::Critical,
 };
@@ -469,12 +487,14 @@ pub const ALL: &[Rule] = &[
     SQLI_STRING_BREAK,
     SQLI_STATEMENT,
     SQLI_SYSTEM_TABLE,
+    SQLI_COMMENT_OBFUSCATION,
     XSS_DANGEROUS_TAG,
     XSS_EVENT_HANDLER,
     XSS_SCRIPT_URL,
     XSS_STYLE_SCRIPT,
     XSS_SCRIPT_SINK,
     XSS_XML_INJECTION,
+    XSS_SEVEN_BIT_MARKUP,
     LFI_TRAVERSAL,
     LFI_TRAVERSAL_SINGLE,
     LFI_SENSITIVE_FILE,

@@ -286,3 +286,106 @@ fn json_and_identifier_values_stay_clean() {
         "nvarchar",
     ]);
 }
+
+#[test]
+fn comments_glued_to_keywords_are_detected() {
+    assert_detected(&[
+        "drop/*comment*/sampletable",
+        "dr/**/op/*bypass*/sampletable",
+        "1/**/union/**/select/**/1",
+        "sel/**/ect password",
+        "x/*a*/or/*b*/1",
+    ]);
+    assert_clean(&[
+        "return/*note*/value",
+        "/* select all */ the rows",
+        "a/**/b",
+        "int/*width*/x",
+        "see /* the drop */ below",
+    ]);
+}
+
+#[test]
+fn optimizer_hints_are_detected() {
+    assert_eq!(fingerprint("1 or /*+index(t)*/ true", None), "1&Xf(n)1");
+    assert_detected(&["9999 or /*+optimizer hint */ true", "select /*+ full(t) */ 1"]);
+    assert_clean(&["a /*+1*/ b", "/*+*/", "/* +1 */"]);
+}
+
+#[test]
+fn dynamic_sql_is_detected() {
+    assert_eq!(fingerprint("execute immediate 'drop table t'", None), "Is");
+    assert_detected(&[
+        "execute immediate \"",
+        "EXECUTE IMMEDIATE 'DROP TABLE users'",
+        "exec immediate @sql",
+    ]);
+    assert_clean(&[
+        "execute immediately",
+        "Please execute immediate shutdown",
+        "execute the plan",
+    ]);
+}
+
+#[test]
+fn procedure_analyse_is_detected() {
+    assert_detected(&[
+        "procedure analyse (",
+        "1 procedure analyse(extractvalue(rand(),concat(0x3a,version())),1)",
+    ]);
+    assert_clean(&[
+        "the procedure analyse (see below)",
+        "we analyse the procedure (step 2)",
+        "procedure analyse",
+    ]);
+}
+
+#[test]
+fn waitfor_with_plus_signs_is_detected() {
+    assert_detected(&["\"+waitfor+delay+'", "1;waitfor+time+'00:00'"]);
+    assert_clean(&["wait+for+delay", "waitfor+me"]);
+}
+
+#[test]
+fn literal_comparisons_are_detected() {
+    assert_detected(&[
+        "'admin', '1'='1'",
+        "' or '1'='1",
+        "1=1",
+        "x=2 and 'a'='a'",
+        "1!=11",
+        "11<>1",
+    ]);
+    assert_clean(&[
+        "1=2",
+        "2+2=4",
+        "x=x",
+        "ratio 1:1",
+        "version 1.2 != 1.3",
+        "width=100",
+        "1 != 2 in most cases",
+        "11!=11",
+    ]);
+}
+
+#[test]
+fn operator_after_a_closed_string_is_detected() {
+    assert_eq!(fingerprint("' * from = 1 or '9", Some('\'')), "sok=1&s");
+    assert_eq!(fingerprint("'or(glob 1)--", Some('\'')), "s&(o1)c");
+    assert_detected(&["' * from = 1 or '9", "' * from = 1 id '9", "'or(glob 1)--", "' or not 1 --"]);
+    assert_clean(&[
+        "O'Brien - from Ireland",
+        "5' - from the top",
+        "John's or not -- maybe",
+        "Rock 'n' roll or not",
+    ]);
+}
+
+#[test]
+fn plus_signs_are_read_as_spaces() {
+    assert_detected(&[
+        "from+`oxattribute`+where+convert(`oxattribute`.`oxid`+using+utf8)+=+'n550'+limit",
+        "1+union+select+1",
+    ]);
+    assert_clean(&["c++", "john+tag@example.com", "a+b=c", "abc+def/ghi==", "select+your+plan"]);
+}

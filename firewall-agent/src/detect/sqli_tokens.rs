@@ -236,6 +236,18 @@ impl Tokenizer<'_> {
             self.push(b'X', start);
             return;
         }
+        let hint_spaces = self.bytes[self.position..]
+            .iter()
+            .skip(1)
+            .take_while(|byte| **byte == b' ')
+            .count();
+        if self.peek(0) == b'+' && self.peek(1 + hint_spaces).is_ascii_alphabetic() {
+            // An optimizer hint, `/*+ index(t) */`, which Oracle and MySQL read inside a
+            // statement. Only its opening is a token, so the words after it still count.
+            self.position += 1;
+            self.push(b'X', start);
+            return;
+        }
         while self.position < self.bytes.len() {
             if self.peek(0) == b'*' && self.peek(1) == b'/' {
                 self.position += 2;
@@ -308,6 +320,18 @@ impl Tokenizer<'_> {
         let class = classify_word(word);
         match class {
             b'B' | b'W' | b'U' => self.read_phrase(class, start),
+            b'E' if matches!(word, "exec" | "execute") && self.skip_word("immediate") => {
+                self.push(b'I', start);
+            }
+            // MySQL's `PROCEDURE ANALYSE(...)` ends a SELECT and takes error-based payloads
+            // such as `extractvalue(...)` as its arguments. After an article it is prose:
+            // "the procedure analyse (see below)".
+            b'k' if word == "procedure" && self.skip_word("analyse") => {
+                let after_article = self.tokens.last().is_some_and(|token| token.class == b'a');
+                let call = self.next_significant() == b'(' && !after_article;
+                let class = if call { b'T' } else { b'n' };
+                self.push(class, start);
+            }
             b'F' | b'T' => {
                 let class = match self.next_significant() {
                     b'(' if self.peek(0) == b'(' || class == b'T' => class,
@@ -329,9 +353,29 @@ impl Tokenizer<'_> {
 
     /// Reads the second word of `order by`, `group by`, `waitfor delay` and `union all`. Without
     /// it, `order`, `group` and `waitfor` are plain names.
-    fn read_phrase(&mut self, class: u8, start: usize) {
+    /// Moves past whitespace and `expected` when that word comes next, and returns whether it
+    /// did. Otherwise the position is left as it was.
+    fn skip_word(&mut self, expected: &str) -> bool {
         let saved = self.position;
         while self.peek(0).is_ascii_whitespace() {
+            self.position += 1;
+        }
+        let word_start = self.position;
+        while is_word_byte(self.peek(0)) {
+            self.position += 1;
+        }
+        let found = word_start > saved && &self.bytes[word_start..self.position] == expected.as_bytes();
+        if !found {
+            self.position = saved;
+        }
+        found
+    }
+
+    fn read_phrase(&mut self, class: u8, start: usize) {
+        let saved = self.position;
+        // A `+` between `waitfor` and `delay` is a space that was encoded twice or sent in a
+        // field that does not decode `+`, and no prose spells "waitfor" either way.
+        while self.peek(0).is_ascii_whitespace() || (class == b'W' && self.peek(0) == b'+') {
             self.position += 1;
         }
         let next_start = self.position;
@@ -424,7 +468,7 @@ fn is_sql_type(name: &str) -> bool {
     )
 }
 
-fn classify_word(word: &str) -> u8 {
+pub(super) fn classify_word(word: &str) -> u8 {
     if is_attack_only_name(word) {
         return b'P';
     }

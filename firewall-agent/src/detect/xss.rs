@@ -54,6 +54,10 @@ pub(super) static SINK: LazyLock<Option<Regex>> = LazyLock::new(|| {
         r"|\[\]\s*\[\s*\(\s*!\[\]",
         r"|!!\s*\[\s*\]|!\s*\[\s*\]\s*[+\[\])]|\+\s*!?\s*\+?\s*\[\s*\]\s*[)\]+]|\[\s*\+\s*!",
         r"|\bnew\s+function\s*\(|\bbtoa\s*\(",
+        // Module imports that load a script: `import('//host/x.js')`, `import {a} from "./x"`
+        // and `import * as m from "x"`. The quote keeps prose such as "import (and ...)" out.
+        r"|\bimport\s*\(\s*['\x22`]",
+        r"|\bimport\s*(?:\{[^{}]{0,200}\}|\*\s*as\s+[\w$]+)\s*from\s*['\x22`]",
     ))
     .ok()
 });
@@ -75,6 +79,18 @@ pub(super) static XML_INJECTION: LazyLock<Option<Regex>> = LazyLock::new(|| {
     ))
     .ok()
 });
+
+/// A tag written with `\xbc` and `\xbe`, or with the characters `¼` and `¾` (which NFKC turns
+/// into `1⁄4` and `3⁄4`). Those are bytes 0xBC and 0xBE, and a decoder that drops the high bit,
+/// as some US-ASCII decoders do, reads them as `<` and `>`. Only a tag name directly after the
+/// opening byte counts, so "¼ cup" and byte dumps such as `\xbc\xde` do not. The groups are
+/// the closing slash, the tag name and the attributes.
+static SEVEN_BIT_TAG: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?:\\xbc|1\x{2044}4)(/?)([a-z][a-z0-9:-]{0,30})((?:[\s/][^<>]{0,200}?)?)(?:\\x[89a-f][0-9a-f])*(?:\\xbe|3\x{2044}4)").ok()
+});
+
+/// Maximum number of seven-bit tags read from one value.
+const MAX_SEVEN_BIT_TAGS: usize = 16;
 
 /// An event handler after a quote or slash that ends an attribute value or a tag name.
 static BROKEN_ATTRIBUTE: LazyLock<Option<Regex>> =
@@ -121,6 +137,9 @@ pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     if bytes.contains(b':') && value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
+    if (value.contains("\\xbc") || value.contains('\u{2044}')) && has_seven_bit_element(value) {
+        push(hits, rules::XSS_SEVEN_BIT_MARKUP);
+    }
     if may_have_xml_injection(value, bytes) && XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_XML_INJECTION);
     }
@@ -145,9 +164,34 @@ pub(super) fn may_have_xml_injection(value: &str, bytes: &ByteSet) -> bool {
 }
 
 /// Returns `false` only when [`SINK`] cannot match: every alternative needs a bracket, a
-/// backtick, a dot or an `=`. Removing comments never adds a byte.
+/// backtick, a dot, an `=` or a quote. Removing comments never adds a byte.
 pub(super) fn may_have_sink(bytes: &ByteSet) -> bool {
-    bytes.contains_any(b"(`.[=")
+    bytes.contains_any(b"(`.[='\x22")
+}
+
+/// Returns whether `value` contains a seven-bit element that runs something: an opening tag with
+/// an event handler, or an opening tag closed later by its end tag. Browsers do not run a
+/// `<script>` whose end tag is missing, so an opening tag alone does not count.
+fn has_seven_bit_element(value: &str) -> bool {
+    let Some(regex) = SEVEN_BIT_TAG.as_ref() else {
+        return false;
+    };
+    let mut opened: Vec<&str> = Vec::new();
+    for captures in regex.captures_iter(value).take(MAX_SEVEN_BIT_TAGS) {
+        let closing = captures.get(1).is_some_and(|slash| !slash.is_empty());
+        let name = captures.get(2).map_or("", |name| name.as_str());
+        let attributes = captures.get(3).map_or("", |attributes| attributes.as_str());
+        if closing {
+            if opened.contains(&name) {
+                return true;
+            }
+        } else if BROKEN_ATTRIBUTE.as_ref().is_some_and(|regex| regex.is_match(attributes)) {
+            return true;
+        } else {
+            opened.push(name);
+        }
+    }
+    false
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {
@@ -274,6 +318,12 @@ fn scan_attributes(value: &str, start: usize, hits: &mut Vec<Rule>) -> usize {
         let name = name.trim_start_matches(['"', '\'', '`']);
         if name.len() > 2 && name.starts_with("on") && name[2..].bytes().all(|b| b.is_ascii_alphabetic()) {
             push(hits, rules::XSS_EVENT_HANDLER);
+        }
+        if name == "pattern" {
+            // An injected form control with a validation pattern lets CSS such as
+            // `input:invalid` test the page's values against the attacker's regex without
+            // any script.
+            push(hits, rules::XSS_DANGEROUS_TAG);
         }
         if contains_script_scheme(attribute_value) {
             push(hits, rules::XSS_SCRIPT_URL);
