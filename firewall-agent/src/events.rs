@@ -14,8 +14,9 @@ use crate::proxy::RequestId;
 /// One detector hit, as carried by an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventFinding {
-    /// Identifier of the rule that matched.
-    pub rule_id: u32,
+    /// Id of the rule that matched, as config exclusions and detection-only lists name it,
+    /// such as `sqli-union`.
+    pub rule_id: &'static str,
     /// Weight of the hit in the anomaly score (CRS style: 5 critical, 4 error, 3 warning,
     /// 2 notice).
     pub severity: u8,

@@ -197,7 +197,8 @@ async fn serve(
 /// detached when the process exits and the kernel drops its links.
 fn detach(kernel: &SharedKernel) {
     match kernel.detach_all() {
-        Ok(()) => tracing::info!("XDP program detached"),
+        // `detach_all` logs each interface it detaches or leaves attached.
+        Ok(()) => {}
         Err(error) => tracing::error!(
             error = %telemetry::ErrorChain(&error),
             "failed to detach the XDP program from every interface"

@@ -296,14 +296,36 @@ fn xdp_stays_attached_until_fwctl_detach() {
         "no XDP program on {interface}: {attached}"
     );
 
+    // While the agent runs, its open link descriptors would keep the program attached until it
+    // exits, so fwctl refuses and leaves the pins alone.
+    let pin_dir = bench.agent.pin_dir.display().to_string();
+    let refused = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("an agent is running"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        bench.agent.pin_dir.exists(),
+        "fwctl removed the pins of a running agent"
+    );
+
     bench.agent.stop();
+    assert!(
+        bench
+            .agent
+            .log()
+            .contains("stays attached through its pinned link"),
+        "{}",
+        bench.agent.log()
+    );
     let after_stop = ip_link_show(&interface);
     assert!(
         after_stop.contains("xdp"),
         "the pinned link did not keep XDP on {interface}: {after_stop}"
     );
 
-    let pin_dir = bench.agent.pin_dir.display().to_string();
     let detached = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
     assert!(
         detached.status.success(),

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::BanManager;
+use super::{BanError, BanManager};
 use crate::telemetry::ErrorChain;
 
 /// Kind of a security event.
@@ -67,6 +67,10 @@ impl EventSink {
 
         match result {
             Ok(Ok(_)) => {}
+            // The allowlist always wins, so this is the configured outcome, not a failure.
+            Ok(Err(error @ BanError::Allowlisted { .. })) => {
+                tracing::info!(%address, reason, "not banning an allowlisted source: {error}");
+            }
             Ok(Err(error)) => {
                 tracing::error!(%address, error = %ErrorChain(&error), "failed to apply a ban");
             }

@@ -148,6 +148,7 @@ impl BanManager {
             Some(allowlisted) => Err(BanError::Allowlisted {
                 address,
                 allowlisted,
+                configured: self.configured_allows.contains(&allowlisted),
             }),
             None => Ok(()),
         }

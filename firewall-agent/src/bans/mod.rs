@@ -85,16 +85,28 @@ pub enum BanError {
     InvalidAddress { address: IpNetwork },
     /// The address or range lies in the allowlist, which always wins over bans.
     #[error(
-        "ban of {address} rejected: it is allowlisted by {allowlisted}; remove that allowlist \
-         entry first if the ban is intended"
+        "ban of {address} rejected: it is allowlisted by {allowlisted}; {}",
+        allowlist_hint(*.configured)
     )]
     Allowlisted {
         address: IpNetwork,
         allowlisted: IpNetwork,
+        /// Whether the entry comes from the config file rather than the admin API.
+        configured: bool,
     },
     /// The allowlist entry comes from the config file, so it cannot be removed at run time.
     #[error("allowlist entry {address} is set in the config file; remove it there and restart")]
     ConfiguredAllow { address: IpNetwork },
+}
+
+/// Returns what to change when a ban is rejected because of an allowlist entry.
+fn allowlist_hint(configured: bool) -> &'static str {
+    if configured {
+        "that entry is set in the [bans] config section (`allowlist`, or `allow_loopback` for \
+         loopback), so change it there and restart if the ban is intended"
+    } else {
+        "remove that entry with `fwctl allow remove` first if the ban is intended"
+    }
 }
 
 /// One allowlist entry and where it comes from.
@@ -413,6 +425,7 @@ impl BanManager {
             return Err(BanError::Allowlisted {
                 address,
                 allowlisted,
+                configured: self.configured_allows.contains(&allowlisted),
             });
         }
         let now_ms = unix_ms(now);

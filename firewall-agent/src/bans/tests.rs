@@ -471,6 +471,9 @@ fn allowlisted_address_is_not_banned() {
         "{error:?}"
     );
     assert!(error.to_string().contains("198.51.100.0/24"), "{error}");
+    // A configured entry cannot be removed at run time, so the message points at the config.
+    assert!(error.to_string().contains("[bans] config section"), "{error}");
+    assert!(!error.to_string().contains("fwctl allow remove"), "{error}");
     assert!(f.blocklist.banned_addresses().is_empty());
 
     let now = Instant::now();
@@ -495,6 +498,7 @@ fn allowlist_added_at_run_time_survives_restart() {
         .apply(addr("2001:db8::1"), None, BanOrigin::Manual, "x")
         .expect_err("allowlisted");
     assert!(matches!(error, BanError::Allowlisted { .. }), "{error:?}");
+    assert!(error.to_string().contains("fwctl allow remove"), "{error}");
 
     let Fixture {
         _dir,

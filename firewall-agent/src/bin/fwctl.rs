@@ -332,12 +332,11 @@ enum Outcome {
 }
 
 async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
-    let client = AdminClient::new(cli.socket);
     let json = cli.json;
-
     if let Command::Detach(args) = &cli.command {
-        return Ok(detach(&args.pin_dir, json));
+        return Ok(detach(&cli.socket, &args.pin_dir, json));
     }
+    let client = AdminClient::new(cli.socket);
 
     match cli.command {
         Command::Bans(BanCommand::List) => {
@@ -610,7 +609,18 @@ fn print_key_list(keys: &[KeyView]) {
 }
 
 /// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.
-fn detach(pin_dir: &Path, json: bool) -> Outcome {
+///
+/// Refuses while an agent accepts connections on `socket`, because a running agent keeps its
+/// links open: the program would stay attached until the agent exits.
+fn detach(socket: &Path, pin_dir: &Path, json: bool) -> Outcome {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        eprintln!(
+            "fwctl: an agent is running on {}; stop it first (SIGTERM), then run `fwctl detach` \
+             again",
+            socket.display()
+        );
+        return Outcome::Partial;
+    }
     match remove_pins(pin_dir) {
         Ok(interfaces) => {
             print_output(json, &interfaces, |interfaces| {

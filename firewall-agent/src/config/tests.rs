@@ -26,6 +26,25 @@ fn invalid_key(config: &Config) -> String {
 }
 
 #[test]
+fn example_limits_block_parses_when_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let text = std::fs::read_to_string(&path).expect("example config is readable");
+    let block: String = text
+        .lines()
+        .skip_while(|line| *line != "# [limits]")
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| line.strip_prefix("# ").unwrap_or(line.trim_start_matches('#')))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(block.contains("[[limits.rules]]"), "no commented [limits] block in the example");
+
+    let config = Config::parse(&block, &path).expect("the uncommented block parses");
+
+    assert_eq!(config.limits.rules.len(), 1);
+    assert_eq!(config.limits.rules[0].tiers.len(), 2);
+}
+
+#[test]
 fn example_file_parses_to_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
     let text = std::fs::read_to_string(&path).expect("example config is readable");

@@ -1,7 +1,8 @@
 //! The catalogue of detection rules: ids, numbers, families and severities.
 //!
-//! The id (such as `sqli-union`) is what config exclusions and detection-only lists name. The
-//! number is what security events carry. Neither is ever reused for another rule.
+//! The id (such as `sqli-union`) is what config exclusions, detection-only lists, security
+//! events and the audit log name. The number is a short unique form of it. Neither is ever
+//! reused for another rule.
 
 use super::{Family, Rule, Severity};
 

@@ -273,15 +273,28 @@ impl KernelFirewall {
     ///
     /// Tries every interface, logs each failure, and returns the first.
     pub fn detach_all(&mut self) -> Result<(), KernelError> {
+        let pins = self.pins.clone();
         self.attachments.retain(|attachment| {
             let pinned = matches!(attachment.link, AttachmentLink::Pinned(_));
-            if pinned {
+            if !pinned {
+                return true;
+            }
+            let pin_exists = pins
+                .as_ref()
+                .is_some_and(|pins| pins.link_path(&attachment.interface).exists());
+            if pin_exists {
                 tracing::info!(
                     interface = attachment.interface,
                     "the XDP program stays attached through its pinned link"
                 );
+            } else {
+                tracing::warn!(
+                    interface = attachment.interface,
+                    "the pin of the XDP link was removed while the agent ran, so the program \
+                     is detached when the agent exits"
+                );
             }
-            !pinned
+            false
         });
         self.detach_from(0)
     }

@@ -131,13 +131,13 @@ mod tests {
             blocked,
             findings: vec![
                 EventFinding {
-                    rule_id: 942100,
+                    rule_id: "sqli-union",
                     severity: 5,
                     field: "body:/name".into(),
                     excerpt: "1' or 1=1 -- &password=hunter2".into(),
                 },
                 EventFinding {
-                    rule_id: 942100,
+                    rule_id: "sqli-union",
                     severity: 5,
                     field: "header:cookie".into(),
                     excerpt: "sid=1' or 1=1".into(),
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(record.source, "203.0.113.66");
         assert_eq!(record.request_id.as_deref(), Some("0000000000000abc"));
         assert_eq!(record.route.as_deref(), Some("items"));
-        assert_eq!(record.rule_ids, vec!["942100".to_owned()]);
+        assert_eq!(record.rule_ids, vec!["sqli-union".to_owned()]);
         assert_eq!(
             record.fields,
             vec!["body:/name".to_owned(), "header:cookie".to_owned()]

@@ -151,7 +151,7 @@ fn add_verdict_header(request: &RequestContext, verdict: &Verdict, blocked: bool
 /// Converts a finding for an event, with a short excerpt and secrets redacted.
 pub fn event_finding(finding: &Finding) -> EventFinding {
     EventFinding {
-        rule_id: finding.rule.number,
+        rule_id: finding.rule.id,
         severity: u8::try_from(finding.rule.severity.weight()).unwrap_or(u8::MAX),
         field: finding.field.clone(),
         excerpt: redacted_excerpt(&finding.field, &finding.excerpt),
