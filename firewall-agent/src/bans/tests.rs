@@ -390,6 +390,11 @@ fn metrics_count_bans_by_origin() {
         "{text}"
     );
     assert!(text.contains("firewall_bans_active 1"), "{text}");
+    // Alerts on a full map need a series before the first failure.
+    assert!(
+        text.contains("firewall_kernel_map_full_total{map=\"BANS_V4\"} 0"),
+        "{text}"
+    );
 }
 
 #[test]

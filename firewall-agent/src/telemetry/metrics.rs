@@ -6,6 +6,9 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+use firewall_common::{
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -112,6 +115,17 @@ impl Metrics {
         }
         for origin in BanOrigin::ALL {
             let _ = bans_applied.get_or_create(&OriginLabels { origin });
+        }
+        // The maps a ban or an allowlist entry can fill, so that an alert on them has data.
+        for map in [
+            MAP_BANS_V4,
+            MAP_BANS_V6,
+            MAP_BAN_RANGES_V4,
+            MAP_BAN_RANGES_V6,
+            MAP_ALLOW_V4,
+            MAP_ALLOW_V6,
+        ] {
+            let _ = kernel_map_full.get_or_create(&MapLabels { map: map.to_owned() });
         }
 
         Self {
