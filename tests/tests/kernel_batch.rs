@@ -1,5 +1,6 @@
 //! Batched ban loading (`BPF_MAP_UPDATE_BATCH`) into the XDP program's real maps, read back
-//! through the agent's `Blocklist` trait. No frame is run: these tests check the maps only.
+//! through the agent's `Blocklist` trait, and the interface check that runs before loading. No
+//! frame is run.
 //!
 //! Loading a program needs root; outside CI the tests are skipped, with a message, when not
 //! run as root. Run with `cargo xtask build-ebpf && cargo test -p integration-tests --test
@@ -175,4 +176,69 @@ fn full_map_reports_applied_count() {
         "{error}"
     );
     assert_eq!(kernel_bans(&firewall).len(), CAPACITY as usize);
+}
+
+/// An interface that exists only in another network namespace is found once the process has
+/// entered it with `setns`, as `nsenter --net` does, although `/sys/class/net` still lists the
+/// interfaces of the namespace sysfs was mounted in.
+#[test]
+fn interface_check_follows_the_network_namespace() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root: it creates a network namespace"
+        );
+        eprintln!("skipping interface_check_follows_the_network_namespace: needs root");
+        return;
+    }
+    let namespace = "fwifcheck";
+    let interface = "fwifcheck0";
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip {args:?} failed");
+    };
+    // Deletes the namespace, and the veth pair with it, however the test ends.
+    struct Namespace(&'static str);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", self.0])
+                .status();
+        }
+    }
+    drop(Namespace(namespace));
+    ip(&["netns", "add", namespace]);
+    let _namespace = Namespace(namespace);
+    let peer = format!("{interface}p");
+    ip(&[
+        "-n", namespace, "link", "add", interface, "type", "veth", "peer", "name", &peer,
+    ]);
+
+    let settings = KernelSettings {
+        interfaces: vec![interface.to_owned()],
+        ..KernelSettings::default()
+    };
+    let in_root = firewall_agent::kernel::check_interfaces(&settings);
+    // A thread of its own enters the namespace, so the test process stays where it was.
+    let in_namespace = std::thread::spawn({
+        let settings = settings.clone();
+        move || {
+            let handle =
+                std::fs::File::open(format!("/run/netns/{namespace}")).expect("open the namespace");
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("enter the namespace");
+            firewall_agent::kernel::check_interfaces(&settings)
+        }
+    })
+    .join()
+    .expect("the namespace thread finishes");
+
+    assert!(
+        matches!(in_root, Err(KernelError::InterfaceNotFound { .. })),
+        "{in_root:?}"
+    );
+    assert!(in_namespace.is_ok(), "{in_namespace:?}");
 }

@@ -34,17 +34,19 @@ pub use pinned::PinnedBlocklist;
 pub use pins::remove_pins;
 pub use privileges::check_privileges;
 
-/// Checks that every interface in `settings` exists, so that a typo fails before anything is
-/// loaded or pinned.
+/// Checks that every interface in `settings` exists in the network namespace of this process,
+/// so that a typo fails before anything is loaded or pinned.
+///
+/// The kernel is asked by name (`if_nametoindex`), not `/sys/class/net`, because sysfs shows the
+/// namespace it was mounted in: after `nsenter --net`, that is not the process's own.
 ///
 /// # Errors
 ///
 /// [`KernelError::InterfaceNotFound`] naming the first missing interface.
 pub fn check_interfaces(settings: &KernelSettings) -> Result<(), KernelError> {
-    let net = std::path::Path::new("/sys/class/net");
     for interface in &settings.interfaces {
-        let valid = !interface.is_empty() && !interface.contains(['/', '\0']) && interface != "..";
-        if !valid || !net.join(interface).exists() {
+        let valid = !interface.is_empty() && !interface.contains('\0');
+        if !valid || nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
             return Err(KernelError::InterfaceNotFound {
                 interface: interface.escape_debug().to_string(),
             });
