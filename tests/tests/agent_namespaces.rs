@@ -299,12 +299,12 @@ fn xdp_stays_attached_until_fwctl_detach() {
     // While the agent runs, its open link descriptors would keep the program attached until it
     // exits, so fwctl refuses and leaves the pins alone.
     let pin_dir = bench.agent.pin_dir.display().to_string();
-    let refused = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
-    assert!(!refused.status.success());
+    let rejected = bench.agent.fwctl(&["detach", "--pin-dir", &pin_dir]);
+    assert!(!rejected.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("an agent is running"),
+        String::from_utf8_lossy(&rejected.stderr).contains("an agent is running"),
         "{}",
-        String::from_utf8_lossy(&refused.stderr)
+        String::from_utf8_lossy(&rejected.stderr)
     );
     assert!(
         bench.agent.pin_dir.exists(),
@@ -442,13 +442,13 @@ fn allowlist_beats_ban() {
 
 /// Returns the id of the XDP link on `interface` and the id of the program it runs.
 fn xdp_link_on(interface: &str) -> (u32, u32) {
-    let shown = ip_link_show(interface);
-    let program = shown
+    let link_output = ip_link_show(interface);
+    let program = link_output
         .split("prog/xdp id ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|id| id.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("no XDP program on {interface}: {shown}"));
+        .unwrap_or_else(|| panic!("no XDP program on {interface}: {link_output}"));
     let link = aya::programs::loaded_links()
         .filter_map(Result::ok)
         .find(|link| link.program_id() == program)

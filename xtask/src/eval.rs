@@ -128,14 +128,14 @@ pub fn crs() -> Result<()> {
     crate::bench::write_section(SECTION_TITLE, &section)
 }
 
-/// Returns the part of a family name given in `FIREWALL_EVAL_MISSES` (such as `SQLI`), whose
-/// missed attack tests are then listed by name; `all` lists every family's.
+/// Returns the part of a family name given in `FIREWALL_EVAL_MISSES` (such as `SQLI`). The
+/// missed attack tests of matching families are listed by name, and `all` matches every family.
 fn missed_family_filter() -> Option<String> {
     let value = std::env::var("FIREWALL_EVAL_MISSES").ok()?;
     if value.eq_ignore_ascii_case("all") { Some(String::new()) } else { Some(value) }
 }
 
-/// Whether an outcome reached the request threshold.
+/// Returns whether an outcome reached the request threshold.
 fn flagged(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Scored(score) if *score >= REQUEST_THRESHOLD)
 }

@@ -140,17 +140,4 @@ impl BanManager {
         );
         Ok(summary)
     }
-
-    /// Checks that `address` may be banned: a valid source, and not allowlisted.
-    fn check_bannable(&self, address: IpNetwork) -> Result<(), BanError> {
-        super::validate_address(address)?;
-        match self.allowlisted_by(address) {
-            Some(allowlisted) => Err(BanError::Allowlisted {
-                address,
-                allowlisted,
-                configured: self.configured_allows.contains(&allowlisted),
-            }),
-            None => Ok(()),
-        }
-    }
 }

@@ -420,14 +420,7 @@ impl BanManager {
         now: SystemTime,
         offences: Option<u32>,
     ) -> Result<BanRecord, BanError> {
-        validate_address(address)?;
-        if let Some(allowlisted) = self.allowlisted_by(address) {
-            return Err(BanError::Allowlisted {
-                address,
-                allowlisted,
-                configured: self.configured_allows.contains(&allowlisted),
-            });
-        }
+        self.check_bannable(address)?;
         let now_ms = unix_ms(now);
         let expires_at_ms = ttl.map(|ttl| expiry_ms(now_ms, ttl)).transpose()?;
 
@@ -521,6 +514,19 @@ impl BanManager {
 
         let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
         active.covers(host.address(), unix_ms(SystemTime::now()))
+    }
+
+    /// Checks that `address` may be banned: a valid source, and not allowlisted.
+    pub(super) fn check_bannable(&self, address: IpNetwork) -> Result<(), BanError> {
+        validate_address(address)?;
+        match self.allowlisted_by(address) {
+            Some(allowlisted) => Err(BanError::Allowlisted {
+                address,
+                allowlisted,
+                configured: self.configured_allows.contains(&allowlisted),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Returns the allowlist entry that holds all of `address`, if any.

@@ -170,8 +170,8 @@ fn xss_variants_are_blocked() {
             "import { sayHi, sayBye } from \"./greeting.js\";",
             "import * as m from 'https://example.com/m.js'",
             "import('//example.com/x.js')",
-            // Without a dot or a bracket, only the quote tells the cheap byte check to run the
-            // pattern.
+            // Without a dot or a bracket, the quote is the only byte that lets the cheap byte
+            // check run the pattern.
             "import * as m from 'payload'",
             "import {steal} from \"lib\"",
         ],

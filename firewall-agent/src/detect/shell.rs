@@ -244,7 +244,7 @@ fn is_separator(character: char) -> bool {
     matches!(character, ';' | '|' | '&' | '\n' | '\r' | '`' | '(' | ')' | '!' | '{' | '}')
 }
 
-/// What is known about a simple command besides its words.
+/// Facts about a simple command other than its words.
 #[derive(Clone, Copy, Debug)]
 struct CommandContext {
     position: Position,

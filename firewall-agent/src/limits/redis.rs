@@ -28,7 +28,7 @@ use crate::telemetry::ErrorChain;
 
 /// The check-and-commit script, for one request or a batch of them, decided one after
 /// another. `ARGV[1]` has two bytes per request, its number of keys as a little-endian 16-bit
-/// integer. `KEYS[k]` is one (rule, key) of a request and holds all the rule's tiers in one
+/// integer. `KEYS[k]` is one (rule, key) of a request and contains all the rule's tiers in one
 /// string of little-endian doubles. It starts with the time of the last commit and the time
 /// the key expires, both in microseconds of the server clock. Then comes, per tier, its window
 /// in microseconds and its level in millionths of a request. `ARGV[2k]` is the `struct` format of that string.

@@ -65,8 +65,8 @@ impl Stage for BanCheckStage {
 ///
 /// This stage runs before the token stage, so that one engine call admits a request against
 /// all its rules at once. When a covering rule keys on the token subject or the client id,
-/// this stage verifies the bearer token itself with the token stage's verifier and records
-/// the result in the request, and the token stage reuses it without verifying again. A
+/// this stage verifies the bearer token with the token stage's verifier and records the
+/// result in the request. The token stage then reuses it without verifying again. A
 /// request without a valid token (absent, malformed or failing a check) gets an empty
 /// subject and client id, so all such requests share one bucket per rule instead of escaping
 /// it. The token stage still rejects them with 401 where the route needs a token. A rule

@@ -613,7 +613,7 @@ fn above(samples: &[u64], floor: &[u64]) -> Vec<i64> {
         .collect()
 }
 
-/// The median of `values`: the middle one, or the lower middle one of an even count.
+/// Returns the median of `values`: the middle one, or the lower middle one of an even count.
 fn median<T: Copy + Ord + Default>(values: &[T]) -> T {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
@@ -623,7 +623,7 @@ fn median<T: Copy + Ord + Default>(values: &[T]) -> T {
         .unwrap_or_default()
 }
 
-/// The lowest and highest of `values`.
+/// Returns the lowest and the highest of `values`.
 fn spread<T: Copy + Ord + Default>(values: &[T]) -> (T, T) {
     let low = values.iter().min().copied().unwrap_or_default();
     let high = values.iter().max().copied().unwrap_or_default();

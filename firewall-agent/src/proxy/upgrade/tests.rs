@@ -288,7 +288,7 @@ async fn relayed_connection_closes_when_idle() {
 }
 
 #[tokio::test]
-async fn switch_without_offer_gets_502_and_no_raw_bytes() {
+async fn unoffered_switch_gets_502() {
     let upstream = TestUpstream::start(UpstreamMode::AlwaysSwitch {
         switched_to: "websocket",
     })
