@@ -1,8 +1,8 @@
 //! The agent of the kernel-assisted API firewall: a reverse proxy that rate-limits clients and
 //! pushes offenders into the XDP blocklist.
 
-// Denied, not forbidden, so that `kernel::batch` alone can issue the bpf(2) call that aya
-// lacks.
+// Denied, not forbidden, so that `kernel::batch` can issue the bpf(2) call that aya lacks and
+// `kernel::table` can map the XDP program's ban table.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -15,8 +15,25 @@ pub const PROGRAM_NAME: &str = "firewall_xdp";
 /// kernel benchmark runs it as the cost floor of `BPF_PROG_TEST_RUN`; the agent never loads it.
 pub const FLOOR_PROGRAM_NAME: &str = "bench_floor_drop";
 
-/// Hash map of banned IPv4 sources: [`BanKeyV4`] to [`BanValue`].
+/// Hash map of banned IPv4 sources: [`BanKeyV4`] to [`BanValue`]. It contains every exact IPv4
+/// ban and enforces the configured capacity. [`MAP_BAN_TABLE_V4`] indexes the same bans for the
+/// XDP program.
 pub const MAP_BANS_V4: &str = "BANS_V4";
+/// Array of [`BanBucketV4`]: the table the XDP program searches for an exact IPv4 ban before, and
+/// usually instead of, [`MAP_BANS_V4`].
+///
+/// A kernel hash map lookup is the largest cost of dropping a banned frame. This table is an
+/// array, whose lookup the kernel compiles into a few instructions, searched as a hash table with
+/// [`ban_bucket_index`] and [`BAN_BUCKET_SLOTS`] slots per bucket. Every writer keeps it in step
+/// with [`MAP_BANS_V4`]: a ban goes into the hash map first, then into a free slot of its bucket.
+/// A ban that finds its bucket full stays in the hash map only and is counted in the bucket's
+/// `overflow`, so only sources of that bucket pay the hash map lookup. A ban of `0.0.0.0`,
+/// which marks a free slot, is always searched in the hash map. The map is created
+/// memory-mappable (`BPF_F_MMAPABLE`), so the agent writes single fields with atomic stores
+/// instead of whole buckets.
+pub const MAP_BAN_TABLE_V4: &str = "BAN_TABLE_V4";
+/// Array of one [`BanTableState`], at index 0.
+pub const MAP_BAN_TABLE_STATE: &str = "BAN_TABLE_STATE";
 /// Hash map of banned IPv6 sources: [`BanKeyV6`] to [`BanValue`].
 pub const MAP_BANS_V6: &str = "BANS_V6";
 /// LPM trie of banned IPv4 ranges: `Key<[u8; 4]>` to [`BanValue`].
@@ -58,7 +75,7 @@ pub const DEFAULT_SOURCE_STATS_MAX_ENTRIES: u32 = 65_536;
 /// Version of the map names and layouts in this crate, stored beside the pinned maps. Raise it
 /// whenever a pinned map's name, type, key or value changes, so that an agent never reuses
 /// maps that an older or newer agent pinned.
-pub const PIN_SCHEMA_VERSION: u32 = 2;
+pub const PIN_SCHEMA_VERSION: u32 = 3;
 
 /// `expires_at_ns` value of a ban that never expires.
 pub const BAN_NEVER_EXPIRES: u64 = u64::MAX;
@@ -90,9 +107,11 @@ pub struct AllowValue {
 /// nanoseconds. The XDP program passes a packet whose ban has expired even while the entry is
 /// still in the map, so expiry does not depend on the agent's sweeper.
 ///
-/// In the exact-address maps, the XDP program adds every frame the ban drops to
-/// `dropped_packets` and `dropped_bytes` with atomic adds, which are shared by all CPUs. Range
-/// bans leave them at zero, because their drops are counted per source in [`MAP_SOURCE_STATS`].
+/// For exact-address bans, the XDP program adds every frame the ban drops to `dropped_packets`
+/// and `dropped_bytes`, which all CPUs share. The adds are not atomic, so when several CPUs
+/// drop frames of the same source at once some can be lost: the counters are a lower bound.
+/// Range bans leave them at zero, because their drops are counted per source in
+/// [`MAP_SOURCE_STATS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanValue {
@@ -110,6 +129,69 @@ impl BanValue {
             dropped_bytes: 0,
         }
     }
+}
+
+/// Slots per bucket of [`MAP_BAN_TABLE_V4`].
+pub const BAN_BUCKET_SLOTS: usize = 4;
+
+/// `BPF_F_MMAPABLE` map flag: user space may map an array's values into its memory.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Value of [`MAP_BAN_TABLE_V4`]: up to [`BAN_BUCKET_SLOTS`] exact IPv4 bans whose addresses hash
+/// to this bucket.
+///
+/// `addrs[i]` is the address of slot `i` as its four network-order bytes read in memory order
+/// (`u32::from_ne_bytes(octets)`), or 0 for a free slot. `bans[i]` is its ban, with the drops
+/// counted as in [`MAP_BANS_V4`]. A writer fills a slot's ban before it stores the address, and
+/// clears the address before the ban, so a reader that finds an address finds its ban.
+///
+/// `overflow` counts the bans of addresses of this bucket that found it full and are in
+/// [`MAP_BANS_V4`] only. A writer raises it after the hash map insert and lowers it before the
+/// delete, so while it is zero an address missing from the slots has no exact ban.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanBucketV4 {
+    pub addrs: [u32; BAN_BUCKET_SLOTS],
+    pub overflow: u32,
+    pub reserved: u32,
+    pub bans: [BanValue; BAN_BUCKET_SLOTS],
+}
+
+/// Geometry and state of [`MAP_BAN_TABLE_V4`]. Native byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanTableState {
+    /// Zero until a writer has set the other fields and placed the bans of [`MAP_BANS_V4`]. While
+    /// it is zero, the XDP program searches the hash map only.
+    pub ready: u32,
+    /// Base-2 logarithm of the number of buckets, between 1 and 31.
+    pub bucket_bits: u32,
+    /// Random value mixed into [`ban_bucket_index`], chosen when the table is created.
+    pub seed: u32,
+    /// Exact IPv4 bans in [`MAP_BANS_V4`] that have no slot in the table: the sum of the
+    /// buckets' `overflow` counts plus a ban of `0.0.0.0`. For reports only; the XDP program
+    /// reads the bucket's count.
+    pub overflow_v4: u32,
+}
+
+/// Returns the bucket of `addr` (network-order bytes read in memory order) in a table of
+/// `2^bucket_bits` buckets: the top bits of a multiplicative hash of the address mixed with
+/// `seed`. `bucket_bits` must be between 1 and 31.
+#[inline(always)]
+pub const fn ban_bucket_index(addr: u32, seed: u32, bucket_bits: u32) -> u32 {
+    (addr ^ seed).wrapping_mul(0x9e37_79b1) >> ((32 - bucket_bits) & 31)
+}
+
+/// Number of buckets of [`MAP_BAN_TABLE_V4`] for a capacity of `max_entries` exact IPv4 bans:
+/// the power of two that gives at least two slots per ban, so that few buckets fill up. At
+/// least 2 and at most `2^31`.
+pub const fn ban_table_buckets(max_entries: u32) -> u32 {
+    let wanted = max_entries.div_ceil((BAN_BUCKET_SLOTS / 2) as u32);
+    let buckets = match wanted.checked_next_power_of_two() {
+        Some(buckets) => buckets,
+        None => 1 << 31,
+    };
+    if buckets < 2 { 2 } else { buckets }
 }
 
 /// Number of allowlist entries outside loopback, per family, written by the agent. Native byte
@@ -237,6 +319,10 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AllowSummary {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::BanBucketV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BanTableState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceCounters {}
@@ -251,6 +337,8 @@ const _: () = {
     assert!(core::mem::size_of::<BanKeyV6>() == 16);
     assert!(core::mem::size_of::<BanValue>() == 24);
     assert!(core::mem::size_of::<AllowSummary>() == 8);
+    assert!(core::mem::size_of::<BanBucketV4>() == 120);
+    assert!(core::mem::size_of::<BanTableState>() == 16);
     assert!(core::mem::size_of::<AllowValue>() == 4);
     assert!(core::mem::size_of::<SourceKey>() == 16);
     assert!(core::mem::size_of::<SourceCounters>() == 32);
@@ -275,6 +363,61 @@ mod tests {
         assert!(Verdict::DroppedBanned.is_drop());
         assert!(Verdict::DroppedBannedRange.is_drop());
         assert!(!Verdict::PassedAllowlisted.is_drop());
+    }
+
+    #[test]
+    fn table_has_two_slots_per_ban_as_a_power_of_two() {
+        assert_eq!(ban_table_buckets(1_000_000), 524_288);
+        assert_eq!(ban_table_buckets(1), 2);
+        assert_eq!(ban_table_buckets(0), 2);
+        assert_eq!(ban_table_buckets(9), 8);
+        assert_eq!(ban_table_buckets(u32::MAX), 1 << 31);
+        for max_entries in [1, 7, 100, 4_096, 1_000_000] {
+            let slots = u64::from(ban_table_buckets(max_entries)) * BAN_BUCKET_SLOTS as u64;
+            assert!(slots >= 2 * u64::from(max_entries), "{max_entries}");
+        }
+    }
+
+    #[test]
+    fn bucket_index_stays_in_the_table_and_spreads_neighbours() {
+        for bits in [1, 2, 19, 31] {
+            for addr in [0u32, 1, 0xffff_ffff, 0x0a00_0001] {
+                assert!(ban_bucket_index(addr, 0x1234_5678, bits) < (1 << bits));
+            }
+        }
+        // The 256 addresses of one /24 land in many buckets of a 1,024-bucket table.
+        let mut used = [false; 1024];
+        for last in 0..=255u8 {
+            let addr = u32::from_ne_bytes([198, 51, 100, last]);
+            used[ban_bucket_index(addr, 7, 10) as usize] = true;
+        }
+        assert!(used.iter().filter(|used| **used).count() > 150);
+    }
+
+    #[test]
+    fn random_addresses_rarely_find_their_bucket_full() {
+        // 100,000 pseudo-random addresses (xorshift) in a table sized for 100,000 bans: with two
+        // slots per ban, few buckets get more than four of them.
+        const BANS: u32 = 100_000;
+        let bits = ban_table_buckets(BANS).trailing_zeros();
+        let mut filled = [0u8; 65_536];
+        assert_eq!(1usize << bits, filled.len());
+        let mut state = 0x2545_f491u32;
+        let mut overflow = 0u32;
+        for _ in 0..BANS {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let bucket = &mut filled[ban_bucket_index(state, 0x5eed, bits) as usize];
+            if usize::from(*bucket) == BAN_BUCKET_SLOTS {
+                overflow += 1;
+            } else {
+                *bucket += 1;
+            }
+        }
+        // A Poisson estimate at 1.53 bans per bucket gives about 1.5%.
+        assert!(overflow < BANS / 25, "{overflow} of {BANS} overflowed");
+        assert!(overflow > 0, "random addresses should fill some buckets");
     }
 
     #[test]

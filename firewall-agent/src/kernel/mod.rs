@@ -28,6 +28,12 @@ mod maps;
 mod pinned;
 mod pins;
 mod privileges;
+// The XDP program's IPv4 ban table is written through a shared memory mapping of the map.
+#[expect(
+    unsafe_code,
+    reason = "the ban table is mapped with libc::mmap and written with atomic stores"
+)]
+mod table;
 
 pub use loader::KernelFirewall;
 pub use pinned::PinnedBlocklist;

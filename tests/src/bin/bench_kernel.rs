@@ -113,13 +113,17 @@ fn run(output: &Path) -> Result<()> {
         let load_time = load_bans(&firewall, count)?;
         load_ranges(&firewall)?;
         let id = program_id(&firewall)?;
+        let overflow = firewall.ban_table_state().overflow_v4;
         notes.push(format!(
             "Loading {} exact bans with batched updates (`BPF_MAP_UPDATE_BATCH`, 4,096 per call) \
              took {:.2} s; the maps then took {} of kernel memory (`bytes_memlock` of every map \
-             of the program).",
+             of the program). {} of the IPv4 bans ({:.2}%) found their bucket of the ban table \
+             full and are searched in the hash map instead.",
             thousands(count),
             load_time.as_secs_f64(),
-            mebibytes(map_memory(id)?)
+            mebibytes(map_memory(id)?),
+            thousands(overflow),
+            f64::from(overflow) * 100.0 / f64::from(count.saturating_sub(1).max(1))
         ));
         programs.push(Program {
             label: format!(
@@ -289,10 +293,17 @@ fn load_bans(firewall: &KernelFirewall, count: u32) -> Result<std::time::Duratio
     Ok(started.elapsed())
 }
 
-/// Returns the `index`-th filler ban, counting IPv4 addresses from 10.0.0.0 up. Fillers are map
-/// keys only, never the source of a frame.
+/// Returns the `index`-th filler ban, an address of 10.0.0.0/8. The low 24 bits go through a
+/// 24-bit xorshift, which maps distinct indexes to distinct addresses scattered over the block,
+/// as in a real ban list. Consecutive addresses would fill the ban table's buckets unusually
+/// evenly. Fillers are map keys only, never the source of a frame.
 fn filler(index: u32) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a00_0000 + index)
+    const LOW_24: u32 = 0x00ff_ffff;
+    let mut bits = index.wrapping_add(1) & LOW_24;
+    bits ^= (bits << 7) & LOW_24;
+    bits ^= bits >> 11;
+    bits ^= (bits << 3) & LOW_24;
+    Ipv4Addr::from(0x0a00_0000 | bits)
 }
 
 /// Bans [`RANGE_COUNT`] /24 ranges from 11.0.0.0/24 up, none containing a measured source.
@@ -586,9 +597,13 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     writeln!(
         text,
         "- The firewall's figures include what xdp-filter does not do: per-source packet and \
-         byte counters, the range trie lookup, the allowlist check and the expiry check. The \
-         drops of an exact ban are counted inside the ban entry with atomic adds; every other \
-         packet is counted in an LRU per-CPU map keyed by source."
+         byte counters, the range trie lookup, the allowlist check and the expiry check. An \
+         IPv4 source is searched in the ban table, an array map used as a hash table with 4 \
+         slots per bucket and 2 slots per configured ban; IPv6 sources, and the IPv4 bans that \
+         found their bucket full, are searched in kernel hash maps. The drops of an exact ban \
+         are counted inside the ban with plain adds, which several CPUs dropping the same \
+         source at once can undercount; every other packet is counted in an LRU per-CPU map \
+         keyed by source."
     )?;
     writeln!(
         text,
