@@ -37,9 +37,9 @@
 //! | `I` | `execute immediate` or `exec immediate`, Oracle's dynamic SQL |
 //! | `(` `)` `,` `;` `.` | themselves |
 //!
-//! Three marks replace or precede the first class of a fingerprint. `_` marks a value that
+//! Four marks replace or precede the first class of a fingerprint. `_` marks a value that
 //! starts with its own quoted string, and `q` a backtick identifier closed by the attacker. `b`
-//! marks a quote that closes an empty string, as probes send.
+//! marks a quote that closes an empty string, as probes send, and `Q` a backtick that does.
 //!
 //! NOTE: about a sixth of the OWASP CRS 942 attack tests still pass (`cargo xtask eval crs`).
 //! Most are single names (`msdb`, `northwind`, `nvarchar`), magic numbers such as
@@ -84,6 +84,9 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     (r"^1\)*&\(*n[=c)1(]", rules::SQLI_BOOLEAN),
     (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
     (r"^[s1]\)*&\(*c", rules::SQLI_COMMENT_BREAK),
+    // A value that starts with a path-like word and ends in AND/OR and an opened bracket:
+    // `/3 and(`.
+    (r"^o[1n]&\($", rules::SQLI_BOOLEAN),
     // A closed value, then AND/OR, an operator such as `not` or `glob` and a value, and a
     // comment that cuts off the rest: `' or (glob 1)--`.
     (r"^s\)*&\(*o\(*[1s]\)*c$", rules::SQLI_COMMENT_BREAK),
@@ -110,6 +113,7 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // operators alone after one, as probes send to see whether the quote broke the query.
     // A later string means the value is quoted text, such as `'update-ca-certificates'`.
     (r"^b\)*E(?:$|[na1(v])[^s]*$", rules::SQLI_STATEMENT),
+    (r"^b\)*Eo$", rules::SQLI_STATEMENT),
     (r"^b\)*[1o=,][1o=,()&]*$", rules::SQLI_STRING_BREAK),
     // DECLARE @x, EXEC (@x, and SET @x after a separator.
     (r"^[;o=]*E\(*v", rules::SQLI_STATEMENT),
@@ -145,14 +149,20 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // A closed string, then an operator and a value, call or subquery.
     (r"^s\)*[o=]\(*[s1vfFTP]", rules::SQLI_STRING_BREAK),
     (r"^s\)*[o=]\(*E.", rules::SQLI_STRING_BREAK),
-    (r"^s\)*[o=]+\(*n[c&;]", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]+\(*n(?:[o=]\(*[1ns])?[c&;]", rules::SQLI_STRING_BREAK),
     (r"^s\)*[o=]+c", rules::SQLI_STRING_BREAK),
     // A closed string, then an operator and a clause keyword with a comparison, as in
     // `' * from = 1`, the tail of `select '' * from`.
     (r"^s\)*o\(*k=", rules::SQLI_STRING_BREAK),
+    // A closed identifier, then a bare operator, a comparison with a value, AND/OR or a
+    // separator: `` `>65 ``, `` ` < 0) AND ` ``, `` x`; ``.
     (r"^q\)*[o=]$", rules::SQLI_STRING_BREAK),
+    (r"^q\)*[o=]\(*1", rules::SQLI_STRING_BREAK),
+    (r"^Q\)*[o=]\(*n", rules::SQLI_STRING_BREAK),
+    (r"^q\)*&\(*[1n]$", rules::SQLI_STRING_BREAK),
+    (r"^q\)*;$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*s\)*&", rules::SQLI_STRING_BREAK),
-    (r"^_s\)*[o=]\(*[s1]$", rules::SQLI_STRING_BREAK),
+    (r"^_s\)*[o=]{1,2}\(*[s1]$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
     // A value cast to a PostgreSQL type.
     (r"[n1s)]C", rules::SQLI_STRING_BREAK),
@@ -184,6 +194,11 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
         // A form value decoded twice by the application turns `%2B` into `+` and then into a
         // space, so `from+x+where` reaches the database as `from x where`.
         detect_sql(&value.replace('+', " "), hits);
+    }
+    if value.contains("unionselect") {
+        // `unionselect` glued into one word reaches some databases as `union select` once a
+        // filter strips the comment or the character that split it.
+        push(hits, rules::SQLI_UNION);
     }
     if value.contains("/*") && has_glued_comment(&value) {
         push(hits, rules::SQLI_COMMENT_OBFUSCATION);
@@ -236,11 +251,21 @@ fn is_form_key(key: &str) -> bool {
 /// Tokenizes `value` as written and as if it continued each kind of quote, and matches the
 /// fingerprints.
 fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
-    let plain = sqli_tokens::fold(&sqli_tokens::tokenize(value, None, Escapes::Backslash));
+    let raw_tokens = sqli_tokens::tokenize(value, None, Escapes::Backslash);
+    let plain = sqli_tokens::fold(&raw_tokens);
     if is_lone_operator(value, &plain) || is_literal_comparison(value, &plain) {
         push(hits, rules::SQLI_BOOLEAN);
     }
+    if is_bare_statement(value, &plain) {
+        push(hits, rules::SQLI_STATEMENT);
+    }
+    if ends_in_open_like(value, &plain) {
+        push(hits, rules::SQLI_STRING_BREAK);
+    }
     let mut fingerprint = classes(&plain);
+    if starts_with_boolean(&fingerprint) && has_inner_block_comment(value, &raw_tokens) {
+        push(hits, rules::SQLI_COMMENT_OBFUSCATION);
+    }
     if fingerprint.starts_with('s') {
         // A value that starts with its own quoted string closes nothing: rules anchored on a
         // closed string only apply when the value is read as if inside one.
@@ -271,6 +296,12 @@ fn detect_quoted(value: &str, quote: u8, hits: &mut Vec<Rule>) {
     }
     match_fingerprint(&fingerprint, hits);
     if quote == b'`' {
+        if fingerprint.starts_with('q') && closes_empty_string(value, &tokens, quote) {
+            // A value that starts with the closing backtick is a probe, as `b` marks for
+            // quotes, and the rules anchored on `Q` apply too.
+            fingerprint.replace_range(..1, "Q");
+            match_fingerprint(&fingerprint, hits);
+        }
         return;
     }
 
@@ -288,8 +319,24 @@ fn detect_quoted(value: &str, quote: u8, hits: &mut Vec<Rule>) {
             Some(quote),
             Escapes::Standard,
         ));
-        match_fingerprint(&classes(&tokens), hits);
+        let fingerprint = classes(&tokens);
+        if fingerprint == "s&" && escapes_closing_quote(value, &tokens, quote) {
+            // `\'and`: the backslash meant to escape the quote leaves it closing the string,
+            // and AND waits for the rest of the condition.
+            push(hits, rules::SQLI_BOOLEAN);
+        }
+        match_fingerprint(&fingerprint, hits);
     }
+}
+
+/// Returns whether the first token of a quoted context ends in a backslash and the quote.
+fn escapes_closing_quote(value: &str, tokens: &[Token], quote: u8) -> bool {
+    tokens.first().is_some_and(|first| {
+        value
+            .as_bytes()
+            .get(..first.end)
+            .is_some_and(|text| text.ends_with(&[b'\\', quote]))
+    })
 }
 
 /// Returns whether the first token of a quoted context contains only the closing quote and
@@ -407,6 +454,61 @@ fn is_lone_operator(value: &str, tokens: &[Token]) -> bool {
     }
 }
 
+/// Returns whether the whole value is a stored procedure run by name or a variable set:
+/// `exec name`, `execute name`, `exec master.` or `set @name ...`. MSSQL runs the procedure
+/// named after EXEC without brackets, so the call needs no other SQL syntax. Other statement
+/// keywords before one word, such as `update profile` or `delete account`, are ordinary
+/// values and stay clean, and so does an adverb in `-ly` after EXECUTE, as in
+/// `execute immediately`.
+///
+/// NOTE: a two-word command such as `execute backup` is flagged too; the tokenizer cannot
+/// tell a procedure name from an English noun.
+fn is_bare_statement(value: &str, tokens: &[Token]) -> bool {
+    let text = |index: usize| {
+        tokens
+            .get(index)
+            .and_then(|token| value.get(token.start..token.end))
+            .unwrap_or("")
+    };
+    let fingerprint = classes(tokens);
+    match fingerprint.as_str() {
+        "En" | "En." => matches!(text(0), "exec" | "execute") && !text(1).ends_with("ly"),
+        _ => fingerprint.starts_with("kv") && text(0) == "set",
+    }
+}
+
+/// Returns whether the value is a name, LIKE and an opened quote alone, `name LIKE '`: the
+/// start of a pattern whose quote the rest of the query closes.
+fn ends_in_open_like(value: &str, tokens: &[Token]) -> bool {
+    let text = |token: &Token| value.get(token.start..token.end).unwrap_or("");
+    matches!(
+        tokens,
+        [name, operator, quote]
+            if name.class == b'n'
+                && text(operator) == "like"
+                && matches!(text(quote), "'" | "\"")
+    )
+}
+
+/// Returns whether a fingerprint starts with a value, closing brackets and AND/OR.
+fn starts_with_boolean(fingerprint: &str) -> bool {
+    fingerprint
+        .strip_prefix(['s', '1'])
+        .is_some_and(|rest| rest.trim_start_matches(')').starts_with('&'))
+}
+
+/// Returns whether a `/* */` comment stands between two tokens, as in
+/// `9999 or /* x */ true`. Prose and ordinary values never put one there, so it marks an
+/// attempt to split what a filter matches.
+fn has_inner_block_comment(value: &str, tokens: &[Token]) -> bool {
+    let Some((_, inner)) = tokens.split_last() else {
+        return false;
+    };
+    inner.iter().skip(1).any(|token| {
+        token.class == b'c' && value.get(token.start..token.end).is_some_and(|text| text.starts_with("/*"))
+    })
+}
+
 /// Returns whether `tokens` contain a comparison that is always true because both sides are
 /// the same literal, such as `'1'='1'` or `1=1`, at the start or after a comma, a bracket or
 /// AND/OR. A value that is only an inequality of two different numbers, such as `1!=2`,
@@ -497,7 +599,12 @@ fn is_number_list(classes: &str) -> bool {
     let Some(inner) = classes.strip_prefix('(') else {
         return false;
     };
-    let inner = inner.strip_suffix(')').unwrap_or(inner);
+    let (inner, closed) = match inner.strip_suffix(')') {
+        Some(inner) => (inner, true),
+        None => (inner, false),
+    };
+    // A list cut off by the token limit ends in a comma.
+    let inner = if closed { inner } else { inner.strip_suffix(',').unwrap_or(inner) };
     !inner.is_empty()
         && inner
             .split(',')
@@ -551,16 +658,20 @@ fn might_be_sql(value: &str) -> bool {
         || value.contains("union")
         || value.contains(" by")
         || value.contains("null")
+        || value.contains(" when ")
+        || value.starts_with("exec")
         || value.starts_with("or ")
         || value.starts_with("and ")
         || value.trim_start().starts_with("xor")
 }
 
-/// Replaces typographic single quotes with `'`. Payloads use them in place of `'` in case a
-/// character set conversion on the way to the database turns them into one.
+/// Replaces typographic single quotes and the acute accent `´` with `'`. Payloads use them in
+/// place of `'` in case a character set conversion on the way to the database turns them into
+/// one. NFKC has already turned `´` into a space and a combining acute accent (U+0301).
 fn fold_typographic_quotes(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\u{2018}', '\u{2019}']) {
-        std::borrow::Cow::Owned(value.replace(['\u{2018}', '\u{2019}'], "'"))
+    const SPACED_ACUTE: &str = " \u{301}";
+    if value.contains(['\u{2018}', '\u{2019}']) || value.contains(SPACED_ACUTE) {
+        std::borrow::Cow::Owned(value.replace(['\u{2018}', '\u{2019}'], "'").replace(SPACED_ACUTE, "'"))
     } else {
         std::borrow::Cow::Borrowed(value)
     }

@@ -389,3 +389,88 @@ fn plus_signs_are_read_as_spaces() {
     ]);
     assert_clean(&["c++", "john+tag@example.com", "a+b=c", "abc+def/ghi==", "select+your+plan"]);
 }
+
+#[test]
+fn bare_procedure_calls_are_detected() {
+    assert_eq!(fingerprint("exec master.", None), "En.");
+    assert_detected(&["execute php", "EXECUTE node_", "exec master.", "exec sp_who", " SET @OLD_SQL_NOTES"]);
+    assert_clean(&[
+        "execute the plan",
+        "Execute the plan as discussed.",
+        "execute payment now",
+        "update profile",
+        "delete account",
+        "set the table",
+        "set of 3",
+    ]);
+}
+
+#[test]
+fn closed_identifier_then_operator_is_detected() {
+    assert_detected(&["`>65", "`>6fbdec2", "` < 0) AND `", "\"` * 12344", "admin@juice-sh.op`;", "\\`or`1"]);
+    assert_clean(&[
+        "`code` > 5",
+        "run `make` or `cargo`",
+        "use `x` and `y`; then stop",
+        "the `>` sign",
+        "a`b",
+    ]);
+}
+
+#[test]
+fn dangling_and_or_is_detected() {
+    // AND/OR before an opened bracket, or after a quote that a backslash fails to escape in
+    // standard SQL.
+    assert_detected(&["/3 and(", "/x_R or (", "\\'and"]);
+    assert_clean(&[
+        "/3 or 4",
+        "/Business and",
+        "/3 or ",
+        "this and",
+        "/home/user or ",
+        "Joe's and",
+        "rock 'n' and",
+        "/api and/or",
+        "cats and dogs",
+    ]);
+}
+
+#[test]
+fn comment_between_boolean_tokens_is_detected() {
+    assert_detected(&[
+        "9999 or /* +optimizer hint */ true",
+        "9999 or {if length((/*+!5000select username/*!50000from*/user where id=1))>0}",
+        "' or /**/ 1",
+    ]);
+    assert_clean(&["x /* or */ y", "a /* or */ b", "/* draft */ 1 or 2", "1 or 2 items /* note */"]);
+}
+
+#[test]
+fn clause_fragments_are_detected() {
+    assert_detected(&[
+        "' alter/",
+        "'1' not regexp '2'",
+        "user'collate U&\"$1#B#E#D\"--",
+        "something LIKE '",
+        " case when condition1 then result1",
+        "Xunionselectfrom",
+        "1\u{b4} OR \u{b4}1\u{b4}=\u{b4}x\u{b4}#;--()",
+    ]);
+    assert_clean(&[
+        "'delete-me'",
+        "'red' and 'blue'",
+        "I like 'jazz' a lot",
+        "something like this",
+        "just in case when it rains",
+        "the reunion selected a venue",
+        "caf\u{e9} d\u{b4}or",
+    ]);
+}
+
+#[test]
+fn long_in_lists_are_detected() {
+    let list: Vec<String> = (815_917..815_937).map(|id| id.to_string()).collect();
+    let value = format!(" IN ({})", list.join(", "));
+    assert_detected(&[value.as_str(), "in (1, 2,"]);
+    assert_clean(&["in (3 colours)", "in (a, b, c)", "available in 3, 4, 5"]);
+}
