@@ -318,7 +318,7 @@ const SIGNATURE_PIECES: &[&str] = &[
     "{{7*7}}", "${7*7}", "<%= 7 %>", "[% x %]", "{% if %}", "__proto__", "constructor.prototype",
     "require('child_process')", "process.env", "console.log(1)", "new function(", "user__profile__icontains",
     "<?php", "$_get", "eval(", "system(", "allow_url_include", "exec /*x*/ (", "('system')(",
-    "information_schema", "msdb", "waitfor delay '", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
+    "information_schema", "msdb", "waitfor delay '", "2.2250738585072011e-308", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
     "o:8:\"stdclass\":1:{", "\"$type\":\"system.x\"", "!!python/object", "cos\nsystem",
 ];
 
@@ -369,4 +369,13 @@ fn time_delay_past_the_token_limit_is_blocked() {
         &["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) waitfor the delay"],
         FieldKind::Header,
     );
+}
+
+#[test]
+fn float_conversion_hang_is_blocked() {
+    assert_blocked_as(
+        &["2.2250738585072011e-308", "{\"2.2250738585072011e-308\":\"foo\"}", "q=2.2250738585072012e-0308"],
+        FieldKind::Query,
+    );
+    assert_passed_as(&["2.2250738585072014e-308", "2.225e-308", "1e-308"], FieldKind::Query);
 }

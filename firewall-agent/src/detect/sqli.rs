@@ -146,6 +146,8 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
         r"^k?\(*F\((?:$|[1svfF(]|n[,o=]|n\)[o=])",
         rules::SQLI_FUNCTION,
     ),
+    // One word, then a known SQL function opened at the end: `selectect user(`.
+    (r"^nF\($", rules::SQLI_FUNCTION),
     // A closed string, then an operator and a value, call or subquery.
     (r"^s\)*[o=]\(*[s1vfFTP]", rules::SQLI_STRING_BREAK),
     (r"^s\)*[o=]\(*E.", rules::SQLI_STRING_BREAK),
@@ -154,8 +156,9 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // A closed string, then an operator and a clause keyword with a comparison, as in
     // `' * from = 1`, the tail of `select '' * from`.
     (r"^s\)*o\(*k=", rules::SQLI_STRING_BREAK),
-    // A closed identifier, then a bare operator, a comparison with a value, AND/OR or a
-    // separator: `` `>65 ``, `` ` < 0) AND ` ``, `` x`; ``.
+    // A closed identifier, then a bare operator, an operator and a number, AND/OR and one
+    // operand, or a final separator: `` `>65 ``, `` ` < 0) AND ` ``, `` x`; ``. After an empty
+    // identifier (`Q`), an operator and a name count too: `` `>6fbdec2 ``.
     (r"^q\)*[o=]$", rules::SQLI_STRING_BREAK),
     (r"^q\)*[o=]\(*1", rules::SQLI_STRING_BREAK),
     (r"^Q\)*[o=]\(*n", rules::SQLI_STRING_BREAK),
@@ -164,6 +167,11 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     (r"^1\)*[o=]\(*s\)*&", rules::SQLI_STRING_BREAK),
     (r"^_s\)*[o=]{1,2}\(*[s1]$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
+    // `3' ' 1`: a number, a quote that closes its string, a new string and a number.
+    (r"^1s1$", rules::SQLI_STRING_BREAK),
+    // A chain of strings joined with `.`, as `'.'.'.'.'` probes for PHP or Oracle-style
+    // concatenation.
+    (r"^_s(?:\.s){3}", rules::SQLI_STRING_BREAK),
     // A value cast to a PostgreSQL type.
     (r"[n1s)]C", rules::SQLI_STRING_BREAK),
     // A closed string or number, then a comment that cuts off the rest of the query.
@@ -255,6 +263,9 @@ fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
     let plain = sqli_tokens::fold(&raw_tokens);
     if is_lone_operator(value, &plain) || is_literal_comparison(value, &plain) {
         push(hits, rules::SQLI_BOOLEAN);
+    }
+    if is_blank_string_list(value, &plain) {
+        push(hits, rules::SQLI_STRING_BREAK);
     }
     if is_bare_statement(value, &plain) {
         push(hits, rules::SQLI_STATEMENT);
@@ -402,7 +413,8 @@ pub(super) fn cached_fingerprint_rules(fingerprint: &str) -> Vec<Rule> {
 }
 
 /// Returns whether the whole value is one SQL comparison or logical operator, alone, before
-/// `NULL` or before a bracketed list: `<=>`, `!=`, `||`, `xor`, `is null`, `in (1,2)`. Probes
+/// `NULL` or before a bracketed list: `<=>`, `!=`, `||`, `xor`, `is null`, `in (1,2)`, or XOR
+/// before a number or a variable: `xor 5-`. Probes
 /// send these to learn whether the value lands in a query. One-character operators such as
 /// `-` or `=` and the words `and`, `or`, `not` and `like` are left out, because they stand
 /// alone in ordinary values.
@@ -450,6 +462,7 @@ fn is_lone_operator(value: &str, tokens: &[Token]) -> bool {
     match rest.as_str() {
         "" => !matches!(text, "is" | "in" | "like"),
         "1" => operand == "null",
+        _ if text == "xor" => rest.starts_with(['1', 'v']),
         _ => text == "in" && is_number_list(&rest),
     }
 }
@@ -477,6 +490,28 @@ fn is_bare_statement(value: &str, tokens: &[Token]) -> bool {
     }
 }
 
+/// Returns whether the value is a comma-separated list of at least two items, strings that
+/// hold only spaces and perhaps one number at the end: `'', '', '', 13` or `' ', 10`. Probes
+/// send such lists to count the columns a UNION needs.
+fn is_blank_string_list(value: &str, tokens: &[Token]) -> bool {
+    let is_blank_string = |token: &Token| {
+        token.class == b's'
+            && value
+                .get(token.start..token.end)
+                .is_some_and(|text| text.bytes().all(|byte| matches!(byte, b'\'' | b'"' | b' ')))
+    };
+    let items: Vec<&Token> = tokens.iter().step_by(2).collect();
+    let separators_are_commas = tokens.iter().skip(1).step_by(2).all(|token| token.class == b',');
+    let Some((last, leading)) = items.split_last() else {
+        return false;
+    };
+    let last_fits = is_blank_string(last) || (last.class == b'1' && !leading.is_empty());
+    items.len() >= 2
+        && separators_are_commas
+        && leading.iter().all(|token| is_blank_string(token))
+        && last_fits
+}
+
 /// Returns whether the value is a name, LIKE and an opened quote alone, `name LIKE '`: the
 /// start of a pattern whose quote the rest of the query closes.
 fn ends_in_open_like(value: &str, tokens: &[Token]) -> bool {
@@ -497,9 +532,9 @@ fn starts_with_boolean(fingerprint: &str) -> bool {
         .is_some_and(|rest| rest.trim_start_matches(')').starts_with('&'))
 }
 
-/// Returns whether a `/* */` comment stands between two tokens, as in
-/// `9999 or /* x */ true`. Prose and ordinary values never put one there, so it marks an
-/// attempt to split what a filter matches.
+/// Returns whether a `/* */` comment is between two tokens, as in `9999 or /* x */ true`.
+/// Prose and ordinary values seldom contain one, so it marks an attempt to split what a
+/// filter matches.
 fn has_inner_block_comment(value: &str, tokens: &[Token]) -> bool {
     let Some((_, inner)) = tokens.split_last() else {
         return false;
@@ -511,8 +546,8 @@ fn has_inner_block_comment(value: &str, tokens: &[Token]) -> bool {
 
 /// Returns whether `tokens` contain a comparison that is always true because both sides are
 /// the same literal, such as `'1'='1'` or `1=1`, at the start or after a comma, a bracket or
-/// AND/OR. A value that is only an inequality of two different numbers, such as `1!=2`,
-/// counts too, because probes send it to see whether the value reaches a WHERE clause.
+/// AND/OR. A value that is only an inequality of two different numbers, such as `1!=2` or
+/// `1 is not 2`, counts too, because probes send it to see whether the value reaches a WHERE clause.
 fn is_literal_comparison(value: &str, tokens: &[Token]) -> bool {
     let text = |token: &Token| value.get(token.start..token.end).unwrap_or("");
     let literal = |token: &Token| matches!(token.class, b's' | b'1');
@@ -520,6 +555,14 @@ fn is_literal_comparison(value: &str, tokens: &[Token]) -> bool {
         && left.class == b'1'
         && right.class == b'1'
         && matches!(text(operator), "!=" | "<>")
+    {
+        return text(left) != text(right);
+    }
+    if let [left, is, not, right] = tokens
+        && left.class == b'1'
+        && right.class == b'1'
+        && text(is) == "is"
+        && text(not) == "not"
     {
         return text(left) != text(right);
     }
@@ -659,6 +702,7 @@ fn might_be_sql(value: &str) -> bool {
         || value.contains(" by")
         || value.contains("null")
         || value.contains(" when ")
+        || value.contains(" is not ")
         || value.starts_with("exec")
         || value.starts_with("or ")
         || value.starts_with("and ")

@@ -474,3 +474,33 @@ fn long_in_lists_are_detected() {
     assert_detected(&[value.as_str(), "in (1, 2,"]);
     assert_clean(&["in (3 colours)", "in (a, b, c)", "available in 3, 4, 5"]);
 }
+
+#[test]
+fn column_count_probes_are_detected() {
+    assert_detected(&[
+        "' ', 10",
+        "'', '', '', '', '', '', '', '', '', '', 13",
+        "3' ' 1",
+        "'.'.'.'.'.'.'.'",
+    ]);
+    assert_clean(&[
+        "'Paris', 2",
+        "' '",
+        "'a', 'b', 3",
+        "3 'x' y",
+        "'v1.2'.'x'",
+        "'a'.'b'",
+    ]);
+}
+
+#[test]
+fn inequalities_and_xor_probes_are_detected() {
+    assert_detected(&["1 is not 2", "xor 5-", "XOR @a", "selectect user("]);
+    assert_clean(&[
+        "1 is not 1",
+        "it is not 2 days",
+        "xor gate",
+        "the user(s)",
+        "admin user(s)",
+    ]);
+}
