@@ -264,8 +264,11 @@ fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
     if is_lone_operator(value, &plain) || is_literal_comparison(value, &plain) {
         push(hits, rules::SQLI_BOOLEAN);
     }
-    if is_blank_string_list(value, &plain) {
+    if is_blank_string_list(value, &plain) || is_mixed_quote_probe(value) {
         push(hits, rules::SQLI_STRING_BREAK);
+    }
+    if starts_with_union_all(value, &plain) {
+        push(hits, rules::SQLI_UNION);
     }
     if is_bare_statement(value, &plain) {
         push(hits, rules::SQLI_STATEMENT);
@@ -488,6 +491,29 @@ fn is_bare_statement(value: &str, tokens: &[Token]) -> bool {
         "En" | "En." => matches!(text(0), "exec" | "execute") && !text(1).ends_with("ly"),
         _ => fingerprint.starts_with("kv") && text(0) == "set",
     }
+}
+
+/// Returns whether the value is two or three quote characters of at least two kinds, such as
+/// `"'`: a probe for which quote the query uses.
+fn is_mixed_quote_probe(value: &str) -> bool {
+    let value = value.trim();
+    let bytes = value.as_bytes();
+    (2..=3).contains(&bytes.len())
+        && bytes.iter().all(|byte| matches!(byte, b'\'' | b'"' | b'`'))
+        && bytes.iter().any(|byte| *byte != bytes[0])
+}
+
+/// Returns whether the value starts with a number or string and `UNION ALL` or
+/// `UNION DISTINCT`, as in `2 union all`. A bare `union` after a number is left alone,
+/// because it is also an address such as `1 Union Square`.
+fn starts_with_union_all(value: &str, tokens: &[Token]) -> bool {
+    let [first, union, ..] = tokens else {
+        return false;
+    };
+    let text = value.get(union.start..union.end).unwrap_or("");
+    matches!(first.class, b'1' | b's')
+        && union.class == b'U'
+        && (text.ends_with("all") || text.ends_with("distinct"))
 }
 
 /// Returns whether the value is a comma-separated list of at least two items, strings that

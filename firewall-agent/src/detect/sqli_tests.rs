@@ -504,3 +504,16 @@ fn inequalities_and_xor_probes_are_detected() {
         "admin user(s)",
     ]);
 }
+
+#[test]
+fn quote_probes_and_union_all_are_detected() {
+    assert_detected(&["\"'", "'\"`", " '\" ", "2 union all/bar", "'x' UNION DISTINCT"]);
+    assert_clean(&[
+        "\"\"",
+        "''",
+        "\"'a",
+        "1 Union Square",
+        "2 Union Street, all floors",
+        "workers union all agree",
+    ]);
+}
