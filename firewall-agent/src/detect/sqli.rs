@@ -198,10 +198,13 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     let value = truncate(value, MAX_SQL_BYTES);
     let value = fold_typographic_quotes(value);
     detect_sql(&value, hits);
-    if value.contains('+') && !value.contains(char::is_whitespace) {
-        // A form value decoded twice by the application turns `%2B` into `+` and then into a
-        // space, so `from+x+where` reaches the database as `from x where`.
-        detect_sql(&value.replace('+', " "), hits);
+    // A form value decoded twice by the application turns `%2B` into `+` and then into a
+    // space, so `from+x+where` reaches the database as `from x where`. A path segment is
+    // read that way too by routers that decode `+` as a space.
+    let spaced = (value.contains('+') && !value.contains(char::is_whitespace))
+        .then(|| value.replace('+', " "));
+    if let Some(spaced) = &spaced {
+        detect_sql(spaced, hits);
     }
     if value.contains("unionselect") {
         // `unionselect` glued into one word reaches some databases as `union select` once a
@@ -213,17 +216,25 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     }
 
     if kind == FieldKind::Path {
-        let segment_starts = value
-            .match_indices('/')
-            .map(|(index, _)| index + 1)
-            .filter(|start| *start < value.len())
-            .take(MAX_PATH_SEGMENTS);
-        for start in segment_starts {
-            detect_sql(&value[start..], hits);
+        detect_path_segments(&value, hits);
+        if let Some(spaced) = &spaced {
+            detect_path_segments(spaced, hits);
         }
     }
     for embedded in embedded_form_values(&value) {
         detect_sql(embedded, hits);
+    }
+}
+
+/// Matches the fingerprints of a path read from the start of each segment.
+fn detect_path_segments(path: &str, hits: &mut Vec<Rule>) {
+    let segment_starts = path
+        .match_indices('/')
+        .map(|(index, _)| index + 1)
+        .filter(|start| *start < path.len())
+        .take(MAX_PATH_SEGMENTS);
+    for start in segment_starts {
+        detect_sql(&path[start..], hits);
     }
 }
 
