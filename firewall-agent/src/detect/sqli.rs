@@ -272,6 +272,7 @@ fn is_form_key(key: &str) -> bool {
 fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
     let raw_tokens = sqli_tokens::tokenize(value, None, Escapes::Backslash);
     let plain = sqli_tokens::fold(&raw_tokens);
+    let mut fingerprint = classes(&plain);
     if is_lone_operator(value, &plain) || is_literal_comparison(value, &plain) {
         push(hits, rules::SQLI_BOOLEAN);
     }
@@ -281,13 +282,12 @@ fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
     if starts_with_union_all(value, &plain) {
         push(hits, rules::SQLI_UNION);
     }
-    if is_bare_statement(value, &plain) {
+    if is_bare_statement(value, &plain, &fingerprint) {
         push(hits, rules::SQLI_STATEMENT);
     }
     if ends_in_open_like(value, &plain) {
         push(hits, rules::SQLI_STRING_BREAK);
     }
-    let mut fingerprint = classes(&plain);
     if starts_with_boolean(&fingerprint) && has_inner_block_comment(value, &raw_tokens) {
         push(hits, rules::SQLI_COMMENT_OBFUSCATION);
     }
@@ -490,15 +490,14 @@ fn is_lone_operator(value: &str, tokens: &[Token]) -> bool {
 ///
 /// NOTE: a two-word command such as `execute backup` is flagged too; the tokenizer cannot
 /// tell a procedure name from an English noun.
-fn is_bare_statement(value: &str, tokens: &[Token]) -> bool {
+fn is_bare_statement(value: &str, tokens: &[Token], fingerprint: &str) -> bool {
     let text = |index: usize| {
         tokens
             .get(index)
             .and_then(|token| value.get(token.start..token.end))
             .unwrap_or("")
     };
-    let fingerprint = classes(tokens);
-    match fingerprint.as_str() {
+    match fingerprint {
         "En" | "En." => matches!(text(0), "exec" | "execute") && !text(1).ends_with("ly"),
         _ => fingerprint.starts_with("kv") && text(0) == "set",
     }
@@ -537,16 +536,21 @@ fn is_blank_string_list(value: &str, tokens: &[Token]) -> bool {
                 .get(token.start..token.end)
                 .is_some_and(|text| text.bytes().all(|byte| matches!(byte, b'\'' | b'"' | b' ')))
     };
-    let items: Vec<&Token> = tokens.iter().step_by(2).collect();
-    let separators_are_commas = tokens.iter().skip(1).step_by(2).all(|token| token.class == b',');
-    let Some((last, leading)) = items.split_last() else {
+    if tokens.len() < 3 || tokens[0].class != b's' {
         return false;
-    };
-    let last_fits = is_blank_string(last) || (last.class == b'1' && !leading.is_empty());
-    items.len() >= 2
-        && separators_are_commas
-        && leading.iter().all(|token| is_blank_string(token))
-        && last_fits
+    }
+    // Items sit at even indexes and commas at odd ones. A list cut off by the token limit
+    // ends in a comma.
+    let last_item = (tokens.len() - 1) / 2 * 2;
+    tokens.iter().enumerate().all(|(index, token)| {
+        if index % 2 == 1 {
+            token.class == b','
+        } else if index == last_item {
+            is_blank_string(token) || token.class == b'1'
+        } else {
+            is_blank_string(token)
+        }
+    })
 }
 
 /// Returns whether the value is a name, LIKE and an opened quote alone, `name LIKE '`: the
