@@ -39,7 +39,8 @@
 //!
 //! Four marks replace or precede the first class of a fingerprint. `_` marks a value that
 //! starts with its own quoted string, and `q` a backtick identifier closed by the attacker. `b`
-//! marks a quote that closes an empty string, as probes send, and `Q` a backtick that does.
+//! marks a quote that closes an empty string, as probes send, and `Q` a backtick that closes
+//! an empty identifier.
 //!
 //! NOTE: about a sixth of the OWASP CRS 942 attack tests still pass (`cargo xtask eval crs`).
 //! Most are single names (`msdb`, `northwind`, `nvarchar`), magic numbers such as
@@ -120,9 +121,9 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     (r"^[;o=]+k\(*v", rules::SQLI_STATEMENT),
     // The middle of a query: `) AS x FROM`, `) WHEN 1 THEN`, `CASE WHEN x THEN`, `HAVING 1=`,
     // `VALUES ('a', 'b'`, `FROM x WHERE y =`.
-    (r"^[)1q]\)*A[sn1]k", rules::SQLI_STATEMENT),
+    (r"^[)1qQ]\)*A[sn1]k", rules::SQLI_STATEMENT),
     (r"^\)+k1k", rules::SQLI_STATEMENT),
-    (r"^[sq]\)*[kA]$", rules::SQLI_STATEMENT),
+    (r"^[sqQ]\)*[kA]$", rules::SQLI_STATEMENT),
     (r"^kk[1ns]k", rules::SQLI_STATEMENT),
     (r"^k\(*1[o=]", rules::SQLI_STATEMENT),
     (r"^k\(s,s", rules::SQLI_STATEMENT),
@@ -157,13 +158,14 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // `' * from = 1`, the tail of `select '' * from`.
     (r"^s\)*o\(*k=", rules::SQLI_STRING_BREAK),
     // A closed identifier, then a bare operator, an operator and a number, AND/OR and one
-    // operand, or a final separator: `` `>65 ``, `` ` < 0) AND ` ``, `` x`; ``. After an empty
-    // identifier (`Q`), an operator and a name count too: `` `>6fbdec2 ``.
-    (r"^q\)*[o=]$", rules::SQLI_STRING_BREAK),
+    // operand, or a final separator: `` "` * 123 ``, `` x`; ``. After an empty identifier
+    // (`Q`) only a comparison counts, before a number or a name: `` `>65 ``, `` `>6fbdec2 ``,
+    // but not `` `!1 ``, where `!` is a NOT.
+    (r"^[qQ]\)*[o=]$", rules::SQLI_STRING_BREAK),
     (r"^q\)*[o=]\(*1", rules::SQLI_STRING_BREAK),
-    (r"^Q\)*[o=]\(*n", rules::SQLI_STRING_BREAK),
-    (r"^q\)*&\(*[1n]$", rules::SQLI_STRING_BREAK),
-    (r"^q\)*;$", rules::SQLI_STRING_BREAK),
+    (r"^Q\)*=\(*[1n]", rules::SQLI_STRING_BREAK),
+    (r"^[qQ]\)*&\(*[1n]$", rules::SQLI_STRING_BREAK),
+    (r"^[qQ]\)*;$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*s\)*&", rules::SQLI_STRING_BREAK),
     (r"^_s\)*[o=]{1,2}\(*[s1]$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
@@ -315,18 +317,13 @@ fn detect_quoted(value: &str, quote: u8, hits: &mut Vec<Rule>) {
     ));
     let mut fingerprint = classes(&tokens);
     if quote == b'`' && fingerprint.starts_with('s') {
-        // A closed identifier is a name, not a value, so only the rules that allow one (`q`)
-        // apply to it.
-        fingerprint.replace_range(..1, "q");
+        // A closed identifier is a name, not a value, so only the rules that allow one (`q`,
+        // or `Q` when the value starts with the closing backtick) apply to it.
+        let mark = if closes_empty_string(value, &tokens, quote) { "Q" } else { "q" };
+        fingerprint.replace_range(..1, mark);
     }
     match_fingerprint(&fingerprint, hits);
     if quote == b'`' {
-        if fingerprint.starts_with('q') && closes_empty_string(value, &tokens, quote) {
-            // A value that starts with the closing backtick is a probe, as `b` marks for
-            // quotes, and the rules anchored on `Q` apply too.
-            fingerprint.replace_range(..1, "Q");
-            match_fingerprint(&fingerprint, hits);
-        }
         return;
     }
 

@@ -423,6 +423,7 @@ fn closed_identifier_then_operator_is_detected() {
         "run `make` or `cargo`",
         "use `x` and `y`; then stop",
         "the `>` sign",
+        "`!1",
         "a`b",
     ]);
 }
