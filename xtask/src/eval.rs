@@ -129,7 +129,8 @@ pub fn crs() -> Result<()> {
 }
 
 /// Returns the part of a family name given in `FIREWALL_EVAL_MISSES` (such as `SQLI`). The
-/// missed attack tests of matching families are listed by name, and `all` matches every family.
+/// missed attack tests of matching families are listed by name and payload, and `all` matches
+/// every family.
 fn missed_family_filter() -> Option<String> {
     let value = std::env::var("FIREWALL_EVAL_MISSES").ok()?;
     if value.eq_ignore_ascii_case("all") { Some(String::new()) } else { Some(value) }

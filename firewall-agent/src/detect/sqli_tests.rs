@@ -177,7 +177,7 @@ fn path_segments_are_read_from_their_start() {
 }
 
 #[test]
-fn path_segments_with_plus_signs_are_read_as_spaces() {
+fn path_plus_signs_read_as_spaces() {
     let rules = sqli_rules("/post/*/*/2+union+all/bar", FieldKind::Path);
     assert!(rules.contains(&"sqli-union"), "{rules:?}");
     for path in ["/wiki/C++_and_more", "/search/a+b+c/2+union+square", "/tags/1+or+2"] {
