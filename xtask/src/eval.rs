@@ -108,13 +108,13 @@ pub fn crs() -> Result<()> {
             && let Outcome::Scored(score) = outcome
             && *score >= REQUEST_THRESHOLD
         {
-            println!("non-attack test flagged (score {score}): {}", request.name);
+            println!("non-attack test flagged (score {score}): {} {}", request.name, payload_summary(&request.raw));
         }
     }
     if let Some(family) = missed_family_filter() {
         for (request, outcome) in &crs_outcomes {
             if request.attack && request.family.contains(&family) && !flagged(outcome) {
-                println!("attack test missed ({outcome:?}): {}", request.name);
+                println!("attack test missed ({outcome:?}): {} {}", request.name, payload_summary(&request.raw));
             }
         }
     }
@@ -129,10 +129,30 @@ pub fn crs() -> Result<()> {
 }
 
 /// Returns the part of a family name given in `FIREWALL_EVAL_MISSES` (such as `SQLI`). The
-/// missed attack tests of matching families are listed by name, and `all` matches every family.
+/// missed attack tests of matching families are listed by name and payload, and `all` matches
+/// every family.
 fn missed_family_filter() -> Option<String> {
     let value = std::env::var("FIREWALL_EVAL_MISSES").ok()?;
     if value.eq_ignore_ascii_case("all") { Some(String::new()) } else { Some(value) }
+}
+
+/// Maximum length of a payload summary, in characters.
+const PAYLOAD_SUMMARY_CHARS: usize = 240;
+
+/// Summarises what a test request carries for the lists of misses and flagged tests: its
+/// request target, then its body after ` body=` when it has one, with control characters
+/// escaped and the whole cut to [`PAYLOAD_SUMMARY_CHARS`] characters.
+fn payload_summary(raw: &[u8]) -> String {
+    let head_end = raw.windows(4).position(|window| window == b"\r\n\r\n").unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let target = head.lines().next().and_then(|line| line.split(' ').nth(1)).unwrap_or_default();
+    let body = raw.get(head_end + 4..).unwrap_or_default();
+    let mut summary = target.to_owned();
+    if !body.is_empty() {
+        summary.push_str(" body=");
+        summary.push_str(&String::from_utf8_lossy(body));
+    }
+    summary.chars().flat_map(char::escape_debug).take(PAYLOAD_SUMMARY_CHARS).collect()
 }
 
 /// Returns whether an outcome reached the request threshold.
@@ -752,6 +772,17 @@ mod tests {
         assert!(!raw.contains("99"), "{raw}");
         assert!(raw.contains("Host: localhost\r\n"), "{raw}");
         assert!(raw.ends_with("\r\n\r\na=1"), "{raw}");
+    }
+
+    #[test]
+    fn payload_summary_shows_target_and_body() {
+        let raw = b"POST /a?id=1%27 HTTP/1.1\r\nHost: x\r\n\r\nq=1\n2";
+        assert_eq!(payload_summary(raw), "/a?id=1%27 body=q=1\\n2");
+    }
+
+    #[test]
+    fn payload_summary_without_body() {
+        assert_eq!(payload_summary(b"GET /x HTTP/1.1\r\n\r\n"), "/x");
     }
 
     #[test]

@@ -318,7 +318,7 @@ const SIGNATURE_PIECES: &[&str] = &[
     "{{7*7}}", "${7*7}", "<%= 7 %>", "[% x %]", "{% if %}", "__proto__", "constructor.prototype",
     "require('child_process')", "process.env", "console.log(1)", "new function(", "user__profile__icontains",
     "<?php", "$_get", "eval(", "system(", "allow_url_include", "exec /*x*/ (", "('system')(",
-    "information_schema", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
+    "information_schema", "msdb", "waitfor delay '", "2.2250738585072011e-308", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
     "o:8:\"stdclass\":1:{", "\"$type\":\"system.x\"", "!!python/object", "cos\nsystem",
 ];
 
@@ -349,4 +349,33 @@ fn prefilter_matches_every_piece() {
         assert_eq!(filtered, unfiltered, "piece {piece:?}");
         assert!(!unfiltered.is_empty(), "no signature matches {piece:?}");
     }
+}
+
+#[test]
+fn system_catalogue_names_are_blocked() {
+    assert_blocked_as(
+        &["msdb", "mysql.db", "MSysAccessObjects", "'msdasql'", "msdb..sysjobs"],
+        FieldKind::Query,
+    );
+    assert_passed_as(&["msdbx", "mysql database", "my.db", "system objects", "Northwind Traders"], FieldKind::Query);
+}
+
+#[test]
+fn time_delay_past_the_token_limit_is_blocked() {
+    let user_agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                      Chrome/131.0.0.0 Safari/537.36-1 waitfor delay '0:0:15' --";
+    assert_blocked_as(&[user_agent], FieldKind::Header);
+    assert_passed_as(
+        &["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) waitfor the delay"],
+        FieldKind::Header,
+    );
+}
+
+#[test]
+fn float_conversion_hang_is_blocked() {
+    assert_blocked_as(
+        &["2.2250738585072011e-308", "{\"2.2250738585072011e-308\":\"foo\"}", "q=2.2250738585072012e-0308"],
+        FieldKind::Query,
+    );
+    assert_passed_as(&["2.2250738585072014e-308", "2.225e-308", "1e-308"], FieldKind::Query);
 }

@@ -476,6 +476,16 @@ pub const PROTOCOL_HEADER_INJECTION: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// The number `2.2250738585072011e-308` or `2.2250738585072012e-308`, whose conversion from
+/// text loops forever in PHP 5.2 and 5.3 on x87 CPUs and in Java's `Double.parseDouble` before
+/// the fix for CVE-2010-4476.
+pub const PROTOCOL_FLOAT_DOS: Rule = Rule {
+    id: "protocol-float-dos",
+    number: 2006,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
 /// Every rule, in number order.
 pub const ALL: &[Rule] = &[
     SQLI_BOOLEAN,
@@ -536,6 +546,7 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_CONTROL_BYTE,
     PROTOCOL_DEEP_ENCODING,
     PROTOCOL_HEADER_INJECTION,
+    PROTOCOL_FLOAT_DOS,
 ];
 
 /// Finds a rule by its id.

@@ -213,9 +213,14 @@ fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
         ),
         // Database system catalogues.
         (
-            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|tempdb|mysql\.user|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
-            rules::SQLI_SYSTEM_TABLE, &["information_schema", "sqlite_master", "sqlite_schema", "pg_catalog", "pg_shadow", "sysobjects", "syscolumns", "sysdatabases", "msysobjects", "tempdb", "mysql.user", "all_tables", "user_tables", "dba_users", "xp_cmdshell", "sp_executesql"],
+            r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|msysaccessobjects|msysqueries|msysrelationships|msdb|msdasql|tempdb|mysql\.(?:user|db)|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
+            rules::SQLI_SYSTEM_TABLE, &["information_schema", "sqlite_master", "sqlite_schema", "pg_catalog", "pg_shadow", "sysobjects", "syscolumns", "sysdatabases", "msys", "msdb", "msdasql", "tempdb", "mysql.user", "mysql.db", "all_tables", "user_tables", "dba_users", "xp_cmdshell", "sp_executesql"],
         ),
+        // A time delay anywhere in a value, also past the tokens the SQL detector reads, as
+        // in a long User-Agent header that ends in `waitfor delay '0:0:15'`.
+        (r"\bwaitfor\s+(?:delay|time)\s*['\x22]", rules::SQLI_FUNCTION, &["waitfor"]),
+        // The numbers that hang old PHP and Java string-to-double conversions.
+        (r"2\.225073858507201[12]e-0*308\b", rules::PROTOCOL_FLOAT_DOS, &["2.225073858507201"]),
         // Java and expression language.
         (
             concat!(

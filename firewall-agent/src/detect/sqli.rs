@@ -37,15 +37,18 @@
 //! | `I` | `execute immediate` or `exec immediate`, Oracle's dynamic SQL |
 //! | `(` `)` `,` `;` `.` | themselves |
 //!
-//! Three marks replace or precede the first class of a fingerprint. `_` marks a value that
+//! Four marks replace or precede the first class of a fingerprint. `_` marks a value that
 //! starts with its own quoted string, and `q` a backtick identifier closed by the attacker. `b`
-//! marks a quote that closes an empty string, as probes send.
+//! marks a quote that closes an empty string, as probes send, and `Q` a backtick that closes
+//! an empty identifier.
 //!
-//! NOTE: about a sixth of the OWASP CRS 942 attack tests still pass (`cargo xtask eval crs`).
-//! Most are single names (`msdb`, `northwind`, `nvarchar`), magic numbers such as
-//! `4294967296`, runs of punctuation, `execute name`, fragments that end in AND/OR such as
-//! `/3 or `, and prose with a quote before "or", such as `your parents' or yours?`. Their
-//! token shapes also occur in ordinary values, so rules for them would flag those too.
+//! NOTE: about one in twelve of the OWASP CRS 942 attack tests still pass (`cargo xtask eval
+//! crs`). Most are single names (`northwind`, `nvarchar`, `schema_name`) or the number
+//! `4294967296`, runs of punctuation such as `!@#$%^&*()`, or lone quotes and JSON fragments
+//! such as `":"65`. Others are fragments that end in AND/OR, such as `/3 or `, and prose with a
+//! quote before "or", such as `your parents' or yours?`. Their token shapes also occur in
+//! ordinary values (names, keys, sizes, passwords, prose), so rules for them would flag those
+//! too.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -84,6 +87,9 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     (r"^1\)*&\(*n[=c)1(]", rules::SQLI_BOOLEAN),
     (r"^[s1]\)*&\(*E", rules::SQLI_SUBQUERY),
     (r"^[s1]\)*&\(*c", rules::SQLI_COMMENT_BREAK),
+    // A value that starts with a path-like word and ends in AND/OR and an opened bracket:
+    // `/3 and(`.
+    (r"^o[1n]&\($", rules::SQLI_BOOLEAN),
     // A closed value, then AND/OR, an operator such as `not` or `glob` and a value, and a
     // comment that cuts off the rest: `' or (glob 1)--`.
     (r"^s\)*&\(*o\(*[1s]\)*c$", rules::SQLI_COMMENT_BREAK),
@@ -110,15 +116,16 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
     // operators alone after one, as probes send to see whether the quote broke the query.
     // A later string means the value is quoted text, such as `'update-ca-certificates'`.
     (r"^b\)*E(?:$|[na1(v])[^s]*$", rules::SQLI_STATEMENT),
+    (r"^b\)*Eo$", rules::SQLI_STATEMENT),
     (r"^b\)*[1o=,][1o=,()&]*$", rules::SQLI_STRING_BREAK),
     // DECLARE @x, EXEC (@x, and SET @x after a separator.
     (r"^[;o=]*E\(*v", rules::SQLI_STATEMENT),
     (r"^[;o=]+k\(*v", rules::SQLI_STATEMENT),
     // The middle of a query: `) AS x FROM`, `) WHEN 1 THEN`, `CASE WHEN x THEN`, `HAVING 1=`,
     // `VALUES ('a', 'b'`, `FROM x WHERE y =`.
-    (r"^[)1q]\)*A[sn1]k", rules::SQLI_STATEMENT),
+    (r"^[)1qQ]\)*A[sn1]k", rules::SQLI_STATEMENT),
     (r"^\)+k1k", rules::SQLI_STATEMENT),
-    (r"^[sq]\)*[kA]$", rules::SQLI_STATEMENT),
+    (r"^[sqQ]\)*[kA]$", rules::SQLI_STATEMENT),
     (r"^kk[1ns]k", rules::SQLI_STATEMENT),
     (r"^k\(*1[o=]", rules::SQLI_STATEMENT),
     (r"^k\(s,s", rules::SQLI_STATEMENT),
@@ -142,18 +149,33 @@ pub(super) const FINGERPRINT_PATTERNS: &[(&str, Rule)] = &[
         r"^k?\(*F\((?:$|[1svfF(]|n[,o=]|n\)[o=])",
         rules::SQLI_FUNCTION,
     ),
+    // One word, then a known SQL function opened at the end: `selectect user(`.
+    (r"^nF\($", rules::SQLI_FUNCTION),
     // A closed string, then an operator and a value, call or subquery.
     (r"^s\)*[o=]\(*[s1vfFTP]", rules::SQLI_STRING_BREAK),
     (r"^s\)*[o=]\(*E.", rules::SQLI_STRING_BREAK),
-    (r"^s\)*[o=]+\(*n[c&;]", rules::SQLI_STRING_BREAK),
+    (r"^s\)*[o=]+\(*n(?:[o=]\(*[1ns])?[c&;]", rules::SQLI_STRING_BREAK),
     (r"^s\)*[o=]+c", rules::SQLI_STRING_BREAK),
     // A closed string, then an operator and a clause keyword with a comparison, as in
     // `' * from = 1`, the tail of `select '' * from`.
     (r"^s\)*o\(*k=", rules::SQLI_STRING_BREAK),
-    (r"^q\)*[o=]$", rules::SQLI_STRING_BREAK),
+    // A closed identifier, then a bare operator, an operator and a number, AND/OR and one
+    // operand, or a final separator: `` "` * 123 ``, `` x`; ``. After an empty identifier
+    // (`Q`) only a comparison counts, before a number or a name: `` `>65 ``, `` `>6fbdec2 ``,
+    // but not `` `!1 ``, where `!` is a NOT.
+    (r"^[qQ]\)*[o=]$", rules::SQLI_STRING_BREAK),
+    (r"^q\)*[o=]\(*1", rules::SQLI_STRING_BREAK),
+    (r"^Q\)*=\(*[1n]", rules::SQLI_STRING_BREAK),
+    (r"^[qQ]\)*&\(*[1n]$", rules::SQLI_STRING_BREAK),
+    (r"^[qQ]\)*;$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*s\)*&", rules::SQLI_STRING_BREAK),
-    (r"^_s\)*[o=]\(*[s1]$", rules::SQLI_STRING_BREAK),
+    (r"^_s\)*[o=]{1,2}\(*[s1]$", rules::SQLI_STRING_BREAK),
     (r"^1\)*[o=]\(*(?:E.|[TfF]\()", rules::SQLI_STRING_BREAK),
+    // `3' ' 1`: a number, a quote that closes its string, a new string and a number.
+    (r"^1s1$", rules::SQLI_STRING_BREAK),
+    // A chain of strings joined with `.`, as `'.'.'.'.'` probes for PHP or Oracle-style
+    // concatenation.
+    (r"^_s(?:\.s){3}", rules::SQLI_STRING_BREAK),
     // A value cast to a PostgreSQL type.
     (r"[n1s)]C", rules::SQLI_STRING_BREAK),
     // A closed string or number, then a comment that cuts off the rest of the query.
@@ -180,27 +202,43 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     let value = truncate(value, MAX_SQL_BYTES);
     let value = fold_typographic_quotes(value);
     detect_sql(&value, hits);
-    if value.contains('+') && !value.contains(char::is_whitespace) {
-        // A form value decoded twice by the application turns `%2B` into `+` and then into a
-        // space, so `from+x+where` reaches the database as `from x where`.
-        detect_sql(&value.replace('+', " "), hits);
+    // A form value decoded twice by the application turns `%2B` into `+` and then into a
+    // space, so `from+x+where` reaches the database as `from x where`. A path segment is
+    // read that way too by routers that decode `+` as a space.
+    let spaced = (value.contains('+') && !value.contains(char::is_whitespace))
+        .then(|| value.replace('+', " "));
+    if let Some(spaced) = &spaced {
+        detect_sql(spaced, hits);
+    }
+    if value.contains("unionselect") {
+        // `unionselect` glued into one word reaches some databases as `union select` once a
+        // filter strips the comment or the character that split it.
+        push(hits, rules::SQLI_UNION);
     }
     if value.contains("/*") && has_glued_comment(&value) {
         push(hits, rules::SQLI_COMMENT_OBFUSCATION);
     }
 
     if kind == FieldKind::Path {
-        let segment_starts = value
-            .match_indices('/')
-            .map(|(index, _)| index + 1)
-            .filter(|start| *start < value.len())
-            .take(MAX_PATH_SEGMENTS);
-        for start in segment_starts {
-            detect_sql(&value[start..], hits);
+        detect_path_segments(&value, hits);
+        if let Some(spaced) = &spaced {
+            detect_path_segments(spaced, hits);
         }
     }
     for embedded in embedded_form_values(&value) {
         detect_sql(embedded, hits);
+    }
+}
+
+/// Matches the fingerprints of a path read from the start of each segment.
+fn detect_path_segments(path: &str, hits: &mut Vec<Rule>) {
+    let segment_starts = path
+        .match_indices('/')
+        .map(|(index, _)| index + 1)
+        .filter(|start| *start < path.len())
+        .take(MAX_PATH_SEGMENTS);
+    for start in segment_starts {
+        detect_sql(&path[start..], hits);
     }
 }
 
@@ -236,11 +274,27 @@ fn is_form_key(key: &str) -> bool {
 /// Tokenizes `value` as written and as if it continued each kind of quote, and matches the
 /// fingerprints.
 fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
-    let plain = sqli_tokens::fold(&sqli_tokens::tokenize(value, None, Escapes::Backslash));
+    let raw_tokens = sqli_tokens::tokenize(value, None, Escapes::Backslash);
+    let plain = sqli_tokens::fold(&raw_tokens);
+    let mut fingerprint = classes(&plain);
     if is_lone_operator(value, &plain) || is_literal_comparison(value, &plain) {
         push(hits, rules::SQLI_BOOLEAN);
     }
-    let mut fingerprint = classes(&plain);
+    if is_blank_string_list(value, &plain) || is_mixed_quote_probe(value) {
+        push(hits, rules::SQLI_STRING_BREAK);
+    }
+    if starts_with_union_all(value, &plain) {
+        push(hits, rules::SQLI_UNION);
+    }
+    if is_bare_statement(value, &plain, &fingerprint) {
+        push(hits, rules::SQLI_STATEMENT);
+    }
+    if ends_in_open_like(value, &plain) {
+        push(hits, rules::SQLI_STRING_BREAK);
+    }
+    if starts_with_boolean(&fingerprint) && has_inner_block_comment(value, &raw_tokens) {
+        push(hits, rules::SQLI_COMMENT_OBFUSCATION);
+    }
     if fingerprint.starts_with('s') {
         // A value that starts with its own quoted string closes nothing: rules anchored on a
         // closed string only apply when the value is read as if inside one.
@@ -265,9 +319,10 @@ fn detect_quoted(value: &str, quote: u8, hits: &mut Vec<Rule>) {
     ));
     let mut fingerprint = classes(&tokens);
     if quote == b'`' && fingerprint.starts_with('s') {
-        // A closed identifier is a name, not a value, so only the rules that allow one (`q`)
-        // apply to it.
-        fingerprint.replace_range(..1, "q");
+        // A closed identifier is a name, not a value, so only the rules that allow one (`q`,
+        // or `Q` when the value starts with the closing backtick) apply to it.
+        let mark = if closes_empty_string(value, &tokens, quote) { "Q" } else { "q" };
+        fingerprint.replace_range(..1, mark);
     }
     match_fingerprint(&fingerprint, hits);
     if quote == b'`' {
@@ -288,8 +343,24 @@ fn detect_quoted(value: &str, quote: u8, hits: &mut Vec<Rule>) {
             Some(quote),
             Escapes::Standard,
         ));
-        match_fingerprint(&classes(&tokens), hits);
+        let fingerprint = classes(&tokens);
+        if fingerprint == "s&" && escapes_closing_quote(value, &tokens, quote) {
+            // `\'and`: the backslash meant to escape the quote leaves it closing the string,
+            // and AND waits for the rest of the condition.
+            push(hits, rules::SQLI_BOOLEAN);
+        }
+        match_fingerprint(&fingerprint, hits);
     }
+}
+
+/// Returns whether the first token of a quoted context ends in a backslash and the quote.
+fn escapes_closing_quote(value: &str, tokens: &[Token], quote: u8) -> bool {
+    tokens.first().is_some_and(|first| {
+        value
+            .as_bytes()
+            .get(..first.end)
+            .is_some_and(|text| text.ends_with(&[b'\\', quote]))
+    })
 }
 
 /// Returns whether the first token of a quoted context contains only the closing quote and
@@ -355,7 +426,8 @@ pub(super) fn cached_fingerprint_rules(fingerprint: &str) -> Vec<Rule> {
 }
 
 /// Returns whether the whole value is one SQL comparison or logical operator, alone, before
-/// `NULL` or before a bracketed list: `<=>`, `!=`, `||`, `xor`, `is null`, `in (1,2)`. Probes
+/// `NULL` or before a bracketed list: `<=>`, `!=`, `||`, `xor`, `is null`, `in (1,2)`, or XOR
+/// before a number or a variable: `xor 5-`. Probes
 /// send these to learn whether the value lands in a query. One-character operators such as
 /// `-` or `=` and the words `and`, `or`, `not` and `like` are left out, because they stand
 /// alone in ordinary values.
@@ -403,14 +475,119 @@ fn is_lone_operator(value: &str, tokens: &[Token]) -> bool {
     match rest.as_str() {
         "" => !matches!(text, "is" | "in" | "like"),
         "1" => operand == "null",
+        _ if text == "xor" => rest.starts_with(['1', 'v']),
         _ => text == "in" && is_number_list(&rest),
     }
 }
 
+/// Returns whether the whole value is a stored procedure run by name or a variable set:
+/// `exec name`, `execute name`, `exec master.` or `set @name ...`. MSSQL runs the procedure
+/// named after EXEC without brackets, so the call needs no other SQL syntax. Other statement
+/// keywords before one word, such as `update profile` or `delete account`, are ordinary
+/// values and stay clean, and so does an adverb in `-ly` after EXECUTE, as in
+/// `execute immediately`.
+///
+/// NOTE: a two-word command such as `execute backup` is flagged too; the tokenizer cannot
+/// tell a procedure name from an English noun.
+fn is_bare_statement(value: &str, tokens: &[Token], fingerprint: &str) -> bool {
+    let text = |index: usize| {
+        tokens
+            .get(index)
+            .and_then(|token| value.get(token.start..token.end))
+            .unwrap_or("")
+    };
+    match fingerprint {
+        "En" | "En." => matches!(text(0), "exec" | "execute") && !text(1).ends_with("ly"),
+        _ => fingerprint.starts_with("kv") && text(0) == "set",
+    }
+}
+
+/// Returns whether the value is two or three quote characters of at least two kinds, such as
+/// `"'`: a probe for which quote the query uses.
+fn is_mixed_quote_probe(value: &str) -> bool {
+    let value = value.trim();
+    let bytes = value.as_bytes();
+    (2..=3).contains(&bytes.len())
+        && bytes.iter().all(|byte| matches!(byte, b'\'' | b'"' | b'`'))
+        && bytes.iter().any(|byte| *byte != bytes[0])
+}
+
+/// Returns whether the value starts with a number or string and `UNION ALL` or
+/// `UNION DISTINCT`, as in `2 union all`. A bare `union` after a number is left alone,
+/// because it is also an address such as `1 Union Square`.
+fn starts_with_union_all(value: &str, tokens: &[Token]) -> bool {
+    let [first, union, ..] = tokens else {
+        return false;
+    };
+    let text = value.get(union.start..union.end).unwrap_or("");
+    matches!(first.class, b'1' | b's')
+        && union.class == b'U'
+        && (text.ends_with("all") || text.ends_with("distinct"))
+}
+
+/// Returns whether the value is a comma-separated list of at least two items, strings that
+/// hold only spaces and perhaps one number at the end: `'', '', '', 13` or `' ', 10`. Probes
+/// send such lists to count the columns a UNION needs.
+fn is_blank_string_list(value: &str, tokens: &[Token]) -> bool {
+    let is_blank_string = |token: &Token| {
+        token.class == b's'
+            && value
+                .get(token.start..token.end)
+                .is_some_and(|text| text.bytes().all(|byte| matches!(byte, b'\'' | b'"' | b' ')))
+    };
+    if tokens.len() < 3 || tokens[0].class != b's' {
+        return false;
+    }
+    // Items sit at even indexes and commas at odd ones. A list cut off by the token limit
+    // ends in a comma.
+    let last_item = (tokens.len() - 1) / 2 * 2;
+    tokens.iter().enumerate().all(|(index, token)| {
+        if index % 2 == 1 {
+            token.class == b','
+        } else if index == last_item {
+            is_blank_string(token) || token.class == b'1'
+        } else {
+            is_blank_string(token)
+        }
+    })
+}
+
+/// Returns whether the value is a name, LIKE and an opened quote alone, `name LIKE '`: the
+/// start of a pattern whose quote the rest of the query closes.
+fn ends_in_open_like(value: &str, tokens: &[Token]) -> bool {
+    let text = |token: &Token| value.get(token.start..token.end).unwrap_or("");
+    matches!(
+        tokens,
+        [name, operator, quote]
+            if name.class == b'n'
+                && text(operator) == "like"
+                && matches!(text(quote), "'" | "\"")
+    )
+}
+
+/// Returns whether a fingerprint starts with a value, closing brackets and AND/OR.
+fn starts_with_boolean(fingerprint: &str) -> bool {
+    fingerprint
+        .strip_prefix(['s', '1'])
+        .is_some_and(|rest| rest.trim_start_matches(')').starts_with('&'))
+}
+
+/// Returns whether a `/* */` comment is between two tokens, as in `9999 or /* x */ true`.
+/// Prose and ordinary values seldom contain one, so it marks an attempt to split what a
+/// filter matches.
+fn has_inner_block_comment(value: &str, tokens: &[Token]) -> bool {
+    let Some((_, inner)) = tokens.split_last() else {
+        return false;
+    };
+    inner.iter().skip(1).any(|token| {
+        token.class == b'c' && value.get(token.start..token.end).is_some_and(|text| text.starts_with("/*"))
+    })
+}
+
 /// Returns whether `tokens` contain a comparison that is always true because both sides are
 /// the same literal, such as `'1'='1'` or `1=1`, at the start or after a comma, a bracket or
-/// AND/OR. A value that is only an inequality of two different numbers, such as `1!=2`,
-/// counts too, because probes send it to see whether the value reaches a WHERE clause.
+/// AND/OR. A value that is only an inequality of two different numbers, such as `1!=2` or
+/// `1 is not 2`, counts too, because probes send it to see whether the value reaches a WHERE clause.
 fn is_literal_comparison(value: &str, tokens: &[Token]) -> bool {
     let text = |token: &Token| value.get(token.start..token.end).unwrap_or("");
     let literal = |token: &Token| matches!(token.class, b's' | b'1');
@@ -418,6 +595,14 @@ fn is_literal_comparison(value: &str, tokens: &[Token]) -> bool {
         && left.class == b'1'
         && right.class == b'1'
         && matches!(text(operator), "!=" | "<>")
+    {
+        return text(left) != text(right);
+    }
+    if let [left, is, not, right] = tokens
+        && left.class == b'1'
+        && right.class == b'1'
+        && text(is) == "is"
+        && text(not) == "not"
     {
         return text(left) != text(right);
     }
@@ -497,7 +682,12 @@ fn is_number_list(classes: &str) -> bool {
     let Some(inner) = classes.strip_prefix('(') else {
         return false;
     };
-    let inner = inner.strip_suffix(')').unwrap_or(inner);
+    let (inner, closed) = match inner.strip_suffix(')') {
+        Some(inner) => (inner, true),
+        None => (inner, false),
+    };
+    // A list cut off by the token limit ends in a comma.
+    let inner = if closed { inner } else { inner.strip_suffix(',').unwrap_or(inner) };
     !inner.is_empty()
         && inner
             .split(',')
@@ -551,16 +741,21 @@ fn might_be_sql(value: &str) -> bool {
         || value.contains("union")
         || value.contains(" by")
         || value.contains("null")
+        || value.contains(" when ")
+        || value.contains(" is not ")
+        || value.starts_with("exec")
         || value.starts_with("or ")
         || value.starts_with("and ")
         || value.trim_start().starts_with("xor")
 }
 
-/// Replaces typographic single quotes with `'`. Payloads use them in place of `'` in case a
-/// character set conversion on the way to the database turns them into one.
+/// Replaces typographic single quotes and the acute accent `´` with `'`. Payloads use them in
+/// place of `'` in case a character set conversion on the way to the database turns them into
+/// one. NFKC has already turned `´` into a space and a combining acute accent (U+0301).
 fn fold_typographic_quotes(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\u{2018}', '\u{2019}']) {
-        std::borrow::Cow::Owned(value.replace(['\u{2018}', '\u{2019}'], "'"))
+    const SPACED_ACUTE: &str = " \u{301}";
+    if value.contains(['\u{2018}', '\u{2019}']) || value.contains(SPACED_ACUTE) {
+        std::borrow::Cow::Owned(value.replace(['\u{2018}', '\u{2019}'], "'").replace(SPACED_ACUTE, "'"))
     } else {
         std::borrow::Cow::Borrowed(value)
     }

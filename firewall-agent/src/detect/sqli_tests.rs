@@ -177,6 +177,16 @@ fn path_segments_are_read_from_their_start() {
 }
 
 #[test]
+fn path_plus_signs_read_as_spaces() {
+    let rules = sqli_rules("/post/*/*/2+union+all/bar", FieldKind::Path);
+    assert!(rules.contains(&"sqli-union"), "{rules:?}");
+    for path in ["/wiki/C++_and_more", "/search/a+b+c/2+union+square", "/tags/1+or+2"] {
+        let rules = sqli_rules(path, FieldKind::Path);
+        assert!(rules.is_empty(), "{path}: {rules:?}");
+    }
+}
+
+#[test]
 fn embedded_form_values_are_read_from_their_start() {
     assert_detected(&["pay=AND 7639=(", "pay=&&(e===", "a=1&pay=;update users"]);
 }
@@ -388,4 +398,133 @@ fn plus_signs_are_read_as_spaces() {
         "1+union+select+1",
     ]);
     assert_clean(&["c++", "john+tag@example.com", "a+b=c", "abc+def/ghi==", "select+your+plan"]);
+}
+
+#[test]
+fn bare_procedure_calls_are_detected() {
+    assert_eq!(fingerprint("exec master.", None), "En.");
+    assert_detected(&["execute php", "EXECUTE node_", "exec master.", "exec sp_who", " SET @OLD_SQL_NOTES"]);
+    assert_clean(&[
+        "execute the plan",
+        "Execute the plan as discussed.",
+        "execute payment now",
+        "update profile",
+        "delete account",
+        "set the table",
+        "set of 3",
+    ]);
+}
+
+#[test]
+fn closed_identifier_then_operator_is_detected() {
+    assert_detected(&["`>65", "`>6fbdec2", "` < 0) AND `", "\"` * 12344", "admin@juice-sh.op`;", "\\`or`1"]);
+    assert_clean(&[
+        "`code` > 5",
+        "run `make` or `cargo`",
+        "use `x` and `y`; then stop",
+        "the `>` sign",
+        "`!1",
+        "a`b",
+    ]);
+}
+
+#[test]
+fn dangling_and_or_is_detected() {
+    // AND/OR before an opened bracket, or after a quote that a backslash fails to escape in
+    // standard SQL.
+    assert_detected(&["/3 and(", "/x_R or (", "\\'and"]);
+    assert_clean(&[
+        "/3 or 4",
+        "/Business and",
+        "/3 or ",
+        "this and",
+        "/home/user or ",
+        "Joe's and",
+        "rock 'n' and",
+        "/api and/or",
+        "cats and dogs",
+    ]);
+}
+
+#[test]
+fn comment_between_boolean_tokens_is_detected() {
+    assert_detected(&[
+        "9999 or /* +optimizer hint */ true",
+        "9999 or {if length((/*+!5000select username/*!50000from*/user where id=1))>0}",
+        "' or /**/ 1",
+    ]);
+    assert_clean(&["x /* or */ y", "a /* or */ b", "/* draft */ 1 or 2", "1 or 2 items /* note */"]);
+}
+
+#[test]
+fn clause_fragments_are_detected() {
+    assert_detected(&[
+        "' alter/",
+        "'1' not regexp '2'",
+        "user'collate U&\"$1#B#E#D\"--",
+        "something LIKE '",
+        " case when condition1 then result1",
+        "Xunionselectfrom",
+        "1\u{b4} OR \u{b4}1\u{b4}=\u{b4}x\u{b4}#;--()",
+    ]);
+    assert_clean(&[
+        "'delete-me'",
+        "'red' and 'blue'",
+        "I like 'jazz' a lot",
+        "something like this",
+        "just in case when it rains",
+        "the reunion selected a venue",
+        "caf\u{e9} d\u{b4}or",
+    ]);
+}
+
+#[test]
+fn long_in_lists_are_detected() {
+    let list: Vec<String> = (815_917..815_937).map(|id| id.to_string()).collect();
+    let value = format!(" IN ({})", list.join(", "));
+    assert_detected(&[value.as_str(), "in (1, 2,"]);
+    assert_clean(&["in (3 colours)", "in (a, b, c)", "available in 3, 4, 5"]);
+}
+
+#[test]
+fn column_count_probes_are_detected() {
+    assert_detected(&[
+        "' ', 10",
+        "'', '', '', '', '', '', '', '', '', '', 13",
+        "3' ' 1",
+        "'.'.'.'.'.'.'.'",
+    ]);
+    assert_clean(&[
+        "'Paris', 2",
+        "' '",
+        "'a', 'b', 3",
+        "3 'x' y",
+        "'v1.2'.'x'",
+        "'a'.'b'",
+    ]);
+}
+
+#[test]
+fn inequalities_and_xor_probes_are_detected() {
+    assert_detected(&["1 is not 2", "xor 5-", "XOR @a", "selectect user("]);
+    assert_clean(&[
+        "1 is not 1",
+        "it is not 2 days",
+        "xor gate",
+        "the user(s)",
+        "admin user(s)",
+    ]);
+}
+
+#[test]
+fn quote_probes_and_union_all_are_detected() {
+    assert_detected(&["\"'", "'\"`", " '\" ", "2 union all/bar", "'x' UNION DISTINCT"]);
+    assert_clean(&[
+        "\"\"",
+        "''",
+        "\"'a",
+        "1 Union Square",
+        "2 Union Street, all floors",
+        "workers union all agree",
+    ]);
 }
