@@ -302,6 +302,10 @@ impl Blocklist for SharedKernel {
         self.lock().top_sources(limit)
     }
 
+    fn ban_table_overflow(&self) -> Option<u32> {
+        self.lock().ban_table_overflow()
+    }
+
     fn kernel_bans(&self) -> Result<Vec<firewall_agent::kernel::KernelBan>, KernelError> {
         self.lock().kernel_bans()
     }

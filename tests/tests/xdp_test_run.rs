@@ -1306,3 +1306,21 @@ fn restart_recounts_unslotted_bans() {
     let frame = FrameBuilder::ipv4(OTHER_CLIENT_V4, SERVER_V4).build();
     assert_eq!(run(&mut second, &frame), XDP_PASS);
 }
+
+#[test]
+fn metrics_report_ban_table_overflow() {
+    let Some(firewall) = load_with("metrics_report_ban_table_overflow", &small_table()) else {
+        return;
+    };
+    for addr in colliding_addresses(&firewall, 5) {
+        firewall.ban(addr.into(), None).expect("ban inserted");
+    }
+
+    let metrics = firewall_agent::telemetry::Metrics::new(std::sync::Arc::new(firewall));
+    let text = metrics.encode().expect("metrics encode");
+
+    assert!(
+        text.contains("firewall_kernel_ban_table_overflow 1\n"),
+        "{text}"
+    );
+}

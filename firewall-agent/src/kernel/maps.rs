@@ -847,6 +847,10 @@ impl Blocklist for KernelFirewall {
     fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError> {
         self.maps().top_sources(limit)
     }
+
+    fn ban_table_overflow(&self) -> Option<u32> {
+        Some(self.maps().ban_table_state().overflow_v4)
+    }
 }
 
 /// Converts an untyped map into the typed handle the agent uses, checking its layout.

@@ -403,6 +403,13 @@ pub trait Blocklist: Send + Sync + 'static {
     /// Returns up to `limit` sources with the most packets (passed plus dropped), most first.
     fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError>;
 
+    /// Returns how many exact IPv4 bans found their bucket of the XDP program's ban table full,
+    /// so that the program searches them, and the other sources of their buckets, in the slower
+    /// hash map. `None` where there is no ban table.
+    fn ban_table_overflow(&self) -> Option<u32> {
+        None
+    }
+
     /// Returns every ban in the kernel maps, expired or not, so that the agent can store bans
     /// that were written while it was stopped. A blocklist without kernel maps returns none.
     fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {

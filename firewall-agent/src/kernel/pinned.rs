@@ -66,6 +66,10 @@ impl Blocklist for PinnedBlocklist {
         self.maps.top_sources(limit)
     }
 
+    fn ban_table_overflow(&self) -> Option<u32> {
+        Some(self.maps.ban_table_state().overflow_v4)
+    }
+
     fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {
         self.maps.kernel_bans()
     }

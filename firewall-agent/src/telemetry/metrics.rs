@@ -15,7 +15,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::ErrorChain;
@@ -259,6 +259,19 @@ impl Collector for KernelCollector {
         for total in &totals {
             let labels = [("verdict", total.verdict.label())];
             ConstCounter::new(total.counter.bytes).encode(bytes.encode_family(&labels)?)?;
+        }
+        drop(bytes);
+
+        if let Some(overflow) = self.blocklist.ban_table_overflow() {
+            let gauge = ConstGauge::new(i64::from(overflow));
+            let table = encoder.encode_descriptor(
+                "kernel_ban_table_overflow",
+                "Exact IPv4 bans that found their bucket of the XDP ban table full and are \
+                 searched in the slower hash map; raise xdp.bans_max_entries when it grows",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(table)?;
         }
         Ok(())
     }
