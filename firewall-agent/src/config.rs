@@ -664,6 +664,9 @@ impl Config {
         if self.xdp.bans_max_entries == 0 {
             return Err(("xdp.bans_max_entries", "must be at least 1".into()));
         }
+        if self.xdp.ban_table_entries == 0 {
+            return Err(("xdp.ban_table_entries", "must be at least 1".into()));
+        }
         if self.xdp.pin && !self.xdp.pin_dir.is_absolute() {
             return Err((
                 "xdp.pin_dir",

@@ -302,8 +302,8 @@ impl Blocklist for SharedKernel {
         self.lock().top_sources(limit)
     }
 
-    fn ban_table_overflow(&self) -> Option<u32> {
-        self.lock().ban_table_overflow()
+    fn ban_table_state(&self) -> Option<firewall_common::BanTableState> {
+        Blocklist::ban_table_state(&*self.lock())
     }
 
     fn kernel_bans(&self) -> Result<Vec<firewall_agent::kernel::KernelBan>, KernelError> {

@@ -32,9 +32,14 @@ pub const MAP_BANS_V4: &str = "BANS_V4";
 /// memory-mappable (`BPF_F_MMAPABLE`), so the agent writes single fields with atomic stores
 /// instead of whole buckets.
 pub const MAP_BAN_TABLE_V4: &str = "BAN_TABLE_V4";
+/// Array of [`BanBucketV6`]: the IPv6 counterpart of [`MAP_BAN_TABLE_V4`], with the same number
+/// of buckets and the same rules. A ban of `::`, which marks a free slot, is always searched in
+/// [`MAP_BANS_V6`].
+pub const MAP_BAN_TABLE_V6: &str = "BAN_TABLE_V6";
 /// Array of one [`BanTableState`], at index 0.
 pub const MAP_BAN_TABLE_STATE: &str = "BAN_TABLE_STATE";
-/// Hash map of banned IPv6 sources: [`BanKeyV6`] to [`BanValue`].
+/// Hash map of banned IPv6 sources: [`BanKeyV6`] to [`BanValue`]. Like [`MAP_BANS_V4`], it
+/// contains every exact IPv6 ban, and [`MAP_BAN_TABLE_V6`] indexes them for the XDP program.
 pub const MAP_BANS_V6: &str = "BANS_V6";
 /// LPM trie of banned IPv4 ranges: `Key<[u8; 4]>` to [`BanValue`].
 ///
@@ -71,6 +76,10 @@ pub const DEFAULT_BAN_RANGES_MAX_ENTRIES: u32 = 100_000;
 pub const DEFAULT_ALLOW_MAX_ENTRIES: u32 = 4_096;
 /// Default capacity of the per-source counter map. Least recently seen sources are evicted.
 pub const DEFAULT_SOURCE_STATS_MAX_ENTRIES: u32 = 65_536;
+/// Default number of exact bans per family that the ban tables are sized for. The tables are
+/// allocated up front, 144 bytes per ban for both families, so the default stays well below
+/// the ban maps' capacity. Bans beyond it still drop, through the hash maps.
+pub const DEFAULT_BAN_TABLE_ENTRIES: u32 = 262_144;
 
 /// Version of the map names and layouts in this crate, stored beside the pinned maps. Raise it
 /// whenever a pinned map's name, type, key or value changes, so that an agent never reuses
@@ -157,7 +166,19 @@ pub struct BanBucketV4 {
     pub bans: [BanValue; BAN_BUCKET_SLOTS],
 }
 
-/// Geometry and state of [`MAP_BAN_TABLE_V4`]. Native byte order.
+/// Value of [`MAP_BAN_TABLE_V6`]: as [`BanBucketV4`], with each address as its 16 network-order
+/// bytes read in memory order as two `u64` words (bytes 0 to 7, then 8 to 15). A writer stores
+/// the second word of an address before the first, and clears the first before the second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanBucketV6 {
+    pub addrs: [[u64; 2]; BAN_BUCKET_SLOTS],
+    pub overflow: u32,
+    pub reserved: u32,
+    pub bans: [BanValue; BAN_BUCKET_SLOTS],
+}
+
+/// Geometry and state of [`MAP_BAN_TABLE_V4`] and [`MAP_BAN_TABLE_V6`]. Native byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanTableState {
@@ -172,6 +193,9 @@ pub struct BanTableState {
     /// buckets' `overflow` counts plus a ban of `0.0.0.0`. For reports only; the XDP program
     /// reads the bucket's count.
     pub overflow_v4: u32,
+    /// The same count for [`MAP_BANS_V6`] and [`MAP_BAN_TABLE_V6`].
+    pub overflow_v6: u32,
+    pub reserved: u32,
 }
 
 /// Returns the bucket of `addr` (network-order bytes read in memory order) in a table of
@@ -182,7 +206,18 @@ pub const fn ban_bucket_index(addr: u32, seed: u32, bucket_bits: u32) -> u32 {
     (addr ^ seed).wrapping_mul(0x9e37_79b1) >> ((32 - bucket_bits) & 31)
 }
 
-/// Number of buckets of [`MAP_BAN_TABLE_V4`] for a capacity of `max_entries` exact IPv4 bans:
+/// Returns the bucket of an IPv6 address, given as the two words of [`BanBucketV6`], in a table
+/// of `2^bucket_bits` buckets: the top bits of a multiplicative hash over both words, mixed with
+/// `seed`. `bucket_bits` must be between 1 and 31.
+#[inline(always)]
+pub const fn ban_bucket_index_v6(addr: [u64; 2], seed: u32, bucket_bits: u32) -> u32 {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+    let first = (addr[0] ^ seed as u64).wrapping_mul(MULTIPLIER);
+    let mixed = (first ^ addr[1]).wrapping_mul(MULTIPLIER);
+    (mixed >> ((64 - bucket_bits) & 63)) as u32
+}
+
+/// Number of buckets of [`MAP_BAN_TABLE_V4`] and [`MAP_BAN_TABLE_V6`] for a capacity of `max_entries` exact IPv4 bans:
 /// the power of two that gives at least two slots per ban, so that few buckets fill up. At
 /// least 2 and at most `2^31`.
 pub const fn ban_table_buckets(max_entries: u32) -> u32 {
@@ -321,6 +356,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BanBucketV4 {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::BanBucketV6 {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::BanTableState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceKey {}
@@ -338,7 +375,8 @@ const _: () = {
     assert!(core::mem::size_of::<BanValue>() == 24);
     assert!(core::mem::size_of::<AllowSummary>() == 8);
     assert!(core::mem::size_of::<BanBucketV4>() == 120);
-    assert!(core::mem::size_of::<BanTableState>() == 16);
+    assert!(core::mem::size_of::<BanBucketV6>() == 168);
+    assert!(core::mem::size_of::<BanTableState>() == 24);
     assert!(core::mem::size_of::<AllowValue>() == 4);
     assert!(core::mem::size_of::<SourceKey>() == 16);
     assert!(core::mem::size_of::<SourceCounters>() == 32);
@@ -366,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn table_has_two_slots_per_ban_as_a_power_of_two() {
+    fn table_buckets_give_two_slots_per_ban() {
         assert_eq!(ban_table_buckets(1_000_000), 524_288);
         assert_eq!(ban_table_buckets(1), 2);
         assert_eq!(ban_table_buckets(0), 2);
@@ -379,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn bucket_index_stays_in_the_table_and_spreads_neighbours() {
+    fn bucket_index_spreads_neighbours() {
         for bits in [1, 2, 19, 31] {
             for addr in [0u32, 1, 0xffff_ffff, 0x0a00_0001] {
                 assert!(ban_bucket_index(addr, 0x1234_5678, bits) < (1 << bits));
@@ -390,6 +428,23 @@ mod tests {
         for last in 0..=255u8 {
             let addr = u32::from_ne_bytes([198, 51, 100, last]);
             used[ban_bucket_index(addr, 7, 10) as usize] = true;
+        }
+        assert!(used.iter().filter(|used| **used).count() > 150);
+    }
+
+    #[test]
+    fn ipv6_bucket_index_spreads_one_prefix() {
+        // The 256 addresses that differ in their last byte within one /64 land in many buckets of
+        // a 1,024-bucket table.
+        let mut used = [false; 1024];
+        for last in 0..=255u8 {
+            let mut octets = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last];
+            octets[8] = 0x12;
+            let high = u64::from_ne_bytes(octets[..8].try_into().expect("8 bytes"));
+            let low = u64::from_ne_bytes(octets[8..].try_into().expect("8 bytes"));
+            let index = ban_bucket_index_v6([high, low], 7, 10);
+            assert!(index < 1024);
+            used[index as usize] = true;
         }
         assert!(used.iter().filter(|used| **used).count() > 150);
     }

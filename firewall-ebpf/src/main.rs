@@ -8,9 +8,9 @@
 //!
 //! The drop path of an exact-address ban is kept short, because it is the one a flood takes. It
 //! parses with one load per header field and skips the allowlist trie while the allowlist
-//! contains nothing outside loopback. An IPv4 source is searched in an array used as a hash table
-//! (`BAN_TABLE_V4`), whose lookup costs a fraction of a kernel hash map's. The hash map is
-//! searched only for the few bans the table could not place. The drop is counted inside the ban
+//! contains nothing outside loopback. A source is searched in an array used as a hash table
+//! (`BAN_TABLE_V4`, `BAN_TABLE_V6`), whose lookup costs a fraction of a kernel hash map's. The
+//! hash map is searched only for the few bans the table could not place. The drop is counted inside the ban
 //! itself instead of in the LRU per-source map, then in the per-CPU verdict counter, and the
 //! clock is read only for a ban that expires.
 //!
@@ -37,9 +37,9 @@ use aya_ebpf::{
 
 use firewall_common::{
     AllowSummary, AllowValue, BAN_BUCKET_SLOTS, BAN_NEVER_EXPIRES, BPF_F_MMAPABLE, BanBucketV4,
-    BanKeyV4, BanKeyV6, BanTableState, BanValue, MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4,
-    ban_bucket_index, ban_table_buckets,
-    DEFAULT_ALLOW_MAX_ENTRIES, DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BANS_MAX_ENTRIES,
+    BanBucketV6, BanKeyV4, BanKeyV6, BanTableState, BanValue, MAP_BAN_TABLE_STATE,
+    MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, ban_bucket_index, ban_bucket_index_v6, ban_table_buckets,
+    DEFAULT_ALLOW_MAX_ENTRIES, DEFAULT_BAN_RANGES_MAX_ENTRIES, DEFAULT_BAN_TABLE_ENTRIES, DEFAULT_BANS_MAX_ENTRIES,
     DEFAULT_SOURCE_STATS_MAX_ENTRIES, FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4,
     MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
     MAP_VERDICTS, PROGRAM_NAME, PacketCounter, SourceCounters, SourceKey, Verdict,
@@ -106,8 +106,13 @@ shared_map!(
 );
 shared_map!(
     BAN_TABLE_V4: Array<BanBucketV4> =
-        Array::with_max_entries(ban_table_buckets(DEFAULT_BANS_MAX_ENTRIES), BPF_F_MMAPABLE),
+        Array::with_max_entries(ban_table_buckets(DEFAULT_BAN_TABLE_ENTRIES), BPF_F_MMAPABLE),
     named MAP_BAN_TABLE_V4
+);
+shared_map!(
+    BAN_TABLE_V6: Array<BanBucketV6> =
+        Array::with_max_entries(ban_table_buckets(DEFAULT_BAN_TABLE_ENTRIES), BPF_F_MMAPABLE),
+    named MAP_BAN_TABLE_V6
 );
 shared_map!(
     BAN_TABLE_STATE: Array<BanTableState> = Array::with_max_entries(1, 0),
@@ -462,21 +467,24 @@ fn exact_ban(source: Source) -> Option<*mut BanValue> {
                 addr: addr.to_ne_bytes(),
             }),
         },
-        Source::V6(addr) => BANS_V6.get_ptr_mut(BanKeyV6 {
-            addr: v6_bytes(addr),
-        }),
+        Source::V6(addr) => match table_ban_v6(addr) {
+            TableSearch::Found(ban) => Some(ban),
+            TableSearch::Absent => None,
+            TableSearch::Unknown => BANS_V6.get_ptr_mut(BanKeyV6 {
+                addr: v6_bytes(addr),
+            }),
+        },
     }
 }
 
-/// Outcome of a search of [`BAN_TABLE_V4`].
+/// Outcome of a search of [`BAN_TABLE_V4`] or [`BAN_TABLE_V6`].
 enum TableSearch {
     /// The ban of the address, in its slot.
     Found(*mut BanValue),
     /// The address has no exact ban: it is not in its bucket and no ban overflowed the bucket.
     Absent,
-    /// The table cannot tell: it is not ready, the address is `0.0.0.0`, or bans overflowed the
-    /// bucket.
-    /// [`BANS_V4`] has the answer.
+    /// The table cannot tell: it is not ready, the address is all zero, or bans overflowed the
+    /// bucket. The family's hash map decides.
     Unknown,
 }
 
@@ -502,6 +510,51 @@ fn table_ban_v4(addr: u32) -> TableSearch {
         // freed. The agent writes the address with a single aligned 4-byte store.
         let slot_addr = unsafe { core::ptr::read_volatile(&raw const (*bucket).addrs[slot]) };
         if slot_addr == addr {
+            // SAFETY: as above; `slot` is below the array length.
+            return TableSearch::Found(unsafe { &raw mut (*bucket).bans[slot] });
+        }
+    }
+    // SAFETY: as above.
+    let overflow = unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) };
+    if overflow == 0 {
+        TableSearch::Absent
+    } else {
+        TableSearch::Unknown
+    }
+}
+
+/// Searches the bucket of an IPv6 address, as the two words of [`Source::V6`], in
+/// [`BAN_TABLE_V6`].
+///
+/// NOTE: a writer stores an address's two words one after the other, so for an instant a slot
+/// being filled or freed shows its second word after a first word of zero. A source whose first
+/// 8 bytes are zero (`::/64`, which is not routable) may match such a slot in that instant.
+#[inline(always)]
+fn table_ban_v6(addr: [u64; 2]) -> TableSearch {
+    // `::` marks a free slot, so its ban lives in the hash map only.
+    if addr[0] == 0 && addr[1] == 0 {
+        return TableSearch::Unknown;
+    }
+    let Some(state) = BAN_TABLE_STATE.get(0) else {
+        return TableSearch::Unknown;
+    };
+    if state.ready == 0 {
+        return TableSearch::Unknown;
+    }
+    let index = ban_bucket_index_v6(addr, state.seed, state.bucket_bits);
+    let Some(bucket) = BAN_TABLE_V6.get_ptr_mut(index) else {
+        return TableSearch::Unknown;
+    };
+    for slot in 0..BAN_BUCKET_SLOTS {
+        // SAFETY: the pointer comes from a successful array lookup, and array slots are never
+        // freed. The agent writes each word with a single aligned 8-byte store.
+        let (first, second) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*bucket).addrs[slot][0]),
+                core::ptr::read_volatile(&raw const (*bucket).addrs[slot][1]),
+            )
+        };
+        if first == addr[0] && second == addr[1] {
             // SAFETY: as above; `slot` is below the array length.
             return TableSearch::Found(unsafe { &raw mut (*bucket).bans[slot] });
         }

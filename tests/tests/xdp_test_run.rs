@@ -15,7 +15,7 @@ use firewall_agent::kernel::{
     SourceTotal, XDP_DROP, XDP_PASS, check_privileges,
 };
 use firewall_agent::network::IpNetwork;
-use firewall_common::{BanKeyV4, BanValue, PacketCounter, SourceCounters, Verdict};
+use firewall_common::{BanKeyV4, BanKeyV6, BanValue, PacketCounter, SourceCounters, Verdict};
 use integration_tests::frames::{
     ETHERNET_HEADER_LEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
     FrameBuilder, IPV4_HEADER_LEN, IPV6_HEADER_LEN, ipv4_packet, ipv6_packet,
@@ -1292,14 +1292,33 @@ fn restart_recounts_unslotted_bans() {
             0,
         )
         .expect("ban written into the hash map only");
+
+        let data = aya::maps::MapData::from_pin(pins.0.join(firewall_common::MAP_BANS_V6))
+            .expect("the pinned hash map opens");
+        let mut bans: aya::maps::HashMap<_, BanKeyV6, BanValue> =
+            aya::maps::Map::from_map_data(data)
+                .expect("a map")
+                .try_into()
+                .expect("the hash map of exact IPv6 bans");
+        bans.insert(
+            BanKeyV6 {
+                addr: CLIENT_V6.octets(),
+            },
+            BanValue::new(firewall_common::BAN_NEVER_EXPIRES),
+            0,
+        )
+        .expect("ban written into the hash map only");
     }
 
     let mut second = KernelFirewall::load(&pins.settings(16)).expect("second load reuses the pins");
     assert_eq!(second.ban_table_state().overflow_v4, 1);
+    assert_eq!(second.ban_table_state().overflow_v6, 1);
     for addr in [CLIENT_V4, OTHER_CLIENT_V4] {
         let frame = FrameBuilder::ipv4(addr, SERVER_V4).build();
         assert_eq!(run(&mut second, &frame), XDP_DROP, "{addr}");
     }
+    let frame = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+    assert_eq!(run(&mut second, &frame), XDP_DROP);
     // Lifting it finds it by its bucket's count, and it passes again.
     assert!(second.unban(OTHER_CLIENT_V4.into()).expect("ban removed"));
     assert_eq!(second.ban_table_state().overflow_v4, 0);
@@ -1320,7 +1339,110 @@ fn metrics_report_ban_table_overflow() {
     let text = metrics.encode().expect("metrics encode");
 
     assert!(
-        text.contains("firewall_kernel_ban_table_overflow 1\n"),
+        text.contains("firewall_kernel_ban_table_overflow{family=\"ipv4\"} 1\n"),
         "{text}"
     );
+}
+
+/// Returns `count` addresses of 2001:db8::/64 that fall in one bucket of the firewall's exact
+/// IPv6 ban table.
+fn colliding_v6_addresses(firewall: &KernelFirewall, count: usize) -> Vec<Ipv6Addr> {
+    let state = firewall.ban_table_state();
+    let bucket = |addr: Ipv6Addr| {
+        let octets = addr.octets();
+        let high = u64::from_ne_bytes(octets[..8].try_into().expect("8 bytes"));
+        let low = u64::from_ne_bytes(octets[8..].try_into().expect("8 bytes"));
+        firewall_common::ban_bucket_index_v6([high, low], state.seed, state.bucket_bits)
+    };
+    let mut by_bucket: std::collections::HashMap<u32, Vec<Ipv6Addr>> =
+        std::collections::HashMap::new();
+    for last in 1..=1024u16 {
+        let addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last);
+        let same = by_bucket.entry(bucket(addr)).or_default();
+        same.push(addr);
+        if same.len() == count {
+            return same.clone();
+        }
+    }
+    panic!("1,024 addresses over the table's buckets give no bucket {count} of them");
+}
+
+#[test]
+fn full_ipv6_bucket_bans_overflow_and_drop() {
+    let Some(mut firewall) = load_with("full_ipv6_bucket_bans_overflow_and_drop", &small_table())
+    else {
+        return;
+    };
+    let addrs = colliding_v6_addresses(&firewall, 7);
+    for addr in &addrs[..6] {
+        firewall.ban((*addr).into(), None).expect("ban inserted");
+    }
+    let state = firewall.ban_table_state();
+    assert_eq!(state.overflow_v6, 2);
+    assert_eq!(state.overflow_v4, 0);
+
+    let frame = |addr: Ipv6Addr| FrameBuilder::ipv6(addr, SERVER_V6).build();
+    for addr in &addrs[..6] {
+        assert_eq!(run(&mut firewall, &frame(*addr)), XDP_DROP, "{addr}");
+    }
+    assert_eq!(run(&mut firewall, &frame(addrs[6])), XDP_PASS);
+
+    // Drops of slotted and overflowed bans are both counted per source.
+    let frame_len = frame(addrs[0]).len();
+    for addr in [addrs[0], addrs[5]] {
+        let total = sources(&firewall)
+            .into_iter()
+            .find(|source| source.addr == IpAddr::V6(addr))
+            .expect("the banned source is counted");
+        assert_eq!(total.counters, dropped_once(frame_len), "{addr}");
+    }
+
+    for addr in [addrs[0], addrs[4], addrs[5]] {
+        assert!(firewall.unban(addr.into()).expect("ban removed"));
+        assert_eq!(run(&mut firewall, &frame(addr)), XDP_PASS, "{addr}");
+    }
+    assert_eq!(firewall.ban_table_state().overflow_v6, 0);
+    for addr in [addrs[1], addrs[2], addrs[3]] {
+        assert_eq!(run(&mut firewall, &frame(addr)), XDP_DROP, "{addr}");
+    }
+}
+
+#[test]
+fn batched_ipv6_duplicates_overflow_once() {
+    let Some(mut firewall) = load_with("batched_ipv6_duplicates_overflow_once", &small_table())
+    else {
+        return;
+    };
+    let addrs = colliding_v6_addresses(&firewall, 6);
+    let bans: Vec<KernelBan> = addrs
+        .iter()
+        .chain(&addrs)
+        .map(|addr| KernelBan {
+            network: IpNetwork::host((*addr).into()),
+            expires_at: None,
+        })
+        .collect();
+    firewall.ban_all(&bans).expect("bans inserted");
+
+    assert_eq!(firewall.ban_table_state().overflow_v6, 2);
+    for addr in &addrs {
+        let frame = FrameBuilder::ipv6(*addr, SERVER_V6).build();
+        assert_eq!(run(&mut firewall, &frame), XDP_DROP, "{addr}");
+    }
+}
+
+#[test]
+fn unspecified_ipv6_ban_uses_hash_map() {
+    let Some(mut firewall) = load("unspecified_ipv6_ban_uses_hash_map") else {
+        return;
+    };
+    firewall
+        .ban(Ipv6Addr::UNSPECIFIED.into(), None)
+        .expect("ban inserted");
+    assert_eq!(firewall.ban_table_state().overflow_v6, 1);
+
+    let frame = FrameBuilder::ipv6(Ipv6Addr::UNSPECIFIED, SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &frame), XDP_DROP);
+    let other = FrameBuilder::ipv6(CLIENT_V6, SERVER_V6).build();
+    assert_eq!(run(&mut firewall, &other), XDP_PASS);
 }

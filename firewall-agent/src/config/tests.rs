@@ -375,3 +375,11 @@ fn zero_body_limit_is_invalid() {
 
     assert_eq!(invalid_key(&config), "proxy.max_body_bytes");
 }
+
+#[test]
+fn zero_ban_table_entries_is_invalid() {
+    let mut config = minimal();
+    config.xdp.ban_table_entries = 0;
+
+    assert_eq!(invalid_key(&config), "xdp.ban_table_entries");
+}

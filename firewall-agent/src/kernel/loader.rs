@@ -9,8 +9,9 @@ use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use firewall_common::{
     FLOOR_PROGRAM_NAME, MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4,
-    MAP_BAN_RANGES_V6, MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME, ban_table_buckets,
+    MAP_BAN_RANGES_V6, MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, MAP_BANS_V4,
+    MAP_BANS_V6,
+    MAP_SOURCE_STATS, MAP_VERDICTS, PROGRAM_NAME,
 };
 
 use super::maps::KernelMaps;
@@ -70,6 +71,7 @@ impl KernelFirewall {
             return Err(KernelError::ObjectMissing);
         }
         validate_capacity("bans_max_entries", settings.bans_max_entries)?;
+        validate_capacity("ban_table_entries", settings.ban_table_entries)?;
         validate_capacity("ban_ranges_max_entries", settings.ban_ranges_max_entries)?;
         validate_capacity("allow_max_entries", settings.allow_max_entries)?;
         validate_capacity(
@@ -91,10 +93,8 @@ impl KernelFirewall {
         }
         let mut ebpf = loader
             .map_max_entries(MAP_BANS_V4, settings.bans_max_entries)
-            .map_max_entries(
-                MAP_BAN_TABLE_V4,
-                ban_table_buckets(settings.bans_max_entries),
-            )
+            .map_max_entries(MAP_BAN_TABLE_V4, settings.ban_table_buckets())
+            .map_max_entries(MAP_BAN_TABLE_V6, settings.ban_table_buckets())
             .map_max_entries(MAP_BANS_V6, settings.bans_max_entries)
             .map_max_entries(MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries)
             .map_max_entries(MAP_BAN_RANGES_V6, settings.ban_ranges_max_entries)
@@ -374,8 +374,9 @@ impl KernelFirewall {
         &self.maps
     }
 
-    /// The state of the table in which the XDP program searches exact IPv4 bans: its size, its
-    /// hash seed, and how many bans found no slot and are searched in the hash map instead.
+    /// Returns the state of the tables in which the XDP program searches exact bans: their size,
+    /// their hash seed, and per family how many bans found no slot and are searched in the hash
+    /// map instead.
     pub fn ban_table_state(&self) -> firewall_common::BanTableState {
         self.maps.ban_table_state()
     }
@@ -440,9 +441,10 @@ impl AttachedMode {
 }
 
 /// Every map the agent pins, so that bans and counters outlive the agent.
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 12] = [
     MAP_BANS_V4,
     MAP_BAN_TABLE_V4,
+    MAP_BAN_TABLE_V6,
     MAP_BAN_TABLE_STATE,
     MAP_BANS_V6,
     MAP_BAN_RANGES_V4,

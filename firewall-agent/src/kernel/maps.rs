@@ -13,14 +13,14 @@ use aya::maps::{
 use aya::sys::SyscallError;
 use firewall_common::{
     AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_SUMMARY,
-    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, ban_table_buckets,
+    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6,
     MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
     MAP_SOURCE_STATS, MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 use nix::errno::Errno;
 
 use super::batch::update_batch;
-use super::table::BanTable;
+use super::table::{BanTables, Family, V4, V6};
 use super::clock::{boottime_deadline_ns, boottime_now_ns, wall_deadline};
 use super::pins::PinDir;
 use super::{
@@ -44,12 +44,12 @@ struct Capacity {
 /// maps need none, and the exact-address ban maps have a second, read-only handle for their drop
 /// counters, so `top_sources` never delays a ban.
 ///
-/// The exact IPv4 bans live in the `BANS_V4` hash map and in the table the XDP program searches
-/// (see `table.rs`). Both are written under the lock of `bans_v4`, which is always taken before
-/// the lock of `table_v4`.
+/// The exact bans live in the `BANS_V4` and `BANS_V6` hash maps and in the tables the XDP
+/// program searches (see `table.rs`). A family's map and table are written under the lock of the
+/// map, which is always taken before the lock of `tables`.
 pub(crate) struct KernelMaps {
     bans_v4: Mutex<HashMap<MapData, BanKeyV4, BanValue>>,
-    table_v4: Mutex<BanTable>,
+    tables: Mutex<BanTables>,
     bans_v6: Mutex<HashMap<MapData, BanKeyV6, BanValue>>,
     bans_v4_reader: HashMap<MapData, BanKeyV4, BanValue>,
     bans_v6_reader: HashMap<MapData, BanKeyV6, BanValue>,
@@ -108,18 +108,22 @@ impl KernelMaps {
         let bans_v6: HashMap<MapData, BanKeyV6, BanValue> = convert(typed(MAP_BANS_V6)?)?;
         let source_stats: PerCpuHashMap<MapData, SourceKey, SourceCounters> =
             convert(typed(MAP_SOURCE_STATS)?)?;
-        let mut table_v4 = BanTable::open(
+        let mut tables = BanTables::open(
             convert(typed(MAP_BAN_TABLE_V4)?)?,
+            convert(typed(MAP_BAN_TABLE_V6)?)?,
             convert(typed(MAP_BAN_TABLE_STATE)?)?,
-            ban_table_buckets(settings.bans_max_entries),
+            settings.ban_table_buckets(),
         )?;
-        if recount || !table_v4.is_ready() {
+        if recount || !tables.is_ready() {
             // An error reading a key ends the count early; the bans it missed are found by the
             // next start.
-            table_v4.recount_overflow(bans_v4.keys().map_while(Result::ok).map(|key| key.addr))?;
+            tables.recount_overflow(
+                bans_v4.keys().map_while(Result::ok).map(|key| key.addr),
+                bans_v6.keys().map_while(Result::ok).map(|key| key.addr),
+            )?;
         }
         let maps = Self {
-            table_v4: Mutex::new(table_v4),
+            tables: Mutex::new(tables),
             bans_v4_reader: second_handle(bans_v4.map(), MAP_BANS_V4)?,
             bans_v6_reader: second_handle(bans_v6.map(), MAP_BANS_V6)?,
             bans_v4: Mutex::new(bans_v4),
@@ -157,14 +161,20 @@ impl KernelMaps {
                 if let Err(source) = map.insert(key, value, 0) {
                     return Err(insert_error(capacity, "insert a ban into", source));
                 }
-                lock(&self.table_v4).place(key.addr, expires_at_ns, in_hash_map)?;
+                lock(&self.tables).place::<V4>(key.addr, expires_at_ns, in_hash_map)?;
                 return Ok(());
             }
             (IpAddr::V6(v6), true) => {
                 let mut map = lock(&self.bans_v6);
                 let key = BanKeyV6 { addr: v6.octets() };
-                let value = keep_drop_counts(map.get(&key, 0), value);
-                map.insert(key, value, 0)
+                let existing = map.get(&key, 0);
+                let in_hash_map = existing.is_ok();
+                let value = keep_drop_counts(existing, value);
+                if let Err(source) = map.insert(key, value, 0) {
+                    return Err(insert_error(capacity, "insert a ban into", source));
+                }
+                lock(&self.tables).place::<V6>(key.addr, expires_at_ns, in_hash_map)?;
+                return Ok(());
             }
             (IpAddr::V4(v4), false) => {
                 lock(&self.ban_ranges_v4).insert(&prefix_key(network, v4.octets()), value, 0)
@@ -204,36 +214,16 @@ impl KernelMaps {
         };
         let mut applied = 0;
         let capacity_v4 = self.ban_capacity(IpNetwork::host(Ipv4Addr::UNSPECIFIED.into()));
-        {
-            let bans_v4 = lock(&self.bans_v4);
-            let write = insert_exact(&bans_v4, &exact_v4, capacity_v4);
-            let written = match &write.result {
-                Ok(()) => exact_v4.keys.len(),
-                Err((written, _)) => *written,
-            };
-            // The bans the hash map took get their slots, also when it stopped early.
-            let mut table = lock(&self.table_v4);
-            let mut seen = std::collections::HashSet::with_capacity(written);
-            for (index, (key, value)) in exact_v4.keys.iter().zip(&exact_v4.values).enumerate() {
-                if index == written {
-                    break;
-                }
-                // A second ban of the same address in this batch finds the first one's slot, or
-                // knows that it overflowed.
-                let in_hash_map = write.in_hash_map[index] || !seen.insert(key.addr);
-                table
-                    .place(key.addr, value.expires_at_ns, in_hash_map)
-                    .map_err(|source| stopped(applied + index, Box::new(source)))?;
-            }
-            write
-                .result
-                .map_err(|(written, source)| stopped(applied + written, source))?;
-        }
+        insert_exact_with_slots::<V4, _>(&self.bans_v4, &self.tables, &exact_v4, capacity_v4, |key| {
+            key.addr
+        })
+        .map_err(|(written, source)| stopped(applied + written, source))?;
         applied += exact_v4.keys.len();
         let capacity_v6 = self.ban_capacity(IpNetwork::host(Ipv6Addr::UNSPECIFIED.into()));
-        insert_exact(&lock(&self.bans_v6), &exact_v6, capacity_v6)
-            .result
-            .map_err(|(written, source)| stopped(applied + written, source))?;
+        insert_exact_with_slots::<V6, _>(&self.bans_v6, &self.tables, &exact_v6, capacity_v6, |key| {
+            key.addr
+        })
+        .map_err(|(written, source)| stopped(applied + written, source))?;
         applied += exact_v6.keys.len();
 
         for (network, expires_at_ns) in ranges {
@@ -252,7 +242,7 @@ impl KernelMaps {
                 let key = BanKeyV4 { addr: v4.octets() };
                 let ban = bans.get(&key, 0).ok();
                 // The slot goes first, and its drop counters are the ones that grew.
-                let slot_ban = lock(&self.table_v4).remove(key.addr, ban.is_some())?;
+                let slot_ban = lock(&self.tables).remove::<V4>(key.addr, ban.is_some())?;
                 let result = bans.remove(&key);
                 drop(bans);
                 let ban = slot_ban.or(ban);
@@ -265,8 +255,10 @@ impl KernelMaps {
                 let mut bans = lock(&self.bans_v6);
                 let key = BanKeyV6 { addr: v6.octets() };
                 let ban = bans.get(&key, 0).ok();
+                let slot_ban = lock(&self.tables).remove::<V6>(key.addr, ban.is_some())?;
                 let result = bans.remove(&key);
                 drop(bans);
+                let ban = slot_ban.or(ban);
                 if let (Ok(()), Some(ban)) = (&result, ban) {
                     self.keep_source_drops(SourceKey { addr: key.addr }, &ban)?;
                 }
@@ -450,7 +442,7 @@ impl KernelMaps {
     }
 
     pub(crate) fn ban_table_state(&self) -> firewall_common::BanTableState {
-        lock(&self.table_v4).state()
+        lock(&self.tables).state()
     }
 
     pub(crate) fn verdict_totals(&self) -> Result<Vec<VerdictTotal>, KernelError> {
@@ -492,8 +484,12 @@ impl KernelMaps {
             let (key, ban) = entry.map_err(read_error(MAP_BANS_V4))?;
             add_ban_drops(totals, SourceKey::from_v4(key.addr), &ban);
         }
-        lock(&self.table_v4).for_each(|addr, ban| {
+        let tables = lock(&self.tables);
+        tables.for_each::<V4>(|addr, ban| {
             add_ban_drops(totals, SourceKey::from_v4(addr), &ban);
+        });
+        tables.for_each::<V6>(|addr, ban| {
+            add_ban_drops(totals, SourceKey { addr }, &ban);
         });
         for entry in self.bans_v6_reader.iter() {
             let (key, ban) = entry.map_err(read_error(MAP_BANS_V6))?;
@@ -578,7 +574,7 @@ impl<K> ExactBans<K> {
     }
 }
 
-/// What [`insert_exact`] did.
+/// Outcome of [`insert_exact`].
 struct ExactWrite {
     /// Per ban, whether the map held its key before the update.
     in_hash_map: Vec<bool>,
@@ -633,6 +629,37 @@ fn insert_exact<K: aya::Pod>(
         in_hash_map,
         result,
     }
+}
+
+/// Writes `bans` into the hash map of family `F` with batched updates, then gives every ban the
+/// map took a slot in the family's table, also when the map stopped early. On failure, returns
+/// how many bans were written, counted from the first.
+fn insert_exact_with_slots<F: Family, K: aya::Pod>(
+    map: &Mutex<HashMap<MapData, K, BanValue>>,
+    tables: &Mutex<BanTables>,
+    bans: &ExactBans<K>,
+    capacity: Capacity,
+    addr_of: impl Fn(&K) -> F::Addr,
+) -> Result<(), (usize, Box<KernelError>)> {
+    let map = lock(map);
+    let write = insert_exact(&map, bans, capacity);
+    let written = match &write.result {
+        Ok(()) => bans.keys.len(),
+        Err((written, _)) => *written,
+    };
+
+    let mut tables = lock(tables);
+    let mut seen = std::collections::HashSet::with_capacity(written);
+    for (index, (key, value)) in bans.keys.iter().zip(&bans.values).take(written).enumerate() {
+        let addr = addr_of(key);
+        // A second ban of the same address in this batch finds the first one's slot, or is
+        // known to have overflowed.
+        let in_hash_map = write.in_hash_map[index] || !seen.insert(addr);
+        tables
+            .place::<F>(addr, value.expires_at_ns, in_hash_map)
+            .map_err(|source| (index, Box::new(source)))?;
+    }
+    write.result
 }
 
 /// Carries the drop counters of the ban being replaced, if any, over to `value`, so that a
@@ -848,8 +875,8 @@ impl Blocklist for KernelFirewall {
         self.maps().top_sources(limit)
     }
 
-    fn ban_table_overflow(&self) -> Option<u32> {
-        Some(self.maps().ban_table_state().overflow_v4)
+    fn ban_table_state(&self) -> Option<firewall_common::BanTableState> {
+        Some(self.maps().ban_table_state())
     }
 }
 

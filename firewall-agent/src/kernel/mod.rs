@@ -113,6 +113,9 @@ pub struct KernelSettings {
     pub mode: XdpMode,
     /// Capacity of each exact-address ban map (IPv4 and IPv6 separately).
     pub bans_max_entries: u32,
+    /// Exact bans per family that the XDP program's ban tables are sized for, two slots each,
+    /// capped at `bans_max_entries`. Bans beyond it still drop, through the slower hash maps.
+    pub ban_table_entries: u32,
     /// Capacity of each range ban trie (IPv4 and IPv6 separately).
     pub ban_ranges_max_entries: u32,
     /// Capacity of each allowlist trie (IPv4 and IPv6 separately).
@@ -132,12 +135,20 @@ impl Default for KernelSettings {
             interfaces: Vec::new(),
             mode: XdpMode::Auto,
             bans_max_entries: firewall_common::DEFAULT_BANS_MAX_ENTRIES,
+            ban_table_entries: firewall_common::DEFAULT_BAN_TABLE_ENTRIES,
             ban_ranges_max_entries: firewall_common::DEFAULT_BAN_RANGES_MAX_ENTRIES,
             allow_max_entries: firewall_common::DEFAULT_ALLOW_MAX_ENTRIES,
             source_stats_max_entries: firewall_common::DEFAULT_SOURCE_STATS_MAX_ENTRIES,
             pin: true,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
         }
+    }
+}
+
+impl KernelSettings {
+    /// Returns the number of buckets of each ban table.
+    pub fn ban_table_buckets(&self) -> u32 {
+        firewall_common::ban_table_buckets(self.ban_table_entries.min(self.bans_max_entries))
     }
 }
 
@@ -403,10 +414,10 @@ pub trait Blocklist: Send + Sync + 'static {
     /// Returns up to `limit` sources with the most packets (passed plus dropped), most first.
     fn top_sources(&self, limit: usize) -> Result<Vec<SourceTotal>, KernelError>;
 
-    /// Returns how many exact IPv4 bans found their bucket of the XDP program's ban table full,
-    /// so that the program searches them, and the other sources of their buckets, in the slower
-    /// hash map. `None` where there is no ban table.
-    fn ban_table_overflow(&self) -> Option<u32> {
+    /// Returns the state of the XDP program's ban tables, whose `overflow_v4` and `overflow_v6`
+    /// count the exact bans that found their bucket full, so that the program searches them,
+    /// and the other sources of their buckets, in the slower hash maps. `None` without tables.
+    fn ban_table_state(&self) -> Option<firewall_common::BanTableState> {
         None
     }
 

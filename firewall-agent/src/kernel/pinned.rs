@@ -66,8 +66,8 @@ impl Blocklist for PinnedBlocklist {
         self.maps.top_sources(limit)
     }
 
-    fn ban_table_overflow(&self) -> Option<u32> {
-        Some(self.maps.ban_table_state().overflow_v4)
+    fn ban_table_state(&self) -> Option<firewall_common::BanTableState> {
+        Some(self.maps.ban_table_state())
     }
 
     fn kernel_bans(&self) -> Result<Vec<KernelBan>, KernelError> {

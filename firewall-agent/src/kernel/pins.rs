@@ -15,8 +15,8 @@ use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
 use firewall_common::{
     MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
-    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
-    MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict, ban_table_buckets,
+    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
+    MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict,
 };
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
@@ -34,13 +34,11 @@ const LINK_MODE_PREFIX: &str = "linkmode_";
 const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 
 /// Returns every pinned map with the capacity the agent expects it to have.
-fn pinned_maps(settings: &KernelSettings) -> [(&'static str, u32); 11] {
+fn pinned_maps(settings: &KernelSettings) -> [(&'static str, u32); 12] {
     [
         (MAP_BANS_V4, settings.bans_max_entries),
-        (
-            MAP_BAN_TABLE_V4,
-            ban_table_buckets(settings.bans_max_entries),
-        ),
+        (MAP_BAN_TABLE_V4, settings.ban_table_buckets()),
+        (MAP_BAN_TABLE_V6, settings.ban_table_buckets()),
         (MAP_BAN_TABLE_STATE, 1),
         (MAP_BANS_V6, settings.bans_max_entries),
         (MAP_BAN_RANGES_V4, settings.ban_ranges_max_entries),
@@ -98,6 +96,8 @@ impl PinDir {
         };
         let settings = KernelSettings {
             bans_max_entries: capacity(MAP_BANS_V4)?,
+            // Twice the bucket count gives back the same bucket count.
+            ban_table_entries: capacity(MAP_BAN_TABLE_V4)?.saturating_mul(2),
             ban_ranges_max_entries: capacity(MAP_BAN_RANGES_V4)?,
             allow_max_entries: capacity(MAP_ALLOW_V4)?,
             source_stats_max_entries: capacity(MAP_SOURCE_STATS)?,

@@ -262,16 +262,18 @@ impl Collector for KernelCollector {
         }
         drop(bytes);
 
-        if let Some(overflow) = self.blocklist.ban_table_overflow() {
-            let gauge = ConstGauge::new(i64::from(overflow));
-            let table = encoder.encode_descriptor(
+        if let Some(state) = self.blocklist.ban_table_state() {
+            let mut overflow = encoder.encode_descriptor(
                 "kernel_ban_table_overflow",
-                "Exact IPv4 bans that found their bucket of the XDP ban table full and are \
-                 searched in the slower hash map; raise xdp.bans_max_entries when it grows",
+                "Exact bans that found their bucket of the XDP ban table full and are searched \
+                 in the slower hash map; raise xdp.ban_table_entries when it grows",
                 None,
-                gauge.metric_type(),
+                ConstGauge::new(0i64).metric_type(),
             )?;
-            gauge.encode(table)?;
+            for (family, count) in [("ipv4", state.overflow_v4), ("ipv6", state.overflow_v6)] {
+                ConstGauge::new(i64::from(count))
+                    .encode(overflow.encode_family(&[("family", family)])?)?;
+            }
         }
         Ok(())
     }

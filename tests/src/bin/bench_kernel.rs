@@ -22,6 +22,7 @@ use firewall_agent::kernel::{
     Blocklist, KernelBan, KernelFirewall, KernelSettings, XDP_DROP, XDP_PASS,
 };
 use firewall_agent::network::IpNetwork;
+use firewall_common::DEFAULT_BAN_TABLE_ENTRIES;
 use integration_tests::frames::FrameBuilder;
 
 /// Runs per `bpftool prog run`; the kernel reports the mean duration of one run.
@@ -94,7 +95,7 @@ fn run(output: &Path) -> Result<()> {
     let mut programs = Vec::new();
     let mut notes = Vec::new();
 
-    let mut floor_host = load_firewall()?;
+    let mut floor_host = load_firewall(DEFAULT_BAN_TABLE_ENTRIES)?;
     programs.push(Program {
         label: "empty XDP_DROP program (floor)".into(),
         id: floor_host
@@ -108,7 +109,7 @@ fn run(output: &Path) -> Result<()> {
 
     let mut firewalls = Vec::new();
     for count in BAN_COUNTS {
-        let firewall = load_firewall()?;
+        let firewall = load_firewall(count)?;
         allow_loopback(&firewall)?;
         let load_time = load_bans(&firewall, count)?;
         load_ranges(&firewall)?;
@@ -138,7 +139,7 @@ fn run(output: &Path) -> Result<()> {
     }
     notes.push(single_update_note()?);
 
-    let firewall = load_firewall()?;
+    let firewall = load_firewall(BAN_COUNTS[0])?;
     allow_loopback(&firewall)?;
     firewall.allow(IpNetwork::new(ADMIN_RANGE_V4.into(), 25)?)?;
     firewall.allow(IpNetwork::new(ADMIN_RANGE_V6.into(), 48)?)?;
@@ -194,7 +195,7 @@ fn measure_rounds(programs: &[Program], paths: &[FramePath]) -> Result<Vec<Row>>
 /// comparison with the batched load, and returns the note that reports it.
 fn single_update_note() -> Result<String> {
     let count = BAN_COUNTS[BAN_COUNTS.len() - 1];
-    let firewall = load_firewall()?;
+    let firewall = load_firewall(count)?;
     let started = Instant::now();
     for index in 0..count {
         firewall
@@ -217,9 +218,12 @@ fn program_id(firewall: &KernelFirewall) -> Result<u32> {
         .context("the kernel reports no program id")
 }
 
-fn load_firewall() -> Result<KernelFirewall> {
+/// Loads the firewall with default settings, except that its ban tables are sized for
+/// `table_entries` bans, as the README advises for that many, and nothing is pinned.
+fn load_firewall(table_entries: u32) -> Result<KernelFirewall> {
     let settings = KernelSettings {
         pin: false,
+        ban_table_entries: table_entries,
         ..KernelSettings::default()
     };
     KernelFirewall::load(&settings).context("failed to load the firewall's XDP program")
@@ -597,13 +601,15 @@ fn report(paths: &[FramePath], rows: &[Row], notes: &[String]) -> Result<String>
     writeln!(
         text,
         "- The firewall's figures include what xdp-filter does not do: per-source packet and \
-         byte counters, the range trie lookup, the allowlist check and the expiry check. An \
-         IPv4 source is searched in the ban table, an array map used as a hash table with 4 \
-         slots per bucket and 2 slots per configured ban; IPv6 sources, and the IPv4 bans that \
-         found their bucket full, are searched in kernel hash maps. The drops of an exact ban \
-         are counted inside the ban with plain adds, which several CPUs dropping the same \
-         source at once can undercount; every other packet is counted in an LRU per-CPU map \
-         keyed by source."
+         byte counters, the range trie lookup, the allowlist check and the expiry check. A \
+         source is searched in its family's ban table, an array map used as a hash table with \
+         4 slots per bucket; the bans that found their bucket full are searched in kernel hash \
+         maps. Each firewall row sizes the ban tables for its number of bans \
+         (`xdp.ban_table_entries`, 2 slots per ban), as the README advises; the default is \
+         {}. The drops of an exact ban are counted inside the ban with plain adds, which \
+         several CPUs dropping the same source at once can undercount; every other packet is \
+         counted in an LRU per-CPU map keyed by source.",
+        thousands(DEFAULT_BAN_TABLE_ENTRIES)
     )?;
     writeln!(
         text,
