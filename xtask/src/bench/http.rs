@@ -201,6 +201,11 @@ fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
                 "/CN=localhost",
                 "-addext",
                 "subjectAltName=IP:127.0.0.1",
+                // openssl marks a self-signed certificate as a CA by default, and rustls
+                // rejects a CA certificate as a server's own, so the fixed-rate client could
+                // not trust it.
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
                 "-keyout",
             ])
             .arg(&key)
