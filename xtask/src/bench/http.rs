@@ -16,8 +16,8 @@
 //! in the kernel, mostly in the two writev calls per request, where the loopback send wakes
 //! the peer and the agent is then preempted. The pipeline stages take about 15% of the
 //! samples (threat detection about 6%, the rate limit about 5%), and hyper's pooled client
-//! adds a wakeup of its connection task per request. The next steps that profile points to are one
-//! current-thread runtime per core with its own listener and upstream pool, and fewer
+//! adds a wakeup of its connection task per request. The next steps that profile points to
+//! are one current-thread runtime per core with its own listener and upstream pool, and fewer
 //! formatted strings in the rate limit.
 
 use std::fmt::Write as _;
