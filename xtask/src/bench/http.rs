@@ -7,13 +7,15 @@
 //! forms: defaults, with the configurable edge features on, and with them and TLS. Every run
 //! is bounded by its duration.
 //!
-//! NOTE: on 2 shared cores the agent still reaches only about a third of nginx's plain-proxy
-//! throughput (0.31 with defaults, 0.33 with edge features and 0.41 with TLS against nginx's
-//! TLS proxy, in a run at load average 4.5). At 1000 requests/s it adds about 0.14 ms (p50)
-//! over the direct upstream with defaults and 0.23 ms with edge features, against nginx's
-//! 0.05 ms or less. Its p99 on this busy machine is dominated by scheduling stalls, so the
-//! 1 ms p99 goal is not shown yet. In perf profiles under wrk about half of the agent's time is
-//! in the kernel, mostly in the two writev calls per request, where the loopback send wakes
+//! NOTE: on 2 shared cores the agent still reaches only 0.3 to 0.4 times nginx's plain-proxy
+//! throughput (0.31 to 0.39 with defaults, 0.33 to 0.40 with edge features, in two runs at
+//! load averages 4.5 and 2.3; with TLS 0.41 to 0.64 of nginx's TLS proxy). At 1000
+//! requests/s it adds about 0.15 ms (p50) over the direct upstream with defaults and 0.17 to
+//! 0.23 ms with edge features, against nginx's 0.05 ms or less. Its p99 added was 0.18 to
+//! 0.28 ms in the quieter run but 1.2 to 2.8 ms in the busier one, where scheduling stalls
+//! from other processes dominate every row, so the 1 ms p99 goal was met in the quieter
+//! run only. In perf profiles under wrk about half of the agent's time is in the
+//! kernel, mostly in the two writev calls per request, where the loopback send wakes
 //! the peer and the agent is then preempted. The pipeline stages take about 15% of the
 //! samples (threat detection about 6%, the rate limit about 5%), and hyper's pooled client
 //! adds a wakeup of its connection task per request. The next steps that profile points to
