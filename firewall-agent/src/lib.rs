@@ -26,3 +26,8 @@ pub mod threat;
 pub mod tokens;
 pub mod validation;
 pub mod tls;
+
+/// The global allocator of the agent's binaries. The proxy allocates and frees many small
+/// buffers per request: in perf profiles of the edge bench agent under wrk on 2 cores, glibc's
+/// malloc and free took about 10% of the proxy's samples and mimalloc about 6%.
+pub use mimalloc::MiMalloc;

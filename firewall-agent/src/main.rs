@@ -23,6 +23,9 @@ use firewall_agent::reload::Reloader;
 use firewall_agent::store::Store;
 use firewall_agent::telemetry;
 
+#[global_allocator]
+static ALLOCATOR: firewall_agent::MiMalloc = firewall_agent::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "firewall-agent",

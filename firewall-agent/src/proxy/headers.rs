@@ -163,6 +163,8 @@ pub fn apply_security_headers(headers: &mut HeaderMap, tls: bool, route: Option<
     for name in REVEALING_HEADERS {
         headers.remove(name);
     }
+    // One allocation up front instead of the map growing step by step as headers go in.
+    headers.reserve(DEFAULT_SECURITY_HEADERS.len() + 1);
     for (name, value) in DEFAULT_SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }

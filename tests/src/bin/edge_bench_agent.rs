@@ -15,6 +15,10 @@ use firewall_agent::routes::RouteConfig;
 use firewall_agent::validation::RouteValidationConfig;
 use integration_tests::edge::EdgeAgent;
 
+/// The agent binary's allocator, so that the bench measures what the daemon runs.
+#[global_allocator]
+static ALLOCATOR: firewall_agent::MiMalloc = firewall_agent::MiMalloc;
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let upstream: SocketAddr = args
