@@ -17,6 +17,7 @@ pub mod config;
 mod fields;
 pub mod rules;
 pub mod normalise;
+mod php;
 mod shell;
 mod signatures;
 mod sqli;
@@ -29,6 +30,8 @@ mod tests;
 mod injection_tests;
 #[cfg(test)]
 mod fast_path_tests;
+#[cfg(test)]
+mod php_tests;
 
 use std::collections::HashMap;
 use std::fmt;
