@@ -1,14 +1,36 @@
 //! Signature patterns for PHP code injection: open tags, superglobals, function calls,
 //! variable functions and php.ini directives.
 //!
-//! Many PHP function names are also English words (`system`, `file`, `include`, `range`), so a
-//! name alone never matches. A call needs its bracket, and for those word-like names a single
-//! space before the bracket only counts when the argument list reads as code (empty, or
-//! opening with a quote or a variable), because prose writes "the system (see below)".
-//! Tabs, line breaks, runs of spaces and comments between a name and its bracket are the
-//! obfuscations CRS rule 933160 lists, and count for every name.
+//! Many PHP function names are also English words (`system`, `file`, `include`, `range`), and
+//! prose names functions too ("substr (substring)"), so a name alone never matches. A call
+//! needs its bracket right after the name or after a gap that prose does not write: a tab, a
+//! line break, two spaces or a comment, the obfuscations that CRS rule 933160 tests. After one
+//! space, the argument list must read as code: empty, or opening with a quote or a variable.
 
 use super::{Rule, rules};
+
+/// Whitespace or one PHP comment, the filler PHP allows between a name and its bracket.
+macro_rules! gap {
+    () => {
+        r"(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)"
+    };
+}
+
+/// A gap before a call's bracket that prose does not write: a comment, a tab, a line break
+/// or two spaces, with any filler around it, then the bracket.
+macro_rules! obfuscated_bracket {
+    () => {
+        concat!(gap!(), r"*(?:/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n|[\t\n\r]|\x20\x20)", gap!(), r"*\(")
+    };
+}
+
+/// One space, then a bracket that ends the value or opens an argument list that reads as
+/// code: empty, or starting with a quote, a variable or `@`.
+macro_rules! spaced_call {
+    () => {
+        r"\x20\((?:$|\s*(?:\)|['\x22`$@]))"
+    };
+}
 
 /// Table rows as the signature module takes them: pattern, rule and anchors.
 pub(super) type SignatureRow = (&'static str, Rule, &'static [&'static str]);
@@ -66,7 +88,7 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"spl_autoload_register|ob_start|u[ak]?sort|array_walk|array_filter|array_reduce|iterator_apply|",
                 r"forward_static_call(?:_array)?|func_get_args|get_defined_(?:vars|functions|constants)|function_exists|",
                 r"simplexml_load_(?:string|file)|assert_options|checkdate)",
-                r"(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*\(",
+                r"(?:\(|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_FUNCTION_CALL, &["("],
         ),
@@ -75,13 +97,14 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
         (
             concat!(
                 r"\b(?:system|exec|file|include|require|serialize|touch|range|crypt|pi|pack|extract|glob)",
-                r"(?:\((?:$|[^se]|s(?:$|[^)])|e(?:$|[^s])|es(?:$|[^)]))",
-                r"|(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*(?:/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n|[\t\n\r]|\x20\x20)(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*\(",
-                r"|\x20\(\s*(?:\)|['\x22`$@]))",
+                r"(?:\((?:$|[^se]|s(?:$|[^)])|e(?:$|[^s])|es(?:$|[^)]))|",
+                obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_FUNCTION_CALL, &["("],
         ),
         // A function of one of PHP's bundled extensions, named by the extension's prefix.
+        // NOTE: any name with such a prefix counts, including names PHP does not define, such
+        // as `sodium_add_to_recipe(foo)`. A full list of PHP's function names would avoid that.
         (
             concat!(
                 r"\b(?:(?:pg|ldap|odbc|sodium|tidy|zend|mysqli|oci|sqlsrv|pcntl|proc|stream|socket|curl|ftp|",
@@ -90,18 +113,17 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"|array_(?:diff|intersect|udiff|uintersect|key|merge|combine|fill|flip|search|slice|splice|",
                 r"walk|reduce|filter|map|keys|values|column|chunk|pad|rand|product|replace|reverse|sum|unique)\w*",
                 r"|date_(?:add|sub|create|diff|parse|modify|format|interval|default_timezone|sun|time|timestamp)\w*)",
-                r"(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*\(",
+                r"(?:\(|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_EXTENSION_CALL, &["("],
         ),
-        // A variable function: a call through `$name`, `$$name`, `${expr}` or an array
-        // element of one, with comments, whitespace or `->` between the parts.
+        // A variable function: a call through `$name`, `$$name`, `${expr}` or an array element
+        // or brace expression of one, with comments or whitespace between the parts.
         (
             concat!(
                 r"\$+\s*(?:\{[^}]+\}|[a-z_\x{80}-\x{10FFFF}][a-z0-9_\x{80}-\x{10FFFF}]*)",
-                r"(?:(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*(?:\[[^\]]+\]+|\{[^}]+\}))*",
-                r"(?:\(|(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*(?:/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n|[\t\n\r]|\x20\x20)(?:\s|/\*(?s:.)*?\*/|//[^\n]*\n|#[^\n]*\n)*\(",
-                r"|\x20\(\s*(?:\)|['\x22`$@]|\d+\s*\)))",
+                r"(?:", gap!(), r"*(?:\[[^\]]+\]+|\{[^}]+\}))*",
+                r"(?:\(|", obfuscated_bracket!(), "|", spaced_call!(), r"|\x20\(\d+\s*\))",
             ),
             rules::PHP_VARIABLE_FUNCTION, &["$"],
         ),
@@ -112,9 +134,11 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
             ),
             rules::PHP_CONFIG_DIRECTIVE, &["allow_url_", "auto_prepend_file", "auto_append_file", "disable_functions", "open_basedir", "register_globals", "suhosin."],
         ),
-        // A php.ini directive set to a value, as a `-d` argument of php-cgi or a line of a
-        // `.user.ini` file carries it. Directives in a dotted section or with an underscore
-        // may follow a quote or a space; plain words only count at the start of the value.
+        // A php.ini directive set to a value, the form of a php-cgi `-d` argument or a
+        // `.user.ini` line. Directives in a dotted section or with an underscore may follow a
+        // quote, a space or a semicolon, but plain words only count at the start of the value.
+        // NOTE: a value that starts with `engine=` or `extension=` for another reason, such
+        // as a nested query string, is flagged too.
         (
             concat!(
                 r"(?:^|['\x22\s;])(?:(?:opcache|mbstring|session|pcre|phar|xdebug|apc|apcu|mysqli|mysqlnd|",
