@@ -28,7 +28,22 @@ macro_rules! obfuscated_bracket {
 /// code: empty, or starting with a quote, a variable or `@`.
 macro_rules! spaced_call {
     () => {
-        r"\x20\((?:$|\s*(?:\)|['\x22`$@]))"
+        r"\x20\((?:$|\s*(?:\)|['\x22$@]))"
+    };
+}
+
+/// A bracket right after a name, unless it contains a manual section such as `chmod(2)`.
+macro_rules! direct_call {
+    () => {
+        r"\((?:$|\D|\d(?:$|\d|[^)a-z0-9]))"
+    };
+}
+
+/// The start of a function name that is not a method, as in `fs.chmod(`, which JavaScript
+/// and Python write. A dot after a bracket or a quote is PHP's concatenation and counts.
+macro_rules! function_start {
+    () => {
+        r"(?:^|[^\w.]|[^\w]\.)"
     };
 }
 
@@ -43,7 +58,8 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
             r"\$_(?:get|post|request|cookie|server|env|files|session|globals)\b",
             rules::PHP_SUPERGLOBAL, &["$_"],
         ),
-        // A superglobal name split by whitespace, which PHP 5 tolerated, then its index.
+        // A superglobal name split by whitespace, then its index, which slips past a match on
+        // the whole name.
         (
             concat!(
                 r"\$_\s*(?:g\s*e\s*t|p\s*o\s*s\s*t|r\s*e\s*q\s*u\s*e\s*s\s*t|c\s*o\s*o\s*k\s*i\s*e|",
@@ -53,10 +69,12 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
         ),
         (
             concat!(
-                r"\b(?:passthru|shell_exec|proc_open|popen|pcntl_exec|phpinfo|base64_decode|gzinflate|",
+                function_start!(),
+                r"(?:passthru|shell_exec|proc_open|popen|pcntl_exec|phpinfo|base64_decode|gzinflate|",
                 r"gzuncompress|str_rot13|file_get_contents|file_put_contents|create_function|",
                 r"call_user_func(?:_array)?|highlight_file|show_source|unserialize|move_uploaded_file|",
-                r"preg_replace|assert|eval|array_map|posix_\w+)\s*(?:/\*.*?\*/\s*)*\(",
+                r"preg_replace|assert|eval|array_map|posix_\w+)",
+                r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_FUNCTION, &["("],
         ),
@@ -76,7 +94,8 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
         ),
         (
             concat!(
-                r"\b(?:include_once|require_once|fopen|fwrite|fputs|fread|fgets|fpassthru|readfile|",
+                function_start!(),
+                r"(?:include_once|require_once|fopen|fwrite|fputs|fread|fgets|fpassthru|readfile|",
                 r"file_exists|file(?:group|owner|perms|inode|size|type|[amc]time)|is_(?:file|dir|link|readable|writ(?:e?able)|executable)|",
                 r"tempnam|tmpfile|unlink|rmdir|mkdir|chmod|chown|chgrp|lchown|readlink|symlink|chroot|chdir|getcwd|scandir|opendir|readdir|",
                 r"substr|strrev|str_(?:replace|repeat|pad|split|ireplace)|strip_tags|stripslashes|addslashes|",
@@ -88,16 +107,17 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"spl_autoload_register|ob_start|u[ak]?sort|array_walk|array_filter|array_reduce|iterator_apply|",
                 r"forward_static_call(?:_array)?|func_get_args|get_defined_(?:vars|functions|constants)|function_exists|",
                 r"simplexml_load_(?:string|file)|assert_options|checkdate)",
-                r"(?:\(|", obfuscated_bracket!(), "|", spaced_call!(), ")",
+                r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_FUNCTION_CALL, &["("],
         ),
-        // Function names that are also English words: a bracket right after the name (but not
-        // a plural such as `file(s)`), an obfuscating gap, or one space and code-like arguments.
+        // Function names that are also English words, where a bracket right after the name
+        // must not hold a plural ending, as `file(s)` does.
         (
             concat!(
-                r"\b(?:system|exec|file|include|require|serialize|touch|range|crypt|pi|pack|extract|glob)",
-                r"(?:\((?:$|[^se]|s(?:$|[^)])|e(?:$|[^s])|es(?:$|[^)]))|",
+                function_start!(),
+                r"(?:system|exec|file|include|require|serialize|touch|range|crypt|pi|pack|extract|glob)",
+                r"(?:\((?:$|[^se\d]|s(?:$|[^)])|e(?:$|[^s])|es(?:$|[^)])|\d(?:$|\d|[^)a-z0-9]))|",
                 obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_FUNCTION_CALL, &["("],
@@ -107,13 +127,14 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
         // as `sodium_add_to_recipe(foo)`. A full list of PHP's function names would avoid that.
         (
             concat!(
-                r"\b(?:(?:pg|ldap|odbc|sodium|tidy|zend|mysqli|oci|sqlsrv|pcntl|proc|stream|socket|curl|ftp|",
+                function_start!(),
+                r"(?:(?:pg|ldap|odbc|sodium|tidy|zend|mysqli|oci|sqlsrv|pcntl|proc|stream|socket|curl|ftp|",
                 r"openssl|mcrypt|imap|mb|gmp|spl|apcu?|opcache|session|preg|readline|xmlrpc|libxml|dba|shmop|",
                 r"sem|shm|msg|exif|finfo|iconv|grapheme|zip|zlib|ssh2|posix)_[a-z0-9_]+",
                 r"|array_(?:diff|intersect|udiff|uintersect|key|merge|combine|fill|flip|search|slice|splice|",
                 r"walk|reduce|filter|map|keys|values|column|chunk|pad|rand|product|replace|reverse|sum|unique)\w*",
                 r"|date_(?:add|sub|create|diff|parse|modify|format|interval|default_timezone|sun|time|timestamp)\w*)",
-                r"(?:\(|", obfuscated_bracket!(), "|", spaced_call!(), ")",
+                r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
             rules::PHP_EXTENSION_CALL, &["("],
         ),

@@ -95,7 +95,23 @@ fn function_words_in_prose_pass() {
         "substr (substring) returns part of a string",
         "run chmod (change mode) first",
         "Please include your session_id (found in settings)",
+        "See the POSIX chmod(2) documentation",
+        "file(1) needs the help of external programs",
+        "similar to popen(3)",
+        "The range (`max - min`) must be less than 2^48",
+        "add a message to assert (Josh Broomfield)",
     ]);
+}
+
+#[test]
+fn method_calls_of_other_languages_pass() {
+    assert_passed(&["runner.exec()", "fs.chmod(path, mode)", "v8.serialize(value)", "fs.readfile() on pipes"]);
+}
+
+#[test]
+fn concatenated_calls_are_blocked() {
+    assert_rule("php-function-call", &["'.system('id').'", "1).exec('id')", "\".exec($c)"]);
+    assert_rule("php-function", &["eval(chr(112).chr(104))"]);
 }
 
 #[test]
