@@ -41,6 +41,8 @@ macro_rules! direct_call {
 
 /// The start of a function name that is not a method, as in `fs.chmod(`, which JavaScript
 /// and Python write. A dot after a bracket or a quote is PHP's concatenation and counts.
+/// NOTE: a concatenation right after a variable or a number, as in `$a.system('id')`, reads
+/// as a method call and is missed.
 macro_rules! function_start {
     () => {
         r"(?:^|[^\w.]|[^\w]\.)"
