@@ -123,12 +123,12 @@ pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
     }
     for (name, value) in parts.headers {
         if !is_standard_header(name.as_str()) && !parts.inspected_headers.contains(name) {
-            fields.push(
-                format!("header:{}", name.as_str()),
-                value.as_bytes(),
-                FieldEncoding::Plain,
-                FieldKind::Header,
-            );
+            let kind = if FILE_NAME_HEADERS.contains(&name.as_str()) {
+                FieldKind::FileName
+            } else {
+                FieldKind::Header
+            };
+            fields.push(format!("header:{}", name.as_str()), value.as_bytes(), FieldEncoding::Plain, kind);
         }
     }
     push_body(&mut fields, parts.headers, parts.body);
@@ -149,6 +149,10 @@ const STANDARD_HEADERS: &[&str] = &[
     "upgrade-insecure-requests", "user-agent", "via", "x-forwarded-for", "x-forwarded-host",
     "x-forwarded-port", "x-forwarded-proto", "x-real-ip", "x-request-id",
 ];
+
+/// Headers in which upload clients and JavaScript uploaders send the name of the uploaded file,
+/// inspected as file names.
+const FILE_NAME_HEADERS: &[&str] = &["x-filename", "x_filename", "x.filename", "x-file-name"];
 
 fn is_standard_header(name: &str) -> bool {
     name.starts_with("sec-") || STANDARD_HEADERS.contains(&name)

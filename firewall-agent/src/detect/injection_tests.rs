@@ -318,6 +318,8 @@ const SIGNATURE_PIECES: &[&str] = &[
     "{{7*7}}", "${7*7}", "<%= 7 %>", "[% x %]", "{% if %}", "__proto__", "constructor.prototype",
     "require('child_process')", "process.env", "console.log(1)", "new function(", "user__profile__icontains",
     "<?php", "$_get", "eval(", "system(", "allow_url_include", "exec /*x*/ (", "('system')(",
+    "$_s erver[", "return\"system\"(", "fopen (", "file\t(", "pg_query(", "$f(1)", "memory_limit=1", "ssh2.exec://",
+    "checkdate()", "usort ('a')", "date_add(", "crypt(abc)", "set_error_handler(",
     "information_schema", "msdb", "waitfor delay '", "2.2250738585072011e-308", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
     "o:8:\"stdclass\":1:{", "\"$type\":\"system.x\"", "!!python/object", "cos\nsystem",
 ];

@@ -372,18 +372,37 @@ pub const PHP_FUNCTION: Rule = Rule {
     severity: Severity::Critical,
 };
 
-/// A call of a PHP function that is also a common word, such as `system(`.
+/// A call of a PHP function that reads or writes files, decodes or prints data, or is also a
+/// common word, such as `fopen (`, `substr/**/(` or `system(`.
 pub const PHP_FUNCTION_CALL: Rule = Rule {
     id: "php-function-call",
     number: 1704,
     family: Family::Php,
-    severity: Severity::Warning,
+    severity: Severity::Critical,
 };
 
 /// A PHP configuration directive such as `allow_url_include`.
 pub const PHP_CONFIG_DIRECTIVE: Rule = Rule {
     id: "php-config-directive",
     number: 1705,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A call of a function of a bundled PHP extension, named by its prefix, such as
+/// `pg_query(` or `sodium_crypto_box(`.
+pub const PHP_EXTENSION_CALL: Rule = Rule {
+    id: "php-extension-call",
+    number: 1707,
+    family: Family::Php,
+    severity: Severity::Critical,
+};
+
+/// A PHP variable function: a call through a variable, such as `$f(`, `${'a'}(` or
+/// `$__['o'](`.
+pub const PHP_VARIABLE_FUNCTION: Rule = Rule {
+    id: "php-variable-function",
+    number: 1708,
     family: Family::Php,
     severity: Severity::Critical,
 };
@@ -535,6 +554,8 @@ pub const ALL: &[Rule] = &[
     PHP_FUNCTION_CALL,
     PHP_CONFIG_DIRECTIVE,
     PHP_FILE_UPLOAD,
+    PHP_EXTENSION_CALL,
+    PHP_VARIABLE_FUNCTION,
     JAVA_CODE_INJECTION,
     JAVA_BASE64_GADGET,
     DESERIALIZATION_JAVA,

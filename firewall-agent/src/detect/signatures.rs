@@ -14,6 +14,7 @@ use regex::Regex;
 
 use super::byte_set::ByteSet;
 use super::normalise::Normalised;
+use super::php::SignatureRow;
 use super::{FieldKind, Rule, rules};
 
 
@@ -73,8 +74,8 @@ impl Signatures {
 
 /// Lists the signature patterns, each with the rule it reports and its anchors: literals of which
 /// at least one occurs in every text the pattern matches.
-fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
-    vec![
+fn signature_table() -> Vec<SignatureRow> {
+    let mut table: Vec<SignatureRow> = vec![
         // Sensitive files of Unix and Windows systems and web servers.
         (
             concat!(
@@ -99,7 +100,7 @@ fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
         ),
         // Stream wrappers that read local files or run code.
         (
-            r"\b(?:php|phar|zip|expect|glob|zlib|compress\.zlib|rar|ogg|ssh2|jar|netdoc)://",
+            r"\b(?:php|phar|zip|expect|glob|zlib|compress\.(?:zlib|bzip2)|rar|ogg|ssh2(?:\.(?:shell|exec|tunnel|sftp|scp))?|jar|netdoc)://",
             rules::LFI_STREAM_WRAPPER, &["://"],
         ),
         (r"\bfile:/{1,3}[a-z/.]", rules::LFI_FILE_URL, &["file:"]),
@@ -176,41 +177,6 @@ fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
             ),
             rules::SSTI_ORM_LOOKUP, &["__"],
         ),
-        // PHP.
-        (r"<\?(?:php\b|=)", rules::PHP_OPEN_TAG, &["<?"]),
-        (
-            r"\$_(?:get|post|request|cookie|server|env|files|session|globals)\b",
-            rules::PHP_SUPERGLOBAL, &["$_"],
-        ),
-        (
-            concat!(
-                r"\b(?:passthru|shell_exec|proc_open|popen|pcntl_exec|phpinfo|base64_decode|gzinflate|",
-                r"gzuncompress|str_rot13|file_get_contents|file_put_contents|create_function|",
-                r"call_user_func(?:_array)?|highlight_file|show_source|unserialize|move_uploaded_file|",
-                r"preg_replace|assert|eval|array_map|posix_\w+)\s*(?:/\*.*?\*/\s*)*\(",
-            ),
-            rules::PHP_FUNCTION, &["("],
-        ),
-        (
-            r"\b(?:system|exec|include|include_once|require_once|fopen|readfile|ini_set|getenv|var_dump|print_r|printf|chr|unpack|substr|assert_options)\s*(?:/\*.*?\*/\s*|#[^\n]*\n\s*)*\(",
-            rules::PHP_FUNCTION_CALL, &["("],
-        ),
-        (
-            concat!(
-                r"\b(?:allow_url_include|allow_url_fopen|auto_prepend_file|auto_append_file|",
-                r"disable_functions|open_basedir|register_globals|suhosin\.\w+)\b"
-            ),
-            rules::PHP_CONFIG_DIRECTIVE, &["allow_url_", "auto_prepend_file", "auto_append_file", "disable_functions", "open_basedir", "register_globals", "suhosin."],
-        ),
-        // A comment between a function name and its bracket only hides the call.
-        (
-            r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|include|require)\s*(?:/\*.*?\*/|//[^\n]*\n|#[^\n]*\n)\s*(?:/\*.*?\*/\s*)*\(",
-            rules::PHP_FUNCTION, &["("],
-        ),
-        (
-            r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
-            rules::PHP_FUNCTION, &["("],
-        ),
         // Database system catalogues.
         (
             r"\b(?:information_schema|sqlite_master|sqlite_schema|pg_catalog|pg_shadow|sysobjects|syscolumns|sysdatabases|msysobjects|msysaccessobjects|msysqueries|msysrelationships|msdb|msdasql|tempdb|mysql\.(?:user|db)|all_tables|user_tables|dba_users|xp_cmdshell|sp_executesql)\b",
@@ -253,7 +219,9 @@ fn signature_table() -> Vec<(&'static str, Rule, &'static [&'static str])> {
             r"!!(?:python/|javax?\.|ruby/)|!ruby/object|c__builtin__|\bc(?:os|posix|subprocess|builtins)\n(?:system|popen|check_output)",
             rules::DESERIALIZATION_YAML_PICKLE, &["!!", "!ruby/object", "c__builtin__", "\n"],
         ),
-    ]
+    ];
+    table.extend(super::php::signature_rows());
+    table
 }
 
 /// Returns the number of signature patterns compiled and the number written, for the test
