@@ -8,19 +8,18 @@
 //! is bounded by its duration.
 //!
 //! NOTE: on 2 shared cores the agent still reaches only 0.3 to 0.4 times nginx's plain-proxy
-//! throughput (0.31 to 0.39 with defaults, 0.33 to 0.40 with edge features, in two runs at
-//! load averages 4.5 and 2.3; with TLS 0.41 to 0.64 of nginx's TLS proxy). At 1000
-//! requests/s it adds about 0.15 ms (p50) over the direct upstream with defaults and 0.17 to
-//! 0.23 ms with edge features, against nginx's 0.05 ms or less. Its p99 added was 0.18 to
-//! 0.28 ms in the quieter run but 1.2 to 2.8 ms in the busier one, where scheduling stalls
-//! from other processes dominate every row, so the 1 ms p99 goal was met in the quieter
-//! run only. In perf profiles under wrk about half of the agent's time is in the
-//! kernel, mostly in the two writev calls per request, where the loopback send wakes
-//! the peer and the agent is then preempted. The pipeline stages take about 15% of the
-//! samples (threat detection about 6%, the rate limit about 5%), and hyper's pooled client
-//! adds a wakeup of its connection task per request. The next steps that profile points to
-//! are one current-thread runtime per core with its own listener and upstream pool, and fewer
-//! formatted strings in the rate limit.
+//! throughput (0.31 to 0.39 with defaults, 0.33 to 0.40 with edge features, in three runs at
+//! load averages 1.3 to 4.5; with TLS 0.41 to 0.64 of nginx's TLS proxy). At 1000
+//! requests/s it adds 0.15 to 0.22 ms (p50) over the direct upstream, against nginx's 0.03 to
+//! 0.12 ms. Its p99 added was 0.18 to 0.39 ms in the two quieter runs but 1.2 to 2.8 ms in the
+//! busiest one, where scheduling stalls from other processes dominate every row, so the 1 ms
+//! p99 goal holds only on a fairly quiet machine. In perf profiles under wrk about half of
+//! the agent's time is in the kernel, mostly in the two writev calls per request, where the
+//! loopback send wakes the peer and the agent is then preempted. The pipeline stages take
+//! about 15% of the samples (threat detection about 6%, the rate limit about 5%), and hyper's
+//! pooled client adds a wakeup of its connection task per request. The next steps that
+//! profile points to are one current-thread runtime per core with its own listener and
+//! upstream pool, and fewer formatted strings in the rate limit.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
