@@ -115,12 +115,26 @@ impl KernelMaps {
             settings.ban_table_buckets(),
         )?;
         if recount || !tables.is_ready() {
-            // An error reading a key ends the count early; the bans it missed are found by the
-            // next start.
-            tables.recount_overflow(
-                bans_v4.keys().map_while(Result::ok).map(|key| key.addr),
-                bans_v6.keys().map_while(Result::ok).map(|key| key.addr),
-            )?;
+            // A count taken from part of the keys could be too low and hide bans from the XDP
+            // program, so a failed read stops here and leaves the stored counts as they are.
+            let read_error = |map| {
+                move |source| KernelError::Map {
+                    map,
+                    operation: "read",
+                    source,
+                }
+            };
+            let keys_v4 = bans_v4
+                .keys()
+                .map(|key| key.map(|key| key.addr))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read_error(MAP_BANS_V4))?;
+            let keys_v6 = bans_v6
+                .keys()
+                .map(|key| key.map(|key| key.addr))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read_error(MAP_BANS_V6))?;
+            tables.recount_overflow(keys_v4, keys_v6)?;
         }
         let maps = Self {
             tables: Mutex::new(tables),
