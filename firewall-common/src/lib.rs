@@ -221,8 +221,8 @@ pub const fn ban_bucket_index_v6(addr: [u64; 2], seed: u32, bucket_bits: u32) ->
 /// the power of two that gives at least two slots per ban, so that few buckets fill up. At
 /// least 2 and at most `2^31`.
 pub const fn ban_table_buckets(max_entries: u32) -> u32 {
-    let wanted = max_entries.div_ceil((BAN_BUCKET_SLOTS / 2) as u32);
-    let buckets = match wanted.checked_next_power_of_two() {
+    let needed = max_entries.div_ceil((BAN_BUCKET_SLOTS / 2) as u32);
+    let buckets = match needed.checked_next_power_of_two() {
         Some(buckets) => buckets,
         None => 1 << 31,
     };

@@ -488,6 +488,23 @@ enum TableSearch {
     Unknown,
 }
 
+/// Returns the state of the ban tables once a writer has marked them ready.
+#[inline(always)]
+fn ready_table_state() -> Option<&'static BanTableState> {
+    BAN_TABLE_STATE.get(0).filter(|state| state.ready != 0)
+}
+
+/// Returns the outcome for an address missing from its bucket. `overflow` is the bucket's count
+/// of bans that live in the hash map only.
+#[inline(always)]
+fn miss_in_bucket(overflow: u32) -> TableSearch {
+    if overflow == 0 {
+        TableSearch::Absent
+    } else {
+        TableSearch::Unknown
+    }
+}
+
 /// Searches the bucket of an IPv4 address in [`BAN_TABLE_V4`].
 #[inline(always)]
 fn table_ban_v4(addr: u32) -> TableSearch {
@@ -495,12 +512,9 @@ fn table_ban_v4(addr: u32) -> TableSearch {
     if addr == 0 {
         return TableSearch::Unknown;
     }
-    let Some(state) = BAN_TABLE_STATE.get(0) else {
+    let Some(state) = ready_table_state() else {
         return TableSearch::Unknown;
     };
-    if state.ready == 0 {
-        return TableSearch::Unknown;
-    }
     let index = ban_bucket_index(addr, state.seed, state.bucket_bits);
     let Some(bucket) = BAN_TABLE_V4.get_ptr_mut(index) else {
         return TableSearch::Unknown;
@@ -515,12 +529,7 @@ fn table_ban_v4(addr: u32) -> TableSearch {
         }
     }
     // SAFETY: as above.
-    let overflow = unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) };
-    if overflow == 0 {
-        TableSearch::Absent
-    } else {
-        TableSearch::Unknown
-    }
+    miss_in_bucket(unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) })
 }
 
 /// Searches the bucket of an IPv6 address, as the two words of [`Source::V6`], in
@@ -535,12 +544,9 @@ fn table_ban_v6(addr: [u64; 2]) -> TableSearch {
     if addr[0] == 0 && addr[1] == 0 {
         return TableSearch::Unknown;
     }
-    let Some(state) = BAN_TABLE_STATE.get(0) else {
+    let Some(state) = ready_table_state() else {
         return TableSearch::Unknown;
     };
-    if state.ready == 0 {
-        return TableSearch::Unknown;
-    }
     let index = ban_bucket_index_v6(addr, state.seed, state.bucket_bits);
     let Some(bucket) = BAN_TABLE_V6.get_ptr_mut(index) else {
         return TableSearch::Unknown;
@@ -560,12 +566,7 @@ fn table_ban_v6(addr: [u64; 2]) -> TableSearch {
         }
     }
     // SAFETY: as above.
-    let overflow = unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) };
-    if overflow == 0 {
-        TableSearch::Absent
-    } else {
-        TableSearch::Unknown
-    }
+    miss_in_bucket(unsafe { core::ptr::read_volatile(&raw const (*bucket).overflow) })
 }
 
 /// Returns the ban of the longest banned range holding `source`, if any, expired or not.

@@ -13,16 +13,16 @@ use aya::maps::{
 use aya::sys::SyscallError;
 use firewall_common::{
     AllowSummary, AllowValue, BAN_NEVER_EXPIRES, BanKeyV4, BanKeyV6, BanValue, MAP_ALLOW_SUMMARY,
-    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6,
-    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BANS_V4, MAP_BANS_V6,
-    MAP_SOURCE_STATS, MAP_VERDICTS, PacketCounter, SourceCounters, SourceKey, Verdict,
+    MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6, MAP_BAN_TABLE_STATE,
+    MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS, MAP_VERDICTS,
+    PacketCounter, SourceCounters, SourceKey, Verdict,
 };
 use nix::errno::Errno;
 
 use super::batch::update_batch;
-use super::table::{BanTables, Family, V4, V6};
 use super::clock::{boottime_deadline_ns, boottime_now_ns, wall_deadline};
 use super::pins::PinDir;
+use super::table::{BanTables, Family, V4, V6};
 use super::{
     Blocklist, KernelBan, KernelError, KernelFirewall, KernelSettings, SourceTotal, VerdictTotal,
 };
@@ -167,28 +167,24 @@ impl KernelMaps {
         let value = BanValue::new(expires_at_ns);
         let result = match (network.address(), network.is_host()) {
             (IpAddr::V4(v4), true) => {
-                let mut map = lock(&self.bans_v4);
                 let key = BanKeyV4 { addr: v4.octets() };
-                let existing = map.get(&key, 0);
-                let in_hash_map = existing.is_ok();
-                let value = keep_drop_counts(existing, value);
-                if let Err(source) = map.insert(key, value, 0) {
-                    return Err(insert_error(capacity, "insert a ban into", source));
-                }
-                lock(&self.tables).place::<V4>(key.addr, expires_at_ns, in_hash_map)?;
-                return Ok(());
+                return self.insert_exact_ban::<V4, _>(
+                    &self.bans_v4,
+                    key,
+                    key.addr,
+                    value,
+                    capacity,
+                );
             }
             (IpAddr::V6(v6), true) => {
-                let mut map = lock(&self.bans_v6);
                 let key = BanKeyV6 { addr: v6.octets() };
-                let existing = map.get(&key, 0);
-                let in_hash_map = existing.is_ok();
-                let value = keep_drop_counts(existing, value);
-                if let Err(source) = map.insert(key, value, 0) {
-                    return Err(insert_error(capacity, "insert a ban into", source));
-                }
-                lock(&self.tables).place::<V6>(key.addr, expires_at_ns, in_hash_map)?;
-                return Ok(());
+                return self.insert_exact_ban::<V6, _>(
+                    &self.bans_v6,
+                    key,
+                    key.addr,
+                    value,
+                    capacity,
+                );
             }
             (IpAddr::V4(v4), false) => {
                 lock(&self.ban_ranges_v4).insert(&prefix_key(network, v4.octets()), value, 0)
@@ -228,15 +224,23 @@ impl KernelMaps {
         };
         let mut applied = 0;
         let capacity_v4 = self.ban_capacity(IpNetwork::host(Ipv4Addr::UNSPECIFIED.into()));
-        insert_exact_with_slots::<V4, _>(&self.bans_v4, &self.tables, &exact_v4, capacity_v4, |key| {
-            key.addr
-        })
+        insert_exact_with_slots::<V4, _>(
+            &self.bans_v4,
+            &self.tables,
+            &exact_v4,
+            capacity_v4,
+            |key| key.addr,
+        )
         .map_err(|(written, source)| stopped(applied + written, source))?;
         applied += exact_v4.keys.len();
         let capacity_v6 = self.ban_capacity(IpNetwork::host(Ipv6Addr::UNSPECIFIED.into()));
-        insert_exact_with_slots::<V6, _>(&self.bans_v6, &self.tables, &exact_v6, capacity_v6, |key| {
-            key.addr
-        })
+        insert_exact_with_slots::<V6, _>(
+            &self.bans_v6,
+            &self.tables,
+            &exact_v6,
+            capacity_v6,
+            |key| key.addr,
+        )
         .map_err(|(written, source)| stopped(applied + written, source))?;
         applied += exact_v6.keys.len();
 
@@ -252,31 +256,14 @@ impl KernelMaps {
         let map = self.ban_capacity(network).map;
         let result = match (network.address(), network.is_host()) {
             (IpAddr::V4(v4), true) => {
-                let mut bans = lock(&self.bans_v4);
                 let key = BanKeyV4 { addr: v4.octets() };
-                let ban = bans.get(&key, 0).ok();
-                // The slot goes first, and its drop counters are the ones that grew.
-                let slot_ban = lock(&self.tables).remove::<V4>(key.addr, ban.is_some())?;
-                let result = bans.remove(&key);
-                drop(bans);
-                let ban = slot_ban.or(ban);
-                if let (Ok(()), Some(ban)) = (&result, ban) {
-                    self.keep_source_drops(SourceKey::from_v4(key.addr), &ban)?;
-                }
-                result
+                let source = SourceKey::from_v4(key.addr);
+                self.remove_exact_ban::<V4, _>(&self.bans_v4, key, key.addr, source)?
             }
             (IpAddr::V6(v6), true) => {
-                let mut bans = lock(&self.bans_v6);
                 let key = BanKeyV6 { addr: v6.octets() };
-                let ban = bans.get(&key, 0).ok();
-                let slot_ban = lock(&self.tables).remove::<V6>(key.addr, ban.is_some())?;
-                let result = bans.remove(&key);
-                drop(bans);
-                let ban = slot_ban.or(ban);
-                if let (Ok(()), Some(ban)) = (&result, ban) {
-                    self.keep_source_drops(SourceKey { addr: key.addr }, &ban)?;
-                }
-                result
+                let source = SourceKey { addr: key.addr };
+                self.remove_exact_ban::<V6, _>(&self.bans_v6, key, key.addr, source)?
             }
             (IpAddr::V4(v4), false) => {
                 lock(&self.ban_ranges_v4).remove(&prefix_key(network, v4.octets()))
@@ -286,6 +273,49 @@ impl KernelMaps {
             }
         };
         removed(map, "remove a ban from", result)
+    }
+
+    /// Inserts or replaces the exact ban of `key` in the hash map of family `F`, keeping its drop
+    /// counters, then gives it a slot in the family's table.
+    fn insert_exact_ban<F: Family, K: aya::Pod>(
+        &self,
+        map: &Mutex<HashMap<MapData, K, BanValue>>,
+        key: K,
+        addr: F::Addr,
+        value: BanValue,
+        capacity: Capacity,
+    ) -> Result<(), KernelError> {
+        let mut map = lock(map);
+        let existing = map.get(&key, 0);
+        let in_hash_map = existing.is_ok();
+        let value = keep_drop_counts(existing, value);
+        map.insert(key, value, 0)
+            .map_err(|source| insert_error(capacity, "insert a ban into", source))?;
+        lock(&self.tables).place::<F>(addr, value.expires_at_ns, in_hash_map)?;
+        Ok(())
+    }
+
+    /// Removes the exact ban of `key` from the table and the hash map of family `F`, and adds
+    /// the drops it counted to `source` in the per-source map. Returns the result of the hash
+    /// map delete.
+    fn remove_exact_ban<F: Family, K: aya::Pod>(
+        &self,
+        map: &Mutex<HashMap<MapData, K, BanValue>>,
+        key: K,
+        addr: F::Addr,
+        source: SourceKey,
+    ) -> Result<Result<(), MapError>, KernelError> {
+        let mut bans = lock(map);
+        let ban = bans.get(&key, 0).ok();
+        // The slot goes first, and its drop counters are the ones that grew.
+        let slot_ban = lock(&self.tables).remove::<F>(addr, ban.is_some())?;
+        let result = bans.remove(&key);
+        drop(bans);
+
+        if let (Ok(()), Some(ban)) = (&result, slot_ban.or(ban)) {
+            self.keep_source_drops(source, &ban)?;
+        }
+        Ok(result)
     }
 
     /// Adds the drops counted in a removed exact ban to its source's entry in the per-source map,

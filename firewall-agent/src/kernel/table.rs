@@ -227,7 +227,7 @@ impl<F: Family> Table<F> {
     fn open(map: Array<MapData, F::Bucket>, bucket_count: usize) -> Result<Self, KernelError> {
         let mapped_len = (bucket_count * size_of::<F::Bucket>()).next_multiple_of(page_size());
         // SAFETY: a fresh shared mapping of the map's values, which the kernel sized to at least
-        // `bucket_count` buckets rounded up to whole pages; no Rust reference aliases it.
+        // `bucket_count` buckets rounded up to whole pages. No Rust reference aliases it.
         let address = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -436,8 +436,8 @@ impl BanTables {
     }
 
     /// Gives the ban of `addr` a slot, or replaces the expiry of the slot it has and keeps its
-    /// drop counters. `in_hash_map` tells whether the hash map held the address before this ban:
-    /// such an address without a slot overflowed earlier and stays in the hash map.
+    /// drop counters. `in_hash_map` is true when the hash map contained the address before this
+    /// ban. Such an address without a slot overflowed earlier and stays in the hash map.
     pub(crate) fn place<F: Family>(
         &mut self,
         addr: F::Addr,
@@ -485,8 +485,8 @@ impl BanTables {
     }
 
     /// Frees the slot of `addr` and returns its ban with the drops counted there. Returns `None`
-    /// when the address has no slot, and `in_hash_map` then tells whether the hash map held it, which
-    /// makes it an overflowed ban whose count goes down.
+    /// when the address has no slot. An address without a slot that the hash map contains
+    /// (`in_hash_map`) is an overflowed ban, and its bucket's count goes down.
     pub(crate) fn remove<F: Family>(
         &mut self,
         addr: F::Addr,

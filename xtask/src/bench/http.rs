@@ -8,8 +8,8 @@
 //! is bounded by its duration.
 //!
 //! NOTE: on 2 shared cores the agent still reaches only 0.3 to 0.4 times nginx's plain-proxy
-//! throughput (0.31 to 0.39 with defaults, 0.33 to 0.40 with edge features, in three runs at
-//! load averages 1.3 to 4.5; with TLS 0.41 to 0.64 of nginx's TLS proxy). At 1000
+//! throughput. In three runs at load averages 1.3 to 4.5 it reached 0.31 to 0.39 with defaults,
+//! 0.33 to 0.40 with edge features, and 0.41 to 0.64 of nginx's TLS proxy with TLS. At 1000
 //! requests/s it adds 0.15 to 0.22 ms (p50) over the direct upstream, against nginx's 0.03 to
 //! 0.12 ms. Its p99 added was 0.18 to 0.39 ms in the two quieter runs but 1.2 to 2.8 ms in the
 //! busiest one, where scheduling stalls from other processes dominate every row, so the 1 ms
