@@ -1,8 +1,9 @@
 //! Splitting a request into the named fields that detectors inspect.
 
 use http::{HeaderMap, HeaderName};
-use serde_json::Value;
+use std::borrow::Cow;
 
+use super::json_fields::{self, PathNode, Segment};
 use super::normalise::FieldEncoding;
 
 /// Most fields taken from one request. Fields past it are not inspected, so the work per
@@ -34,30 +35,38 @@ pub enum FieldKind {
     RawBody,
 }
 
-/// One named field of a request, as raw bytes.
+/// One field of a request, as raw bytes. [`RequestFields::name`] spells out its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
-    /// Name used in findings and exclusions: `path`, `query:KEY`, `cookie:NAME`,
-    /// `header:NAME`, `body:KEY` (form), `multipart:NAME`, `json:PATH`, `xml:ELEMENT`,
-    /// `xml:ELEMENT@ATTRIBUTE` or `body`.
-    pub name: String,
-    /// Raw bytes, still encoded.
-    pub raw: Vec<u8>,
+pub struct Field<'a> {
+    name: FieldName<'a>,
+    /// Raw bytes, still encoded, borrowed from the request where they occur there as they are.
+    pub raw: Cow<'a, [u8]>,
     /// Encoding of the bytes.
     pub encoding: FieldEncoding,
     /// Part of the request the field comes from.
     pub kind: FieldKind,
 }
 
-/// The fields of one request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RequestFields {
-    fields: Vec<Field>,
+/// A field's name, or what it is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum FieldName<'a> {
+    Text(Cow<'a, str>),
+    /// `json:` and the path of a JSON value, by its index in [`RequestFields::json_paths`];
+    /// `None` for the document's root.
+    Json(Option<u32>),
 }
 
-impl RequestFields {
+/// The fields of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFields<'a> {
+    fields: Vec<Field<'a>>,
+    /// The paths of the JSON body's values, each linking to its parent's.
+    json_paths: Vec<PathNode<'a>>,
+}
+
+impl<'a> RequestFields<'a> {
     /// Iterates over the fields.
-    pub fn iter(&self) -> impl Iterator<Item = &Field> {
+    pub fn iter(&self) -> impl Iterator<Item = &Field<'a>> {
         self.fields.iter()
     }
 
@@ -71,16 +80,69 @@ impl RequestFields {
         self.fields.is_empty()
     }
 
-    /// Adds a field unless the cap is reached.
-    fn push(&mut self, name: String, raw: &[u8], encoding: FieldEncoding, kind: FieldKind) {
-        if self.fields.len() < MAX_FIELDS && !raw.is_empty() {
-            self.fields.push(Field {
-                name,
-                raw: raw.to_vec(),
-                encoding,
-                kind,
-            });
+    /// Returns the name of `field`, which is one of these fields, as findings and exclusions
+    /// use it: `path`, `query:KEY`, `cookie:NAME`, `header:NAME`, `body:KEY` (form),
+    /// `multipart:NAME`, `json:PATH`, `xml:ELEMENT`, `xml:ELEMENT@ATTRIBUTE` or `body`.
+    pub fn name<'f>(&'f self, field: &'f Field<'a>) -> Cow<'f, str> {
+        match &field.name {
+            FieldName::Text(name) => Cow::Borrowed(name.as_ref()),
+            FieldName::Json(path) => Cow::Owned(self.json_name(*path)),
         }
+    }
+
+    /// Spells out `json:PATH`, shortening long keys and paths as [`join_path`] does.
+    fn json_name(&self, mut node: Option<u32>) -> String {
+        let mut chain = Vec::new();
+        while let Some(index) = node {
+            let Some(path) = self.json_paths.get(index as usize) else {
+                break;
+            };
+            chain.push(&path.segment);
+            node = path.parent;
+        }
+        let mut path = String::new();
+        for segment in chain.into_iter().rev() {
+            path = match segment {
+                Segment::Key(key) => join_path(&path, key),
+                Segment::Index(index) => join_path(&path, &index.to_string()),
+            };
+        }
+        let mut name = String::with_capacity("json:".len() + path.len());
+        name.push_str("json:");
+        name.push_str(&path);
+        name
+    }
+
+    /// Adds a field borrowed from the request unless the cap is reached.
+    fn push(&mut self, name: String, raw: &'a [u8], encoding: FieldEncoding, kind: FieldKind) {
+        self.push_raw(FieldName::Text(Cow::Owned(name)), Cow::Borrowed(raw), encoding, kind);
+    }
+
+    /// Adds a field with a copy of `raw` unless the cap is reached.
+    fn push_owned(&mut self, name: String, raw: &[u8], encoding: FieldEncoding, kind: FieldKind) {
+        if self.fields.len() < MAX_FIELDS {
+            self.push_raw(FieldName::Text(Cow::Owned(name)), Cow::Owned(raw.to_vec()), encoding, kind);
+        }
+    }
+
+    /// Adds a field unless the cap is reached or it is empty.
+    pub(super) fn push_raw(&mut self, name: FieldName<'a>, raw: Cow<'a, [u8]>, encoding: FieldEncoding, kind: FieldKind) {
+        if self.fields.len() < MAX_FIELDS && !raw.is_empty() {
+            self.fields.push(Field { name, raw, encoding, kind });
+        }
+    }
+
+    /// Records a JSON path and returns its index.
+    pub(super) fn push_path(&mut self, parent: Option<u32>, segment: Segment<'a>) -> u32 {
+        let index = u32::try_from(self.json_paths.len()).unwrap_or(u32::MAX);
+        self.json_paths.push(PathNode { parent, segment });
+        index
+    }
+
+    /// Drops the fields and paths added after the first `fields` and `paths`.
+    fn truncate(&mut self, fields: usize, paths: usize) {
+        self.fields.truncate(fields);
+        self.json_paths.truncate(paths);
     }
 }
 
@@ -102,7 +164,7 @@ pub struct RequestParts<'a> {
 /// Splits a request into fields: the path, every query key and value, every cookie name and
 /// value, the inspected headers, every header that is not a standard one, and the body by its
 /// content type.
-pub fn extract_fields(parts: RequestParts<'_>) -> RequestFields {
+pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
     let mut fields = RequestFields::default();
     fields.push("path".into(), parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
     if let Some(query) = parts.query {
@@ -158,7 +220,7 @@ fn is_standard_header(name: &str) -> bool {
     name.starts_with("sec-") || STANDARD_HEADERS.contains(&name)
 }
 
-fn push_form_pairs(fields: &mut RequestFields, raw: &[u8], prefix: &str, kind: FieldKind) {
+fn push_form_pairs<'a>(fields: &mut RequestFields<'a>, raw: &'a [u8], prefix: &str, kind: FieldKind) {
     for pair in raw.split(|byte| *byte == b'&') {
         if pair.is_empty() {
             continue;
@@ -173,7 +235,7 @@ fn push_form_pairs(fields: &mut RequestFields, raw: &[u8], prefix: &str, kind: F
     }
 }
 
-fn push_cookies(fields: &mut RequestFields, header: &[u8]) {
+fn push_cookies<'a>(fields: &mut RequestFields<'a>, header: &'a [u8]) {
     for cookie in header.split(|byte| *byte == b';') {
         let cookie = cookie.trim_ascii();
         let (name, value) = match cookie.iter().position(|byte| *byte == b'=') {
@@ -198,7 +260,7 @@ fn display_name(raw: &[u8]) -> String {
         .collect()
 }
 
-fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
+fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a [u8]) {
     if body.is_empty() {
         return;
     }
@@ -213,9 +275,10 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
     {
         push_form_pairs(fields, body, "body", FieldKind::Body);
     } else if essence == "application/json" || essence.ends_with("+json") {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(value) => push_json(fields, &value),
-            Err(_) => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
+        let (fields_before, paths_before) = (fields.len(), fields.json_paths.len());
+        if json_fields::push_json(fields, body).is_err() {
+            fields.truncate(fields_before, paths_before);
+            fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
         }
     } else if essence == "multipart/form-data" {
         // The boundary is case-sensitive, so it is read from the header as sent.
@@ -237,7 +300,7 @@ fn push_body(fields: &mut RequestFields, headers: &HeaderMap, body: &[u8]) {
 /// Takes the attribute values and text of an XML body as fields, without building a tree:
 /// `xml:ELEMENT@ATTRIBUTE` and `xml:ELEMENT`. Entities stay encoded here; normalisation
 /// decodes them. Markup that does not parse as XML still yields what could be read.
-fn push_xml(fields: &mut RequestFields, body: &[u8]) {
+fn push_xml(fields: &mut RequestFields<'_>, body: &[u8]) {
     let text = String::from_utf8_lossy(body);
     let mut element = String::new();
     let mut rest: &str = &text;
@@ -258,19 +321,19 @@ fn push_xml(fields: &mut RequestFields, body: &[u8]) {
             .find(|character: char| character.is_whitespace() || character == '/')
             .unwrap_or(tag.len());
         element = tag[..name_end].chars().take(MAX_NAME_CHARS).collect();
-        fields.push(format!("xml:{element}"), tag[..name_end].as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push_owned(format!("xml:{element}"), tag[..name_end].as_bytes(), FieldEncoding::Plain, FieldKind::Body);
         push_xml_attributes(fields, &element, &tag[name_end..]);
     }
 }
 
-fn push_xml_text(fields: &mut RequestFields, element: &str, text: &str) {
+fn push_xml_text(fields: &mut RequestFields<'_>, element: &str, text: &str) {
     let text = text.trim();
     if !text.is_empty() {
-        fields.push(format!("xml:{element}"), text.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push_owned(format!("xml:{element}"), text.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
     }
 }
 
-fn push_xml_attributes(fields: &mut RequestFields, element: &str, mut attributes: &str) {
+fn push_xml_attributes(fields: &mut RequestFields<'_>, element: &str, mut attributes: &str) {
     while let Some(equals) = attributes.find('=') {
         let name = attributes[..equals].trim();
         let after = attributes[equals + 1..].trim_start();
@@ -280,8 +343,8 @@ fn push_xml_attributes(fields: &mut RequestFields, element: &str, mut attributes
         let value_and_rest = &after[1..];
         let end = value_and_rest.find(quote).unwrap_or(value_and_rest.len());
         let field = format!("xml:{element}@{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
-        fields.push(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
-        fields.push(
+        fields.push_owned(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push_owned(
             field,
             value_and_rest[..end].as_bytes(),
             FieldEncoding::Plain,
@@ -305,41 +368,6 @@ fn looks_like_form(body: &[u8]) -> bool {
     }
 }
 
-/// Walks a JSON document without recursion: every object key and every string value becomes a
-/// field named by its path, such as `json:user.emails.0`.
-///
-/// NOTE: the body is first parsed into a `serde_json::Value`, and each field copies its bytes
-/// and builds its name. That is a large share of the threat stage's work on a 4 KB JSON body
-/// in a profile. A streaming walk that borrows the bytes would avoid most of it.
-fn push_json(fields: &mut RequestFields, root: &Value) {
-    let mut stack: Vec<(&Value, String, usize)> = vec![(root, String::new(), 0)];
-    while let Some((value, path, depth)) = stack.pop() {
-        match value {
-            Value::String(text) => {
-                fields.push(json_name(&path), text.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
-            }
-            Value::Object(map) if depth < MAX_JSON_DEPTH => {
-                for (key, child) in map {
-                    let child_path = join_path(&path, key);
-                    fields.push(json_name(&child_path), key.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
-                    stack.push((child, child_path, depth + 1));
-                }
-            }
-            Value::Array(items) if depth < MAX_JSON_DEPTH => {
-                for (index, child) in items.iter().enumerate() {
-                    stack.push((child, join_path(&path, &index.to_string()), depth + 1));
-                }
-            }
-            // NOTE: values nested deeper than MAX_JSON_DEPTH are not inspected; serde_json
-            // itself rejects documents nested deeper than 128 levels.
-            _ => {}
-        }
-        if fields.len() >= MAX_FIELDS {
-            return;
-        }
-    }
-}
-
 fn join_path(path: &str, key: &str) -> String {
     if path.len() > MAX_NAME_CHARS * 2 {
         return path.to_owned();
@@ -353,13 +381,6 @@ fn join_path(path: &str, key: &str) -> String {
     joined
 }
 
-fn json_name(path: &str) -> String {
-    let mut name = String::with_capacity("json:".len() + path.len());
-    name.push_str("json:");
-    name.push_str(path);
-    name
-}
-
 fn multipart_boundary(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
@@ -371,7 +392,7 @@ fn multipart_boundary(content_type: &str) -> Option<String> {
 
 /// Takes the fields of a multipart body: each part's name, its file name, and the value of
 /// parts that carry no file.
-fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
+fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: &[u8]) {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
 
@@ -396,10 +417,10 @@ fn push_multipart(fields: &mut RequestFields, body: &[u8], boundary: &[u8]) {
 
         let name = disposition_parameter(&head, "name").unwrap_or_default();
         let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
-        fields.push(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push_owned(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
         match disposition_parameter(&head, "filename") {
             // NOTE: file contents are not inspected; only their names are.
-            Some(file_name) => fields.push(
+            Some(file_name) => fields.push_owned(
                 format!("{field}:filename"),
                 file_name.as_bytes(),
                 FieldEncoding::Plain,
@@ -426,7 +447,7 @@ fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-fn split_bytes<'a>(haystack: &'a [u8], delimiter: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+fn split_bytes<'a, 'd>(haystack: &'a [u8], delimiter: &'d [u8]) -> impl Iterator<Item = &'a [u8]> + use<'a, 'd> {
     let mut rest = Some(haystack);
     std::iter::from_fn(move || {
         let current = rest?;

@@ -20,6 +20,7 @@
 mod byte_set;
 pub mod config;
 mod fields;
+mod json_fields;
 pub mod rules;
 pub mod normalise;
 mod php;
@@ -37,6 +38,8 @@ mod injection_tests;
 mod fast_path_tests;
 #[cfg(test)]
 mod php_tests;
+#[cfg(test)]
+mod json_fields_tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -192,19 +195,23 @@ pub fn inspect_value(raw: &[u8], encoding: FieldEncoding, kind: FieldKind) -> Ve
 /// The rules a field matches depend only on its raw bytes, encoding and kind, so a value that
 /// occurs in several fields is inspected once. Arrays of JSON objects repeat the same keys, and
 /// often the same values, in every element.
-pub fn inspect_fields(fields: &RequestFields) -> Vec<Finding> {
+pub fn inspect_fields(fields: &RequestFields<'_>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = Vec::new();
-    let mut inspected: HashMap<(&[u8], FieldEncoding, FieldKind), InspectedValue> =
-        HashMap::with_capacity(fields.len());
+    let mut inspected: HashMap<(&[u8], FieldEncoding, FieldKind), InspectedValue, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(fields.len(), foldhash::fast::RandomState::default());
     for field in fields.iter() {
-        let key = (field.raw.as_slice(), field.encoding, field.kind);
+        let key = (field.raw.as_ref(), field.encoding, field.kind);
         let value = inspected
             .entry(key)
             .or_insert_with(|| InspectedValue::new(&field.raw, field.encoding, field.kind));
+        if value.rules.is_empty() {
+            continue;
+        }
+        let name = fields.name(field);
         for rule in &value.rules {
             let duplicate = findings
                 .iter()
-                .any(|finding| finding.rule.id == rule.id && finding.field == field.name);
+                .any(|finding| finding.rule.id == rule.id && finding.field == name);
             if duplicate {
                 continue;
             }
@@ -213,7 +220,7 @@ pub fn inspect_fields(fields: &RequestFields) -> Vec<Finding> {
             }
             findings.push(Finding {
                 rule: *rule,
-                field: field.name.clone(),
+                field: name.clone().into_owned(),
                 excerpt: value.excerpt.clone(),
             });
         }

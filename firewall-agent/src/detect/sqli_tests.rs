@@ -223,7 +223,7 @@ fn body_with_spaces_keeps_plus_signs() {
     });
     let body = fields
         .iter()
-        .find(|field| field.name == "body")
+        .find(|field| fields.name(field) == "body")
         .map(|field| field.encoding);
     assert_eq!(body, Some(FieldEncoding::Plain));
 }
