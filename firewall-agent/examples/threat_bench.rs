@@ -8,6 +8,10 @@
 //! the threat stage and one with an empty pipeline. A client sends the same 4 KB JSON body to
 //! both, alternating, one request at a time, and the p50 and p99 of each are compared.
 
+/// The agent's allocator, so that the stage is measured as the agent runs it.
+#[global_allocator]
+static ALLOCATOR: firewall_agent::MiMalloc = firewall_agent::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -276,6 +276,74 @@ fn misaligned_base64_gadget_names_are_found() {
     assert_passed_as(&["dGhlIHF1aWNrIGJyb3duIGZveA", "SGVsbG8gd29ybGQ"], FieldKind::RawBody);
 }
 
+/// Finds a gadget name in Base64 runs the plain way: each run decoded at four alignments into a
+/// new buffer, lowercased, and searched name by name.
+fn base64_gadget_by_search(text: &str) -> Option<&'static str> {
+    const JAVA: &[&str] = &[
+        "runtime", "processbuilder", "clonetransformer", "forclosure", "instantiatefactory",
+        "instantiatetransformer", "invokertransformer", "prototypeclonefactory",
+        "prototypeserializationfactory", "whileclosure", "chainedtransformer", "classloader",
+        "java.lang",
+    ];
+    const NODE: &[&str] = &["_$$nd_func$$_", "_func$$_"];
+    let runs = text
+        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '-' | '_')))
+        .filter(|run| run.len() >= 10)
+        .take(16);
+    for run in runs {
+        for shift in 0..4 {
+            let Some(start) = run.get(shift..) else {
+                break;
+            };
+            let symbols: Vec<u8> = start
+                .bytes()
+                .map_while(|byte| match byte {
+                    b'A'..=b'Z' => Some(byte - b'A'),
+                    b'a'..=b'z' => Some(byte - b'a' + 26),
+                    b'0'..=b'9' => Some(byte - b'0' + 52),
+                    b'+' | b'-' => Some(62),
+                    b'/' | b'_' => Some(63),
+                    _ => None,
+                })
+                .collect();
+            let mut decoded = Vec::new();
+            for group in symbols.chunks(4) {
+                let bits: u32 = group.iter().fold(0, |bits, symbol| (bits << 6) | u32::from(*symbol));
+                // A group of n symbols carries 6n bits, of which whole bytes are kept.
+                let whole_bytes = group.len() * 6 / 8;
+                let aligned = bits << (24 - 6 * group.len());
+                decoded.extend_from_slice(&aligned.to_be_bytes()[1..1 + whole_bytes]);
+            }
+            let lowered_bytes = decoded.to_ascii_lowercase();
+            let contains = |needle: &str| lowered_bytes.windows(needle.len()).any(|window| window == needle.as_bytes());
+            if NODE.iter().any(|marker| contains(marker)) {
+                return Some("node");
+            }
+            let java = JAVA.iter().any(|name| {
+                let lost = if name.len() >= 7 { 2 } else { 1 };
+                let head = &lowered_bytes[..lowered_bytes.len().min(name.len() + 1)];
+                contains(name) || head.windows(name.len() - lost).any(|window| window == &name.as_bytes()[lost..])
+            });
+            if java {
+                return Some("java");
+            }
+        }
+    }
+    None
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn base64_gadget_search_matches_plain_search(
+        text in "([A-Za-z0-9+/_-]{0,40}|cnVudGltZQ|HJ1bnRpbWU|dGhlIHF1aWNrIGJyb3duIGZveA|HByb2Nlc3NidWlsZGVy|amF2YS5sYW5n|XyQkTkRfRlVOQyQkXw|[ .=]){1,6}",
+    ) {
+        let label = super::signatures::base64_gadget_label(&text);
+        proptest::prop_assert_eq!(label, base64_gadget_by_search(&text), "text {:?}", text);
+    }
+}
+
 #[test]
 fn vendor_headers_are_inspected_and_standard_ones_skipped() {
     use http::{HeaderMap, HeaderValue};

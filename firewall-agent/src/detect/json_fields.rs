@@ -246,20 +246,19 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Cow<'a, [u8]>, NotJson> {
         let start = self.position;
         let body = self.body;
-        loop {
-            match body.get(self.position).copied().ok_or(NotJson)? {
-                b'"' => {
-                    let text = &body[start..self.position];
-                    self.position += 1;
-                    check_utf8(text)?;
-                    return Ok(Cow::Borrowed(text));
-                }
-                b'\\' => break,
-                0..=0x1f => return Err(NotJson),
-                _ => self.position += 1,
-            }
+        let rest = body.get(start..).ok_or(NotJson)?;
+        let end = start + memchr::memchr2(b'"', b'\\', rest).ok_or(NotJson)?;
+        let plain = &body[start..end];
+        if plain.iter().any(|byte| *byte < 0x20) {
+            return Err(NotJson);
         }
-        let mut decoded = body[start..self.position].to_vec();
+        self.position = end + 1;
+        if body[end] == b'"' {
+            check_utf8(plain)?;
+            return Ok(Cow::Borrowed(plain));
+        }
+        let mut decoded = plain.to_vec();
+        self.escape(&mut decoded)?;
         loop {
             match self.next_byte()? {
                 b'"' => {

@@ -174,7 +174,7 @@ pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
         return;
     }
     let bytes = ByteSet::of(&value.folded);
-    sqli::detect(&value.folded, kind, hits);
+    sqli::detect(&value.folded, &bytes, kind, hits);
     xss::detect(&value.folded, &bytes, hits);
     signatures::detect(value, &bytes, kind, hits);
 }

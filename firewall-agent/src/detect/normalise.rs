@@ -62,13 +62,14 @@ pub struct Normalised {
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     if is_plain_ascii(raw, encoding) {
         // No step applies: only lowercasing changes the text.
-        let cased: String = raw.iter().map(|byte| char::from(*byte)).collect();
-        let folded = cased.to_ascii_lowercase();
-        return Normalised {
-            cased,
-            folded,
-            anomalies: Anomalies::default(),
-        };
+        if let Ok(cased) = String::from_utf8(raw.to_vec()) {
+            let folded = cased.to_ascii_lowercase();
+            return Normalised {
+                cased,
+                folded,
+                anomalies: Anomalies::default(),
+            };
+        }
     }
     normalise_all_steps(raw, encoding)
 }

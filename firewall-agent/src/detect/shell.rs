@@ -67,13 +67,13 @@ const WRAPPER_COMMAND_NAMES: &[&str] = &[
     "watch", "busybox", "command", "builtin", "flock", "cpulimit", "doas", "stdbuf", "chroot",
 ];
 
-/// The command name lists as hash sets, because every simple command looks its name up in them.
-static DISTINCTIVE_COMMANDS: LazyLock<HashSet<&str>> =
-    LazyLock::new(|| DISTINCTIVE_COMMAND_NAMES.iter().copied().collect());
-static WORD_COMMANDS: LazyLock<HashSet<&str>> =
-    LazyLock::new(|| WORD_COMMAND_NAMES.iter().copied().collect());
-static WRAPPER_COMMANDS: LazyLock<HashSet<&str>> =
-    LazyLock::new(|| WRAPPER_COMMAND_NAMES.iter().copied().collect());
+/// A command name list as a hash set, because every simple command looks its name up in the
+/// lists. The names are constants, so a hash with a fixed seed cannot be flooded.
+type CommandSet = HashSet<&'static str, foldhash::fast::FixedState>;
+
+static DISTINCTIVE_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| DISTINCTIVE_COMMAND_NAMES.iter().copied().collect());
+static WORD_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| WORD_COMMAND_NAMES.iter().copied().collect());
+static WRAPPER_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| WRAPPER_COMMAND_NAMES.iter().copied().collect());
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
 static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {

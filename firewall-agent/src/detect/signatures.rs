@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
 use super::byte_set::ByteSet;
@@ -48,8 +48,11 @@ static SIGNATURES: LazyLock<Signatures> = LazyLock::new(|| {
         regexes.push(regex);
         rules.push(rule);
     }
+    // A DFA takes more memory than the default NFA but fewer instructions per byte, and this
+    // search runs on every inspected value.
     let anchors = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
         .build(&anchor_texts)
         .ok();
     Signatures { regexes, rules, anchors, anchor_owners }
@@ -231,6 +234,16 @@ pub(super) fn signature_counts() -> (usize, usize) {
     (SIGNATURES.regexes.len(), signature_table().len())
 }
 
+/// Returns the gadget found in Base64 runs of `text`, for the test that compares the search
+/// with a plain one.
+#[cfg(test)]
+pub(super) fn base64_gadget_label(text: &str) -> Option<&'static str> {
+    base64_gadget(text).map(|gadget| match gadget {
+        Base64Gadget::Java => "java",
+        Base64Gadget::NodeFunction => "node",
+    })
+}
+
 /// Returns the rules of every signature that matches `text`, without the prefilter, for the
 /// test that checks that the prefilter loses no match.
 #[cfg(test)]
@@ -328,7 +341,11 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     }
     super::shell::detect(text, bytes, kind, hits);
 
-    if let Some(regex) = CASED_SIGNATURES.as_ref()
+    // Every cased signature contains an `A` and a `0`, `/` or `4`, which the lowercased bytes
+    // show without running the regex.
+    if bytes.contains(b'a')
+        && bytes.contains_any(b"0/4")
+        && let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
     {
         hits.push(rules::DESERIALIZATION_JAVA);
@@ -447,26 +464,59 @@ fn base64_gadget(text: &str) -> Option<Base64Gadget> {
         .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '-' | '_')))
         .filter(|run| run.len() >= MIN_BASE64_RUN)
         .take(MAX_BASE64_RUNS);
+    let mut decoded = Vec::new();
     for run in runs {
         for shift in 0..4 {
             let Some(start) = run.get(shift..) else {
                 break;
             };
-            let lowered = decode_base64_lenient(start).to_ascii_lowercase();
-            if NODE_FUNCTION_MARKERS.iter().any(|marker| contains_bytes(&lowered, marker)) {
-                return Some(Base64Gadget::NodeFunction);
-            }
-            let java = GADGET_NAMES.iter().any(|name| {
-                let lost = if name.len() >= 7 { 2 } else { 1 };
-                let head = &lowered[..lowered.len().min(name.len() + 1)];
-                contains_bytes(&lowered, name) || contains_bytes(head, &name[lost..])
-            });
-            if java {
-                return Some(Base64Gadget::Java);
+            decode_base64_lenient(start, &mut decoded);
+            if let Some(gadget) = gadget_in(&decoded) {
+                return Some(gadget);
             }
         }
     }
     None
+}
+
+/// Finds a gadget marker in decoded bytes, ignoring ASCII case. A Node.js function marker wins
+/// over a Java name in the same bytes.
+fn gadget_in(decoded: &[u8]) -> Option<Base64Gadget> {
+    if !may_contain_marker(decoded) {
+        return None;
+    }
+    let lowered = decoded.to_ascii_lowercase();
+    if NODE_FUNCTION_MARKERS.iter().any(|marker| contains_bytes(&lowered, marker)) {
+        return Some(Base64Gadget::NodeFunction);
+    }
+    let java = GADGET_NAMES.iter().any(|name| {
+        // A run cut out of a longer one may have lost the name's first one or two letters.
+        let lost = if name.len() >= 7 { 2 } else { 1 };
+        let head = &lowered[..lowered.len().min(name.len() + 1)];
+        contains_bytes(&lowered, name) || contains_bytes(head, &name[lost..])
+    });
+    java.then_some(Base64Gadget::Java)
+}
+
+/// Returns whether `decoded` could contain a marker: every Node.js marker contains `$`, and
+/// every Java name, even with two letters lost, is a run of at least five letters and dots.
+/// Bytes decoded from ordinary words and ids almost never pass, which saves the search.
+fn may_contain_marker(decoded: &[u8]) -> bool {
+    let mut run = 0;
+    for byte in decoded {
+        if *byte == b'$' {
+            return true;
+        }
+        if byte.is_ascii_alphabetic() || *byte == b'.' {
+            run += 1;
+            if run == 5 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
@@ -479,9 +529,10 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window[0] == *first && window == needle)
 }
 
-/// Decodes standard or URL-safe Base64, ignoring a trailing partial group.
-fn decode_base64_lenient(text: &str) -> Vec<u8> {
-    let mut output = Vec::with_capacity(text.len() * 3 / 4);
+/// Decodes standard or URL-safe Base64 into `output`, replacing its contents and ignoring a
+/// trailing partial group.
+fn decode_base64_lenient(text: &str, output: &mut Vec<u8>) {
+    output.clear();
     let mut buffer: u32 = 0;
     let mut bits = 0;
     for byte in text.bytes() {
@@ -501,5 +552,4 @@ fn decode_base64_lenient(text: &str) -> Vec<u8> {
             buffer &= (1 << bits) - 1;
         }
     }
-    output
 }

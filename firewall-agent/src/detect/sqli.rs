@@ -56,6 +56,7 @@ use std::sync::LazyLock;
 
 use regex::RegexSet;
 
+use super::byte_set::ByteSet;
 use super::sqli_tokens::{self, Escapes, Token};
 use super::{FieldKind, Rule, rules};
 
@@ -195,7 +196,7 @@ static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
 });
 
 /// Looks for SQL injection in a normalised, lowercased value.
-pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
+pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     if !might_be_sql(value) {
         return;
     }
@@ -210,12 +211,12 @@ pub fn detect(value: &str, kind: FieldKind, hits: &mut Vec<Rule>) {
     if let Some(spaced) = &spaced {
         detect_sql(spaced, hits);
     }
-    if value.contains("unionselect") {
+    if bytes.contains_all(b"unionselct") && value.contains("unionselect") {
         // `unionselect` glued into one word reaches some databases as `union select` once a
         // filter strips the comment or the character that split it.
         push(hits, rules::SQLI_UNION);
     }
-    if value.contains("/*") && has_glued_comment(&value) {
+    if bytes.contains_all(b"/*") && value.contains("/*") && has_glued_comment(&value) {
         push(hits, rules::SQLI_COMMENT_OBFUSCATION);
     }
 
@@ -404,7 +405,8 @@ thread_local! {
     /// The rules of the fingerprints met recently on this thread, in pattern order. A
     /// fingerprint is at most a few dozen bytes, and looking it up costs less than matching
     /// the pattern set.
-    static FINGERPRINT_CACHE: RefCell<HashMap<String, Vec<Rule>>> = RefCell::new(HashMap::new());
+    static FINGERPRINT_CACHE: RefCell<HashMap<String, Vec<Rule>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Returns the rules of the fingerprint patterns that match `fingerprint`, in pattern order.
