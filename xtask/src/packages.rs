@@ -71,15 +71,19 @@ fn is_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// How many times apt-get retries a failed download. A mirror that refuses connections for a
+/// moment would otherwise fail a fresh machine's first build.
+const APT_RETRIES: &str = "Acquire::Retries=5";
+
 /// Runs `apt-get update`, then `apt-get install` for `packages`.
 ///
 /// The update comes first because a machine's package lists can be old enough to lack a package
 /// or to offer a version the build cannot use (an older `rustc-web` with another LLVM).
 pub fn apt_install(packages: &[&str]) -> Result<()> {
-    run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    run_checked(Command::new("apt-get").args(["update", "-q", "-o", APT_RETRIES]))?;
     run_checked(
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(["install", "-y", "-q", "--no-install-recommends", "-o", APT_RETRIES])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
