@@ -5,8 +5,10 @@
 //! xtask writes the file as raw HTTP requests, each preceded by its length on a line.
 //!
 //! Added latency: two proxies run in this process in front of one loopback upstream, one with
-//! the threat stage and one with an empty pipeline. A client sends the same 4 KB JSON body to
-//! both, alternating, one request at a time, and the p50 and p99 of each are compared.
+//! the threat stage and one with an empty pipeline. A client sends each 4 KB JSON body to
+//! both, alternating, one request at a time, and the p50 and p99 of each are compared. The
+//! first body repeats its values in every item and every request; the second has values that
+//! differ everywhere, so that every one of them is inspected.
 
 /// The agent's allocator, so that the stage is measured as the agent runs it.
 #[global_allocator]
@@ -141,20 +143,51 @@ fn throughput_row(requests: &[&[u8]]) -> String {
     )
 }
 
-/// Builds a benign JSON body of 4,096 bytes, in the shape of a typical API write.
+/// Builds a benign JSON body of 4,096 bytes, in the shape of a typical API write: a list of
+/// orders that repeat the customer, address and note, as a batch from one customer does.
 fn json_body() -> Bytes {
-    let mut items = Vec::new();
-    let mut index = 0;
-    loop {
-        items.push(serde_json::json!({
+    padded_json_body(|index| {
+        serde_json::json!({
             "id": format!("ORD-2026-{index:05}"),
             "customer": {"name": "Mary O'Brien", "email": "mary.obrien@example.com"},
             "address": "Apt. #4, 12 Rue de la Paix; Paris 75002",
             "note": "Please leave it at the door (side entrance) -- thanks!",
             "quantity": index % 7 + 1,
-        }));
-        let text = serde_json::json!({ "items": items, "note": "" }).to_string();
+        })
+    })
+}
+
+/// Builds a benign JSON body of 4,096 bytes whose string values all differ from each other and
+/// from those of any other `round`, so that no value is inspected from a cache.
+fn distinct_json_body(round: usize) -> Bytes {
+    const GIVEN_NAMES: &[&str] = &["Mary", "Liam", "Zoë", "Sean", "Aiko", "Omar", "Inès", "Ravi", "Jo", "Ana"];
+    const FAMILY_NAMES: &[&str] = &["O'Brien", "Müller", "D'Angelo", "Nakamura", "García", "Okafor", "Smith-Jones"];
+    padded_json_body(|index| {
+        let given = GIVEN_NAMES[(round + index) % GIVEN_NAMES.len()];
+        let family = FAMILY_NAMES[(round / 3 + index) % FAMILY_NAMES.len()];
+        serde_json::json!({
+            "id": format!("ORD-{round}-{index:03}"),
+            "customer": {"name": format!("{given} {family} {round}"), "email": format!("{}.{index}.{round}@example.com", given.to_lowercase())},
+            "address": format!("Apt. #{index}, {} Rue de la Paix; Paris 750{:02}", round % 97 + 1, index % 20 + 1),
+            "note": format!("Leave it with {given} at door {index} (side entrance), order {round}"),
+            "quantity": index % 7 + 1,
+        })
+    })
+}
+
+/// Puts items from `item` into `{"items": [...], "note": "..."}` until the body is 4,096 bytes,
+/// padding with the note.
+fn padded_json_body(item: impl Fn(usize) -> serde_json::Value) -> Bytes {
+    let mut items = Vec::new();
+    let mut index = 0;
+    loop {
+        items.push(item(index));
+        let mut text = serde_json::json!({ "items": items, "note": "" }).to_string();
         if text.len() > 4_096 - 200 {
+            if text.len() > 4_096 {
+                items.pop();
+                text = serde_json::json!({ "items": items, "note": "" }).to_string();
+            }
             let padding = 4_096 - text.len();
             let body = serde_json::json!({ "items": items, "note": "x".repeat(padding) }).to_string();
             return Bytes::from(body);
@@ -211,10 +244,28 @@ async fn latency_rows() -> Vec<String> {
     };
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let body = json_body();
+    let repeated = json_body();
+    let mut rows = added_latency_rows(&client, with_stage, without_stage, "4 KB JSON body", |_| repeated.clone()).await;
+    rows.extend(
+        added_latency_rows(&client, with_stage, without_stage, "4 KB JSON body of distinct values", distinct_json_body).await,
+    );
+    shutdown.trigger();
+    rows
+}
+
+/// Sends the body that `body` builds for each round to both proxies, alternating, and returns
+/// the rows for the p50 and p99 of each and the difference.
+async fn added_latency_rows(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    with_stage: SocketAddr,
+    without_stage: SocketAddr,
+    label: &str,
+    body: impl Fn(usize) -> Bytes,
+) -> Vec<String> {
     let mut on = Vec::with_capacity(LATENCY_REQUESTS);
     let mut off = Vec::with_capacity(LATENCY_REQUESTS);
     for round in 0..WARM_UP_REQUESTS + LATENCY_REQUESTS {
+        let body = body(round);
         for (proxy, samples) in [(with_stage, &mut on), (without_stage, &mut off)] {
             let Ok(request) = Request::post(format!("http://{proxy}/api/v1/orders"))
                 .header("content-type", "application/json")
@@ -233,7 +284,6 @@ async fn latency_rows() -> Vec<String> {
             }
         }
     }
-    shutdown.trigger();
 
     on.sort_unstable();
     off.sort_unstable();
@@ -241,15 +291,15 @@ async fn latency_rows() -> Vec<String> {
     let p99 = |samples: &[Duration]| percentile(samples, 99);
     vec![
         format!(
-            "| 4 KB JSON body, threat stage on | p50 {} µs, p99 {} µs ({} requests) |",
+            "| {label}, threat stage on | p50 {} µs, p99 {} µs ({} requests) |",
             p50(&on), p99(&on), on.len()
         ),
         format!(
-            "| 4 KB JSON body, threat stage off | p50 {} µs, p99 {} µs ({} requests) |",
+            "| {label}, threat stage off | p50 {} µs, p99 {} µs ({} requests) |",
             p50(&off), p99(&off), off.len()
         ),
         format!(
-            "| added by the threat stage | p50 {} µs, p99 {} µs |",
+            "| {label}, added by the threat stage | p50 {} µs, p99 {} µs |",
             i128::from(p50(&on)) - i128::from(p50(&off)),
             i128::from(p99(&on)) - i128::from(p99(&off))
         ),

@@ -389,6 +389,8 @@ const SIGNATURE_PIECES: &[&str] = &[
     "<?php", "$_get", "eval(", "system(", "allow_url_include", "exec /*x*/ (", "('system')(",
     "$_s erver[", "return\"system\"(", "fopen (", "file\t(", "pg_query(", "$f(1)", "memory_limit=1", "ssh2.exec://",
     "checkdate()", "usort ('a')", "date_add(", "crypt(abc)", "set_error_handler(",
+    "file_exists(", "vsprintf(", "rawurldecode(", "gethostbynamel(", "posix_getpwuid(", "apcu_fetch(",
+    "call_user_func_array(", "is_writable(", "register_tick_function(", "filemtime(",
     "information_schema", "msdb", "waitfor delay '", "2.2250738585072011e-308", "java.lang.runtime", "${jndi:ldap:", "runtime.exec", "aced0005",
     "o:8:\"stdclass\":1:{", "\"$type\":\"system.x\"", "!!python/object", "cos\nsystem",
 ];

@@ -209,6 +209,7 @@ impl<'a> Reader<'a> {
     /// Reads the rest of a number whose first byte was read:
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
     fn number(&mut self, first: u8) -> Result<(), NotJson> {
+        let start = self.position - 1;
         let leading = if first == b'-' { self.next_byte()? } else { first };
         match leading {
             b'0' => {}
@@ -225,6 +226,18 @@ impl<'a> Reader<'a> {
                 self.position += 1;
             }
             self.required_digits()?;
+        }
+        // `serde_json` rejects a number beyond the range of `f64`, such as `1e400`, and so does
+        // this walk. Short numbers without an exponent are always in range.
+        let text = &self.body[start..self.position];
+        if text.len() > 300 || text.contains(&b'e') || text.contains(&b'E') {
+            let in_range = std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| text.parse::<f64>().ok())
+                .is_some_and(f64::is_finite);
+            if !in_range {
+                return Err(NotJson);
+            }
         }
         Ok(())
     }

@@ -105,7 +105,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Pieces from which mostly malformed JSON texts are put together.
 const PIECES: &[&str] = &[
     "{", "}", "[", "]", ",", ":", "\"", "\"a\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"",
-    "\"\\x\"", "\\", "1", "-", "0", "01", "1.", ".5", "1e5", "1E+", "-0.5e-3", "true", "tru", "null",
+    "\"\\x\"", "\\", "1", "-", "0", "01", "1.", ".5", "1e5", "1E+", "-0.5e-3", "e999", "true", "tru", "null",
     "nul", "false", " ", "\n", "\t", "\u{0}", "\u{e9}", "\"\u{1}\"", "x",
 ];
 
@@ -186,6 +186,8 @@ fn malformed_json_is_inspected_whole() {
         b"{\"a\":\"tab\there\"}",
         b"{\"a\":\"\xff\"}",
         br#"{"a":01}"#,
+        br#"{"a":1e400}"#,
+        br#"[-1.5E+999]"#,
         br#"{"a" "x"}"#,
         br#"["x" "y"]"#,
     ] {

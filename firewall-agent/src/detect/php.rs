@@ -50,6 +50,48 @@ macro_rules! function_start {
 }
 
 /// Table rows as the signature module takes them: pattern, rule and anchors.
+/// Anchors of the function call patterns: a literal that each function name of the pattern
+/// contains, so that only values naming such a function run the pattern. A bracket alone
+/// would send every value with brackets, such as most prose, through every pattern.
+const CODE_EXECUTION_FUNCTIONS: &[&str] = &[
+    "array_map", "assert", "base64_decode", "call_user_func", "create_function", "eval", "file_get_contents",
+    "file_put_contents", "gzinflate", "gzuncompress", "highlight_file", "move_uploaded_file", "passthru", "pcntl_exec",
+    "phpinfo", "popen", "posix_", "preg_replace", "proc_open", "shell_exec", "show_source",
+    "str_rot13", "unserialize",
+];
+const FILE_AND_STRING_FUNCTIONS: &[&str] = &[
+    "_handler", "addslashes", "array_filter", "array_reduce", "array_walk", "assert_options", "base64_encode",
+    "bin2hex", "chdir", "checkdate", "chgrp", "chmod", "chown", "chr",
+    "chroot", "curl_exec", "curl_init", "debug_zval_dump", "dns_get_record", "fgets", "file",
+    "file_exists", "floatval", "fopen", "forward_static_call", "fpassthru", "fprintf", "fputs",
+    "fread", "fsockopen", "func_get_args", "function_exists", "fwrite", "get_current_user", "get_defined_",
+    "get_include_path", "getcwd", "getenv", "gethostbyname", "getmypid", "getmyuid", "gettype",
+    "hex2bin", "html_entity_decode", "htmlspecialchars", "include_once", "ini_", "intval", "is_",
+    "iterator_apply", "lchown", "mkdir", "ob_start", "opendir", "ord", "parse_str",
+    "pfsockopen", "php_uname", "phpversion", "print_r", "printf", "putenv", "readdir",
+    "readfile", "readlink", "register_", "require_once", "rmdir", "scandir", "set_include_path",
+    "settype", "simplexml_load_", "socket_create", "sort", "spl_autoload_register", "str_", "stream_socket_client",
+    "strip_tags", "stripslashes", "strrev", "strval", "substr", "symlink", "tempnam",
+    "tmpfile", "unlink", "unpack", "urldecode", "var_dump", "var_export",
+];
+const WORD_FUNCTIONS: &[&str] = &[
+    "crypt", "exec", "extract", "file", "glob", "include", "pack",
+    "pi", "range", "require", "serialize", "system", "touch",
+];
+const EXTENSION_FUNCTION_PREFIXES: &[&str] = &[
+    "pg_", "ldap_", "odbc_", "sodium_", "tidy_", "zend_", "mysqli_", "oci_", "sqlsrv_",
+    "pcntl_", "proc_", "stream_", "socket_", "curl_", "ftp_", "openssl_", "mcrypt_", "imap_",
+    "mb_", "gmp_", "spl_", "apc", "opcache_", "session_", "preg_", "readline_", "xmlrpc_",
+    "libxml_", "dba_", "shmop_", "sem_", "shm_", "msg_", "exif_", "finfo_", "iconv_",
+    "grapheme_", "zip_", "zlib_", "ssh2_", "posix_", "array_", "date_",
+];
+const COMMENTED_CALL_FUNCTIONS: &[&str] = &[
+    "system", "exec", "passthru", "popen", "proc_open", "eval", "assert", "include", "require",
+];
+const QUOTED_CALL_FUNCTIONS: &[&str] = &[
+    "system", "exec", "passthru", "popen", "proc_open", "eval", "assert", "phpinfo",
+];
+
 pub(super) type SignatureRow = (&'static str, Rule, &'static [&'static str]);
 
 /// Lists the PHP signature patterns in the form of the signature table.
@@ -78,21 +120,21 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"preg_replace|assert|eval|array_map|posix_\w+)",
                 r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
-            rules::PHP_FUNCTION, &["("],
+            rules::PHP_FUNCTION, CODE_EXECUTION_FUNCTIONS,
         ),
         // A comment between a function name and its bracket only hides the call.
         (
             r"\b(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|include|require)\s*(?:/\*.*?\*/|//[^\n]*\n|#[^\n]*\n)\s*(?:/\*.*?\*/\s*)*\(",
-            rules::PHP_FUNCTION, &["("],
+            rules::PHP_FUNCTION, COMMENTED_CALL_FUNCTIONS,
         ),
         (
             r"\(\s*['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\s*\)\s*\(",
-            rules::PHP_FUNCTION, &["("],
+            rules::PHP_FUNCTION, QUOTED_CALL_FUNCTIONS,
         ),
         // A quoted function name called as a string, as in `return "system"(x)`.
         (
             r"['\x22`]\s*(?:system|exec|passthru|shell_exec|popen|proc_open|eval|assert|phpinfo)\s*['\x22`]\(",
-            rules::PHP_FUNCTION, &["("],
+            rules::PHP_FUNCTION, QUOTED_CALL_FUNCTIONS,
         ),
         (
             concat!(
@@ -111,7 +153,7 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"simplexml_load_(?:string|file)|assert_options|checkdate)",
                 r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
-            rules::PHP_FUNCTION_CALL, &["("],
+            rules::PHP_FUNCTION_CALL, FILE_AND_STRING_FUNCTIONS,
         ),
         // Function names that are also English words, where a bracket right after the name
         // must not hold a plural ending, as `file(s)` does.
@@ -122,7 +164,7 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"(?:\((?:$|[^se\d]|s(?:$|[^)])|e(?:$|[^s])|es(?:$|[^)])|\d(?:$|\d|[^)a-z0-9]))|",
                 obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
-            rules::PHP_FUNCTION_CALL, &["("],
+            rules::PHP_FUNCTION_CALL, WORD_FUNCTIONS,
         ),
         // A function of one of PHP's bundled extensions, named by the extension's prefix.
         // NOTE: any name with such a prefix counts, including names PHP does not define, such
@@ -138,7 +180,7 @@ pub(super) fn signature_rows() -> Vec<SignatureRow> {
                 r"|date_(?:add|sub|create|diff|parse|modify|format|interval|default_timezone|sun|time|timestamp)\w*)",
                 r"(?:", direct_call!(), "|", obfuscated_bracket!(), "|", spaced_call!(), ")",
             ),
-            rules::PHP_EXTENSION_CALL, &["("],
+            rules::PHP_EXTENSION_CALL, EXTENSION_FUNCTION_PREFIXES,
         ),
         // A variable function: a call through `$name`, `$$name`, `${expr}` or an array element
         // or brace expression of one, with comments or whitespace between the parts.

@@ -121,7 +121,7 @@ fn signature_table() -> Vec<SignatureRow> {
         (r"^(?:https?|ftps?)://\S+\?+$", rules::RFI_TRAILING_QUESTION_MARK, &["://"]),
         // Shell syntax that only command injection uses.
         (r"\$\{?ifs\b", rules::RCE_SHELL_SYNTAX, &["$ifs", "${ifs"]),
-        (r"\(\s*\)\s*\{", rules::RCE_SHELLSHOCK, &["("]),
+        (r"\(\s*\)\s*\{", rules::RCE_SHELLSHOCK, &["{"]),
         (r"/dev/(?:tcp|udp)/", rules::RCE_SHELL_SYNTAX, &["/dev/"]),
         (r"\{[a-z]{2,},[^}\s]*\}", rules::RCE_BRACE_EXPANSION, &["{"]),
         (
