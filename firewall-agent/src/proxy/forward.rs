@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -49,11 +49,12 @@ pub enum ForwardError {
     Timeout { upstream: String, timeout: Duration },
 }
 
-/// The upstream and a pooled HTTP/1.1 client for it.
+/// The upstream and a pooled HTTP/1.1 client for it. Clones share the pool.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     url: UpstreamUrl,
     timeout: Duration,
+    connector: HttpsConnector<HttpConnector>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -72,11 +73,24 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new()).build(connector.clone());
         Self {
             url,
             timeout,
+            connector,
             client,
+        }
+    }
+
+    /// Returns a client for the same upstream with its own, empty connection pool. The pool
+    /// spawns each connection's task on the runtime of the request that opened it, so a pool
+    /// used by one worker thread keeps its upstream connections on that thread.
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            timeout: self.timeout,
+            connector: self.connector.clone(),
+            client: Client::builder(TokioExecutor::new()).build(self.connector.clone()),
         }
     }
 

@@ -441,8 +441,9 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
          absolute numbers are lower than on separate hosts; the ratios are the comparison. The \
          upstream is nginx returning a {} byte JSON body to `GET {REQUEST_TARGET}`. Both \
          proxies get the same resources: nginx runs 2 worker processes and keeps up to 64 idle \
-         HTTP/1.1 connections per worker to the upstream; the agent runs 2 tokio worker threads \
-         and keeps idle HTTP/1.1 connections to the upstream without a bound. Both set \
+         HTTP/1.1 connections per worker to the upstream; the agent runs 2 worker threads, each \
+         with a single-threaded tokio runtime and its own idle HTTP/1.1 connections to the \
+         upstream without a bound. Both set \
          TCP_NODELAY, and the upstream closes every connection after nginx's default of 1000 \
          requests. \"Edge features\" adds a matched route with request validation (methods, \
          content types, body size and a JSON Schema for the query), header overrides and a \
