@@ -10,6 +10,7 @@ pub mod pipeline;
 mod settings;
 pub mod stages;
 mod upgrade;
+mod upstream_pool;
 mod workers;
 
 use std::convert::Infallible;
@@ -40,6 +41,7 @@ pub use pipeline::{
 };
 pub use settings::HttpConfig;
 pub use upgrade::UpgradeError;
+pub use upstream_pool::UpstreamError;
 pub use workers::MAX_WORKER_THREADS;
 
 use self::connections::{Activity, TrackedStream};
@@ -924,6 +926,85 @@ mod tests {
         assert_ne!(first, second, "both connections ran on one worker");
         assert_ne!(first, std::thread::current().id());
         assert_ne!(second, std::thread::current().id());
+    }
+
+    /// An upstream on loopback that reports each request on `received`, then waits `delay`
+    /// before it responds.
+    async fn slow_upstream(delay: Duration, received: tokio::sync::mpsc::Sender<()>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let address = listener.local_addr().expect("upstream address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let received = received.clone();
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let received = received.clone();
+                    async move {
+                        let _ = received.send(()).await;
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"late"))))
+                    }
+                });
+                tokio::spawn(
+                    auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn request_in_flight_finishes_after_shutdown() {
+        let (received_sender, mut received) = tokio::sync::mpsc::channel(1);
+        let upstream = slow_upstream(Duration::from_millis(300), received_sender).await;
+        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+        let url = format!("http://{upstream}").parse().expect("upstream url");
+        let state = ProxyState::new(
+            Pipeline::new(Vec::new()),
+            Upstream::new(
+                url,
+                Duration::from_secs(5),
+                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
+            metrics,
+        );
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy")
+            .with_worker_threads(2);
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(server.serve(shutdown.listener()));
+
+        let stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        let request = Request::get("/slow")
+            .header(header::HOST, proxy.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = tokio::spawn(sender.send_request(request));
+        received.recv().await.expect("the upstream receives the request");
+        shutdown.trigger();
+
+        let response = response
+            .await
+            .expect("the request task ends")
+            .expect("the proxy responds after shutdown started");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"late");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the proxy stops once the request is done")
+            .expect("the proxy task ends");
+        assert!(
+            TcpStream::connect(proxy).await.is_err(),
+            "the proxy still accepts after shutdown"
+        );
     }
 
     #[test]
