@@ -97,6 +97,9 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNetwork>,
     /// Largest request body in bytes; a larger one gets 413. Routes may set their own.
     pub max_body_bytes: u64,
+    /// Number of threads that serve client connections, each with its own single-threaded
+    /// runtime and its own upstream connections. 0 starts one per CPU core.
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -107,6 +110,7 @@ impl Default for ProxyConfig {
             request_timeout_seconds: 30,
             trusted_proxies: Vec::new(),
             max_body_bytes: crate::proxy::DEFAULT_MAX_BODY_BYTES,
+            worker_threads: 0,
         }
     }
 }
@@ -543,6 +547,15 @@ impl Config {
             "proxy.request_timeout_seconds",
         )
         .map_err(|(key, problem)| invalid(key, problem))?;
+        if self.proxy.worker_threads > crate::proxy::MAX_WORKER_THREADS {
+            return Err(invalid(
+                "proxy.worker_threads",
+                format!(
+                    "must be at most {}, or 0 for one per CPU core",
+                    crate::proxy::MAX_WORKER_THREADS
+                ),
+            ));
+        }
 
         self.validate_xdp()
             .map_err(|(key, problem)| invalid(key, problem))?;

@@ -289,7 +289,8 @@ impl Agent {
 
         let mut proxy = ProxyServer::bind(self.config.proxy.listen, state)
             .await?
-            .with_http(self.config.http.clone());
+            .with_http(self.config.http.clone())
+            .with_worker_threads(self.config.proxy.worker_threads);
         let certificates = match self.config.tls.server_files() {
             Some((cert_path, key_path)) => {
                 let store = CertificateStore::load(cert_path, key_path)?;

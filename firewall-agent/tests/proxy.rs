@@ -263,6 +263,12 @@ async fn http2_clients_are_served() {
     let echo: Echo = reply.json();
     assert_eq!(echo.uri, "/h2");
     assert_eq!(echo.header("x-forwarded-for"), vec!["127.0.0.1"]);
+    // HTTP/2 has no `Host` header: the client's `:authority` names the host it addressed.
+    assert_eq!(
+        echo.header("x-forwarded-host"),
+        vec![agent.proxy_addr.to_string()]
+    );
+    assert_eq!(echo.header("host"), vec![upstream.addr.to_string()]);
     agent.stop().await;
 }
 

@@ -202,6 +202,17 @@ fn zero_durations_are_invalid() {
 }
 
 #[test]
+fn too_many_worker_threads_is_invalid() {
+    let mut config = minimal();
+    config.proxy.worker_threads = crate::proxy::MAX_WORKER_THREADS;
+    let origin = ConfigOrigin::File(PathBuf::from(PATH));
+    assert!(config.validate(&origin).is_ok());
+
+    config.proxy.worker_threads = crate::proxy::MAX_WORKER_THREADS + 1;
+    assert_eq!(invalid_key(&config), "proxy.worker_threads");
+}
+
+#[test]
 fn zero_strikes_is_invalid() {
     let mut config = minimal();
     config.bans.strikes = 0;

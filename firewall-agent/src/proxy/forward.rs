@@ -1,20 +1,18 @@
 //! Forwarding to the upstream: the target URL, header rewriting, and the HTTP client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::forwarded::{Forwarding, set_forwarding_headers};
 use super::pipeline::{RequestContext, RequestId};
+use super::upstream_pool::{ConnectionPool, UpstreamError};
 use crate::config::UpstreamUrl;
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110, section 7.6.1),
@@ -42,19 +40,22 @@ pub enum ForwardError {
     Upstream {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     /// The upstream sent no response headers within the timeout.
     #[error("upstream {upstream} sent no response within {} s", timeout.as_secs())]
     Timeout { upstream: String, timeout: Duration },
 }
 
-/// The upstream and a pooled HTTP/1.1 client for it.
+/// The upstream and a pool of HTTP/1.1 connections to it. Clones share the pool.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     url: UpstreamUrl,
     timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `Host` of every forwarded request: the upstream's host, with its port unless that is
+    /// the scheme's default.
+    host: HeaderValue,
+    pool: Arc<ConnectionPool>,
 }
 
 impl Upstream {
@@ -72,11 +73,29 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(url_scheme(&url));
+        parts.authority = Some(url.authority().clone());
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        // A validated upstream URL has a scheme and an authority, so this does not fail.
+        let connect_uri = Uri::from_parts(parts).unwrap_or_default();
         Self {
+            host: host_header(&url),
             url,
             timeout,
-            client,
+            pool: Arc::new(ConnectionPool::new(connector, connect_uri)),
+        }
+    }
+
+    /// Returns a client for the same upstream with its own, empty connection pool. The pool
+    /// spawns each connection's task on the runtime of the request that opened it, so a pool
+    /// used by one worker thread keeps its upstream connections on that thread.
+    pub fn with_own_pool(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            timeout: self.timeout,
+            host: self.host.clone(),
+            pool: Arc::new(self.pool.empty_copy()),
         }
     }
 
@@ -107,9 +126,10 @@ impl Upstream {
         *request.method_mut() = context.method().clone();
         *request.headers_mut() = context.headers().clone();
         let (mut parts, body) = request.into_parts();
-        parts.uri = self.target_uri(context.uri())?;
-        let original_host = original_host(&parts.headers, &parts.uri);
+        parts.uri = self.target_path(context.uri())?;
+        let original_host = original_host(&parts.headers, context.uri());
         rewrite_request_headers(&mut parts.headers, forwarding, request_id, original_host);
+        parts.headers.insert(header::HOST, self.host.clone());
         if context.body_replaced() {
             let length = HeaderValue::from(context.forward_body().len());
             parts.headers.insert(header::CONTENT_LENGTH, length);
@@ -122,7 +142,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
 
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(self.timeout, self.pool.send(request))
             .await
             .map_err(|_| ForwardError::Timeout {
                 upstream: self.url.to_string(),
@@ -147,7 +167,9 @@ impl Upstream {
         Ok(Response::from_parts(parts, body))
     }
 
-    fn target_uri(&self, request_uri: &Uri) -> Result<Uri, ForwardError> {
+    /// Returns the origin-form target of the forwarded request: the upstream's base path
+    /// joined with the request's path and query.
+    fn target_path(&self, request_uri: &Uri) -> Result<Uri, ForwardError> {
         // An authority-form target (`CONNECT host:port`) has neither path nor scheme: it asks
         // for a tunnel, which this reverse proxy does not open.
         let path_and_query = match request_uri.path_and_query() {
@@ -173,16 +195,29 @@ impl Upstream {
             let joined = format!("{}{path_and_query}", self.url.base_path());
             PathAndQuery::try_from(joined).map_err(|_| invalid())?
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(if self.url.is_https() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        parts.authority = Some(self.url.authority().clone());
-        parts.path_and_query = Some(target_path);
-        Uri::from_parts(parts).map_err(|_| invalid())
+        Ok(Uri::from(target_path))
     }
+}
+
+fn url_scheme(url: &UpstreamUrl) -> Scheme {
+    if url.is_https() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
+/// Returns the `Host` value for requests to `url`: its host, and its port unless that is the
+/// scheme's default.
+fn host_header(url: &UpstreamUrl) -> HeaderValue {
+    let authority = url.authority();
+    let default_port = if url.is_https() { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port != default_port => authority.as_str(),
+        _ => authority.host(),
+    };
+    // An authority is valid header text, so the fallback is never used.
+    HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 /// Returns the host the client addressed: the `Host` header, or the authority of an HTTP/2 or
@@ -301,12 +336,25 @@ mod tests {
         let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "/v1/items?page=2".parse().expect("valid URI");
 
-        let target = upstream.target_uri(&request).expect("target joins");
+        let target = upstream.target_path(&request).expect("target joins");
 
-        assert_eq!(
-            target.to_string(),
-            "http://127.0.0.1:9000/api/v1/items?page=2"
-        );
+        assert_eq!(target.to_string(), "/api/v1/items?page=2");
+    }
+
+    #[test]
+    fn host_header_omits_default_port() {
+        let cases = [
+            ("http://127.0.0.1:9000", "127.0.0.1:9000"),
+            ("http://api.example:80/v1", "api.example"),
+            ("http://api.example", "api.example"),
+            ("https://api.example:443", "api.example"),
+            ("https://api.example:8443", "api.example:8443"),
+            ("http://[2001:db8::1]:8080", "[2001:db8::1]:8080"),
+        ];
+        for (url, expected) in cases {
+            let url: UpstreamUrl = url.parse().expect("valid URL");
+            assert_eq!(host_header(&url), expected, "host of {url}");
+        }
     }
 
     #[test]
@@ -315,7 +363,7 @@ mod tests {
         let upstream = Upstream::new(url, Duration::from_secs(1), untrusting_tls());
         let request: Uri = "*".parse().expect("valid URI");
 
-        let error = upstream.target_uri(&request).expect_err("`*` has no path");
+        let error = upstream.target_path(&request).expect_err("`*` has no path");
 
         assert!(matches!(error, ForwardError::InvalidTarget { .. }));
     }

@@ -5,6 +5,7 @@
 //! `X-Forwarded-For` header that is not itself a trusted proxy. Entries left of it come from
 //! the client or from untrusted proxies, so they are passed on but never name the client.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -171,16 +172,17 @@ pub fn set_forwarding_headers(
     original_host: Option<HeaderValue>,
 ) {
     let proto = if forwarding.tls { "https" } else { "http" };
-    let peer = forwarding.peer.to_string();
 
-    let received_for = if forwarding.peer_trusted {
-        x_forwarded_for_entries(headers)
-    } else {
-        Vec::new()
-    };
-    let mut chain = received_for;
-    chain.push(peer.clone());
-    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+    // Each value is written into one string, which becomes the header value without a copy.
+    let mut chain = String::new();
+    if forwarding.peer_trusted {
+        for entry in x_forwarded_for_entries(headers) {
+            chain.push_str(&entry);
+            chain.push_str(", ");
+        }
+    }
+    let _ = write!(chain, "{}", forwarding.peer);
+    if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
 
@@ -201,33 +203,34 @@ pub fn set_forwarding_headers(
         None => headers.remove(X_FORWARDED_HOST),
     };
 
-    let node = match forwarding.peer {
-        IpAddr::V4(address) => address.to_string(),
-        IpAddr::V6(address) => format!("\"[{address}]\""),
+    let mut forwarded = String::new();
+    if forwarding.peer_trusted {
+        let received = headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        for (index, value) in received.enumerate() {
+            if index > 0 {
+                forwarded.push_str(", ");
+            }
+            forwarded.push_str(value);
+        }
+        if !forwarded.is_empty() {
+            forwarded.push_str(", ");
+        }
+    }
+    let _ = match forwarding.peer {
+        IpAddr::V4(address) => write!(forwarded, "for={address}"),
+        IpAddr::V6(address) => write!(forwarded, "for=\"[{address}]\""),
     };
-    let mut element = format!("for={node};proto={proto}");
+    let _ = write!(forwarded, ";proto={proto}");
     if let Some(host) = original_host.as_ref().and_then(|host| host.to_str().ok()) {
         // A host is a token or a quoted string; quoting always is valid.
         if !host.contains(['"', '\\']) {
-            element.push_str(&format!(";host=\"{host}\""));
+            let _ = write!(forwarded, ";host=\"{host}\"");
         }
     }
-    let received = forwarding
-        .peer_trusted
-        .then(|| {
-            headers
-                .get_all(header::FORWARDED)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .filter(|value| !value.is_empty());
-    let value = match received {
-        Some(received) => format!("{received}, {element}"),
-        None => element,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = HeaderValue::try_from(forwarded) {
         headers.insert(header::FORWARDED, value);
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -53,6 +54,19 @@ pub const REVEALING_HEADERS: [&str; 7] = [
     "x-runtime",
     "x-backend-server",
 ];
+
+/// [`REVEALING_HEADERS`] as header names, parsed once rather than on every response.
+static REVEALING_HEADER_NAMES: LazyLock<[HeaderName; REVEALING_HEADERS.len()]> =
+    LazyLock::new(|| REVEALING_HEADERS.map(HeaderName::from_static));
+
+/// [`DEFAULT_SECURITY_HEADERS`] as header names and values, parsed once rather than on every
+/// response.
+static DEFAULT_SECURITY_HEADER_PAIRS: LazyLock<
+    [(HeaderName, HeaderValue); DEFAULT_SECURITY_HEADERS.len()],
+> = LazyLock::new(|| {
+    DEFAULT_SECURITY_HEADERS
+        .map(|(name, value)| (HeaderName::from_static(name), HeaderValue::from_static(value)))
+});
 
 /// A route's `headers` table: changes to the response headers of that route.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -160,13 +174,13 @@ fn parse_name(name: &str, key: &'static str) -> Result<HeaderName, HeaderConfigE
 /// Order: revealing headers go, defaults are set (HSTS only when `tls`), then the route's
 /// `set` and `remove` apply, so a route has the last word on every header.
 pub fn apply_security_headers(headers: &mut HeaderMap, tls: bool, route: Option<&HeaderRules>) {
-    for name in REVEALING_HEADERS {
+    for name in REVEALING_HEADER_NAMES.iter() {
         headers.remove(name);
     }
     // One allocation up front instead of the map growing step by step as headers go in.
     headers.reserve(DEFAULT_SECURITY_HEADERS.len() + 1);
-    for (name, value) in DEFAULT_SECURITY_HEADERS {
-        headers.insert(name, HeaderValue::from_static(value));
+    for (name, value) in DEFAULT_SECURITY_HEADER_PAIRS.iter() {
+        headers.insert(name.clone(), value.clone());
     }
     if tls {
         headers.insert(

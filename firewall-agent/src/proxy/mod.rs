@@ -10,6 +10,8 @@ pub mod pipeline;
 mod settings;
 pub mod stages;
 mod upgrade;
+mod upstream_pool;
+mod workers;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -26,11 +28,10 @@ use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
 pub use connections::ClientConnections;
 pub use forward::{ForwardError, Upstream};
@@ -40,11 +41,14 @@ pub use pipeline::{
 };
 pub use settings::HttpConfig;
 pub use upgrade::UpgradeError;
+pub use upstream_pool::UpstreamError;
+pub use workers::MAX_WORKER_THREADS;
 
 use self::connections::{Activity, TrackedStream};
 use self::forwarded::TrustedProxies;
 use self::framing::FramingGuard;
 use self::upgrade::{ConnectionUpgrades, UpgradeTicket};
+use self::workers::{ConnectionSettings, Workers};
 use crate::events::{EventSinks, SecurityEvent};
 use crate::routes::RouteTable;
 use crate::shutdown::ShutdownListener;
@@ -72,6 +76,8 @@ pub struct ProxyBindError {
 #[derive(Debug)]
 pub struct ProxyState {
     pipeline: Pipeline,
+    /// The upstream settings. Each worker thread forwards through its own copy with its own
+    /// connection pool.
     upstream: Upstream,
     metrics: Arc<Metrics>,
     routes: RouteTable,
@@ -135,6 +141,7 @@ pub struct ProxyServer {
     state: Arc<ProxyState>,
     http: HttpConfig,
     tls: Option<TlsAcceptor>,
+    worker_threads: usize,
 }
 
 impl std::fmt::Debug for ProxyServer {
@@ -142,6 +149,7 @@ impl std::fmt::Debug for ProxyServer {
         f.debug_struct("ProxyServer")
             .field("local_addr", &self.local_addr)
             .field("http", &self.http)
+            .field("worker_threads", &self.worker_threads)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -166,7 +174,15 @@ impl ProxyServer {
             state,
             http: HttpConfig::default(),
             tls: None,
+            worker_threads: workers::worker_count(0),
         })
+    }
+
+    /// Sets the number of worker threads that serve connections. 0 starts one per CPU core.
+    #[must_use]
+    pub fn with_worker_threads(mut self, count: usize) -> Self {
+        self.worker_threads = workers::worker_count(count);
+        self
     }
 
     /// Replaces the default connection limits and timeouts.
@@ -187,11 +203,17 @@ impl ProxyServer {
         self.local_addr
     }
 
-    /// Serves clients until shutdown, then stops accepting and gives open connections up to
-    /// [`DRAIN_TIMEOUT`] to finish.
+    /// Serves clients on the worker threads until shutdown, then stops accepting and gives
+    /// open connections up to [`DRAIN_TIMEOUT`] to finish.
     pub async fn serve(self, mut shutdown: ShutdownListener) {
-        let graceful = GracefulShutdown::new();
-        let builder = Arc::new(connection_builder(&self.http));
+        let settings = ConnectionSettings {
+            state: self.state,
+            builder: Arc::new(connection_builder(&self.http)),
+            http: self.http.clone(),
+            tls: self.tls,
+        };
+        let mut workers = Workers::start(self.worker_threads, &settings);
+        drop(settings);
         let connections = ClientConnections::new(self.http.max_connections_per_client);
 
         loop {
@@ -216,35 +238,12 @@ impl ProxyServer {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection = ClientConnection {
-                state: Arc::clone(&self.state),
-                builder: Arc::clone(&builder),
-                http: self.http.clone(),
-                tls: self.tls.clone(),
-                watcher: graceful.watcher(),
-                client,
-            };
-            let span = tracing::debug_span!("connection", %peer);
-            tokio::spawn(
-                async move {
-                    connection.serve(stream).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
+            workers.dispatch(stream, peer, client, permit);
         }
 
         drop(self.listener);
         tracing::info!("proxy listener stopped, draining connections");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                timeout_seconds = DRAIN_TIMEOUT.as_secs(),
-                "proxy connections still open after the drain timeout, closing them"
-            );
-        }
+        workers.shutdown().await;
     }
 }
 
@@ -286,6 +285,8 @@ struct ConnectionInfo {
 /// One accepted client connection and what serving it needs.
 struct ClientConnection {
     state: Arc<ProxyState>,
+    /// The worker thread's own upstream client.
+    upstream: Arc<Upstream>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     http: HttpConfig,
     tls: Option<TlsAcceptor>,
@@ -325,6 +326,7 @@ impl ClientConnection {
         let guarded = FramingGuard::new(stream, self.http.head_limits());
         let upgrades = ConnectionUpgrades::new(guarded.upgrade_gate());
         let state = self.state;
+        let upstream = self.upstream;
         let client = self.client;
         let info = ConnectionInfo {
             tls,
@@ -335,9 +337,10 @@ impl ClientConnection {
         let service = service_fn(move |request| {
             let in_flight = request_activity.begin_request();
             let state = Arc::clone(&state);
+            let upstream = Arc::clone(&upstream);
             let upgrades = Arc::clone(&request_upgrades);
             async move {
-                let response = handle(state, client, info, &upgrades, request).await;
+                let response = handle(state, &upstream, client, info, &upgrades, request).await;
                 drop(in_flight);
                 response
             }
@@ -360,8 +363,9 @@ impl ClientConnection {
 
         // A connection that switched protocols is relayed here, so it keeps counting toward
         // the client's connection limit.
-        // NOTE: a relayed connection does not end when the listener shuts down; only its idle
-        // timeout or the end of the process closes it.
+        // NOTE: the graceful drain does not wait for a relayed connection: it goes on until its
+        // idle timeout, or until its worker thread stops after the drain and closes it, even
+        // in the middle of a transfer.
         if let Some(handover) = upgrades.take_handover() {
             handover.run(&activity, self.http.idle_timeout()).await;
         }
@@ -371,6 +375,7 @@ impl ClientConnection {
 /// Handles one request: route, body, pipeline, then upstream.
 async fn handle(
     state: Arc<ProxyState>,
+    upstream: &Upstream,
     client: IpAddr,
     connection: ConnectionInfo,
     upgrades: &Arc<ConnectionUpgrades>,
@@ -427,8 +432,7 @@ async fn handle(
     }
     let added_headers = context.take_response_headers();
 
-    let forwarded = state
-        .upstream
+    let forwarded = upstream
         .forward(&context, &forwarding, upgrade.protocols())
         .await;
     let response = match forwarded {
@@ -823,6 +827,184 @@ mod tests {
         .map(|(path, status)| ((*path).to_owned(), *status))
         .collect();
         assert_eq!(statuses, expected);
+    }
+
+    /// Records the thread that ran each request, under the request's `x-connection` header.
+    #[derive(Default)]
+    struct ThreadRecordingStage {
+        threads: Mutex<Vec<(String, std::thread::ThreadId)>>,
+    }
+
+    impl Stage for ThreadRecordingStage {
+        fn name(&self) -> &'static str {
+            "thread_recording"
+        }
+
+        fn inspect<'a>(&'a self, request: &'a RequestContext) -> StageFuture<'a> {
+            let connection = request
+                .headers()
+                .get("x-connection")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            self.threads
+                .lock()
+                .expect("thread lock")
+                .push((connection, std::thread::current().id()));
+            Box::pin(async { StageOutcome::Continue })
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_worker_threads() {
+        let upstream = length_upstream().await;
+        let stage = Arc::new(ThreadRecordingStage::default());
+        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+        let url = format!("http://{upstream}").parse().expect("upstream url");
+        let state = ProxyState::new(
+            Pipeline::new(vec![stage.clone()]),
+            Upstream::new(
+                url,
+                Duration::from_secs(5),
+                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
+            metrics,
+        );
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy")
+            .with_worker_threads(2);
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(server.serve(shutdown.listener()));
+
+        // Both connections stay open, so the second one goes to the idle worker.
+        let mut senders = Vec::new();
+        for _ in 0..2 {
+            let stream = TcpStream::connect(proxy)
+                .await
+                .expect("connect to the proxy");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(connection);
+            senders.push(sender);
+        }
+        for round in 0..3 {
+            for (index, sender) in senders.iter_mut().enumerate() {
+                let request = Request::get(format!("/round/{round}"))
+                    .header(header::HOST, proxy.to_string())
+                    .header("x-connection", index.to_string())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("proxy answers");
+                assert_eq!(response.status(), StatusCode::OK);
+                response.into_body().collect().await.expect("body");
+            }
+        }
+        drop(senders);
+        shutdown.trigger();
+        served.await.expect("the proxy stops");
+
+        let threads = stage.threads.lock().expect("thread lock").clone();
+        assert_eq!(threads.len(), 6);
+        let thread_of = |connection: &str| {
+            let ids: Vec<_> = threads
+                .iter()
+                .filter(|(name, _)| name == connection)
+                .map(|(_, id)| *id)
+                .collect();
+            assert_eq!(ids.len(), 3, "requests of connection {connection}");
+            assert!(
+                ids.iter().all(|id| *id == ids[0]),
+                "connection {connection} moved between threads: {ids:?}"
+            );
+            ids[0]
+        };
+        let first = thread_of("0");
+        let second = thread_of("1");
+        assert_ne!(first, second, "both connections ran on one worker");
+        assert_ne!(first, std::thread::current().id());
+        assert_ne!(second, std::thread::current().id());
+    }
+
+    /// An upstream on loopback that reports each request on `received`, then waits `delay`
+    /// before it responds.
+    async fn slow_upstream(delay: Duration, received: tokio::sync::mpsc::Sender<()>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let address = listener.local_addr().expect("upstream address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let received = received.clone();
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let received = received.clone();
+                    async move {
+                        let _ = received.send(()).await;
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"late"))))
+                    }
+                });
+                tokio::spawn(
+                    auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn request_in_flight_finishes_after_shutdown() {
+        let (received_sender, mut received) = tokio::sync::mpsc::channel(1);
+        let upstream = slow_upstream(Duration::from_millis(300), received_sender).await;
+        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+        let url = format!("http://{upstream}").parse().expect("upstream url");
+        let state = ProxyState::new(
+            Pipeline::new(Vec::new()),
+            Upstream::new(
+                url,
+                Duration::from_secs(5),
+                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
+            ),
+            metrics,
+        );
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy")
+            .with_worker_threads(2);
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(server.serve(shutdown.listener()));
+
+        let stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        let request = Request::get("/slow")
+            .header(header::HOST, proxy.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = tokio::spawn(sender.send_request(request));
+        received.recv().await.expect("the upstream receives the request");
+        shutdown.trigger();
+
+        let response = response
+            .await
+            .expect("the request task ends")
+            .expect("the proxy responds after shutdown started");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"late");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the proxy stops once the request is done")
+            .expect("the proxy task ends");
+        assert!(
+            TcpStream::connect(proxy).await.is_err(),
+            "the proxy still accepts after shutdown"
+        );
     }
 
     #[test]

@@ -7,19 +7,18 @@
 //! forms: defaults, with the configurable edge features on, and with them and TLS. Every run
 //! is bounded by its duration.
 //!
-//! NOTE: on 2 shared cores the agent still reaches only 0.3 to 0.4 times nginx's plain-proxy
-//! throughput. In three runs at load averages 1.3 to 4.5 it reached 0.31 to 0.39 with defaults,
-//! 0.33 to 0.40 with edge features, and 0.41 to 0.64 of nginx's TLS proxy with TLS. At 1000
-//! requests/s it adds 0.15 to 0.22 ms (p50) over the direct upstream, against nginx's 0.03 to
-//! 0.12 ms. Its p99 added was 0.18 to 0.39 ms in the two quieter runs but 1.2 to 2.8 ms in the
-//! busiest one, where scheduling stalls from other processes dominate every row, so the 1 ms
-//! p99 goal holds only on a fairly quiet machine. In perf profiles under wrk about half of
-//! the agent's time is in the kernel, mostly in the two writev calls per request, where the
-//! loopback send wakes the peer and the agent is then preempted. The pipeline stages take
-//! about 15% of the samples (threat detection about 6%, the rate limit about 5%), and hyper's
-//! pooled client adds a wakeup of its connection task per request. The next steps that
-//! profile points to are one current-thread runtime per core with its own listener and
-//! upstream pool, and fewer formatted strings in the rate limit.
+//! NOTE: these runs shared the 2 cores with other builds (1-minute load average 3.0 to 3.3 when
+//! each report was written), so a row varies by about 15% between runs and only ratios within one
+//! run compare. In three runs under that load the agent reached 0.51, 0.79 and 0.97 times nginx's
+//! plain-proxy throughput with defaults. With edge features it reached 0.45, 0.68 and 0.84, and
+//! with TLS 0.51, 0.83 and 1.03 of nginx's TLS proxy. The three runs used one multi-threaded tokio
+//! runtime with hyper-util's pooled client, then one single-threaded runtime per core, then also a
+//! per-thread pool of hyper HTTP/1.1 connections. In the last run, at 1000 requests/s, the agent
+//! added 0.12 to 0.15 ms (p50) over the direct upstream against nginx's 0.05 to 0.06 ms, and 0.6 to
+//! 1.8 ms at p99, so the 1 ms p99 goal is not met on a busy machine. In perf profiles under wrk
+//! about half of the agent's time is in the kernel, mostly in the two writev calls per request,
+//! where the loopback send runs the receiver's TCP path and wakes it. Threat detection takes about
+//! 7% of the samples and the rate limit about 5%.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -441,8 +440,9 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
          absolute numbers are lower than on separate hosts; the ratios are the comparison. The \
          upstream is nginx returning a {} byte JSON body to `GET {REQUEST_TARGET}`. Both \
          proxies get the same resources: nginx runs 2 worker processes and keeps up to 64 idle \
-         HTTP/1.1 connections per worker to the upstream; the agent runs 2 tokio worker threads \
-         and keeps idle HTTP/1.1 connections to the upstream without a bound. Both set \
+         HTTP/1.1 connections per worker to the upstream; the agent runs 2 worker threads, each \
+         with a single-threaded tokio runtime and its own idle HTTP/1.1 connections to the \
+         upstream without a bound. Both set \
          TCP_NODELAY, and the upstream closes every connection after nginx's default of 1000 \
          requests. \"Edge features\" adds a matched route with request validation (methods, \
          content types, body size and a JSON Schema for the query), header overrides and a \
