@@ -232,3 +232,25 @@ fn every_piece_gives_same_result_without_byte_tests() {
         assert_eq!(fast, slow, "piece {piece:?}");
     }
 }
+
+#[test]
+fn nfkc_quick_check_keeps_full_normalisation() {
+    use unicode_normalization::UnicodeNormalization;
+
+    for text in ["Zoë D'Angelo", "Zoe\u{301}", "ＡＢＣ１２３", "ﬁle", "한국어", "Ω and Ω", "x²", "café ｶﾀｶﾅ"] {
+        let expected: String = text.nfkc().collect();
+        assert_eq!(normalise(text.as_bytes(), FieldEncoding::Plain).cased, expected, "text {text:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn non_ascii_text_is_nfkc_normalised(text in "[^%&\\\\+\\x00-\\x1f\\x7f-\\x{9f}]{0,24}") {
+        use unicode_normalization::UnicodeNormalization;
+
+        let expected: String = text.nfkc().collect();
+        prop_assert_eq!(normalise(text.as_bytes(), FieldEncoding::Plain).cased, expected, "text {:?}", text);
+    }
+}

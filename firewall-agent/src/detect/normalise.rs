@@ -5,7 +5,7 @@
 //! case, NUL bytes between letters and overlong UTF-8. Detectors only ever see the result of
 //! undoing all of them, so one signature covers every spelling.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Maximum number of percent-decoding rounds. Three rounds undo triple encoding, which is more
 /// than any real client sends; a fourth round would only feed an attacker's nesting.
@@ -134,7 +134,12 @@ pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normal
         let folded = text.to_ascii_lowercase();
         (text, folded)
     } else {
-        let cased: String = text.nfkc().collect();
+        // Most non-ASCII text is already in NFKC (precomposed letters such as `ë`), which the
+        // quick check confirms without decomposing it.
+        let cased: String = match is_nfkc_quick(text.chars()) {
+            IsNormalized::Yes => text,
+            IsNormalized::No | IsNormalized::Maybe => text.nfkc().collect(),
+        };
         let folded = cased.to_lowercase();
         (cased, folded)
     };
