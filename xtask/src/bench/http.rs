@@ -7,18 +7,15 @@
 //! forms: defaults, with the configurable edge features on, and with them and TLS. Every run
 //! is bounded by its duration.
 //!
-//! NOTE: these runs shared the 2 cores with other builds (1-minute load average 3.0 to 3.3 when
-//! each report was written), so a row varies by about 15% between runs and only ratios within one
-//! run compare. In three runs under that load the agent reached 0.51, 0.79 and 0.97 times nginx's
-//! plain-proxy throughput with defaults. With edge features it reached 0.45, 0.68 and 0.84, and
-//! with TLS 0.51, 0.83 and 1.03 of nginx's TLS proxy. The three runs used one multi-threaded tokio
-//! runtime with hyper-util's pooled client, then one single-threaded runtime per core, then also a
-//! per-thread pool of hyper HTTP/1.1 connections. In the last run, at 1000 requests/s, the agent
-//! added 0.12 to 0.15 ms (p50) over the direct upstream against nginx's 0.05 to 0.06 ms, and 0.6 to
-//! 1.8 ms at p99, so the 1 ms p99 goal is not met on a busy machine. In perf profiles under wrk
-//! about half of the agent's time is in the kernel, mostly in the two writev calls per request,
-//! where the loopback send runs the receiver's TCP path and wakes it. Threat detection takes about
-//! 7% of the samples and the rate limit about 5%.
+//! NOTE: the throughput goal, at least nginx's plain-proxy throughput with TLS and validation
+//! on, is not reached reliably. On a 2-core machine the agent with edge features and TLS served
+//! 0.85 to 1.03 times the requests of nginx's TLS proxy, and 0.77 times those of its plain HTTP
+//! proxy in the quietest run. Rows vary by about 15% between runs, so only ratios within one run
+//! compare. At 1000 requests/s the agent's added p99 was 0.26 to 0.29 ms on a quiet machine and
+//! up to 1.8 ms under other builds. In perf profiles under wrk about half of the agent's time is
+//! in the kernel, mostly in the two writev calls per request, where the loopback send runs the
+//! receiver's TCP path and wakes it. Threat detection takes about 7% of the samples and the rate
+//! limit about 5%.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
