@@ -139,7 +139,11 @@ pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     if bytes.contains(b':') && value.contains("data:") && DATA_URL_MARKUP.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::XSS_SCRIPT_URL);
     }
-    if (value.contains("\\xbc") || value.contains('\u{2044}')) && has_seven_bit_element(value) {
+    // `\xbc` needs a backslash, and U+2044 starts with the byte 0xE2 in UTF-8.
+    if bytes.contains_any(b"\\\xe2")
+        && (value.contains("\\xbc") || value.contains('\u{2044}'))
+        && has_seven_bit_element(value)
+    {
         push(hits, rules::XSS_SEVEN_BIT_MARKUP);
     }
     if may_have_xml_injection(value, bytes) && XML_INJECTION.as_ref().is_some_and(|regex| regex.is_match(value)) {
