@@ -139,6 +139,12 @@ impl<'a> RequestFields<'a> {
         index
     }
 
+    /// Returns how many JSON paths are recorded.
+    #[cfg(test)]
+    pub(super) fn json_path_count(&self) -> usize {
+        self.json_paths.len()
+    }
+
     /// Drops the fields and paths added after the first `fields` and `paths`.
     fn truncate(&mut self, fields: usize, paths: usize) {
         self.fields.truncate(fields);

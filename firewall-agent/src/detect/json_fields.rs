@@ -32,6 +32,24 @@ pub(super) struct PathNode<'a> {
     pub segment: Segment<'a>,
 }
 
+/// The path of the value about to be read. An array element's path is recorded only when the
+/// element is a string or a container, so that long arrays of numbers record nothing. Keys and
+/// containers record one path each, as many as a parsed tree would hold values.
+#[derive(Clone, Copy)]
+enum ValuePath {
+    Known(Option<u32>),
+    Element { array: Option<u32>, index: u32 },
+}
+
+impl ValuePath {
+    fn resolve(self, fields: &mut RequestFields<'_>) -> Option<u32> {
+        match self {
+            ValuePath::Known(path) => path,
+            ValuePath::Element { array, index } => Some(fields.push_path(array, Segment::Index(index))),
+        }
+    }
+}
+
 /// The body is not JSON as RFC 8259 defines it, or nests too deep.
 #[derive(Debug)]
 pub(super) struct NotJson;
@@ -53,7 +71,7 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
     let mut reader = Reader { body, position: 0 };
     let mut stack: Vec<Frame> = Vec::new();
     // Path and inspection of the value about to be read.
-    let mut path: Option<u32> = None;
+    let mut path = ValuePath::Known(None);
     let mut inspected = true;
     loop {
         if fields.len() >= MAX_FIELDS {
@@ -68,8 +86,9 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
                 }
                 let is_array = opening == b'[';
                 let depth_inspected = inspected && stack.len() < MAX_JSON_DEPTH;
+                let container_path = if depth_inspected { path.resolve(fields) } else { None };
                 stack.push(Frame {
-                    path,
+                    path: container_path,
                     inspected: depth_inspected,
                     array_index: is_array.then_some(0),
                 });
@@ -86,7 +105,8 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
             b'"' => {
                 let text = reader.string()?;
                 if inspected {
-                    fields.push_raw(FieldName::Json(path), text, FieldEncoding::Plain, FieldKind::Body);
+                    let node = path.resolve(fields);
+                    fields.push_raw(FieldName::Json(node), text, FieldEncoding::Plain, FieldKind::Body);
                 }
             }
             b't' => reader.literal(b"rue")?,
@@ -106,11 +126,7 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
                     let index = frame.array_index.map_or(0, |index| index.saturating_add(1));
                     frame.array_index = Some(index);
                     inspected = frame.inspected;
-                    path = if inspected {
-                        Some(fields.push_path(frame.path, Segment::Index(index)))
-                    } else {
-                        None
-                    };
+                    path = ValuePath::Element { array: frame.path, index };
                     break;
                 }
                 (b',', false) => {
@@ -134,12 +150,9 @@ fn open_member<'a>(
     fields: &mut RequestFields<'a>,
     reader: &mut Reader<'a>,
     frame: &Frame,
-) -> Result<(Option<u32>, bool), NotJson> {
+) -> Result<(ValuePath, bool), NotJson> {
     if frame.array_index.is_some() {
-        let path = frame
-            .inspected
-            .then(|| fields.push_path(frame.path, Segment::Index(0)));
-        Ok((path, frame.inspected))
+        Ok((ValuePath::Element { array: frame.path, index: 0 }, frame.inspected))
     } else {
         read_member_key(fields, reader, frame)
     }
@@ -151,7 +164,7 @@ fn read_member_key<'a>(
     fields: &mut RequestFields<'a>,
     reader: &mut Reader<'a>,
     frame: &Frame,
-) -> Result<(Option<u32>, bool), NotJson> {
+) -> Result<(ValuePath, bool), NotJson> {
     if reader.next_byte()? != b'"' {
         return Err(NotJson);
     }
@@ -161,7 +174,7 @@ fn read_member_key<'a>(
         return Err(NotJson);
     }
     if !frame.inspected {
-        return Ok((None, false));
+        return Ok((ValuePath::Known(None), false));
     }
     let segment = Segment::Key(match &key {
         // The reader only returns valid UTF-8.
@@ -170,7 +183,7 @@ fn read_member_key<'a>(
     });
     let path = fields.push_path(frame.path, segment);
     fields.push_raw(FieldName::Json(Some(path)), key, FieldEncoding::Plain, FieldKind::Body);
-    Ok((Some(path), true))
+    Ok((ValuePath::Known(Some(path)), true))
 }
 
 /// A cursor over the body.

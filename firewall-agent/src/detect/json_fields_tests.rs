@@ -208,3 +208,15 @@ fn long_paths_and_keys_are_shortened_in_names() {
     let longest = body_fields(body.as_bytes()).into_iter().map(|(name, _, _)| name.len()).max();
     assert!(longest.is_some_and(|length| length < 300), "{longest:?}");
 }
+
+#[test]
+fn long_number_arrays_record_no_paths() {
+    let numbers = vec!["1.5"; 100_000].join(",");
+    let body = format!(r#"{{"embedding":[{numbers}],"comment":"1' union select password from users--"}}"#);
+    let headers = json_headers();
+    let fields = extract(&headers, body.as_bytes());
+
+    assert!(fields.json_path_count() < 10, "{} paths", fields.json_path_count());
+    let findings = inspect_fields(&fields);
+    assert!(findings.iter().any(|finding| finding.field == "json:comment"), "{findings:?}");
+}
