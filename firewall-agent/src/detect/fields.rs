@@ -39,7 +39,8 @@ pub enum FieldKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field<'a> {
     name: FieldName<'a>,
-    /// Raw bytes, still encoded, borrowed from the request where they occur there as they are.
+    /// Raw bytes, still encoded. They are borrowed from the request, except for JSON strings
+    /// with escapes (decoded), XML fields and multipart part and file names (copied).
     pub raw: Cow<'a, [u8]>,
     /// Encoding of the bytes.
     pub encoding: FieldEncoding,
