@@ -95,6 +95,19 @@ impl Route {
                 if name.is_empty() {
                     return Err(format!("route `{pattern}` has an empty `{{}}` parameter"));
                 }
+                if let Some(rest) = name.strip_prefix('*') {
+                    // The `[[routes]]` table writes a catch-all as `{*rest}`; read here as a
+                    // parameter, it would match one segment only.
+                    return Err(format!(
+                        "route `{pattern}`: `{{*{rest}}}` is not supported in rate-limit rules; end the \
+                         route with `/*` to match any rest of the path"
+                    ));
+                }
+                if name.contains(['{', '}', '*']) {
+                    return Err(format!(
+                        "route `{pattern}`: a segment is either literal, `{{name}}` or a final `*`"
+                    ));
+                }
                 segments.push(Segment::Parameter(name.to_owned()));
             } else if part.contains(['{', '}', '*']) {
                 return Err(format!(

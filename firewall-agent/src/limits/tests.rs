@@ -626,6 +626,13 @@ fn invalid_rules_are_rejected() {
     let (key, _) = config(vec![bad_route]).validate().expect_err("route");
     assert_eq!(key, "limits.rules.routes");
 
+    // The route table's catch-all syntax would otherwise match one segment only.
+    let mut catch_all = rule("api", &["client_address"], &[(1, 1)]);
+    catch_all.routes = vec!["/orders/{*rest}".into()];
+    let (key, problem) = config(vec![catch_all]).validate().expect_err("catch-all route");
+    assert_eq!(key, "limits.rules.routes");
+    assert!(problem.contains("end the route with `/*`"), "{problem}");
+
     let duplicate = config(vec![
         rule("api", &["client_address"], &[(1, 1)]),
         rule("api", &["endpoint"], &[(1, 1)]),
