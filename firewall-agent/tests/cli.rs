@@ -147,6 +147,7 @@ fn fwctl_reports_agent_not_running() {
     let message = stderr(&output);
     assert!(message.contains(&socket.display().to_string()), "{message}");
     assert!(message.contains("not running"), "{message}");
+    assert!(message.contains("(no such file)"), "{message}");
     assert!(message.contains("start it"), "{message}");
 }
 

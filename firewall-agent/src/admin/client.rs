@@ -264,9 +264,13 @@ impl AdminClient {
         UnixStream::connect(&self.socket)
             .await
             .map_err(|source| match source.kind() {
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NotRunning {
+                ErrorKind::NotFound => ClientError::NotRunning {
                     path: self.socket.clone(),
-                    reason: source.kind().to_string(),
+                    reason: "no such file".into(),
+                },
+                ErrorKind::ConnectionRefused => ClientError::NotRunning {
+                    path: self.socket.clone(),
+                    reason: "connection refused".into(),
                 },
                 ErrorKind::PermissionDenied => ClientError::PermissionDenied {
                     path: self.socket.clone(),
