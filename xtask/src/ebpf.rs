@@ -148,7 +148,7 @@ fn choose_route() -> Result<Route> {
     let debian = DebianCheck::run()?;
     if let Some(toolchain) = debian.toolchain() {
         println!(
-            "ebpf: route: Debian ({DEBIAN_RUSTC} with LLVM {}, {})",
+            "ebpf: toolchain: Debian ({DEBIAN_RUSTC} with LLVM {}, {})",
             toolchain.llvm_major,
             toolchain.bpf_linker.display()
         );
@@ -158,16 +158,16 @@ fn choose_route() -> Result<Route> {
     match nightly_toolchain() {
         Ok(toolchain) => {
             println!(
-                "ebpf: route: rustup nightly with rust-src ({})",
+                "ebpf: toolchain: rustup nightly with rust-src ({})",
                 toolchain.bpf_linker.display()
             );
             return Ok(Route::Nightly(toolchain));
         }
-        Err(reason) => println!("ebpf: nightly route unavailable: {reason}"),
+        Err(reason) => println!("ebpf: nightly toolchain unavailable: {reason}"),
     }
 
     if is_debian_family() && is_root()? {
-        println!("ebpf: route: Debian, after installing what it lacks");
+        println!("ebpf: toolchain: Debian, after installing what it lacks");
         return install_debian_toolchain(debian).map(Route::Debian);
     }
 
