@@ -45,6 +45,38 @@ fn example_limits_block_parses_when_uncommented() {
 }
 
 #[test]
+fn example_route_block_parses_when_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let text = std::fs::read_to_string(&path).expect("example config is readable");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .windows(2)
+        .position(|pair| pair[0] == "# [[routes]]" && pair[1] == "# name = \"uploads\"")
+        .expect("commented uploads route in the example");
+    // Settings and tables are uncommented; the prose between them stays out.
+    let is_setting = |line: &str| {
+        line.starts_with('[')
+            || line
+                .split_once('=')
+                .is_some_and(|(key, _)| !key.trim().is_empty() && !key.trim().contains(' '))
+    };
+    let block: String = lines[start..]
+        .iter()
+        .take_while(|line| line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| is_setting(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+
+    let config = Config::parse(&block, &path).expect("the uncommented route block parses");
+
+    assert_eq!(config.routes.len(), 1);
+    assert!(config.routes[0].validation.is_some(), "no validation table");
+    assert!(config.routes[0].headers.is_some(), "no headers table");
+    assert!(config.routes[0].cors.is_some(), "no CORS table");
+}
+
+#[test]
 fn example_file_parses_to_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
     let text = std::fs::read_to_string(&path).expect("example config is readable");
