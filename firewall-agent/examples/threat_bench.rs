@@ -7,7 +7,7 @@
 //! Added latency: two proxies run in this process in front of one loopback upstream, one with
 //! the threat stage and one with an empty pipeline. A client sends each 4 KB JSON body to
 //! both, alternating, one request at a time, and the p50 and p99 of each are compared. The
-//! first body repeats its values in every item and every request; the second has values that
+//! first body repeats its values in every item and every request. The second has values that
 //! differ everywhere, so that every one of them is inspected.
 
 /// The agent's allocator, so that the stage is measured as the agent runs it.
@@ -163,13 +163,13 @@ fn distinct_json_body(round: usize) -> Bytes {
     const GIVEN_NAMES: &[&str] = &["Mary", "Liam", "Zoë", "Sean", "Aiko", "Omar", "Inès", "Ravi", "Jo", "Ana"];
     const FAMILY_NAMES: &[&str] = &["O'Brien", "Müller", "D'Angelo", "Nakamura", "García", "Okafor", "Smith-Jones"];
     padded_json_body(|index| {
-        let given = GIVEN_NAMES[(round + index) % GIVEN_NAMES.len()];
-        let family = FAMILY_NAMES[(round / 3 + index) % FAMILY_NAMES.len()];
+        let given_name = GIVEN_NAMES[(round + index) % GIVEN_NAMES.len()];
+        let family_name = FAMILY_NAMES[(round / 3 + index) % FAMILY_NAMES.len()];
         serde_json::json!({
             "id": format!("ORD-{round}-{index:03}"),
-            "customer": {"name": format!("{given} {family} {round}"), "email": format!("{}.{index}.{round}@example.com", given.to_lowercase())},
+            "customer": {"name": format!("{given_name} {family_name} {round}"), "email": format!("{}.{index}.{round}@example.com", given_name.to_lowercase())},
             "address": format!("Apt. #{index}, {} Rue de la Paix; Paris 750{:02}", round % 97 + 1, index % 20 + 1),
-            "note": format!("Leave it with {given} at door {index} (side entrance), order {round}"),
+            "note": format!("Leave it with {given_name} at door {index} (side entrance), order {round}"),
             "quantity": index % 7 + 1,
         })
     })

@@ -78,7 +78,7 @@ fn inspect_each_field(fields: &RequestFields<'_>) -> Vec<Finding> {
     findings
 }
 
-/// A JSON body with each value as a note, a key and beside a repeated id.
+/// Builds a JSON body with each value as a note and as a key, beside a repeated id.
 fn json_body(values: &[String]) -> String {
     let items: Vec<serde_json::Value> = values
         .iter()

@@ -106,7 +106,7 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
                 let text = reader.string()?;
                 if inspected {
                     let node = path.resolve(fields);
-                    fields.push_raw(FieldName::Json(node), text, FieldEncoding::Plain, FieldKind::Body);
+                    fields.push_raw(FieldName::Json(node), text_bytes(text), FieldEncoding::Plain, FieldKind::Body);
                 }
             }
             b't' => reader.literal(b"rue")?,
@@ -176,13 +176,8 @@ fn read_member_key<'a>(
     if !frame.inspected {
         return Ok((ValuePath::Known(None), false));
     }
-    let segment = Segment::Key(match &key {
-        // The reader only returns valid UTF-8.
-        Cow::Borrowed(bytes) => Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| NotJson)?),
-        Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes.clone()).map_err(|_| NotJson)?),
-    });
-    let path = fields.push_path(frame.path, segment);
-    fields.push_raw(FieldName::Json(Some(path)), key, FieldEncoding::Plain, FieldKind::Body);
+    let path = fields.push_path(frame.path, Segment::Key(key.clone()));
+    fields.push_raw(FieldName::Json(Some(path)), text_bytes(key), FieldEncoding::Plain, FieldKind::Body);
     Ok((ValuePath::Known(Some(path)), true))
 }
 
@@ -269,7 +264,7 @@ impl<'a> Reader<'a> {
 
     /// Reads the rest of a string whose opening quote was read. A string without escapes is
     /// borrowed from the body; one with escapes is decoded into a new buffer.
-    fn string(&mut self) -> Result<Cow<'a, [u8]>, NotJson> {
+    fn string(&mut self) -> Result<Cow<'a, str>, NotJson> {
         let start = self.position;
         let body = self.body;
         let rest = body.get(start..).ok_or(NotJson)?;
@@ -280,16 +275,14 @@ impl<'a> Reader<'a> {
         }
         self.position = end + 1;
         if body[end] == b'"' {
-            check_utf8(plain)?;
-            return Ok(Cow::Borrowed(plain));
+            return std::str::from_utf8(plain).map(Cow::Borrowed).map_err(|_| NotJson);
         }
         let mut decoded = plain.to_vec();
         self.escape(&mut decoded)?;
         loop {
             match self.next_byte()? {
                 b'"' => {
-                    check_utf8(&decoded)?;
-                    return Ok(Cow::Owned(decoded));
+                    return String::from_utf8(decoded).map(Cow::Owned).map_err(|_| NotJson);
                 }
                 b'\\' => self.escape(&mut decoded)?,
                 0..=0x1f => return Err(NotJson),
@@ -346,10 +339,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_utf8(text: &[u8]) -> Result<(), NotJson> {
-    if text.is_ascii() || std::str::from_utf8(text).is_ok() {
-        Ok(())
-    } else {
-        Err(NotJson)
+/// Returns the bytes of a string read from the body, still borrowed where the text was.
+fn text_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
     }
 }

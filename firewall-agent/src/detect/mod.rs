@@ -14,8 +14,8 @@
 //! to match.
 //!
 //! NOTE: in `cargo xtask bench threats` on a 2-core machine, the stage adds about 45 to 70 µs
-//! at p50 and 75 to 110 µs at p99 to a 4 KB JSON body whose orders repeat their values, but
-//! about 200 µs at p50 and 250 to 330 µs at p99 when every value differs, over the 200 µs
+//! at p50 and 75 to 110 µs at p99 to a 4 KB JSON body whose orders repeat their values. When
+//! every value differs it adds about 200 µs at p50 and 250 to 330 µs at p99, over the 200 µs
 //! goal. Each distinct value costs about 1 µs, mostly in the SQL tokenizer, the command
 //! splitter and the signature scan, so the cost grows with the number of distinct values.
 

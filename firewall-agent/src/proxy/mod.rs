@@ -729,6 +729,14 @@ mod tests {
         }
     }
 
+    /// Builds the state of a proxy with `stages` in front of the upstream at `upstream`.
+    fn proxy_state(upstream: SocketAddr, stages: Vec<Arc<dyn Stage>>) -> ProxyState {
+        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
+        let url = format!("http://{upstream}").parse().expect("upstream url");
+        let tls = crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config");
+        ProxyState::new(Pipeline::new(stages), Upstream::new(url, Duration::from_secs(5), tls), metrics)
+    }
+
     /// An upstream on loopback that answers with the length of the body it received.
     async fn length_upstream() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
@@ -772,17 +780,7 @@ mod tests {
             },
         ])
         .expect("valid routes");
-        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
-        let url = format!("http://{upstream}").parse().expect("upstream url");
-        let state = ProxyState::new(
-            Pipeline::new(vec![stage.clone()]),
-            Upstream::new(
-                url,
-                Duration::from_secs(5),
-                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
-            ),
-            metrics,
-        )
+        let state = proxy_state(upstream, vec![stage.clone()])
         .with_routes(routes, 64);
         let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
             .await
@@ -859,17 +857,7 @@ mod tests {
     async fn connections_are_spread_over_worker_threads() {
         let upstream = length_upstream().await;
         let stage = Arc::new(ThreadRecordingStage::default());
-        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
-        let url = format!("http://{upstream}").parse().expect("upstream url");
-        let state = ProxyState::new(
-            Pipeline::new(vec![stage.clone()]),
-            Upstream::new(
-                url,
-                Duration::from_secs(5),
-                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
-            ),
-            metrics,
-        );
+        let state = proxy_state(upstream, vec![stage.clone()]);
         let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
             .await
             .expect("bind proxy")
@@ -928,8 +916,8 @@ mod tests {
         assert_ne!(second, std::thread::current().id());
     }
 
-    /// An upstream on loopback that reports each request on `received`, then waits `delay`
-    /// before it responds.
+    /// Starts an upstream on loopback that reports each request on `received`, then waits
+    /// `delay` before it responds.
     async fn slow_upstream(delay: Duration, received: tokio::sync::mpsc::Sender<()>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let address = listener.local_addr().expect("upstream address");
@@ -958,17 +946,7 @@ mod tests {
     async fn request_in_flight_finishes_after_shutdown() {
         let (received_sender, mut received) = tokio::sync::mpsc::channel(1);
         let upstream = slow_upstream(Duration::from_millis(300), received_sender).await;
-        let metrics = Arc::new(Metrics::new(Arc::new(MemoryBlocklist::new())));
-        let url = format!("http://{upstream}").parse().expect("upstream url");
-        let state = ProxyState::new(
-            Pipeline::new(Vec::new()),
-            Upstream::new(
-                url,
-                Duration::from_secs(5),
-                crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config"),
-            ),
-            metrics,
-        );
+        let state = proxy_state(upstream, Vec::new());
         let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
             .await
             .expect("bind proxy")

@@ -179,7 +179,7 @@ mod tests {
 
     use super::*;
 
-    /// An upstream on loopback that counts its connections and responds to every request head
+    /// Starts an upstream on loopback that counts its connections and responds to every request head
     /// with 200 `ok`. With `close_after_response` it closes each connection after one response
     /// without announcing it, as an upstream whose keep-alive timeout ran out does.
     async fn counting_upstream(close_after_response: bool) -> (SocketAddr, Arc<AtomicUsize>) {

@@ -156,6 +156,7 @@ fn start_worker(index: usize, settings: &ConnectionSettings) -> WorkerHandle {
     };
     let worker = Worker::new(settings);
     let fallback = tokio::runtime::Handle::current();
+
     // The thread gets the worker only once it runs, so that a failed spawn leaves the worker
     // here for the fallback.
     let (start_sender, start_receiver) = std::sync::mpsc::channel::<StartedWorker>();
@@ -171,9 +172,12 @@ fn start_worker(index: usize, settings: &ConnectionSettings) -> WorkerHandle {
         receiver,
         done_sender,
     };
+
     match spawned {
         Ok(_) => {
-            // The thread waits on this channel, so the send cannot fail.
+            // The new thread keeps the receiver until it has received, so the send fails only
+            // if that thread died first. The worker's channel is then closed, and the listener
+            // logs each connection it cannot hand over.
             let _ = start_sender.send(started);
         }
         Err(error) => {
