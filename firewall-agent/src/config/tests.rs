@@ -426,3 +426,118 @@ fn zero_ban_table_entries_is_invalid() {
 
     assert_eq!(invalid_key(&config), "xdp.ban_table_entries");
 }
+
+/// Returns the keys that a table of the config accepts, read from the parser's error for an
+/// unknown key, so a key added to a config struct needs no list updated. `prefix` contains the
+/// headers that lead to the probed table.
+fn accepted_keys(prefix: &str) -> Vec<String> {
+    let text = format!("{prefix}\nzz_unknown_probe = 1\n");
+    let message = match parse(&text) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("an unknown key was accepted after {prefix:?}"),
+    };
+    let (_, expected) = message
+        .split_once("zz_unknown_probe")
+        .unwrap_or_else(|| panic!("no unknown-key message after {prefix:?}: {message}"));
+    expected
+        .split('`')
+        .skip(2)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Returns the example's lines under every header of `table`, commented out or not. Each
+/// section ends at the next header.
+fn example_section(text: &str, table: &str) -> String {
+    let header_of = |line: &str| {
+        let line = line.trim_start_matches('#').trim();
+        let inner = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]"));
+        let inner = inner.or_else(|| line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')));
+        inner.filter(|name| !name.contains([' ', '"', '=', ','])).map(str::to_owned)
+    };
+    let mut section = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some(name) = header_of(line) {
+            inside = name == table;
+        } else if inside {
+            section.push_str(line);
+            section.push('\n');
+        }
+    }
+    section
+}
+
+#[test]
+fn example_file_names_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let text = std::fs::read_to_string(&path).expect("example config is readable");
+    // (headers leading to the probed table, table whose example section names its keys)
+    let tables = [
+        ("[proxy]", "proxy"),
+        ("[http]", "http"),
+        ("[tls]", "tls"),
+        ("[xdp]", "xdp"),
+        ("[rate_limit]", "rate_limit"),
+        ("[limits]", "limits"),
+        ("[[limits.rules]]", "limits.rules"),
+        ("[[limits.rules]]\n[[limits.rules.tiers]]", "limits.rules"),
+        ("[limits.redis]", "limits.redis"),
+        ("[bans]", "bans"),
+        ("[admin]", "admin"),
+        ("[metrics]", "metrics"),
+        ("[store]", "store"),
+        ("[log]", "log"),
+        ("[threat]", "threat"),
+        ("[[threat.exclusions]]", "threat.exclusions"),
+        ("[threat.sources]", "threat.sources"),
+        ("[validation]", "validation"),
+        ("[openapi]", "openapi"),
+        ("[[routes]]", "routes"),
+        ("[[routes]]\n[routes.threat]", "routes.threat"),
+        ("[[routes]]\n[routes.validation]", "routes.validation"),
+        ("[[routes]]\n[routes.headers]", "routes.headers"),
+        ("[[routes]]\n[routes.cors]", "routes.cors"),
+        ("[[routes]]\n[routes.auth]", "routes.auth"),
+        ("[tokens]", "tokens"),
+        ("[[tokens.issuers]]", "tokens.issuers"),
+        ("[audit]", "audit"),
+        ("[oauth]", "oauth"),
+        ("[[oauth.clients]]", "oauth.clients"),
+    ];
+    let mut missing = Vec::new();
+
+    for (prefix, table) in tables {
+        let section = example_section(&text, table);
+        assert!(!section.is_empty(), "the example has no [{table}] section");
+        let keys = accepted_keys(prefix);
+        assert!(!keys.is_empty(), "no keys reported for {prefix:?}");
+        for key in keys {
+            let named = section.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                line.starts_with(&format!("{key} ="))
+                    || line.contains(&format!("{{ {key} ="))
+                    || line.contains(&format!(", {key} ="))
+            });
+            // Sub-tables are probed on their own.
+            if !named && !is_sub_table(prefix, &key) {
+                missing.push(format!("{table}.{key}"));
+            }
+        }
+    }
+
+    assert!(missing.is_empty(), "keys the example does not name: {missing:?}");
+}
+
+/// Returns whether `key` of the table after `prefix` is a table probed on its own.
+fn is_sub_table(prefix: &str, key: &str) -> bool {
+    let table = prefix.lines().last().unwrap_or_default().trim_matches(['[', ']']);
+    let sub = format!("{table}.{key}");
+    matches!(
+        sub.as_str(),
+        "limits.rules" | "limits.redis" | "threat.exclusions" | "threat.sources" | "routes.threat"
+            | "routes.validation" | "routes.headers" | "routes.cors" | "routes.auth"
+            | "tokens.issuers" | "oauth.clients"
+    )
+}
