@@ -7,11 +7,13 @@ use super::json_fields::{self, PathNode, Segment};
 use super::normalise::FieldEncoding;
 
 /// Most fields taken from one request. Fields past it are not inspected, so the work per
-/// request stays bounded; the request still gets its score from the first ones.
+/// request stays bounded. A request with more gets a `protocol-too-many-fields` finding, so
+/// that a value placed after the limit cannot pass unseen.
 pub const MAX_FIELDS: usize = 1024;
 
-/// Deepest JSON nesting walked. Deeper values are not inspected.
-pub const MAX_JSON_DEPTH: usize = 32;
+/// Deepest JSON nesting walked: every level the JSON reader accepts, so depth hides no value
+/// of a body that parses. A body nested deeper is not JSON to the reader and is inspected whole.
+pub const MAX_JSON_DEPTH: usize = json_fields::MAX_NESTING;
 
 /// Maximum field name length kept, in characters. Keys come from the client and can be long.
 const MAX_NAME_CHARS: usize = 64;
@@ -63,6 +65,8 @@ pub struct RequestFields<'a> {
     fields: Vec<Field<'a>>,
     /// The paths of the JSON body's values, each linking to its parent's.
     json_paths: Vec<PathNode<'a>>,
+    /// Whether a value was left out because the request has more than [`MAX_FIELDS`] fields.
+    overflowed: bool,
 }
 
 impl<'a> RequestFields<'a> {
@@ -79,6 +83,17 @@ impl<'a> RequestFields<'a> {
     /// Returns whether there are no fields.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
+    }
+
+    /// Returns whether the request has more than [`MAX_FIELDS`] fields, so some of its values
+    /// were not inspected.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Records that a value was left out because of the cap.
+    pub(super) fn mark_overflowed(&mut self) {
+        self.overflowed = true;
     }
 
     /// Returns the name of `field`, which is one of these fields, as findings and exclusions
@@ -123,13 +138,20 @@ impl<'a> RequestFields<'a> {
     fn push_owned(&mut self, name: String, raw: &[u8], encoding: FieldEncoding, kind: FieldKind) {
         if self.fields.len() < MAX_FIELDS {
             self.push_raw(FieldName::Text(Cow::Owned(name)), Cow::Owned(raw.to_vec()), encoding, kind);
+        } else if !raw.is_empty() {
+            self.overflowed = true;
         }
     }
 
     /// Adds a field unless the cap is reached or it is empty.
     pub(super) fn push_raw(&mut self, name: FieldName<'a>, raw: Cow<'a, [u8]>, encoding: FieldEncoding, kind: FieldKind) {
-        if self.fields.len() < MAX_FIELDS && !raw.is_empty() {
+        if raw.is_empty() {
+            return;
+        }
+        if self.fields.len() < MAX_FIELDS {
             self.fields.push(Field { name, raw, encoding, kind });
+        } else {
+            self.overflowed = true;
         }
     }
 
@@ -146,10 +168,16 @@ impl<'a> RequestFields<'a> {
         self.json_paths.len()
     }
 
-    /// Drops the fields and paths added after the first `fields` and `paths`.
-    fn truncate(&mut self, fields: usize, paths: usize) {
+    /// Returns the point that [`Self::restore`] goes back to.
+    fn checkpoint(&self) -> (usize, usize, bool) {
+        (self.fields.len(), self.json_paths.len(), self.overflowed)
+    }
+
+    /// Drops the fields and paths added after `checkpoint`, and any overflow since.
+    fn restore(&mut self, (fields, paths, overflowed): (usize, usize, bool)) {
         self.fields.truncate(fields);
         self.json_paths.truncate(paths);
+        self.overflowed = overflowed;
     }
 }
 
@@ -282,9 +310,9 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
     {
         push_form_pairs(fields, body, "body", FieldKind::Body);
     } else if essence == "application/json" || essence.ends_with("+json") {
-        let (fields_before, paths_before) = (fields.len(), fields.json_paths.len());
+        let checkpoint = fields.checkpoint();
         if json_fields::push_json(fields, body).is_err() {
-            fields.truncate(fields_before, paths_before);
+            fields.restore(checkpoint);
             fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
         }
     } else if essence == "multipart/form-data" {
@@ -330,6 +358,23 @@ fn push_xml(fields: &mut RequestFields<'_>, body: &[u8]) {
         element = tag[..name_end].chars().take(MAX_NAME_CHARS).collect();
         fields.push_owned(format!("xml:{element}"), tag[..name_end].as_bytes(), FieldEncoding::Plain, FieldKind::Body);
         push_xml_attributes(fields, &element, &tag[name_end..]);
+    }
+    if fields.len() >= MAX_FIELDS && !only_closing_tags(rest) {
+        fields.mark_overflowed();
+    }
+}
+
+/// Returns whether `rest` of an XML body has nothing but closing tags and whitespace.
+fn only_closing_tags(mut rest: &str) -> bool {
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(tag) = rest.strip_prefix("</") else {
+            return false;
+        };
+        rest = tag.split_once('>').map_or("", |(_, after)| after);
     }
 }
 

@@ -75,6 +75,9 @@ pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> R
     let mut inspected = true;
     loop {
         if fields.len() >= MAX_FIELDS {
+            if !reader.only_closing_left() {
+                fields.mark_overflowed();
+            }
             return Ok(());
         }
         // One value.
@@ -190,6 +193,13 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn peek(&self) -> Option<u8> {
         self.body.get(self.position).copied()
+    }
+
+    /// Returns whether nothing but whitespace, commas and closing brackets is left to read.
+    fn only_closing_left(&self) -> bool {
+        self.body[self.position..]
+            .iter()
+            .all(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'))
     }
 
     fn next_byte(&mut self) -> Result<u8, NotJson> {

@@ -48,6 +48,7 @@ use std::fmt;
 
 pub use config::{RouteThreatConfig, ThreatConfig, ThreatMode, ThreatPolicy, Verdict};
 pub use fields::{Field, FieldKind, RequestFields, RequestParts, extract_fields};
+use fields::MAX_FIELDS;
 use byte_set::ByteSet;
 use normalise::{FieldEncoding, Normalised, normalise};
 
@@ -199,6 +200,13 @@ pub fn inspect_value(raw: &[u8], encoding: FieldEncoding, kind: FieldKind) -> Ve
 /// often the same values, in every element.
 pub fn inspect_fields(fields: &RequestFields<'_>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = Vec::new();
+    if fields.overflowed() {
+        findings.push(Finding {
+            rule: rules::PROTOCOL_TOO_MANY_FIELDS,
+            field: "request".to_owned(),
+            excerpt: format!("more than {MAX_FIELDS} fields"),
+        });
+    }
     let mut inspected: HashMap<(&[u8], FieldEncoding, FieldKind), InspectedValue, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(fields.len(), foldhash::fast::RandomState::default());
     for field in fields.iter() {

@@ -505,6 +505,15 @@ pub const PROTOCOL_FLOAT_DOS: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// More fields (parameters, cookies, body keys and values) than are inspected in one request.
+/// The values past the limit are not inspected, so the request is treated as hiding one.
+pub const PROTOCOL_TOO_MANY_FIELDS: Rule = Rule {
+    id: "protocol-too-many-fields",
+    number: 2007,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
 /// Every rule, in number order.
 pub const ALL: &[Rule] = &[
     SQLI_BOOLEAN,
@@ -568,6 +577,7 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_DEEP_ENCODING,
     PROTOCOL_HEADER_INJECTION,
     PROTOCOL_FLOAT_DOS,
+    PROTOCOL_TOO_MANY_FIELDS,
 ];
 
 /// Finds a rule by its id.

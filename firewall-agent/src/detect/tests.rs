@@ -309,8 +309,31 @@ fn deep_json_is_walked_without_recursion() {
 
     let fields = fields_of("/", None, &headers, body.as_bytes());
 
-    // The string sits deeper than the walk goes, so only the path is a field.
-    assert_eq!(fields.len(), 1);
+    assert_eq!(fields.len(), 2, "the path and the string: {fields:?}");
+    assert!(fields.iter().any(|(name, raw)| name.starts_with("json:0.0.0") && raw == b"x"));
+}
+
+#[test]
+fn deeply_nested_attack_is_flagged() {
+    let depth = 40;
+    let attack = "1' union select password from users--";
+    let body = format!("{}{{\"q\":\"{attack}\"}}{}", "[".repeat(depth), "]".repeat(depth));
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let fields = extract_fields(RequestParts {
+        path: "/search",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: body.as_bytes(),
+    });
+
+    let findings = inspect_fields(&fields);
+
+    assert!(
+        findings.iter().any(|finding| finding.rule.id.starts_with("sqli") && finding.field.ends_with(".q")),
+        "no SQL injection finding in the nested value: {findings:?}"
+    );
 }
 
 #[test]
@@ -476,4 +499,81 @@ fn every_pattern_compiles() {
     let (compiled, written) = signatures::signature_counts();
     assert_eq!(compiled, written);
     assert!(written > 30, "only {written} signatures");
+}
+
+fn json_request_findings(body: &str) -> Vec<Finding> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let fields = extract_fields(RequestParts {
+        path: "/orders",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: body.as_bytes(),
+    });
+    inspect_fields(&fields)
+}
+
+fn has_rule(findings: &[Finding], id: &str) -> bool {
+    findings.iter().any(|finding| finding.rule.id == id)
+}
+
+#[test]
+fn value_after_field_limit_is_not_hidden() {
+    let padding: Vec<String> = (0..fields::MAX_FIELDS).map(|index| format!("\"k{index}\":\"v\"")).collect();
+    let body = format!("{{{},\"q\":\"1' union select password from users--\"}}", padding.join(","));
+
+    let findings = json_request_findings(&body);
+
+    assert!(has_rule(&findings, "protocol-too-many-fields"), "{findings:?}");
+    assert!(anomaly_score(&findings) >= config::DEFAULT_REQUEST_THRESHOLD);
+}
+
+#[test]
+fn body_at_field_limit_is_not_flagged() {
+    // The path and the key are two fields, so the strings fill the rest exactly.
+    let strings: Vec<String> = (2..fields::MAX_FIELDS).map(|index| format!("\"item {index}\"")).collect();
+    let body = format!("{{\"items\":[{}]}}", strings.join(","));
+
+    let findings = json_request_findings(&body);
+
+    assert!(!has_rule(&findings, "protocol-too-many-fields"), "{findings:?}");
+}
+
+#[test]
+fn query_past_field_limit_is_flagged() {
+    let query: Vec<String> = (0..=fields::MAX_FIELDS).map(|index| format!("p{index}=1")).collect();
+    let query = query.join("&");
+    let headers = HeaderMap::new();
+    let fields = extract_fields(RequestParts {
+        path: "/search",
+        query: Some(&query),
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"",
+    });
+
+    assert!(fields.overflowed());
+    assert!(has_rule(&inspect_fields(&fields), "protocol-too-many-fields"));
+}
+
+#[test]
+fn xml_past_field_limit_is_flagged() {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    let overflows = |items: usize| {
+        // The path, the root element, and each item's name and text.
+        let body = format!("<r>{}</r>\n", "<i>x</i>".repeat(items));
+        extract_fields(RequestParts {
+            path: "/upload",
+            query: None,
+            headers: &headers,
+            inspected_headers: &[],
+            body: body.as_bytes(),
+        })
+        .overflowed()
+    };
+
+    assert!(!overflows((fields::MAX_FIELDS - 2) / 2), "exactly at the limit");
+    assert!(overflows((fields::MAX_FIELDS - 2) / 2 + 1));
 }
