@@ -151,6 +151,11 @@ impl Proxy {
     /// Sends one request with `Connection: close` and returns the status, the headers
     /// (lowercase names) and the body.
     fn send(&self, method: &str, target: &str, content_type: Option<&str>, body: &[u8]) -> Response {
+        let headers: Vec<(&str, &str)> = content_type.map(|value| ("content-type", value)).into_iter().collect();
+        self.send_with_headers(method, target, &headers, body)
+    }
+
+    fn send_with_headers(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut stream = TcpStream::connect(self.addr).expect("connect to the proxy");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -159,8 +164,8 @@ impl Proxy {
             "{method} {target} HTTP/1.1\r\nhost: api.example\r\nconnection: close\r\ncontent-length: {}\r\n",
             body.len()
         );
-        if let Some(content_type) = content_type {
-            head.push_str(&format!("content-type: {content_type}\r\n"));
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).expect("send the head");
@@ -330,6 +335,23 @@ fn invalid_requests_get_problem_details() {
     assert_eq!(duplicate.status, 400);
     assert_eq!(duplicate.problem()["invalid-params"][0]["name"], "/password");
     assert!(upstream.bodies().is_empty(), "an invalid request reached the upstream");
+}
+
+#[test]
+fn coded_bodies_get_415_with_accept_encoding() {
+    let upstream = RecordingUpstream::start();
+    let proxy = Proxy::start("", upstream.addr);
+    let coded = [("content-type", "application/json"), ("content-encoding", "gzip")];
+    let plain = [("content-type", "application/json"), ("content-encoding", "identity")];
+
+    let rejected = proxy.send_with_headers("POST", "/orders", &coded, b"\x1f\x8b\x08\x00\x00");
+    let passed = proxy.send_with_headers("POST", "/orders", &plain, br#"{"id": 1}"#);
+
+    assert_eq!(rejected.status, 415);
+    assert_eq!(rejected.header("accept-encoding"), Some("identity"));
+    assert_eq!(rejected.problem()["status"], 415);
+    assert_eq!(passed.status, 200);
+    assert_eq!(upstream.bodies(), [br#"{"id": 1}"#.to_vec()], "only the plain body reaches the upstream");
 }
 
 #[test]

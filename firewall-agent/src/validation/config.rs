@@ -46,6 +46,22 @@ pub enum JsonBodies {
     Off,
 }
 
+/// Action on a request body sent with a `Content-Encoding` other than `identity`, such as
+/// gzip. The detectors and validators read the bytes as sent, so they cannot see into it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodedBodies {
+    /// 415 with `Accept-Encoding: identity` (RFC 7694), so the client sends it again plain.
+    #[default]
+    Reject,
+    /// Log and count, then let it through. The strict JSON parse of `json_bodies` skips it;
+    /// a route or OpenAPI body schema still reads the bytes as sent and rejects them.
+    Report,
+    /// Let it through as `report` does, without a log line, for an upstream that takes
+    /// compressed uploads.
+    Pass,
+}
+
 /// `[validation]` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,6 +70,8 @@ pub struct ValidationConfig {
     pub json_bodies: JsonBodies,
     /// Maximum nesting depth of a JSON body, for routes that set none.
     pub max_json_depth: usize,
+    /// Action on a request body with a content coding, for routes that set none.
+    pub encoded_bodies: EncodedBodies,
 }
 
 impl Default for ValidationConfig {
@@ -61,6 +79,7 @@ impl Default for ValidationConfig {
         Self {
             json_bodies: JsonBodies::Enforce,
             max_json_depth: DEFAULT_MAX_DEPTH,
+            encoded_bodies: EncodedBodies::Reject,
         }
     }
 }
@@ -107,4 +126,7 @@ pub struct RouteValidationConfig {
     /// JSON pointers of rich-text string fields in a JSON body, such as `/bio` or
     /// `/posts/*/html` (`*` is any array index or key), whose HTML is sanitized.
     pub rich_text: Vec<String>,
+    /// Action on a request body with a content coding; `[validation] encoded_bodies` when
+    /// unset. Unlike the other rules, `mode` does not apply to it.
+    pub encoded_bodies: Option<EncodedBodies>,
 }

@@ -5,6 +5,7 @@
 //! Everything is compiled once from the config, at start and on reload. A check runs in three
 //! steps, and the first enforced violation ends it:
 //!
+//! 0. the content coding of the body (`[validation] encoded_bodies`);
 //! 1. the rules of the matched route (`[routes.validation]`);
 //! 2. the OpenAPI document (`[openapi]`);
 //! 3. a strict parse of any JSON body that neither step parsed (`[validation] json_bodies`).
@@ -24,7 +25,7 @@ pub mod schema;
 use http::StatusCode;
 
 pub use config::{
-    JsonBodies, OpenApiConfig, RouteValidationConfig, UndeclaredAction, ValidationConfig,
+    EncodedBodies, JsonBodies, OpenApiConfig, RouteValidationConfig, UndeclaredAction, ValidationConfig,
     ValidationMode,
 };
 pub use metrics::ValidationMetrics;
@@ -32,7 +33,7 @@ pub use request::{RequestView, Violation, ViolationKind};
 
 use self::json::{JsonLimits, MAX_DEPTH_CEILING};
 use self::openapi::{OpenApiError, OpenApiSpec, OperationMatch};
-use self::request::{is_json, media_type};
+use self::request::{has_content_coding, is_json, media_type};
 use self::rules::{RouteRules, RuleError};
 use self::sanitize::Sanitized;
 use crate::config::Config;
@@ -79,6 +80,8 @@ pub enum Source {
     OpenApi,
     /// The strict JSON parse of a body.
     Json,
+    /// The check of the body's content coding.
+    ContentEncoding,
 }
 
 impl Source {
@@ -88,6 +91,7 @@ impl Source {
             Source::Route => "route",
             Source::OpenApi => "openapi",
             Source::Json => "json",
+            Source::ContentEncoding => "content_encoding",
         }
     }
 }
@@ -137,6 +141,7 @@ struct RouteEntry {
     name: String,
     pattern: String,
     rules: RouteRules,
+    encoded_bodies: Option<EncodedBodies>,
 }
 
 #[derive(Debug)]
@@ -151,6 +156,7 @@ struct OpenApiPolicy {
 #[derive(Debug)]
 pub struct Validation {
     json_bodies: JsonBodies,
+    encoded_bodies: EncodedBodies,
     json_limits: JsonLimits,
     routes: Vec<RouteEntry>,
     openapi: Option<OpenApiPolicy>,
@@ -179,6 +185,7 @@ impl Validation {
                     name: route.display_name().to_owned(),
                     pattern: route.path.clone(),
                     rules: RouteRules::compile(route.display_name(), rules, max_depth)?,
+                    encoded_bodies: rules.encoded_bodies,
                 });
             }
         }
@@ -202,6 +209,7 @@ impl Validation {
         };
         Ok(Self {
             json_bodies: config.validation.json_bodies,
+            encoded_bodies: config.validation.encoded_bodies,
             json_limits: JsonLimits {
                 max_depth,
                 // The proxy already refused bodies over the route's or the proxy's limit.
@@ -233,9 +241,32 @@ impl Validation {
                 .find(|entry| entry.name == route.name && entry.pattern == route.pattern)
                 .map(|entry| (entry, route.parameters))
         });
+
+        let encoded_bodies = entry.and_then(|(entry, _)| entry.encoded_bodies).unwrap_or(self.encoded_bodies);
+        if !request.body.is_empty() && has_content_coding(request.headers) {
+            // The strict JSON parse cannot read a coded body, so a body let through skips it.
+            json_parsed = true;
+            if encoded_bodies != EncodedBodies::Pass {
+                let enforced = encoded_bodies == EncodedBodies::Reject;
+                verdict.findings.push(Finding {
+                    source: Source::ContentEncoding,
+                    label: route.map(|route| route.name.to_owned()),
+                    violation: Violation::new(
+                        ViolationKind::ContentEncoding,
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "request bodies with a Content-Encoding are not accepted; send the body without one",
+                    ),
+                    enforced,
+                });
+                if enforced {
+                    return verdict;
+                }
+            }
+        }
+
         if let Some((entry, parameters)) = entry {
             let check = entry.rules.check(request, parameters);
-            json_parsed = check.json_parsed;
+            json_parsed |= check.json_parsed;
             let enforce = entry.rules.mode() == ValidationMode::Enforce;
             if let Some(violation) = check.violation {
                 verdict.findings.push(Finding {

@@ -42,6 +42,8 @@ pub enum ViolationKind {
     Schema,
     /// The path or query is not valid percent-encoded UTF-8: 400.
     Encoding,
+    /// The body has a content coding, such as gzip, that the checks cannot read: 415.
+    ContentEncoding,
 }
 
 impl ViolationKind {
@@ -56,6 +58,7 @@ impl ViolationKind {
             ViolationKind::MissingBody => "missing_body",
             ViolationKind::Schema => "schema",
             ViolationKind::Encoding => "encoding",
+            ViolationKind::ContentEncoding => "content_encoding",
         }
     }
 }
@@ -182,6 +185,18 @@ pub fn media_type(headers: &HeaderMap) -> Result<Option<String>, Violation> {
         Some((kind, subtype)) if !kind.is_empty() && !subtype.is_empty() && !subtype.contains('/') => Ok(Some(essence)),
         _ => Err(invalid()),
     }
+}
+
+/// Returns whether a `Content-Encoding` field of the request names a coding other than
+/// `identity`. A field that is not text counts as one.
+pub fn has_content_coding(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|value| {
+        value.to_str().map_or(true, |text| {
+            text.split(',')
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// Returns whether `media_type` (lowercase essence) falls in `range`, such as `*/*`,

@@ -10,7 +10,9 @@ use super::config::{RouteValidationConfig, ValidationMode};
 use super::json::{self, JsonLimits, MAX_DEPTH_CEILING, PointerPattern};
 use super::path::split_path;
 use super::problem::{InvalidParam, ParamLocation};
-use super::request::{RequestView, Violation, ViolationKind, is_json, media_range_matches, media_type, parse_form};
+use super::request::{
+    RequestView, Violation, ViolationKind, has_content_coding, is_json, media_range_matches, media_type, parse_form,
+};
 use super::sanitize::{Sanitized, sanitize_fields};
 use super::schema::{CompiledSchema, SchemaError, coerce_values};
 
@@ -155,7 +157,10 @@ impl RouteRules {
                 return check;
             }
         };
-        let wants_json = self.body_schema.is_some() || !self.rich_text.is_empty() || media.as_deref().is_some_and(is_json);
+        // A body with a content coding gets here only when it is let through. The depth check
+        // of a JSON media type cannot read it, but a schema still applies.
+        let plain_json = media.as_deref().is_some_and(is_json) && !has_content_coding(request.headers);
+        let wants_json = self.body_schema.is_some() || !self.rich_text.is_empty() || plain_json;
         if request.body.is_empty() || !wants_json {
             return check;
         }

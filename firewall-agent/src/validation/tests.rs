@@ -446,3 +446,51 @@ fn build_rejects_bad_settings() {
         assert!(Validation::build(&config).is_err(), "{text}");
     }
 }
+
+fn gzip_request(target: &str, coding: &'static str) -> Request {
+    let mut post = request(Method::POST, target, b"\x1f\x8b\x08\x00compressed");
+    post.headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+    post
+}
+
+#[test]
+fn encoded_body_is_rejected_by_default() {
+    let fixture = fixture("");
+
+    let verdict = check(&fixture, &gzip_request("/anything", "gzip"));
+
+    let finding = verdict.rejection().expect("rejected");
+    assert_eq!(finding.violation.problem.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(finding.violation.kind, ViolationKind::ContentEncoding);
+    assert_eq!(finding.source, Source::ContentEncoding);
+}
+
+#[test]
+fn identity_coding_and_empty_body_pass() {
+    let fixture = fixture("");
+    let mut identity = request(Method::POST, "/anything", br#"{"a": 1}"#);
+    identity.headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("Identity"));
+    let mut empty = gzip_request("/anything", "gzip");
+    empty.body = Bytes::new();
+
+    assert!(check(&fixture, &identity).findings.is_empty());
+    assert!(check(&fixture, &empty).findings.is_empty());
+    assert!(check(&fixture, &gzip_request("/anything", "identity, br")).rejection().is_some());
+}
+
+#[test]
+fn encoded_body_modes_and_route_override() {
+    let report = fixture("[validation]\nencoded_bodies = \"report\"\n");
+    let pass = fixture("[validation]\nencoded_bodies = \"pass\"\n");
+    let route = fixture(
+        "[[routes]]\nname = \"uploads\"\npath = \"/uploads\"\n[routes.validation]\nencoded_bodies = \"pass\"\n",
+    );
+
+    let reported = check(&report, &gzip_request("/anything", "gzip"));
+    assert!(reported.rejection().is_none());
+    assert_eq!(reported.findings.len(), 1);
+    assert!(check(&pass, &gzip_request("/anything", "gzip")).findings.is_empty());
+    let uploads = check(&route, &gzip_request("/uploads", "gzip"));
+    assert!(uploads.findings.is_empty(), "{:?}", uploads.findings);
+    assert!(check(&route, &gzip_request("/other", "gzip")).rejection().is_some());
+}

@@ -14,7 +14,7 @@ use crate::proxy::ProxyBody;
 use crate::proxy::pipeline::{RequestContext, RequestOutcome, Stage, StageFuture, StageOutcome};
 use crate::reload::Reloadable;
 use crate::validation::problem::PROBLEM_JSON;
-use crate::validation::{BuildError, Finding, RequestView, RouteKey, Validation, ValidationMetrics};
+use crate::validation::{BuildError, Finding, RequestView, RouteKey, Validation, ValidationMetrics, ViolationKind};
 
 /// Runs [`Validation`] on every request. The compiled settings are replaced whole on reload.
 pub struct ValidationStage {
@@ -128,7 +128,8 @@ impl Reloadable for ValidationStage {
     }
 }
 
-/// Builds the problem response of an enforced violation, with `Allow` on a 405.
+/// Builds the problem response of an enforced violation, with `Allow` on a 405 and
+/// `Accept-Encoding: identity` on a 415 for a content coding.
 fn problem_response(finding: &Finding, request_id: &str) -> Response<ProxyBody> {
     let violation = &finding.violation;
     let body = Full::new(Bytes::from(violation.problem.to_json(request_id)))
@@ -139,6 +140,11 @@ fn problem_response(finding: &Finding, request_id: &str) -> Response<ProxyBody> 
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if violation.kind == ViolationKind::ContentEncoding {
+        response
+            .headers_mut()
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     if !violation.allow.is_empty() {
         let allow: Vec<&str> = violation.allow.iter().map(http::Method::as_str).collect();
         if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
