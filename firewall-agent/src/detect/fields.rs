@@ -296,7 +296,9 @@ fn display_name(raw: &[u8]) -> String {
 }
 
 fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a [u8]) {
-    if body.is_empty() {
+    // A body with a content coding such as gzip cannot be read here. The validation stage
+    // rejects it with 415 unless `encoded_bodies` lets it through unread.
+    if body.is_empty() || crate::validation::request::has_content_coding(headers) {
         return;
     }
     let original_content_type = headers
@@ -327,9 +329,45 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
         // A body without a content type and without whitespace is most likely form-encoded
         // text that is not a `key=value` list, so `+` and `%XX` are decoded as in a form.
         fields.push("body".into(), body, FieldEncoding::Form, FieldKind::RawBody);
+    } else if is_binary_media_type(essence) && looks_binary(body) {
+        // NOTE: a binary upload is not inspected, like a multipart file, because its bytes set
+        // off the NUL and UTF-8 rules on every image. Valid UTF-8 text under a binary type is
+        // still inspected, but text with a NUL byte added is not.
     } else {
         fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
     }
+}
+
+/// Returns whether `essence`, a lowercase media type without parameters, names binary
+/// content: images, audio, video, fonts, archives and other opaque files.
+fn is_binary_media_type(essence: &str) -> bool {
+    const BINARY: &[&str] = &[
+        "application/octet-stream",
+        "application/pdf",
+        "application/zip",
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-tar",
+        "application/x-7z-compressed",
+        "application/zstd",
+        "application/wasm",
+        "application/protobuf",
+        "application/x-protobuf",
+        "application/vnd.google.protobuf",
+        "application/msgpack",
+        "application/x-msgpack",
+        "application/vnd.msgpack",
+        "application/cbor",
+    ];
+    ["image/", "audio/", "video/", "font/"]
+        .iter()
+        .any(|prefix| essence.starts_with(prefix))
+        || BINARY.contains(&essence)
+}
+
+/// Returns whether `body` is not text: it has a NUL byte or is not UTF-8.
+fn looks_binary(body: &[u8]) -> bool {
+    body.contains(&0) || std::str::from_utf8(body).is_err()
 }
 
 /// Takes the attribute values and text of an XML body as fields, without building a tree:

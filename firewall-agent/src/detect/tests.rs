@@ -577,3 +577,39 @@ fn xml_past_field_limit_is_flagged() {
     assert!(!overflows((fields::MAX_FIELDS - 2) / 2), "exactly at the limit");
     assert!(overflows((fields::MAX_FIELDS - 2) / 2 + 1));
 }
+
+fn body_findings(content_type: &'static str, content_encoding: Option<&'static str>, body: &[u8]) -> Vec<&'static str> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(coding) = content_encoding {
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
+    let fields = extract_fields(RequestParts {
+        path: "/files",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body,
+    });
+    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+}
+
+/// The first bytes of a PNG file: signature, then an IHDR chunk with NUL bytes and bytes that
+/// are not UTF-8.
+const PNG_START: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\x00\x00\x01\x00\x08\x06\x00\x00\x00\x5c\x72\xa8\x66";
+
+#[test]
+fn binary_uploads_are_not_flagged() {
+    for content_type in ["image/png", "application/octet-stream", "application/pdf"] {
+        assert_eq!(body_findings(content_type, None, PNG_START), Vec::<&str>::new(), "{content_type}");
+    }
+    assert_eq!(body_findings("application/json", Some("gzip"), b"\x1f\x8b\x08\x00\x00\x00\x00"), Vec::<&str>::new());
+}
+
+#[test]
+fn text_under_binary_type_is_inspected() {
+    let attack = b"q=1' union select password from users--";
+
+    assert!(!body_findings("application/octet-stream", None, attack).is_empty());
+    assert!(body_findings("application/json", None, PNG_START).contains(&"protocol-nul-byte"));
+}
