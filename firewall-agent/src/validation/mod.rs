@@ -2,13 +2,13 @@
 //! with JSON Schema, an imported OpenAPI document, and HTML sanitization of declared
 //! rich-text fields.
 //!
-//! Everything is compiled once from the config, at start and on reload. A check runs in three
+//! Everything is compiled once from the config, at start and on reload. A check runs in four
 //! steps, and the first enforced violation ends it:
 //!
-//! 0. the content coding of the body (`[validation] encoded_bodies`);
-//! 1. the rules of the matched route (`[routes.validation]`);
-//! 2. the OpenAPI document (`[openapi]`);
-//! 3. a strict parse of any JSON body that neither step parsed (`[validation] json_bodies`).
+//! 1. the content coding of the body (`[validation] encoded_bodies`);
+//! 2. the rules of the matched route (`[routes.validation]`);
+//! 3. the OpenAPI document (`[openapi]`);
+//! 4. a strict parse of any JSON body that neither of the two before parsed (`[validation] json_bodies`).
 
 pub mod config;
 pub mod json;
