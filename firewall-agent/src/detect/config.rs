@@ -163,7 +163,7 @@ fn validate_rule_names(names: &[String], key: &str) -> Result<(), ThreatConfigEr
             return Err(ThreatConfigError {
                 key: key.to_owned(),
                 problem: format!(
-                    "`{name}` is neither a rule id (such as `sqli-union`) nor a family (sqli, xss, lfi, rfi, rce, ssti, php, java, deserialization, protocol)"
+                    "`{name}` is neither a rule id (such as `sqli-union`) nor a family (sqli, xss, lfi, rfi, rce, ssti, php, java, deserialization, protocol, xxe)"
                 ),
             });
         }

@@ -384,9 +384,23 @@ fn push_xml(fields: &mut RequestFields<'_>, body: &[u8]) {
         };
         push_xml_text(fields, &element, &rest[..open]);
         rest = &rest[open + 1..];
+        // Character data is text whatever it contains, `>` included.
+        if let Some(data) = rest.strip_prefix("![CDATA[") {
+            let (text, after) = data.split_once("]]>").unwrap_or((data, ""));
+            push_xml_text(fields, &element, text);
+            rest = after;
+            continue;
+        }
         let close = rest.find('>').unwrap_or(rest.len());
         let tag = &rest[..close];
         rest = rest.get(close + 1..).unwrap_or("");
+        // A document type declaration, and the entities it declares, are inspected whole.
+        if tag.get(..8).is_some_and(|start| start.eq_ignore_ascii_case("!doctype"))
+            || tag.get(..7).is_some_and(|start| start.eq_ignore_ascii_case("!entity"))
+        {
+            fields.push_owned("xml:!DOCTYPE".to_owned(), format!("<{tag}>").as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+            continue;
+        }
         if tag.starts_with(['?', '!', '/']) {
             continue;
         }

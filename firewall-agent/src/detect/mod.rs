@@ -75,6 +75,9 @@ pub enum Family {
     Deserialization,
     /// Protocol anomalies: overlong UTF-8, NUL bytes, header injection.
     Protocol,
+    /// XML entity declarations (XXE): external entities that read files or URLs, and entities
+    /// that expand exponentially.
+    Xxe,
 }
 
 impl Family {
@@ -91,6 +94,7 @@ impl Family {
             Family::Java => "java",
             Family::Deserialization => "deserialization",
             Family::Protocol => "protocol",
+            Family::Xxe => "xxe",
         }
     }
 }

@@ -514,6 +514,16 @@ pub const PROTOCOL_TOO_MANY_FIELDS: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// An XML entity declaration, `<!ENTITY`. An external one (`SYSTEM` or `PUBLIC`) makes a parser
+/// that resolves it read a file or fetch a URL, and internal ones that refer to each other
+/// expand exponentially. API clients rarely declare entities.
+pub const XXE_ENTITY_DECLARATION: Rule = Rule {
+    id: "xxe-entity-declaration",
+    number: 2101,
+    family: Family::Xxe,
+    severity: Severity::Critical,
+};
+
 /// Every rule, in number order.
 pub const ALL: &[Rule] = &[
     SQLI_BOOLEAN,
@@ -578,6 +588,7 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_HEADER_INJECTION,
     PROTOCOL_FLOAT_DOS,
     PROTOCOL_TOO_MANY_FIELDS,
+    XXE_ENTITY_DECLARATION,
 ];
 
 /// Finds a rule by its id.

@@ -188,6 +188,8 @@ fn signature_table() -> Vec<SignatureRow> {
         // A time delay anywhere in a value, also past the tokens the SQL detector reads, as
         // in a long User-Agent header that ends in `waitfor delay '0:0:15'`.
         (r"\bwaitfor\s+(?:delay|time)\s*['\x22]", rules::SQLI_FUNCTION, &["waitfor"]),
+        // XML entity declarations, in a document type declaration or on their own.
+        (r"<!entity\s", rules::XXE_ENTITY_DECLARATION, &["<!entity"]),
         // The numbers that hang old PHP and Java string-to-double conversions.
         (r"2\.225073858507201[12]e-0*308\b", rules::PROTOCOL_FLOAT_DOS, &["2.225073858507201"]),
         // Java and expression language.

@@ -613,3 +613,34 @@ fn text_under_binary_type_is_inspected() {
     assert!(!body_findings("application/octet-stream", None, attack).is_empty());
     assert!(body_findings("application/json", None, PNG_START).contains(&"protocol-nul-byte"));
 }
+
+fn xml_findings(body: &str) -> Vec<&'static str> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    let fields = extract_fields(RequestParts {
+        path: "/orders",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: body.as_bytes(),
+    });
+    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+}
+
+#[test]
+fn xml_character_data_is_inspected() {
+    let findings = xml_findings("<r><q><![CDATA[1' union select password from users-->]]></q></r>");
+
+    assert!(findings.contains(&"sqli-union"), "{findings:?}");
+}
+
+#[test]
+fn xml_entity_declarations_are_flagged() {
+    let external = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>";
+    let expanding = "<!DOCTYPE r [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]><r>&b;</r>";
+    let plain = "<?xml version=\"1.0\"?><!DOCTYPE order><order><id>7</id><note>2 < 3 > 1</note></order>";
+
+    assert!(xml_findings(external).contains(&"xxe-entity-declaration"));
+    assert!(xml_findings(expanding).contains(&"xxe-entity-declaration"));
+    assert_eq!(xml_findings(plain), Vec::<&str>::new());
+}
