@@ -67,6 +67,8 @@ pub struct RequestFields<'a> {
     json_paths: Vec<PathNode<'a>>,
     /// Whether a value was left out because the request has more than [`MAX_FIELDS`] fields.
     overflowed: bool,
+    /// A charset of the body that is not on [`ALLOWED_CHARSETS`], as the request names it.
+    unexpected_charset: Option<String>,
 }
 
 impl<'a> RequestFields<'a> {
@@ -89,6 +91,12 @@ impl<'a> RequestFields<'a> {
     /// were not inspected.
     pub fn overflowed(&self) -> bool {
         self.overflowed
+    }
+
+    /// Returns the body's charset when it is not on [`ALLOWED_CHARSETS`], or the whole
+    /// `Content-Type` value when it names more than one charset.
+    pub fn unexpected_charset(&self) -> Option<&str> {
+        self.unexpected_charset.as_deref()
     }
 
     /// Records that a value was left out because of the cap.
@@ -229,6 +237,9 @@ pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
         }
     }
     push_body(&mut fields, parts.headers, parts.body);
+    if !parts.body.is_empty() {
+        fields.unexpected_charset = unexpected_charset(parts.headers);
+    }
     fields
 }
 
@@ -336,6 +347,32 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
     } else {
         fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
     }
+}
+
+/// Charsets a request body may be declared in, all of them ASCII-compatible. In others, such as
+/// EBCDIC (`ibm037`) or UTF-16, an attack that the upstream decodes is noise to the detectors.
+pub const ALLOWED_CHARSETS: &[&str] = &["utf-8", "utf8", "us-ascii", "iso-8859-1", "iso-8859-15", "windows-1252"];
+
+/// Returns the `charset` of the `Content-Type` when it is not on [`ALLOWED_CHARSETS`], or the
+/// whole value when it names more than one, at most [`MAX_NAME_CHARS`] characters.
+fn unexpected_charset(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::CONTENT_TYPE)?;
+    let shorten = |text: &str| text.chars().take(MAX_NAME_CHARS).collect::<String>();
+    let Ok(text) = value.to_str() else {
+        return Some(shorten(&String::from_utf8_lossy(value.as_bytes())));
+    };
+    let mut charsets = text.split(';').skip(1).filter_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches(['"', '\'']))
+    });
+    let charset = charsets.next()?;
+    if charsets.next().is_some() {
+        return Some(shorten(text));
+    }
+    let allowed = ALLOWED_CHARSETS.iter().any(|allowed| allowed.eq_ignore_ascii_case(charset));
+    (!allowed).then(|| shorten(charset))
 }
 
 /// Returns whether `essence`, a lowercase media type without parameters, names binary

@@ -211,6 +211,13 @@ pub fn inspect_fields(fields: &RequestFields<'_>) -> Vec<Finding> {
             excerpt: format!("more than {MAX_FIELDS} fields"),
         });
     }
+    if let Some(charset) = fields.unexpected_charset() {
+        findings.push(Finding {
+            rule: rules::PROTOCOL_CHARSET,
+            field: "header:content-type".to_owned(),
+            excerpt: charset.to_owned(),
+        });
+    }
     let mut inspected: HashMap<(&[u8], FieldEncoding, FieldKind), InspectedValue, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(fields.len(), foldhash::fast::RandomState::default());
     for field in fields.iter() {

@@ -514,6 +514,15 @@ pub const PROTOCOL_TOO_MANY_FIELDS: Rule = Rule {
     severity: Severity::Critical,
 };
 
+/// A `Content-Type` charset other than UTF-8, US-ASCII and the Latin-1 family, or more than one
+/// charset. A body in EBCDIC or UTF-16, decoded by the upstream, is unreadable to the detectors.
+pub const PROTOCOL_CHARSET: Rule = Rule {
+    id: "protocol-charset",
+    number: 2008,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+};
+
 /// An XML entity declaration, `<!ENTITY`. An external one (`SYSTEM` or `PUBLIC`) makes a parser
 /// that resolves it read a file or fetch a URL, and internal ones that refer to each other
 /// expand exponentially. API clients rarely declare entities.
@@ -588,6 +597,7 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_HEADER_INJECTION,
     PROTOCOL_FLOAT_DOS,
     PROTOCOL_TOO_MANY_FIELDS,
+    PROTOCOL_CHARSET,
     XXE_ENTITY_DECLARATION,
 ];
 

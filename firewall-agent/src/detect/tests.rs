@@ -644,3 +644,59 @@ fn xml_entity_declarations_are_flagged() {
     assert!(xml_findings(expanding).contains(&"xxe-entity-declaration"));
     assert_eq!(xml_findings(plain), Vec::<&str>::new());
 }
+
+fn charset_findings(content_type: &'static str) -> Vec<&'static str> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let fields = extract_fields(RequestParts {
+        path: "/",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"test=value",
+    });
+    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+}
+
+#[test]
+fn unexpected_charsets_are_flagged() {
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=ibm037",
+        "application/x-www-form-urlencoded;charset=UTF-80",
+        "application/x-www-form-urlencoded; charset=\"garbage\"",
+        "application/x-www-form-urlencoded;charset=ibm037;charset=UTF-8",
+        "application/json; charset=utf-16",
+    ] {
+        assert_eq!(charset_findings(content_type), ["protocol-charset"], "{content_type}");
+    }
+}
+
+#[test]
+fn common_charsets_pass() {
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "application/x-www-form-urlencoded;charset=UTF-8",
+        "application/x-www-form-urlencoded; charset='utf-8'",
+        "application/x-www-form-urlencoded; charset=\"ISO-8859-15\"",
+        "application/json; charset=windows-1252",
+        "text/plain; format=flowed",
+        "application/x-www-form-urlencoded",
+    ] {
+        assert_eq!(charset_findings(content_type), Vec::<&str>::new(), "{content_type}");
+    }
+}
+
+#[test]
+fn charset_without_body_passes() {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=ibm037"));
+    let fields = extract_fields(RequestParts {
+        path: "/",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: b"",
+    });
+
+    assert_eq!(fields.unexpected_charset(), None);
+}
