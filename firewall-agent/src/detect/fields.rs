@@ -330,9 +330,11 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
         }
     } else if essence == "multipart/form-data" {
         // The boundary is case-sensitive, so it is read from the header as sent.
-        match multipart_boundary(original_content_type) {
-            Some(boundary) => push_multipart(fields, body, boundary.as_bytes()),
-            None => fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody),
+        // A body whose parts cannot be read with one boundary is inspected whole.
+        let parts = multipart_boundary(original_content_type)
+            .map_or(0, |boundary| push_multipart(fields, body, boundary.as_bytes()));
+        if parts == 0 {
+            fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
         }
     } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
         push_xml(fields, body);
@@ -523,19 +525,23 @@ fn join_path(path: &str, key: &str) -> String {
 }
 
 fn multipart_boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|parameter| {
+    let mut boundaries = content_type.split(';').skip(1).filter_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
         name.trim()
             .eq_ignore_ascii_case("boundary")
             .then(|| value.trim().trim_matches('"').to_owned())
-    })
+    });
+    let boundary = boundaries.next()?;
+    // Servers disagree on which of two boundaries counts, so neither is trusted.
+    boundaries.next().is_none().then_some(boundary)
 }
 
 /// Takes the fields of a multipart body: each part's name, its file name, and the value of
-/// parts that carry no file.
-fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: &[u8]) {
+/// parts that carry no file. Returns the number of parts read.
+fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: &[u8]) -> usize {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
+    let mut parts = 0;
 
     for part in split_bytes(body, &delimiter).skip(1) {
         // Some servers also accept bare line feeds as line ends, so attackers send them.
@@ -556,6 +562,7 @@ fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: 
             .or_else(|| content.strip_suffix(b"\n"))
             .unwrap_or(content);
 
+        parts += 1;
         let name = disposition_parameter(&head, "name").unwrap_or_default();
         let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
         fields.push_owned(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
@@ -570,6 +577,7 @@ fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: 
             None => fields.push(field, content, FieldEncoding::Plain, FieldKind::Body),
         }
     }
+    parts
 }
 
 fn disposition_parameter(head: &str, parameter: &str) -> Option<String> {

@@ -700,3 +700,30 @@ fn charset_without_body_passes() {
 
     assert_eq!(fields.unexpected_charset(), None);
 }
+
+fn multipart_score(content_type: &'static str, body: &str) -> u32 {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let fields = extract_fields(RequestParts {
+        path: "/upload",
+        query: None,
+        headers: &headers,
+        inspected_headers: &[],
+        body: body.as_bytes(),
+    });
+    anomaly_score(&inspect_fields(&fields))
+}
+
+#[test]
+fn multipart_with_two_boundaries_is_inspected_whole() {
+    let body = "--AbC\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n1' union select password from users--\r\n--AbC--\r\n";
+
+    assert!(multipart_score("multipart/form-data; boundary=XyZ; boundary=AbC", body) >= config::DEFAULT_REQUEST_THRESHOLD);
+}
+
+#[test]
+fn multipart_without_parts_is_inspected_whole() {
+    let body = "1' union select password from users--";
+
+    assert!(multipart_score("multipart/form-data; boundary=XyZ", body) >= config::DEFAULT_REQUEST_THRESHOLD);
+}
