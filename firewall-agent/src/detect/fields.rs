@@ -537,7 +537,7 @@ fn multipart_boundary(content_type: &str) -> Option<String> {
 }
 
 /// Takes the fields of a multipart body: each part's name, its file name, and the value of
-/// parts that carry no file. Returns the number of parts read.
+/// parts that carry no file. Returns the number of parts the boundary delimits.
 fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: &[u8]) -> usize {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
@@ -549,6 +549,7 @@ fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: 
         if part.starts_with(b"--") {
             break;
         }
+        parts += 1;
         let Some((header_end, separator_length)) = find_bytes(part, b"\r\n\r\n")
             .map(|index| (index, 4))
             .or_else(|| find_bytes(part, b"\n\n").map(|index| (index, 2)))
@@ -562,7 +563,6 @@ fn push_multipart<'a>(fields: &mut RequestFields<'a>, body: &'a [u8], boundary: 
             .or_else(|| content.strip_suffix(b"\n"))
             .unwrap_or(content);
 
-        parts += 1;
         let name = disposition_parameter(&head, "name").unwrap_or_default();
         let field = format!("multipart:{}", name.chars().take(MAX_NAME_CHARS).collect::<String>());
         fields.push_owned(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
