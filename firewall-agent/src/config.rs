@@ -796,17 +796,27 @@ fn find_key_path(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Opti
         if contains(&key.span(), span) {
             return Some(path);
         }
-        match value.get_ref() {
-            DeValue::Table(inner) => {
-                if let Some(found) = find_key_path(inner, span, &path) {
-                    return Some(found);
-                }
-            }
-            _ if contains(&value.span(), span) => return Some(path),
-            _ => {}
+        if let Some(found) = find_value_path(value, span, path) {
+            return Some(found);
         }
     }
     None
+}
+
+/// Finds the path within `value`, named `path`, as [`find_key_path`] does. The tables of an
+/// array, such as each `[[routes]]` entry, are named by their index: `routes[1].path`.
+fn find_value_path(value: &toml::Spanned<DeValue<'_>>, span: &Range<usize>, path: String) -> Option<String> {
+    match value.get_ref() {
+        DeValue::Table(inner) => find_key_path(inner, span, &path),
+        DeValue::Array(items) => {
+            let in_item = items.iter().enumerate().find_map(|(index, item)| match item.get_ref() {
+                DeValue::Table(_) => find_value_path(item, span, format!("{path}[{index}]")),
+                _ => None,
+            });
+            in_item.or_else(|| contains(&value.span(), span).then_some(path))
+        }
+        _ => contains(&value.span(), span).then_some(path),
+    }
 }
 
 fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {

@@ -158,6 +158,18 @@ fn negative_value_names_key() {
 }
 
 #[test]
+fn value_in_table_array_names_key() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/a\"\n[[routes]]\nname = \"b\"\npath = \"/b\"\n";
+    let error = parse(&format!("{route}[routes.threat]\ndisabled = \"yes\"\n")).expect_err("string for a boolean");
+    let unknown = parse(&format!("{route}[routes.cors]\norigins = []\n")).expect_err("unknown key");
+
+    let message = error.to_string();
+    assert!(message.contains("invalid value for `routes[1].threat.disabled` at line 8"), "{message}");
+    let message = unknown.to_string();
+    assert!(message.contains("unknown key `routes[1].cors.origins`"), "{message}");
+}
+
+#[test]
 fn invalid_listen_address_names_key() {
     let error = parse("[proxy]\nlisten = \"localhost\"\n").expect_err("invalid address");
     let message = error.to_string();
