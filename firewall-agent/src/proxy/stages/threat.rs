@@ -290,9 +290,13 @@ mod tests {
         }
 
         async fn post(&self, path: &str, json: &'static str) -> (u16, Option<String>) {
+            self.post_typed(path, "application/json", json.as_bytes()).await
+        }
+
+        async fn post_typed(&self, path: &str, content_type: &str, body: &'static [u8]) -> (u16, Option<String>) {
             let request = Request::post(format!("http://{}{path}", self.address))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(json.as_bytes())))
+                .header("content-type", content_type)
+                .body(Full::new(Bytes::from_static(body)))
                 .expect("request");
             let response = self.client.request(request).await.expect("proxy response");
             let verdict = response
@@ -347,6 +351,15 @@ mod tests {
         assert!(id_finding.excerpt.contains("union select"), "{id_finding:?}");
         let password = findings.iter().find(|finding| finding.field == "json:password").expect("password finding");
         assert_eq!(password.excerpt, "[redacted]");
+    }
+
+    #[tokio::test]
+    async fn binary_upload_passes_uninspected() {
+        let proxy = TestProxy::start(ThreatConfig::default(), false).await;
+        let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00\xc0\xaf\x00";
+
+        assert_eq!(proxy.post_typed("/api/avatar", "image/png", png).await, (200, None));
+        assert_eq!(proxy.events(), Vec::new(), "a binary upload produced findings");
     }
 
     #[tokio::test]
