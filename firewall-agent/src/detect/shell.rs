@@ -220,7 +220,8 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     if let Some(rule) = find_command(&line, kind) {
         push(hits, rule);
     }
-    if has_expanded_command(&line.text) {
+    // Deobfuscation adds no `{`.
+    if bytes.contains(b'{') && has_expanded_command(&line.text) {
         push(hits, rules::RCE_UNIX_COMMAND);
     }
     for (regex, rule, may_match) in &SYNTAX_CHECKS {
@@ -232,7 +233,7 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
             push(hits, *rule);
         }
     }
-    if value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if bytes.contains(b'\r') && value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::RCE_MAIL_COMMAND);
     }
 }
@@ -312,9 +313,10 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
         }
         // `code=ansible-console`: a lone assignment runs nothing, but a value that is only an
         // assignment may carry a command line of its own.
-        let word = match word.split_once('=') {
-            Some((_, assigned)) if !has_next && is_assignment(word) && context.position == Position::Start => assigned,
-            _ => word,
+        let word = if !has_next && context.position == Position::Start && is_assignment(word) {
+            word.split_once('=').map_or(word, |(_, assigned)| assigned)
+        } else {
+            word
         };
         let name = command_name(word);
         let lists = command_lists(name);

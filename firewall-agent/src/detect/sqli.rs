@@ -201,7 +201,12 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
         return;
     }
     let value = truncate(value, MAX_SQL_BYTES);
-    let value = fold_typographic_quotes(value);
+    // Typographic quotes start with the byte 0xE2 in UTF-8, and a combining acute accent with 0xCC.
+    let value = if bytes.contains_any(&[0xE2, 0xCC]) {
+        fold_typographic_quotes(value)
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
     detect_sql(&value, hits);
     // A form value decoded twice by the application turns `%2B` into `+` and then into a
     // space, so `from+x+where` reaches the database as `from x where`. A path segment is
@@ -226,8 +231,10 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
             detect_path_segments(spaced, hits);
         }
     }
-    for embedded in embedded_form_values(&value) {
-        detect_sql(embedded, hits);
+    if bytes.contains(b'=') {
+        for embedded in embedded_form_values(&value) {
+            detect_sql(embedded, hits);
+        }
     }
 }
 
@@ -697,7 +704,9 @@ fn is_number_list(classes: &str) -> bool {
 }
 
 fn classes(tokens: &[Token]) -> String {
-    tokens.iter().map(|token| char::from(token.class)).collect()
+    // Every class is an ASCII letter or punctuation byte, so the bytes are always UTF-8 and
+    // need no encoding one character at a time.
+    String::from_utf8(tokens.iter().map(|token| token.class).collect()).unwrap_or_default()
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {
