@@ -1,9 +1,15 @@
 //! The SQL tokenizer of the SQL injection detector. It splits a lowercased value into tokens
 //! and reduces each to a one-letter class, as listed in the table in `sqli.rs`.
 
+use smallvec::SmallVec;
+
 /// Maximum fingerprint length in tokens. Injections show in their first tokens, and the cap
 /// bounds the work on long values.
 pub(super) const MAX_TOKENS: usize = 16;
+
+/// Tokens of one value, kept on the stack: the tokenizer stops at twice [`MAX_TOKENS`], and
+/// every value tokenized would otherwise pay for two heap allocations.
+pub(super) type Tokens = SmallVec<[Token; MAX_TOKENS * 2]>;
 
 /// One token: its class and where its text lies in the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,12 +33,11 @@ pub(super) enum Escapes {
 
 /// Tokenizes `value`. With `quote`, the value is read as if it continued a string (or, for a
 /// backtick, a quoted identifier) opened by that quote.
-pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Vec<Token> {
+pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Tokens {
     let mut tokenizer = Tokenizer {
         bytes: value.as_bytes(),
         position: 0,
-        // The loop below reads up to twice MAX_TOKENS tokens, because folding drops some.
-        tokens: Vec::with_capacity(MAX_TOKENS * 2),
+        tokens: Tokens::new(),
         escapes,
     };
     if let Some(quote) = quote {
@@ -45,8 +50,8 @@ pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Vec<
 /// Folds a token list. Comments followed by more tokens are dropped, so an attacker's
 /// `union/**/select` reads as `union select`. Adjacent strings and qualified names are merged,
 /// and the length is capped at [`MAX_TOKENS`].
-pub(super) fn fold(tokens: &[Token]) -> Vec<Token> {
-    let mut folded: Vec<Token> = Vec::with_capacity(MAX_TOKENS);
+pub(super) fn fold(tokens: &[Token]) -> Tokens {
+    let mut folded = Tokens::new();
     for (index, token) in tokens.iter().copied().enumerate() {
         let last = folded.last().map(|token| token.class);
         let is_last = index + 1 == tokens.len();
@@ -70,7 +75,7 @@ pub(super) fn fold(tokens: &[Token]) -> Vec<Token> {
 struct Tokenizer<'a> {
     bytes: &'a [u8],
     position: usize,
-    tokens: Vec<Token>,
+    tokens: Tokens,
     escapes: Escapes,
 }
 
