@@ -719,7 +719,7 @@ fn push(hits: &mut Vec<Rule>, rule: Rule) {
 /// separator, or it is a single word such as `xp_dirtree` or `xor`, or a phrase with `and`,
 /// `or`, `union`, `by` or `null`. Prose with none of these skips the tokenizer. `bytes` are
 /// the bytes of `value`: a phrase is searched only when the value has all of its letters.
-fn might_be_sql(value: &str, bytes: &ByteSet) -> bool {
+pub(super) fn might_be_sql(value: &str, bytes: &ByteSet) -> bool {
     let has = |phrase: &str| bytes.contains_all(phrase.as_bytes()) && value.contains(phrase);
     bytes.contains_any(b"'\"();#-/=<>|&@`!:^~*%,_")
         || !value.trim().contains(char::is_whitespace)
