@@ -156,9 +156,10 @@ fn throughput_row(requests: &[&[u8]]) -> String {
     )
 }
 
-/// Inspects `bodies` as a profiler measures them: `threat_bench --inspect-distinct COUNT`
-/// inspects 500 bodies of distinct values to fill the lazily built detectors, then COUNT more
-/// in this function, which a profiler can select by name (callgrind's `--toggle-collect`).
+/// Inspects `bodies` for a profiler. `threat_bench --inspect-distinct COUNT` first inspects 500
+/// bodies of distinct values, which builds the lazily compiled detectors. Then it inspects
+/// COUNT more in this function, which a profiler selects by name, as with callgrind's
+/// `--toggle-collect`.
 #[inline(never)]
 fn inspect_measured_bodies(bodies: &[Bytes]) -> usize {
     inspect_bodies(bodies)

@@ -202,7 +202,8 @@ proptest! {
     }
 }
 
-/// The SQL precheck that reads the value itself, byte by byte and phrase by phrase.
+/// Runs the SQL precheck on the value itself, byte by byte and phrase by phrase, without a
+/// byte set.
 fn might_be_sql_without_byte_tests(value: &str) -> bool {
     value.bytes().any(|byte| b"'\"();#-/=<>|&@`!:^~*%,_".contains(&byte))
         || !value.trim().contains(char::is_whitespace)

@@ -83,8 +83,8 @@ impl CommandLists {
 }
 
 /// The three command name lists in one hash map, because every simple command looks its
-/// name up in them, and one lookup costs a third of three. The names are constants, so a hash
-/// with a fixed seed cannot be flooded.
+/// name up in them and one lookup replaces three. The names are constants, so a hash with a
+/// fixed seed cannot be flooded.
 static COMMAND_LISTS: LazyLock<HashMap<&'static str, CommandLists, foldhash::fast::FixedState>> =
     LazyLock::new(|| {
         let mut lists: HashMap<&'static str, CommandLists, foldhash::fast::FixedState> = HashMap::default();

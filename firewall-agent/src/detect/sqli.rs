@@ -718,7 +718,7 @@ fn push(hits: &mut Vec<Rule>, rule: Rule) {
 /// Cheap precheck. An injection needs a quote, a bracket, a comment, an operator or a
 /// separator, or it is a single word such as `xp_dirtree` or `xor`, or a phrase with `and`,
 /// `or`, `union`, `by` or `null`. Prose with none of these skips the tokenizer. `bytes` are
-/// the bytes of `value`: a phrase is searched only when the value has all of its letters.
+/// the bytes of `value`, so a phrase is searched only when the value has all of its letters.
 pub(super) fn might_be_sql(value: &str, bytes: &ByteSet) -> bool {
     let has = |phrase: &str| bytes.contains_all(phrase.as_bytes()) && value.contains(phrase);
     bytes.contains_any(b"'\"();#-/=<>|&@`!:^~*%,_")

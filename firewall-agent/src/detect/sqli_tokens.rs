@@ -7,8 +7,8 @@ use smallvec::SmallVec;
 /// bounds the work on long values.
 pub(super) const MAX_TOKENS: usize = 16;
 
-/// Tokens of one value, kept on the stack: the tokenizer stops at twice [`MAX_TOKENS`], and
-/// every value tokenized would otherwise pay for two heap allocations.
+/// Tokens of one value, kept on the stack. The tokenizer stops at twice [`MAX_TOKENS`], so they
+/// fit, and heap vectors would cost every tokenized value two allocations.
 pub(super) type Tokens = SmallVec<[Token; MAX_TOKENS * 2]>;
 
 /// One token: its class and where its text lies in the value.
