@@ -44,6 +44,19 @@ const WARM_UP_REQUESTS: usize = 500;
 
 fn main() {
     let corpus_path = std::env::args().nth(1).unwrap_or_default();
+    if corpus_path == "--inspect-distinct" {
+        let count = std::env::args().nth(2).and_then(|count| count.parse().ok()).unwrap_or(1_000);
+        let bodies: Vec<Bytes> = (0..count + WARM_UP_REQUESTS).map(distinct_json_body).collect();
+        let (warm_up, measured) = bodies.split_at(WARM_UP_REQUESTS);
+        inspect_bodies(warm_up);
+        let started = Instant::now();
+        let findings = inspect_measured_bodies(measured);
+        let elapsed = started.elapsed();
+        #[expect(clippy::cast_precision_loss, reason = "body counts are far below 2^52")]
+        let micros_per_body = elapsed.as_secs_f64() * 1e6 / measured.len().max(1) as f64;
+        println!("{findings} findings, {micros_per_body:.1} µs per body to split and inspect");
+        return;
+    }
     match std::fs::read(&corpus_path) {
         Ok(corpus) => println!("{}", throughput_row(&split_corpus(&corpus))),
         Err(error) => eprintln!("cannot read the corpus file {corpus_path:?}: {error}"),
@@ -141,6 +154,36 @@ fn throughput_row(requests: &[&[u8]]) -> String {
         bytes_per_pass,
         findings / passes.max(1)
     )
+}
+
+/// Inspects `bodies` for a profiler. `threat_bench --inspect-distinct COUNT` first inspects 500
+/// bodies of distinct values, which builds the lazily compiled detectors. Then it inspects
+/// COUNT more in this function, which a profiler selects by name, as with callgrind's
+/// `--toggle-collect`.
+#[inline(never)]
+fn inspect_measured_bodies(bodies: &[Bytes]) -> usize {
+    inspect_bodies(bodies)
+}
+
+/// Splits and inspects JSON `bodies` without a proxy and returns the number of findings.
+fn inspect_bodies(bodies: &[Bytes]) -> usize {
+    let headers = HeaderMap::from_iter([(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )]);
+    let inspected = ThreatConfig::default().inspected_headers();
+    let mut findings = 0;
+    for body in bodies {
+        let fields = detect::extract_fields(RequestParts {
+            path: "/api/v1/orders",
+            query: None,
+            headers: &headers,
+            inspected_headers: &inspected,
+            body,
+        });
+        findings += detect::inspect_fields(&fields).len();
+    }
+    findings
 }
 
 /// Builds a benign JSON body of 4,096 bytes, in the shape of a typical API write: a list of

@@ -20,6 +20,7 @@ const PIECES: &[&str] = &[
     "<x xmlns=", "<a:include", "!entity x system", "<script>", "<img src=x onerror=", "\" onload=",
     "/*x*/", "%3c", "%25", "%u003c", "&lt;", "&#x3c;", "\\u003c", "+", "\u{ff1c}", "\u{e9}", "\0",
     "\x01", "\x7f", "\r\n", "\t", " ", "A", "Z", "1' or '1'='1", "union select", ":",
+    "\u{2019} or 1=1", " \u{301}", "id=1&x=2", "a+b", " and ", " is not ", "null", " by",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {
@@ -139,6 +140,25 @@ proptest! {
     }
 
     #[test]
+    fn sql_byte_tests_lose_no_detection(text in text_strategy(), kind in kind_strategy()) {
+        let bytes = ByteSet::of(&text);
+        prop_assert_eq!(
+            super::sqli::might_be_sql(&text, &bytes),
+            might_be_sql_without_byte_tests(&text),
+            "text {:?}", text
+        );
+        // The precheck passes every value when every byte is present, so the detector is
+        // compared with and without its byte tests on the values the precheck lets through.
+        if super::sqli::might_be_sql(&text, &bytes) {
+            let mut fast = Vec::new();
+            let mut slow = Vec::new();
+            super::sqli::detect(&text, &bytes, kind, &mut fast);
+            super::sqli::detect(&text, &ByteSet::full(), kind, &mut slow);
+            prop_assert_eq!(fast, slow, "text {:?}", text);
+        }
+    }
+
+    #[test]
     fn xss_text_tests_lose_no_match(text in text_strategy()) {
         prop_assert_eq!(
             super::xss::contains_script_scheme(&text),
@@ -180,6 +200,20 @@ proptest! {
         prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
         prop_assert_eq!(&super::sqli::cached_fingerprint_rules(&fingerprint), &expected_unique);
     }
+}
+
+/// Runs the SQL precheck on the value itself, byte by byte and phrase by phrase, without a
+/// byte set.
+fn might_be_sql_without_byte_tests(value: &str) -> bool {
+    value.bytes().any(|byte| b"'\"();#-/=<>|&@`!:^~*%,_".contains(&byte))
+        || !value.trim().contains(char::is_whitespace)
+        || [" or ", " and ", "union", " by", "null", " when ", " is not "]
+            .iter()
+            .any(|phrase| value.contains(phrase))
+        || value.starts_with("exec")
+        || value.starts_with("or ")
+        || value.starts_with("and ")
+        || value.trim_start().starts_with("xor")
 }
 
 #[test]

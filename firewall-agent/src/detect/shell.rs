@@ -15,7 +15,7 @@
 //! names have checks of their own.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -67,13 +67,49 @@ const WRAPPER_COMMAND_NAMES: &[&str] = &[
     "watch", "busybox", "command", "builtin", "flock", "cpulimit", "doas", "stdbuf", "chroot",
 ];
 
-/// A command name list as a hash set, because every simple command looks its name up in the
-/// lists. The names are constants, so a hash with a fixed seed cannot be flooded.
-type CommandSet = HashSet<&'static str, foldhash::fast::FixedState>;
+/// The lists a command name is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CommandLists {
+    distinctive: bool,
+    word: bool,
+    wrapper: bool,
+}
 
-static DISTINCTIVE_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| DISTINCTIVE_COMMAND_NAMES.iter().copied().collect());
-static WORD_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| WORD_COMMAND_NAMES.iter().copied().collect());
-static WRAPPER_COMMANDS: LazyLock<CommandSet> = LazyLock::new(|| WRAPPER_COMMAND_NAMES.iter().copied().collect());
+impl CommandLists {
+    /// Returns whether the name is in [`DISTINCTIVE_COMMAND_NAMES`] or [`WORD_COMMAND_NAMES`].
+    fn is_known(self) -> bool {
+        self.distinctive || self.word
+    }
+}
+
+/// The three command name lists in one hash map, because every simple command looks its
+/// name up in them and one lookup replaces three. The names are constants, so a hash with a
+/// fixed seed cannot be flooded.
+static COMMAND_LISTS: LazyLock<HashMap<&'static str, CommandLists, foldhash::fast::FixedState>> =
+    LazyLock::new(|| {
+        let mut lists: HashMap<&'static str, CommandLists, foldhash::fast::FixedState> = HashMap::default();
+        for name in DISTINCTIVE_COMMAND_NAMES {
+            lists.entry(name).or_default().distinctive = true;
+        }
+        for name in WORD_COMMAND_NAMES {
+            lists.entry(name).or_default().word = true;
+        }
+        for name in WRAPPER_COMMAND_NAMES {
+            lists.entry(name).or_default().wrapper = true;
+        }
+        lists
+    });
+
+/// Length in bytes of the longest name in the command lists. A unit test checks it.
+const MAX_COMMAND_NAME_BYTES: usize = 20;
+
+/// Returns the lists that `name` is in.
+fn command_lists(name: &str) -> CommandLists {
+    if name.is_empty() || name.len() > MAX_COMMAND_NAME_BYTES {
+        return CommandLists::default();
+    }
+    COMMAND_LISTS.get(name).copied().unwrap_or_default()
+}
 
 /// Globbed command paths such as `/???/c?t` or `/bin/n[c]`.
 static GLOBBED_COMMAND: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -179,12 +215,13 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     if value.len() < 2 {
         return;
     }
-    let line = deobfuscate(value);
+    let line = deobfuscate(value, bytes);
 
     if let Some(rule) = find_command(&line, kind) {
         push(hits, rule);
     }
-    if has_expanded_command(&line.text) {
+    // Deobfuscation adds no `{`.
+    if bytes.contains(b'{') && has_expanded_command(&line.text) {
         push(hits, rules::RCE_UNIX_COMMAND);
     }
     for (regex, rule, may_match) in &SYNTAX_CHECKS {
@@ -196,7 +233,7 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
             push(hits, *rule);
         }
     }
-    if value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
+    if bytes.contains(b'\r') && value.contains("\r\n") && MAIL_COMMAND.as_ref().is_some_and(|regex| regex.is_match(value)) {
         push(hits, rules::RCE_MAIL_COMMAND);
     }
 }
@@ -221,9 +258,10 @@ fn find_command(line: &CommandLine<'_>, kind: FieldKind) -> Option<Rule> {
     };
     let mut rest = text;
     loop {
-        let end = rest.find(is_separator).unwrap_or(rest.len());
+        // Every separator is ASCII, so a byte search finds the same one as a character search.
+        let end = rest.bytes().position(is_separator).unwrap_or(rest.len());
         let segment = &rest[..end];
-        let separator = rest[end..].chars().next();
+        let separator = rest.as_bytes().get(end).map(|byte| char::from(*byte));
         context.followed_by_separator = separator.is_some();
         if let Some(rule) = judge_simple_command(segment, context) {
             return Some(rule);
@@ -240,8 +278,8 @@ fn find_command(line: &CommandLine<'_>, kind: FieldKind) -> Option<Rule> {
     }
 }
 
-fn is_separator(character: char) -> bool {
-    matches!(character, ';' | '|' | '&' | '\n' | '\r' | '`' | '(' | ')' | '!' | '{' | '}')
+fn is_separator(byte: u8) -> bool {
+    matches!(byte, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`' | b'(' | b')' | b'!' | b'{' | b'}')
 }
 
 /// Facts about a simple command other than its words.
@@ -275,12 +313,14 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
         }
         // `code=ansible-console`: a lone assignment runs nothing, but a value that is only an
         // assignment may carry a command line of its own.
-        let word = match word.split_once('=') {
-            Some((_, assigned)) if !has_next && is_assignment(word) && context.position == Position::Start => assigned,
-            _ => word,
+        let word = if !has_next && context.position == Position::Start && is_assignment(word) {
+            word.split_once('=').map_or(word, |(_, assigned)| assigned)
+        } else {
+            word
         };
         let name = command_name(word);
-        if WRAPPER_COMMANDS.contains(name) && has_next {
+        let lists = command_lists(name);
+        if lists.wrapper && has_next {
             // `time curl x` or `timeout 5 nc ...`: skip the wrapper's options and numbers.
             let arguments: Vec<&str> = words.clone().collect();
             while let Some(next) = words.peek() {
@@ -301,17 +341,15 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
             let runs_distinctive = words
                 .clone()
                 .take(4)
-                .any(|later| DISTINCTIVE_COMMANDS.contains(command_name(later)));
-            if runs_distinctive
-                || DISTINCTIVE_COMMANDS.contains(name) && context.position == Position::AfterSeparator
-            {
+                .any(|later| command_lists(command_name(later)).distinctive);
+            if runs_distinctive || lists.distinctive && context.position == Position::AfterSeparator {
                 return Some(rules::RCE_UNIX_COMMAND);
             }
             context.position = Position::AfterSeparator;
             continue;
         }
         // `is_injected` rejects an unknown name before it reads the arguments.
-        if !is_known_command(name) {
+        if !lists.is_known() {
             return None;
         }
         let arguments: Vec<&str> = words.collect();
@@ -329,10 +367,11 @@ const PROSE_WORDS: &[&str] = &[
 
 /// Returns whether a command name with its arguments is an injection.
 fn is_injected(name: &str, arguments: &[&str], context: CommandContext) -> bool {
-    let distinctive = DISTINCTIVE_COMMANDS.contains(name);
-    if !distinctive && !WORD_COMMANDS.contains(name) {
+    let lists = command_lists(name);
+    if !lists.is_known() {
         return false;
     }
+    let distinctive = lists.distinctive;
     if context.obfuscated {
         return true;
     }
@@ -401,14 +440,22 @@ fn is_variable(word: &str) -> bool {
 }
 
 fn is_known_command(name: &str) -> bool {
-    DISTINCTIVE_COMMANDS.contains(name) || WORD_COMMANDS.contains(name)
+    command_lists(name).is_known()
 }
 
 /// Returns the command name of a word: its last path segment, with the version of an
 /// interpreter (`python3.10`) and a Windows `.exe` removed.
 fn command_name(word: &str) -> &str {
-    let name = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    // Both separators are ASCII, so the byte after one starts a character.
+    let name = match word.bytes().rposition(|byte| matches!(byte, b'/' | b'\\')) {
+        Some(separator) => &word[separator + 1..],
+        None => word,
+    };
     let name = name.strip_suffix(".exe").unwrap_or(name);
+    // A version is made of digits and dots, so a name that ends in neither has none.
+    if !name.ends_with(|character: char| character.is_ascii_digit() || character == '.') {
+        return name;
+    }
     for interpreter in ["python", "php", "perl", "ruby", "node", "gcc"] {
         if let Some(version) = name.strip_prefix(interpreter)
             && !version.is_empty()
@@ -434,8 +481,11 @@ fn rule_for(name: &str) -> Rule {
 /// Applies the shell's quote removal and the expansions that attackers use to split a
 /// command name: quotes, backslashes, carets, empty substitutions, special parameters,
 /// variables glued to a word, and `${IFS}`.
-fn deobfuscate(value: &str) -> CommandLine<'_> {
-    if !value.contains(['\'', '"', '\\', '^', '$', '`', '<', '>', '+']) {
+///
+/// `bytes` are the bytes of `value`, or a superset: a value without any byte that this
+/// changes is returned as it is.
+fn deobfuscate<'a>(value: &'a str, bytes: &ByteSet) -> CommandLine<'a> {
+    if !bytes.contains_any(b"'\"\\^$`<>+") {
         return CommandLine { text: Cow::Borrowed(value), obfuscated: false };
     }
     let mut output = String::with_capacity(value.len() + 8);
@@ -445,18 +495,20 @@ fn deobfuscate(value: &str) -> CommandLine<'_> {
         let rest = &value[index..];
         let previous = output.chars().last();
         let previous_is_letter = previous.is_some_and(|character| character.is_ascii_alphanumeric());
-        if let Some(length) = ifs_length(rest) {
+        // Every expansion removed below starts with one of these bytes.
+        let may_expand = matches!(rest.as_bytes()[0], b'$' | b'`' | b'<' | b'>' | b'\'' | b'"');
+        if may_expand && let Some(length) = ifs_length(rest) {
             output.push(' ');
             index += length;
             continue;
         }
-        if let Some(length) = empty_expansion_length(rest) {
+        if may_expand && let Some(length) = empty_expansion_length(rest) {
             let next_is_letter = rest[length..].chars().next().is_some_and(|character| character.is_ascii_alphanumeric());
             obfuscated |= previous_is_letter || next_is_letter || rest.starts_with("$@") || rest.starts_with("$$");
             index += length;
             continue;
         }
-        if previous_is_letter && let Some(length) = glued_variable_length(rest) {
+        if may_expand && previous_is_letter && let Some(length) = glued_variable_length(rest) {
             obfuscated = true;
             index += length;
             continue;
@@ -546,4 +598,43 @@ fn has_expanded_command(value: &str) -> bool {
         rest = &after[close + 1..];
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lists_match_name_lists() {
+        let names = DISTINCTIVE_COMMAND_NAMES.iter().chain(WORD_COMMAND_NAMES).chain(WRAPPER_COMMAND_NAMES);
+        for name in names {
+            assert!(name.len() <= MAX_COMMAND_NAME_BYTES, "{name:?} is longer than MAX_COMMAND_NAME_BYTES");
+            let expected = CommandLists {
+                distinctive: DISTINCTIVE_COMMAND_NAMES.contains(name),
+                word: WORD_COMMAND_NAMES.contains(name),
+                wrapper: WRAPPER_COMMAND_NAMES.contains(name),
+            };
+            assert_eq!(command_lists(name), expected, "name {name:?}");
+        }
+        for unknown in ["", "apples", "catalogue", "x".repeat(MAX_COMMAND_NAME_BYTES + 1).as_str()] {
+            assert_eq!(command_lists(unknown), CommandLists::default(), "name {unknown:?}");
+        }
+    }
+
+    #[test]
+    fn command_name_strips_path_extension_and_version() {
+        for (word, expected) in [
+            ("/usr/bin/python3.10", "python"),
+            ("c:\\windows\\cmd.exe", "cmd"),
+            ("perl5", "perl"),
+            ("php-fpm", "php-fpm"),
+            ("nodejs", "nodejs"),
+            ("gcc-12", "gcc-12"),
+            ("bin/", ""),
+            ("7z", "7z"),
+            ("ls", "ls"),
+        ] {
+            assert_eq!(command_name(word), expected, "word {word:?}");
+        }
+    }
 }

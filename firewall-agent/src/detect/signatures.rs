@@ -338,7 +338,7 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     if kind == FieldKind::FileName && is_php_file_name(text) {
         hits.push(rules::PHP_FILE_UPLOAD);
     }
-    if kind != FieldKind::Body && has_header_injection(text) {
+    if kind != FieldKind::Body && bytes.contains_any(b"\r\n") && has_header_injection(text) {
         hits.push(rules::PROTOCOL_HEADER_INJECTION);
     }
     super::shell::detect(text, bytes, kind, hits);
@@ -462,8 +462,11 @@ const NODE_FUNCTION_MARKERS: &[&[u8]] = &[b"_$$nd_func$$_", b"_func$$_"];
 /// mid-character, so a name whose first one or two letters were lost counts at the start of
 /// the run.
 fn base64_gadget(text: &str) -> Option<Base64Gadget> {
+    // Base64 characters are ASCII, and every byte of a non-ASCII character ends a run, so
+    // splitting the bytes gives the runs that splitting the characters gives.
     let runs = text
-        .split(|character: char| !(character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '-' | '_')))
+        .as_bytes()
+        .split(|byte| !(byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'-' | b'_')))
         .filter(|run| run.len() >= MIN_BASE64_RUN)
         .take(MAX_BASE64_RUNS);
     let mut decoded = Vec::new();
@@ -533,11 +536,11 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Decodes standard or URL-safe Base64 into `output`, replacing its contents and ignoring a
 /// trailing partial group.
-fn decode_base64_lenient(text: &str, output: &mut Vec<u8>) {
+fn decode_base64_lenient(text: &[u8], output: &mut Vec<u8>) {
     output.clear();
     let mut buffer: u32 = 0;
     let mut bits = 0;
-    for byte in text.bytes() {
+    for &byte in text {
         let value = match byte {
             b'A'..=b'Z' => byte - b'A',
             b'a'..=b'z' => byte - b'a' + 26,

@@ -197,16 +197,21 @@ static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Looks for SQL injection in a normalised, lowercased value.
 pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
-    if !might_be_sql(value) {
+    if !might_be_sql(value, bytes) {
         return;
     }
     let value = truncate(value, MAX_SQL_BYTES);
-    let value = fold_typographic_quotes(value);
+    // Typographic quotes start with the byte 0xE2 in UTF-8, and a combining acute accent with 0xCC.
+    let value = if bytes.contains_any(&[0xE2, 0xCC]) {
+        fold_typographic_quotes(value)
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
     detect_sql(&value, hits);
     // A form value decoded twice by the application turns `%2B` into `+` and then into a
     // space, so `from+x+where` reaches the database as `from x where`. A path segment is
     // read that way too by routers that decode `+` as a space.
-    let spaced = (value.contains('+') && !value.contains(char::is_whitespace))
+    let spaced = (bytes.contains(b'+') && value.contains('+') && !value.contains(char::is_whitespace))
         .then(|| value.replace('+', " "));
     if let Some(spaced) = &spaced {
         detect_sql(spaced, hits);
@@ -226,8 +231,10 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
             detect_path_segments(spaced, hits);
         }
     }
-    for embedded in embedded_form_values(&value) {
-        detect_sql(embedded, hits);
+    if bytes.contains(b'=') {
+        for embedded in embedded_form_values(&value) {
+            detect_sql(embedded, hits);
+        }
     }
 }
 
@@ -652,7 +659,7 @@ fn has_glued_comment(value: &str) -> bool {
 /// Returns whether `word` is a statement keyword, UNION, AND/OR or a clause keyword that
 /// attackers glue comments to.
 fn is_glue_keyword(word: &str) -> bool {
-    matches!(sqli_tokens::classify_word(word), b'E' | b'U' | b'&')
+    matches!(sqli_tokens::classify_word(word.as_bytes()), b'E' | b'U' | b'&')
         || matches!(word, "from" | "where" | "having" | "into" | "limit" | "table")
 }
 
@@ -697,7 +704,9 @@ fn is_number_list(classes: &str) -> bool {
 }
 
 fn classes(tokens: &[Token]) -> String {
-    tokens.iter().map(|token| char::from(token.class)).collect()
+    // Every class is an ASCII letter or punctuation byte, so the bytes are always UTF-8 and
+    // need no encoding one character at a time.
+    String::from_utf8(tokens.iter().map(|token| token.class).collect()).unwrap_or_default()
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {
@@ -708,43 +717,19 @@ fn push(hits: &mut Vec<Rule>, rule: Rule) {
 
 /// Cheap precheck. An injection needs a quote, a bracket, a comment, an operator or a
 /// separator, or it is a single word such as `xp_dirtree` or `xor`, or a phrase with `and`,
-/// `or`, `union`, `by` or `null`. Prose with none of these skips the tokenizer.
-fn might_be_sql(value: &str) -> bool {
-    value.bytes().any(|byte| {
-        matches!(
-            byte,
-            b'\''
-                | b'"'
-                | b'('
-                | b')'
-                | b';'
-                | b'#'
-                | b'-'
-                | b'/'
-                | b'='
-                | b'<'
-                | b'>'
-                | b'|'
-                | b'&'
-                | b'@'
-                | b'`'
-                | b'!'
-                | b':'
-                | b'^'
-                | b'~'
-                | b'*'
-                | b'%'
-                | b','
-                | b'_'
-        )
-    }) || !value.trim().contains(char::is_whitespace)
-        || value.contains(" or ")
-        || value.contains(" and ")
-        || value.contains("union")
-        || value.contains(" by")
-        || value.contains("null")
-        || value.contains(" when ")
-        || value.contains(" is not ")
+/// `or`, `union`, `by` or `null`. Prose with none of these skips the tokenizer. `bytes` are
+/// the bytes of `value`, so a phrase is searched only when the value has all of its letters.
+pub(super) fn might_be_sql(value: &str, bytes: &ByteSet) -> bool {
+    let has = |phrase: &str| bytes.contains_all(phrase.as_bytes()) && value.contains(phrase);
+    bytes.contains_any(b"'\"();#-/=<>|&@`!:^~*%,_")
+        || !value.trim().contains(char::is_whitespace)
+        || has(" or ")
+        || has(" and ")
+        || has("union")
+        || has(" by")
+        || has("null")
+        || has(" when ")
+        || has(" is not ")
         || value.starts_with("exec")
         || value.starts_with("or ")
         || value.starts_with("and ")

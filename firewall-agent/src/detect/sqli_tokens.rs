@@ -1,9 +1,15 @@
 //! The SQL tokenizer of the SQL injection detector. It splits a lowercased value into tokens
 //! and reduces each to a one-letter class, as listed in the table in `sqli.rs`.
 
+use smallvec::SmallVec;
+
 /// Maximum fingerprint length in tokens. Injections show in their first tokens, and the cap
 /// bounds the work on long values.
 pub(super) const MAX_TOKENS: usize = 16;
+
+/// Tokens of one value, kept on the stack. The tokenizer stops at twice [`MAX_TOKENS`], so they
+/// fit, and heap vectors would cost every tokenized value two allocations.
+pub(super) type Tokens = SmallVec<[Token; MAX_TOKENS * 2]>;
 
 /// One token: its class and where its text lies in the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,11 +33,11 @@ pub(super) enum Escapes {
 
 /// Tokenizes `value`. With `quote`, the value is read as if it continued a string (or, for a
 /// backtick, a quoted identifier) opened by that quote.
-pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Vec<Token> {
+pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Tokens {
     let mut tokenizer = Tokenizer {
         bytes: value.as_bytes(),
         position: 0,
-        tokens: Vec::with_capacity(MAX_TOKENS),
+        tokens: Tokens::new(),
         escapes,
     };
     if let Some(quote) = quote {
@@ -44,8 +50,8 @@ pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Vec<
 /// Folds a token list. Comments followed by more tokens are dropped, so an attacker's
 /// `union/**/select` reads as `union select`. Adjacent strings and qualified names are merged,
 /// and the length is capped at [`MAX_TOKENS`].
-pub(super) fn fold(tokens: &[Token]) -> Vec<Token> {
-    let mut folded: Vec<Token> = Vec::with_capacity(MAX_TOKENS);
+pub(super) fn fold(tokens: &[Token]) -> Tokens {
+    let mut folded = Tokens::new();
     for (index, token) in tokens.iter().copied().enumerate() {
         let last = folded.last().map(|token| token.class);
         let is_last = index + 1 == tokens.len();
@@ -69,7 +75,7 @@ pub(super) fn fold(tokens: &[Token]) -> Vec<Token> {
 struct Tokenizer<'a> {
     bytes: &'a [u8],
     position: usize,
-    tokens: Vec<Token>,
+    tokens: Tokens,
     escapes: Escapes,
 }
 
@@ -267,8 +273,7 @@ impl Tokenizer<'_> {
         while is_word_byte(self.peek(0)) {
             self.position += 1;
         }
-        let name = std::str::from_utf8(&self.bytes[name_start..self.position]).unwrap_or("");
-        if is_sql_type(name) {
+        if is_sql_type(&self.bytes[name_start..self.position]) {
             self.push(b'C', start);
         } else {
             self.position = name_start;
@@ -309,8 +314,8 @@ impl Tokenizer<'_> {
         while is_word_byte(self.peek(0)) {
             self.position += 1;
         }
-        let word = std::str::from_utf8(&self.bytes[start..self.position]).unwrap_or("");
-        if matches!(word, "x" | "b" | "n") && self.peek(0) == b'\'' {
+        let word = &self.bytes[start..self.position];
+        if matches!(word, b"x" | b"b" | b"n") && self.peek(0) == b'\'' {
             // A hex, bit or national string literal: x'41', b'01', n'text'.
             self.position += 1;
             self.read_string(b'\'', start, b's');
@@ -320,13 +325,13 @@ impl Tokenizer<'_> {
         let class = classify_word(word);
         match class {
             b'B' | b'W' | b'U' => self.read_phrase(class, start),
-            b'E' if matches!(word, "exec" | "execute") && self.skip_word("immediate") => {
+            b'E' if matches!(word, b"exec" | b"execute") && self.skip_word("immediate") => {
                 self.push(b'I', start);
             }
             // MySQL's `PROCEDURE ANALYSE(...)` ends a SELECT and takes error-based payloads
             // such as `extractvalue(...)` as its arguments. After an article it is prose:
             // "the procedure analyse (see below)".
-            b'k' if word == "procedure" && self.skip_word("analyse") => {
+            b'k' if word == b"procedure" && self.skip_word("analyse") => {
                 let after_article = self.tokens.last().is_some_and(|token| token.class == b'a');
                 let call = self.next_significant() == b'(' && !after_article;
                 let class = if call { b'T' } else { b'n' };
@@ -340,7 +345,7 @@ impl Tokenizer<'_> {
                 };
                 self.push(class, start);
             }
-            b'o' if matches!(word, "div" | "mod" | "glob" | "regexp")
+            b'o' if matches!(word, b"div" | b"mod" | b"glob" | b"regexp")
                 && self.next_significant() == b'(' =>
             {
                 // These are functions as well as operators, as in PostgreSQL's `div(7, 2)`.
@@ -382,11 +387,11 @@ impl Tokenizer<'_> {
         while is_word_byte(self.peek(0)) {
             self.position += 1;
         }
-        let next = std::str::from_utf8(&self.bytes[next_start..self.position]).unwrap_or("");
+        let next = &self.bytes[next_start..self.position];
         let joined = match class {
-            b'B' => next == "by",
-            b'W' => next == "delay" || next == "time",
-            _ => next == "all" || next == "distinct",
+            b'B' => next == b"by",
+            b'W' => next == b"delay" || next == b"time",
+            _ => next == b"all" || next == b"distinct",
         };
         if !joined {
             self.position = saved;
@@ -422,125 +427,160 @@ impl Tokenizer<'_> {
 }
 
 fn is_word_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' || byte >= 0x80
+    WORD_BYTES[usize::from(byte)]
 }
 
+/// The bytes of SQL words, by byte value: ASCII letters and digits, `_`, `$` and every byte of
+/// a non-ASCII character. Word boundaries therefore fall on ASCII bytes, so a word is always
+/// valid UTF-8.
+static WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let value = byte as u8;
+        table[byte] = value.is_ascii_alphanumeric() || value == b'_' || value == b'$' || value >= 0x80;
+        byte += 1;
+    }
+    table
+};
+
 /// Type names that follow a PostgreSQL `::` cast.
-fn is_sql_type(name: &str) -> bool {
+fn is_sql_type(name: &[u8]) -> bool {
     matches!(
         name,
-        "int"
-            | "int2"
-            | "int4"
-            | "int8"
-            | "integer"
-            | "bigint"
-            | "smallint"
-            | "numeric"
-            | "decimal"
-            | "real"
-            | "float"
-            | "float4"
-            | "float8"
-            | "double"
-            | "money"
-            | "text"
-            | "varchar"
-            | "char"
-            | "bpchar"
-            | "name"
-            | "bool"
-            | "boolean"
-            | "bytea"
-            | "date"
-            | "time"
-            | "timestamp"
-            | "timestamptz"
-            | "interval"
-            | "json"
-            | "jsonb"
-            | "xml"
-            | "uuid"
-            | "inet"
-            | "oid"
-            | "regclass"
-            | "regproc"
+        b"int"
+            | b"int2"
+            | b"int4"
+            | b"int8"
+            | b"integer"
+            | b"bigint"
+            | b"smallint"
+            | b"numeric"
+            | b"decimal"
+            | b"real"
+            | b"float"
+            | b"float4"
+            | b"float8"
+            | b"double"
+            | b"money"
+            | b"text"
+            | b"varchar"
+            | b"char"
+            | b"bpchar"
+            | b"name"
+            | b"bool"
+            | b"boolean"
+            | b"bytea"
+            | b"date"
+            | b"time"
+            | b"timestamp"
+            | b"timestamptz"
+            | b"interval"
+            | b"json"
+            | b"jsonb"
+            | b"xml"
+            | b"uuid"
+            | b"inet"
+            | b"oid"
+            | b"regclass"
+            | b"regproc"
     )
 }
 
-pub(super) fn classify_word(word: &str) -> u8 {
+pub(super) fn classify_word(word: &[u8]) -> u8 {
     if is_attack_only_name(word) {
         return b'P';
     }
     match word {
-        "and" | "or" | "xor" => b'&',
+        b"and" | b"or" | b"xor" => b'&',
         // English articles and determiners never stand in a column list or a table name, so
         // "select a plan from the menu" does not read as a statement.
-        "a" | "an" | "the" | "your" | "my" | "our" | "their" | "his" | "her" | "its" | "this"
-        | "that" | "these" | "those" | "some" | "any" | "each" | "every" | "no" => b'a',
-        "not" | "like" | "ilike" | "rlike" | "regexp" | "glob" | "is" | "in" | "between"
-        | "div" | "mod" | "sounds" | "collate" | "escape" | "notnull" | "isnull" => b'o',
-        "select" | "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate"
-        | "exec" | "execute" | "declare" | "shutdown" | "grant" | "revoke" | "merge" => b'E',
-        "union" => b'U',
-        "as" => b'A',
-        "order" | "group" => b'B',
-        "waitfor" => b'W',
-        "true" | "false" | "null" => b'1',
-        "from" | "where" | "having" | "limit" | "offset" | "into" | "values" | "table"
-        | "exists" | "case" | "when" | "then" | "else" | "end" | "distinct" | "procedure"
-        | "join" | "top" | "set" => b'k',
-        "sleep" | "benchmark" | "extractvalue" | "updatexml" | "randomblob" | "name_const" => b'T',
-        "char" | "chr" | "concat" | "concat_ws" | "substring" | "substr" | "mid" | "ascii"
-        | "ord" | "hex" | "unhex" | "version" | "user" | "current_user" | "database" | "schema"
-        | "count" | "cast" | "convert" | "if" | "ifnull" | "nullif" | "coalesce" | "md5"
-        | "sha1" | "length" | "group_concat" | "floor" | "rand" | "exp" | "row" | "iif" | "elt"
-        | "make_set" | "json_extract" | "instr" | "locate" | "position" | "now" | "sysdate"
-        | "system_user" | "session_user" | "load" | "lower" | "upper" | "db_name"
-        | "schema_name" | "user_name" | "current_database" | "overlay" | "lo_import"
-        | "lo_export" | "lo_get" | "pg_read_file" => b'F',
+        b"a" | b"an" | b"the" | b"your" | b"my" | b"our" | b"their" | b"his" | b"her" | b"its" | b"this"
+        | b"that" | b"these" | b"those" | b"some" | b"any" | b"each" | b"every" | b"no" => b'a',
+        b"not" | b"like" | b"ilike" | b"rlike" | b"regexp" | b"glob" | b"is" | b"in" | b"between"
+        | b"div" | b"mod" | b"sounds" | b"collate" | b"escape" | b"notnull" | b"isnull" => b'o',
+        b"select" | b"insert" | b"update" | b"delete" | b"drop" | b"create" | b"alter" | b"truncate"
+        | b"exec" | b"execute" | b"declare" | b"shutdown" | b"grant" | b"revoke" | b"merge" => b'E',
+        b"union" => b'U',
+        b"as" => b'A',
+        b"order" | b"group" => b'B',
+        b"waitfor" => b'W',
+        b"true" | b"false" | b"null" => b'1',
+        b"from" | b"where" | b"having" | b"limit" | b"offset" | b"into" | b"values" | b"table"
+        | b"exists" | b"case" | b"when" | b"then" | b"else" | b"end" | b"distinct" | b"procedure"
+        | b"join" | b"top" | b"set" => b'k',
+        b"sleep" | b"benchmark" | b"extractvalue" | b"updatexml" | b"randomblob" | b"name_const" => b'T',
+        b"char" | b"chr" | b"concat" | b"concat_ws" | b"substring" | b"substr" | b"mid" | b"ascii"
+        | b"ord" | b"hex" | b"unhex" | b"version" | b"user" | b"current_user" | b"database" | b"schema"
+        | b"count" | b"cast" | b"convert" | b"if" | b"ifnull" | b"nullif" | b"coalesce" | b"md5"
+        | b"sha1" | b"length" | b"group_concat" | b"floor" | b"rand" | b"exp" | b"row" | b"iif" | b"elt"
+        | b"make_set" | b"json_extract" | b"instr" | b"locate" | b"position" | b"now" | b"sysdate"
+        | b"system_user" | b"session_user" | b"load" | b"lower" | b"upper" | b"db_name"
+        | b"schema_name" | b"user_name" | b"current_database" | b"overlay" | b"lo_import"
+        | b"lo_export" | b"lo_get" | b"pg_read_file" => b'F',
         _ => b'n',
     }
 }
 
 /// Names of procedures, functions and clauses that no value outside an attack mentions: MSSQL
 /// extended and system procedures, file and network access, and blind time delays.
-fn is_attack_only_name(word: &str) -> bool {
+fn is_attack_only_name(word: &[u8]) -> bool {
     matches!(
         word,
-        "xp_cmdshell"
-            | "xp_dirtree"
-            | "xp_regread"
-            | "xp_regwrite"
-            | "xp_fileexist"
-            | "xp_subdirs"
-            | "xp_servicecontrol"
-            | "xp_availablemedia"
-            | "xp_makecab"
-            | "xp_loginconfig"
-            | "xp_enumgroups"
-            | "xp_terminate_process"
-            | "sp_executesql"
-            | "sp_password"
-            | "sp_oacreate"
-            | "sp_oamethod"
-            | "sp_makewebtask"
-            | "sp_addextendedproc"
-            | "sp_configure"
-            | "openrowset"
-            | "opendatasource"
-            | "utl_http"
-            | "utl_inaddr"
-            | "utl_file"
-            | "dbms_pipe"
-            | "dbms_lock"
-            | "dbms_ldap"
-            | "dbms_xmlgen"
-            | "pg_sleep"
-            | "load_file"
-            | "outfile"
-            | "dumpfile"
-            | "sys_eval"
-            | "sys_exec"
+        b"xp_cmdshell"
+            | b"xp_dirtree"
+            | b"xp_regread"
+            | b"xp_regwrite"
+            | b"xp_fileexist"
+            | b"xp_subdirs"
+            | b"xp_servicecontrol"
+            | b"xp_availablemedia"
+            | b"xp_makecab"
+            | b"xp_loginconfig"
+            | b"xp_enumgroups"
+            | b"xp_terminate_process"
+            | b"sp_executesql"
+            | b"sp_password"
+            | b"sp_oacreate"
+            | b"sp_oamethod"
+            | b"sp_makewebtask"
+            | b"sp_addextendedproc"
+            | b"sp_configure"
+            | b"openrowset"
+            | b"opendatasource"
+            | b"utl_http"
+            | b"utl_inaddr"
+            | b"utl_file"
+            | b"dbms_pipe"
+            | b"dbms_lock"
+            | b"dbms_ldap"
+            | b"dbms_xmlgen"
+            | b"pg_sleep"
+            | b"load_file"
+            | b"outfile"
+            | b"dumpfile"
+            | b"sys_eval"
+            | b"sys_exec"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_byte_table_matches_word_bytes() {
+        for byte in 0..=u8::MAX {
+            let expected = byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' || byte >= 0x80;
+            assert_eq!(is_word_byte(byte), expected, "byte {byte:#x}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_word_is_one_name_token() {
+        let tokens = tokenize("zoë müller", None, Escapes::Backslash);
+        let classes: Vec<u8> = tokens.iter().map(|token| token.class).collect();
+        assert_eq!(classes, b"nn");
+        assert_eq!((tokens[0].start, tokens[0].end), (0, 4));
+    }
 }
