@@ -318,17 +318,8 @@ fn deeply_nested_attack_is_flagged() {
     let depth = 40;
     let attack = "1' union select password from users--";
     let body = format!("{}{{\"q\":\"{attack}\"}}{}", "[".repeat(depth), "]".repeat(depth));
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let fields = extract_fields(RequestParts {
-        path: "/search",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body: body.as_bytes(),
-    });
 
-    let findings = inspect_fields(&fields);
+    let findings = json_request_findings(&body);
 
     assert!(
         findings.iter().any(|finding| finding.rule.id.starts_with("sqli") && finding.field.ends_with(".q")),
@@ -501,17 +492,32 @@ fn every_pattern_compiles() {
     assert!(written > 30, "only {written} signatures");
 }
 
-fn json_request_findings(body: &str) -> Vec<Finding> {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+/// Returns the findings of a request to `/api` with `headers` and `body`.
+fn request_findings(headers: &[(HeaderName, &'static str)], body: &[u8]) -> Vec<Finding> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(name.clone(), HeaderValue::from_static(value));
+    }
     let fields = extract_fields(RequestParts {
-        path: "/orders",
+        path: "/api",
         query: None,
-        headers: &headers,
+        headers: &map,
         inspected_headers: &[],
-        body: body.as_bytes(),
+        body,
     });
     inspect_fields(&fields)
+}
+
+/// Returns the rule ids found in a request whose body has `content_type`.
+fn typed_findings(content_type: &'static str, body: &[u8]) -> Vec<&'static str> {
+    request_findings(&[(http::header::CONTENT_TYPE, content_type)], body)
+        .iter()
+        .map(|finding| finding.rule.id)
+        .collect()
+}
+
+fn json_request_findings(body: &str) -> Vec<Finding> {
+    request_findings(&[(http::header::CONTENT_TYPE, "application/json")], body.as_bytes())
 }
 
 fn has_rule(findings: &[Finding], id: &str) -> bool {
@@ -579,19 +585,9 @@ fn xml_past_field_limit_is_flagged() {
 }
 
 fn body_findings(content_type: &'static str, content_encoding: Option<&'static str>, body: &[u8]) -> Vec<&'static str> {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(coding) = content_encoding {
-        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(coding));
-    }
-    let fields = extract_fields(RequestParts {
-        path: "/files",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body,
-    });
-    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+    let mut headers = vec![(http::header::CONTENT_TYPE, content_type)];
+    headers.extend(content_encoding.map(|coding| (http::header::CONTENT_ENCODING, coding)));
+    request_findings(&headers, body).iter().map(|finding| finding.rule.id).collect()
 }
 
 /// The first bytes of a PNG file: signature, then an IHDR chunk with NUL bytes and bytes that
@@ -615,16 +611,7 @@ fn text_under_binary_type_is_inspected() {
 }
 
 fn xml_findings(body: &str) -> Vec<&'static str> {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-    let fields = extract_fields(RequestParts {
-        path: "/orders",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body: body.as_bytes(),
-    });
-    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+    typed_findings("application/xml", body.as_bytes())
 }
 
 #[test]
@@ -646,16 +633,7 @@ fn xml_entity_declarations_are_flagged() {
 }
 
 fn charset_findings(content_type: &'static str) -> Vec<&'static str> {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let fields = extract_fields(RequestParts {
-        path: "/",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body: b"test=value",
-    });
-    inspect_fields(&fields).iter().map(|finding| finding.rule.id).collect()
+    typed_findings(content_type, b"test=value")
 }
 
 #[test]
@@ -688,30 +666,11 @@ fn common_charsets_pass() {
 
 #[test]
 fn charset_without_body_passes() {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=ibm037"));
-    let fields = extract_fields(RequestParts {
-        path: "/",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body: b"",
-    });
-
-    assert_eq!(fields.unexpected_charset(), None);
+    assert_eq!(typed_findings("text/plain; charset=ibm037", b""), Vec::<&str>::new());
 }
 
 fn multipart_score(content_type: &'static str, body: &str) -> u32 {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let fields = extract_fields(RequestParts {
-        path: "/upload",
-        query: None,
-        headers: &headers,
-        inspected_headers: &[],
-        body: body.as_bytes(),
-    });
-    anomaly_score(&inspect_fields(&fields))
+    anomaly_score(&request_findings(&[(http::header::CONTENT_TYPE, content_type)], body.as_bytes()))
 }
 
 #[test]
