@@ -452,3 +452,15 @@ fn float_conversion_hang_is_blocked() {
     );
     assert_passed_as(&["2.2250738585072014e-308", "2.225e-308", "1e-308"], FieldKind::Query);
 }
+
+#[test]
+fn php_call_patterns_need_a_bracket() {
+    for first in SIGNATURE_PIECES {
+        for second in SIGNATURE_PIECES {
+            let text = format!("{first} {second}").replace('(', " ");
+            let rules = super::signatures::signature_rules_unfiltered(&text);
+            assert!(!rules.contains(&"php-function"), "{text:?}");
+            assert!(!rules.contains(&"php-function-call"), "{text:?}");
+        }
+    }
+}

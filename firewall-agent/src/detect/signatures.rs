@@ -27,6 +27,9 @@ struct Signatures {
     anchors: Option<AhoCorasick>,
     /// For each anchor, the index of the pattern it belongs to.
     anchor_owners: Vec<usize>,
+    /// The patterns of PHP function calls, which all need a `(`. Names such as `ord` and
+    /// `file` start words like "order", so the bracket test skips most of their candidates.
+    bracket_calls: u128,
 }
 
 /// Compiled signatures. A unit test checks that every pattern and the anchor automaton
@@ -55,8 +58,16 @@ static SIGNATURES: LazyLock<Signatures> = LazyLock::new(|| {
         .kind(Some(AhoCorasickKind::DFA))
         .build(&anchor_texts)
         .ok();
-    Signatures { regexes, rules, anchors, anchor_owners }
+    let bracket_calls = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| BRACKET_CALL_RULES.contains(&rule.id))
+        .fold(0u128, |mask, (index, _)| mask | 1u128 << index);
+    Signatures { regexes, rules, anchors, anchor_owners, bracket_calls }
 });
+
+/// Rules whose every pattern needs a call bracket, `(`.
+const BRACKET_CALL_RULES: &[&str] = &[rules::PHP_FUNCTION.id, rules::PHP_FUNCTION_CALL.id];
 
 impl Signatures {
     /// Returns the indexes of the patterns whose anchors occur in `text`, as a bit set. The
@@ -261,7 +272,10 @@ pub(super) fn signature_rules_unfiltered(text: &str) -> Vec<&'static str> {
 #[cfg(test)]
 pub(super) fn signature_rules_filtered(text: &str) -> Vec<&'static str> {
     let signatures = &*SIGNATURES;
-    let candidates = signatures.candidates(text);
+    let mut candidates = signatures.candidates(text);
+    if !text.contains('(') {
+        candidates &= !signatures.bracket_calls;
+    }
     (0..signatures.regexes.len())
         .filter(|index| candidates & (1u128 << index) != 0 && signatures.regexes[*index].is_match(text))
         .map(|index| signatures.rules[index].id)
@@ -318,6 +332,9 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     let text = value.folded.as_str();
     let signatures = &*SIGNATURES;
     let mut candidates = signatures.candidates(text);
+    if !bytes.contains(b'(') {
+        candidates &= !signatures.bracket_calls;
+    }
     while candidates != 0 {
         let index = candidates.trailing_zeros() as usize;
         candidates &= candidates - 1;
