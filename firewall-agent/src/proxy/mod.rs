@@ -985,7 +985,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keep_alive_outlives_slow_response_and_closes_when_idle() {
+    async fn idle_keep_alive_closes_after_slow_responses() {
         let header_timeout = Duration::from_secs(1);
         let (received_sender, _received) = tokio::sync::mpsc::channel(8);
         let upstream = slow_upstream(header_timeout * 3 / 2, received_sender).await;
@@ -1008,7 +1008,7 @@ mod tests {
             .expect("handshake");
         let connection = tokio::spawn(connection);
         // Each response takes longer than the header read timeout, which must not run while
-        // the proxy is still answering.
+        // the proxy is still responding.
         for round in 0..2 {
             let request = Request::get(format!("/slow/{round}"))
                 .header(header::HOST, proxy.to_string())
@@ -1017,7 +1017,7 @@ mod tests {
             let response = sender
                 .send_request(request)
                 .await
-                .expect("the proxy answers on the kept-alive connection");
+                .expect("the proxy responds on the kept-alive connection");
             assert_eq!(response.status(), StatusCode::OK);
             let body = response.into_body().collect().await.expect("body").to_bytes();
             assert_eq!(&body[..], b"late");
