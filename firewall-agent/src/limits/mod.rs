@@ -405,7 +405,10 @@ impl RateLimits {
                 // Admitted requests are the common case, so their counter is looked up once
                 // per rule instead of once per request.
                 rule.admitted_count
-                    .get_or_init(|| self.metrics.decision_counter(&rule.name, RuleDecision::Admitted))
+                    .get_or_init(|| {
+                        self.metrics
+                            .decision_counter(&rule.name, RuleDecision::Admitted)
+                    })
                     .inc();
                 continue;
             } else if !check.enforced {

@@ -50,9 +50,9 @@ pub struct HeadLimits {
     /// Maximum number of header fields in a request head.
     pub max_header_count: usize,
     /// Time a client gets to send a whole request head, counted from when the guard starts
-    /// waiting for it: the connection's start for the first request, and the first read that
-    /// finds no bytes after the previous message for later ones. It therefore also closes an
-    /// idle keep-alive connection.
+    /// waiting for it. For the first request that is the connection's start. For a later one it
+    /// is the first read that finds no bytes after the previous message, so the deadline also
+    /// closes an idle keep-alive connection.
     pub read_timeout: Duration,
 }
 
@@ -425,8 +425,8 @@ impl<S> FramingGuard<S> {
     }
 
     /// Returns whether a request head is being waited for. hyper reads in the `Head` state only
-    /// when it wants the next request: with half-close on, it does not read while a response is
-    /// still being written.
+    /// when it wants the next request: with half-close on, as the proxy sets it, hyper 1.13
+    /// does not read while a request is being handled (`Conn::poll_read_keep_alive`).
     fn waiting_for_head(&self) -> bool {
         matches!(self.state, ReadState::Start | ReadState::Head)
     }
@@ -434,9 +434,9 @@ impl<S> FramingGuard<S> {
     /// Starts the head deadline when a head is being waited for, and polls it. Returns true
     /// when it has passed.
     ///
-    /// Inserting a timer into tokio's timer wheel and removing it again for every request cost
-    /// more than the rest of the deadline check, so the timer is reset only when it fires: a
-    /// timer that fires at an earlier head's deadline is moved to the current one.
+    /// The timer is not moved for every request, which would insert it into tokio's timer wheel
+    /// and remove it again each time. It is reset only when it fires: a timer that fires at an
+    /// earlier head's deadline is moved to the current one.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.waiting_for_head() {
             self.head_deadline = None;
@@ -968,7 +968,8 @@ mod tests {
     /// Asserts that `elapsed` is the head deadline, give or take the timer's 1 ms resolution.
     fn assert_deadline(elapsed: Duration) {
         assert!(
-            elapsed >= LIMITS.read_timeout && elapsed <= LIMITS.read_timeout + Duration::from_millis(5),
+            elapsed >= LIMITS.read_timeout
+                && elapsed <= LIMITS.read_timeout + Duration::from_millis(5),
             "closed after {elapsed:?} instead of {:?}",
             LIMITS.read_timeout
         );
@@ -993,7 +994,10 @@ mod tests {
         let closed = read_bounded(&mut guard).await;
 
         assert!(early.is_err(), "the guard closed before the deadline");
-        assert!(closed.is_empty(), "read {closed:?} instead of the end of stream");
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
         assert_deadline(waiting.elapsed());
         assert_eq!(guard.violation(), None);
     }
@@ -1014,14 +1018,24 @@ mod tests {
             client.write_all(request).await.expect("write a request");
             assert_eq!(read_some(&mut guard).await, request);
             let waited = tokio::time::timeout(wait_part, read_some(&mut guard)).await;
-            assert!(waited.is_err(), "the guard closed after {:?}", start.elapsed());
+            assert!(
+                waited.is_err(),
+                "the guard closed after {:?}",
+                start.elapsed()
+            );
         }
-        client.write_all(request).await.expect("write the last request");
+        client
+            .write_all(request)
+            .await
+            .expect("write the last request");
         assert_eq!(read_some(&mut guard).await, request);
         let last_head_done = Instant::now();
         let closed = read_bounded(&mut guard).await;
 
-        assert!(closed.is_empty(), "read {closed:?} instead of the end of stream");
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
         assert_deadline(last_head_done.elapsed());
     }
 
@@ -1051,7 +1065,10 @@ mod tests {
         let elapsed = waiting.elapsed();
         trickle.abort();
 
-        assert!(closed.is_empty(), "read {closed:?} instead of the end of stream");
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
         assert_eq!(guard.violation(), Some(FramingViolation::HeadTimeout));
         assert_deadline(elapsed);
     }

@@ -1002,7 +1002,9 @@ mod tests {
         let shutdown = Shutdown::new();
         tokio::spawn(server.serve(shutdown.listener()));
 
-        let stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
+        let stream = TcpStream::connect(proxy)
+            .await
+            .expect("connect to the proxy");
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -1019,7 +1021,12 @@ mod tests {
                 .await
                 .expect("the proxy responds on the kept-alive connection");
             assert_eq!(response.status(), StatusCode::OK);
-            let body = response.into_body().collect().await.expect("body").to_bytes();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
             assert_eq!(&body[..], b"late");
         }
         let idle_since = std::time::Instant::now();
@@ -1027,7 +1034,10 @@ mod tests {
         let idle_for = idle_since.elapsed();
         shutdown.trigger();
 
-        assert!(closed.is_ok(), "an idle keep-alive connection was still open after 5 s");
+        assert!(
+            closed.is_ok(),
+            "an idle keep-alive connection was still open after 5 s"
+        );
         assert!(
             idle_for >= header_timeout - Duration::from_millis(50),
             "an idle keep-alive connection closed after {idle_for:?}, before the header read timeout"
