@@ -55,7 +55,7 @@ fn rule(key: String, tiers: &[Tier]) -> RuleCheck {
     RuleCheck {
         name: "bench".into(),
         key,
-        tiers: tiers.to_vec(),
+        tiers: tiers.into(),
         enforced: true,
     }
 }

@@ -202,7 +202,7 @@ impl EmbeddedEngine {
 
     fn fingerprint(&self, rule: &RuleCheck, tier: Tier) -> u64 {
         self.hasher
-            .hash_one((rule.name.as_str(), rule.key.as_str(), tier.window))
+            .hash_one((&*rule.name, rule.key.as_str(), tier.window))
     }
 
     fn nanos_since_epoch(&self, now: Instant) -> u64 {

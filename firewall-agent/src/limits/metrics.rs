@@ -122,6 +122,17 @@ impl LimitMetrics {
         metrics
     }
 
+    /// Returns the counter of one rule decision, which shares its value with the registered
+    /// family.
+    pub fn decision_counter(&self, rule: &str, decision: RuleDecision) -> Counter {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                rule: rule.to_owned(),
+                decision,
+            })
+            .clone()
+    }
+
     /// Counts one rule decision.
     pub fn record_decision(&self, rule: &str, decision: RuleDecision) {
         self.decisions

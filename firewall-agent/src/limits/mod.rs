@@ -35,15 +35,16 @@ use crate::config::RateLimitConfig;
 use crate::telemetry::ErrorChain;
 use headers::RateLimitHeaders;
 
-/// One rule's part of a request, as passed to an engine.
+/// One rule's part of a request, as passed to an engine. The name and tiers are shared with
+/// the compiled rule, so that building a check per request does not copy them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleCheck {
     /// Rule name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The request's key under this rule.
     pub key: String,
     /// The rule's tiers.
-    pub tiers: Vec<Tier>,
+    pub tiers: Arc<[Tier]>,
     /// `false` for a shadow rule, whose rejections do not reject the request.
     pub enforced: bool,
 }
@@ -303,9 +304,9 @@ impl RateLimits {
         for rule in &rules.rules {
             if let Some(key) = rule.key_for(input) {
                 checks.push(RuleCheck {
-                    name: rule.name.clone(),
+                    name: Arc::clone(&rule.name),
                     key,
-                    tiers: rule.tiers.clone(),
+                    tiers: Arc::clone(&rule.tiers),
                     enforced: rule.action != RuleAction::Shadow,
                 });
                 covered.push(rule);
@@ -365,10 +366,10 @@ impl RateLimits {
         {
             self.metrics
                 .record_decision(&rule.name, RuleDecision::StoreUnavailable);
-            tracing::debug!(client = %input.client, rule = rule.name, error = %ErrorChain(error), "rate-limit store unavailable, rule fails closed");
+            tracing::debug!(client = %input.client, rule = &*rule.name, error = %ErrorChain(error), "rate-limit store unavailable, rule fails closed");
             return Decision {
                 verdict: Verdict::Unavailable {
-                    rule: rule.name.clone(),
+                    rule: rule.name.to_string(),
                 },
                 headers: None,
             };
@@ -401,14 +402,22 @@ impl RateLimits {
         let mut rejection: Option<Verdict> = None;
         for ((rule, check), result) in covered.iter().zip(checks).zip(&outcome.rules) {
             let decision = if result.admitted {
-                RuleDecision::Admitted
+                // Admitted requests are the common case, so their counter is looked up once
+                // per rule instead of once per request.
+                rule.admitted_count
+                    .get_or_init(|| {
+                        self.metrics
+                            .decision_counter(&rule.name, RuleDecision::Admitted)
+                    })
+                    .inc();
+                continue;
             } else if !check.enforced {
-                tracing::info!(client = %input.client, rule = rule.name, "request over a shadow rate limit, let through");
+                tracing::info!(client = %input.client, rule = &*rule.name, "request over a shadow rate limit, let through");
                 RuleDecision::ShadowRejected
             } else {
                 if rejection.is_none() {
                     rejection = Some(Verdict::Reject {
-                        rule: rule.name.clone(),
+                        rule: rule.name.to_string(),
                         retry_after: retry_after(result),
                         strike: rule.action == RuleAction::Strike,
                     });

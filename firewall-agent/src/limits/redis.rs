@@ -570,7 +570,7 @@ fn packed_parameters(rule: &RuleCheck) -> Vec<u8> {
     let mut packed = Vec::with_capacity(16 + 16 * rule.tiers.len());
     packed.extend_from_slice(&f64::from(u8::from(rule.enforced)).to_le_bytes());
     packed.extend_from_slice(&(slack.as_micros() as f64).to_le_bytes());
-    for tier in &rule.tiers {
+    for tier in rule.tiers.iter() {
         packed.extend_from_slice(&(tier.window.as_micros() as f64).to_le_bytes());
         packed.extend_from_slice(&(f64::from(tier.limit) * LEVEL_SCALE).to_le_bytes());
     }
@@ -593,7 +593,7 @@ fn parse_reply(rules: &[RuleCheck], reply: &[i64]) -> Result<CheckOutcome, Store
         let rule_admitted = values.next().ok_or(StoreError::Reply)? == &1;
         let committed = admitted && rule_admitted;
         let mut tiers = Vec::with_capacity(rule.tiers.len());
-        for tier in &rule.tiers {
+        for tier in rule.tiers.iter() {
             let level = *values.next().ok_or(StoreError::Reply)? as f64 / LEVEL_SCALE;
             let mut outcome = TierOutcome::new(*tier, level, committed);
             // The script decided in whole millionths; its verdict is the one that counted.

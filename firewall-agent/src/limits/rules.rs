@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, Method};
+use prometheus_client::metrics::counter::Counter;
 
 use super::config::{FailureMode, RuleAction, RuleConfig};
 use super::gcra::Tier;
@@ -181,7 +183,7 @@ pub struct KeyInput<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompiledRule {
     /// Unique rule name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Key parts, in order.
     pub key: Vec<KeyPart>,
     /// Route patterns; empty covers every path.
@@ -195,7 +197,27 @@ pub struct CompiledRule {
     /// Prefix length that groups IPv6 client addresses.
     pub ipv6_prefix_length: u8,
     /// The tiers.
-    pub tiers: Vec<Tier>,
+    pub tiers: Arc<[Tier]>,
+    /// Counter of the requests this rule admitted, looked up in the metrics on first use.
+    pub admitted_count: CachedCounter,
+}
+
+/// A metrics counter looked up once and kept. Two of them always compare equal, so that rules
+/// compare by their settings only.
+#[derive(Clone, Debug, Default)]
+pub struct CachedCounter(OnceLock<Counter>);
+
+impl CachedCounter {
+    /// Returns the counter, looking it up with `lookup` on the first call.
+    pub fn get_or_init(&self, lookup: impl FnOnce() -> Counter) -> &Counter {
+        self.0.get_or_init(lookup)
+    }
+}
+
+impl PartialEq for CachedCounter {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl CompiledRule {
@@ -251,7 +273,7 @@ impl CompiledRule {
         }
 
         Ok(Self {
-            name: name.clone(),
+            name: name.as_str().into(),
             key,
             routes,
             methods,
@@ -263,6 +285,7 @@ impl CompiledRule {
                 .iter()
                 .map(|tier| Tier::new(tier.requests, tier.window()))
                 .collect(),
+            admitted_count: CachedCounter::default(),
         })
     }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// The client connection preface of HTTP/2 (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -49,9 +49,10 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Maximum number of header fields in a request head.
     pub max_header_count: usize,
-    /// Time a client gets to send a whole request head: from the connection's start for the
-    /// first request, and from the first byte of the head for later ones. Waiting for a later
-    /// request is bounded by hyper's header read timeout and the idle timeout.
+    /// Time a client gets to send a whole request head, counted from when the guard starts
+    /// waiting for it. For the first request that is the connection's start. For a later one it
+    /// is the first read that finds no bytes after the previous message, so the deadline also
+    /// closes an idle keep-alive connection.
     pub read_timeout: Duration,
 }
 
@@ -175,10 +176,12 @@ pub struct FramingGuard<S> {
     violation: Option<FramingViolation>,
     /// The error response still to be written, and how much of it was written.
     response: Option<(Vec<u8>, usize)>,
-    /// When the request head being read must be complete; `None` between heads.
-    head_deadline: Option<Pin<Box<Sleep>>>,
-    /// Whether the connection has completed a request head yet.
-    first_head_done: bool,
+    /// When the request head being waited for must be complete; `None` until the guard starts
+    /// waiting for a head.
+    head_deadline: Option<Instant>,
+    /// Timer that wakes the connection at a head deadline. It is kept from head to head and
+    /// may still be set to an earlier head's deadline; see [`FramingGuard::poll_head_deadline`].
+    head_timer: Option<Pin<Box<Sleep>>>,
     /// Whether the message being read requested a protocol upgrade.
     upgrade_requested: bool,
     /// The request handler's record of whether an upgrade request switched protocols.
@@ -247,7 +250,7 @@ impl<S> FramingGuard<S> {
             violation: None,
             response: None,
             head_deadline: None,
-            first_head_done: false,
+            head_timer: None,
             upgrade_requested: false,
             upgrade_gate: Arc::default(),
         }
@@ -326,7 +329,6 @@ impl<S> FramingGuard<S> {
             }
             Ok(Some(head)) => {
                 self.head_deadline = None;
-                self.first_head_done = true;
                 self.upgrade_requested = head.upgrade_requested;
                 let bytes = self.unchecked.split_to(head.length);
                 self.checked.unsplit(bytes);
@@ -422,28 +424,41 @@ impl<S> FramingGuard<S> {
         complete
     }
 
-    /// Returns whether a request head is being waited for: the first one from the start, a
-    /// later one from its first byte.
+    /// Returns whether a request head is being waited for. hyper reads in the `Head` state only
+    /// when it wants the next request: with half-close on, as the proxy sets it, hyper 1.13
+    /// does not read while a request is being handled (`Conn::poll_read_keep_alive`).
     fn waiting_for_head(&self) -> bool {
-        match self.state {
-            ReadState::Start => true,
-            ReadState::Head => !self.first_head_done || !self.unchecked.is_empty(),
-            _ => false,
-        }
+        matches!(self.state, ReadState::Start | ReadState::Head)
     }
 
     /// Starts the head deadline when a head is being waited for, and polls it. Returns true
     /// when it has passed.
+    ///
+    /// The timer is not moved for every request, which would insert it into tokio's timer wheel
+    /// and remove it again each time. It is reset only when it fires: a timer that fires at an
+    /// earlier head's deadline is moved to the current one.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.waiting_for_head() {
             self.head_deadline = None;
             return false;
         }
         let timeout = self.limits.read_timeout;
-        let deadline = self
+        let deadline = *self
             .head_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        deadline.as_mut().poll(cx).is_ready()
+            .get_or_insert_with(|| Instant::now() + timeout);
+        let timer = self
+            .head_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if timer.deadline() >= deadline {
+                return true;
+            }
+            // The timer fired at an earlier head's deadline, so the current one is still ahead.
+            timer.as_mut().reset(deadline);
+        }
     }
 
     fn expire_head(&mut self) {
@@ -930,6 +945,132 @@ mod tests {
         assert_eq!(&buffer[..released], after);
         assert!(premature_read.is_err(), "bytes passed before the decision");
         assert_eq!(count, head.len());
+    }
+
+    /// Reads from `guard` until it returns at least one byte or the end of stream, and returns
+    /// what it read.
+    async fn read_some<S: AsyncRead + Unpin>(guard: &mut FramingGuard<S>) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+
+        let mut buffer = [0u8; 256];
+        let count = guard.read(&mut buffer).await.expect("read from the guard");
+        buffer[..count].to_vec()
+    }
+
+    /// Reads like [`read_some`], but fails the test when nothing arrives within twice the head
+    /// deadline.
+    async fn read_bounded<S: AsyncRead + Unpin>(guard: &mut FramingGuard<S>) -> Vec<u8> {
+        tokio::time::timeout(LIMITS.read_timeout * 2, read_some(guard))
+            .await
+            .expect("the guard neither returned bytes nor closed within twice the deadline")
+    }
+
+    /// Asserts that `elapsed` is the head deadline, give or take the timer's 1 ms resolution.
+    fn assert_deadline(elapsed: Duration) {
+        assert!(
+            elapsed >= LIMITS.read_timeout
+                && elapsed <= LIMITS.read_timeout + Duration::from_millis(5),
+            "closed after {elapsed:?} instead of {:?}",
+            LIMITS.read_timeout
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keep_alive_closes_at_head_deadline() {
+        use tokio::io::AsyncWriteExt;
+
+        let request: &[u8] = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut guard = FramingGuard::new(server, LIMITS);
+        client.write_all(request).await.expect("write the request");
+        assert_eq!(read_some(&mut guard).await, request);
+
+        let waiting = Instant::now();
+        let early = tokio::time::timeout(
+            LIMITS.read_timeout - Duration::from_millis(100),
+            read_some(&mut guard),
+        )
+        .await;
+        let closed = read_bounded(&mut guard).await;
+
+        assert!(early.is_err(), "the guard closed before the deadline");
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
+        assert_deadline(waiting.elapsed());
+        assert_eq!(guard.violation(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_later_head_gets_its_own_deadline() {
+        use tokio::io::AsyncWriteExt;
+
+        let request: &[u8] = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut guard = FramingGuard::new(server, LIMITS);
+        let start = Instant::now();
+        let wait_part = LIMITS.read_timeout * 6 / 10;
+
+        // Each request arrives 0.6 deadlines after the guard started waiting for it, so the
+        // timer armed for one request fires while the guard waits for the next one.
+        for _ in 0..4 {
+            client.write_all(request).await.expect("write a request");
+            assert_eq!(read_some(&mut guard).await, request);
+            let waited = tokio::time::timeout(wait_part, read_some(&mut guard)).await;
+            assert!(
+                waited.is_err(),
+                "the guard closed after {:?}",
+                start.elapsed()
+            );
+        }
+        client
+            .write_all(request)
+            .await
+            .expect("write the last request");
+        assert_eq!(read_some(&mut guard).await, request);
+        let last_head_done = Instant::now();
+        let closed = read_bounded(&mut guard).await;
+
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
+        assert_deadline(last_head_done.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn later_head_deadline_counts_from_the_wait() {
+        use tokio::io::AsyncWriteExt;
+
+        let request: &[u8] = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut guard = FramingGuard::new(server, LIMITS);
+        client.write_all(request).await.expect("write the request");
+        assert_eq!(read_some(&mut guard).await, request);
+
+        // The next head starts halfway to the deadline and then trickles a line a second.
+        let waiting = Instant::now();
+        let trickle = tokio::spawn(async move {
+            tokio::time::sleep(LIMITS.read_timeout / 2).await;
+            let _ = client.write_all(b"GET /b HTTP/1.1\r\n").await;
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if client.write_all(b"x-slow: 1\r\n").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let closed = read_bounded(&mut guard).await;
+        let elapsed = waiting.elapsed();
+        trickle.abort();
+
+        assert!(
+            closed.is_empty(),
+            "read {closed:?} instead of the end of stream"
+        );
+        assert_eq!(guard.violation(), Some(FramingViolation::HeadTimeout));
+        assert_deadline(elapsed);
     }
 
     #[test]

@@ -250,13 +250,12 @@ impl ProxyServer {
 /// Builds the HTTP/1.1 and HTTP/2 connection settings from the `[http]` limits.
 fn connection_builder(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Without a timer hyper cannot enforce the header read timeout, and a client that sends
-    // its headers slowly would hold the connection open indefinitely. hyper starts this
-    // deadline when it begins to wait for a request head and does not extend it per read.
+    // The framing guard enforces the header read timeout of HTTP/1.1 requests, including the
+    // wait for a later request on a keep-alive connection. hyper's own header read timeout
+    // would arm a second timer for every request.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(http.header_read_timeout())
+        .header_read_timeout(None)
         .max_headers(http.max_header_count)
         // The framing guard may end the read side at a bad request while an earlier request
         // of the same connection is still being answered; that answer must still be sent.
@@ -982,6 +981,66 @@ mod tests {
         assert!(
             TcpStream::connect(proxy).await.is_err(),
             "the proxy still accepts after shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_closes_after_slow_responses() {
+        let header_timeout = Duration::from_secs(1);
+        let (received_sender, _received) = tokio::sync::mpsc::channel(8);
+        let upstream = slow_upstream(header_timeout * 3 / 2, received_sender).await;
+        let state = proxy_state(upstream, Vec::new());
+        let http = HttpConfig {
+            header_read_timeout_seconds: header_timeout.as_secs(),
+            ..HttpConfig::default()
+        };
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy")
+            .with_http(http);
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        tokio::spawn(server.serve(shutdown.listener()));
+
+        let stream = TcpStream::connect(proxy)
+            .await
+            .expect("connect to the proxy");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        let connection = tokio::spawn(connection);
+        // Each response takes longer than the header read timeout, which must not run while
+        // the proxy is still responding.
+        for round in 0..2 {
+            let request = Request::get(format!("/slow/{round}"))
+                .header(header::HOST, proxy.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = sender
+                .send_request(request)
+                .await
+                .expect("the proxy responds on the kept-alive connection");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(&body[..], b"late");
+        }
+        let idle_since = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        let idle_for = idle_since.elapsed();
+        shutdown.trigger();
+
+        assert!(
+            closed.is_ok(),
+            "an idle keep-alive connection was still open after 5 s"
+        );
+        assert!(
+            idle_for >= header_timeout - Duration::from_millis(50),
+            "an idle keep-alive connection closed after {idle_for:?}, before the header read timeout"
         );
     }
 
