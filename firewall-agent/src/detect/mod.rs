@@ -13,15 +13,14 @@
 //! (shell commands, SQL, PHP calls, metadata addresses) that one CRS rule is only tested not
 //! to match.
 //!
-//! NOTE: `cargo xtask bench threats` ran on a 2-core machine shared with other builds and load
-//! tests. There the stage adds about 40 to 55 µs at p50 and 50 to 90 µs at p99 to a 4 KB JSON
-//! body whose orders repeat their values. When every value differs it adds about 175 to 210 µs at
-//! p50, and from 300 µs to a few milliseconds at p99 as the other load varies, over the 200 µs
-//! goal. In a loop on one core, splitting and inspecting such a body takes about 92 µs
-//! (`threat_bench --inspect-distinct 3000`), a third of a microsecond for each of its roughly
-//! 270 distinct values. No single detector dominates: the SQL tokenizer, the command splitter,
-//! the signature scan and normalisation each take a tenth to a quarter of the instructions, so
-//! the cost still grows with the number of distinct values.
+//! NOTE: in `cargo xtask bench threats` on a quiet 2-core machine, the stage adds about 40 to
+//! 90 µs at p50 and 77 to 95 µs at p99 to a 4 KB JSON body whose orders repeat their values.
+//! When every value differs it adds about 140 to 150 µs at p50 and 220 to 230 µs at p99, just
+//! over the 200 µs goal, and far more under other load. In a loop on one core, splitting and
+//! inspecting such a body takes about 92 µs (`threat_bench --inspect-distinct 3000`), a third of
+//! a microsecond for each of its roughly 270 distinct values. No single detector dominates: the
+//! signature scan, the SQL tokenizer, the command splitter and normalisation each take a tenth
+//! to a fifth of the instructions, so the cost still grows with the number of distinct values.
 
 mod byte_set;
 pub mod config;
