@@ -9,10 +9,10 @@
 //!
 //! NOTE: the throughput goal, at least nginx's plain-proxy throughput with TLS and validation
 //! on, is not reached. On a 2-core machine, in runs without other builds, the agent with edge
-//! features and TLS served 0.74 to 1.03 times the requests of nginx's TLS proxy and 0.68 to
+//! features and TLS served 0.74 to 1.03 times the requests of nginx's TLS proxy and 0.60 to
 //! 0.77 times those of its plain HTTP proxy. Rows vary by 15% or more between runs, far more
 //! while other builds share the cores, so only ratios within one run compare. At 1000
-//! requests/s the agent's added p99 was 0.15 to 0.29 ms on a quiet machine and 1 to 3.4 ms
+//! requests/s the agent's added p99 was 0.15 to 0.35 ms on a quiet machine and 1 to 3.4 ms
 //! under other builds.
 //!
 //! Measured with `perf stat` on the agent under wrk, each request costs 2 writev and 2
