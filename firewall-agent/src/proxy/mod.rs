@@ -736,6 +736,22 @@ mod tests {
         ProxyState::new(Pipeline::new(stages), Upstream::new(url, Duration::from_secs(5), tls), metrics)
     }
 
+    /// Binds a proxy for `state` on a loopback port, lets `configure` set it up, and serves it
+    /// on a background task. Returns its address, the shutdown that stops it and the task.
+    async fn serve_proxy(
+        state: ProxyState,
+        configure: impl FnOnce(ProxyServer) -> ProxyServer,
+    ) -> (SocketAddr, Shutdown, tokio::task::JoinHandle<()>) {
+        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
+            .await
+            .expect("bind proxy");
+        let server = configure(server);
+        let proxy = server.local_addr();
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(server.serve(shutdown.listener()));
+        (proxy, shutdown, served)
+    }
+
     /// An upstream on loopback that answers with the length of the body it received.
     async fn length_upstream() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
@@ -781,12 +797,7 @@ mod tests {
         .expect("valid routes");
         let state = proxy_state(upstream, vec![stage.clone()])
         .with_routes(routes, 64);
-        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
-            .await
-            .expect("bind proxy");
-        let proxy = server.local_addr();
-        let shutdown = Shutdown::new();
-        tokio::spawn(server.serve(shutdown.listener()));
+        let (proxy, shutdown, _served) = serve_proxy(state, |server| server).await;
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let send = |path: &str, body: &'static str| {
@@ -857,13 +868,7 @@ mod tests {
         let upstream = length_upstream().await;
         let stage = Arc::new(ThreadRecordingStage::default());
         let state = proxy_state(upstream, vec![stage.clone()]);
-        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
-            .await
-            .expect("bind proxy")
-            .with_worker_threads(2);
-        let proxy = server.local_addr();
-        let shutdown = Shutdown::new();
-        let served = tokio::spawn(server.serve(shutdown.listener()));
+        let (proxy, shutdown, served) = serve_proxy(state, |server| server.with_worker_threads(2)).await;
 
         // Both connections stay open, so the second one goes to the idle worker.
         let mut senders = Vec::new();
@@ -946,13 +951,7 @@ mod tests {
         let (received_sender, mut received) = tokio::sync::mpsc::channel(1);
         let upstream = slow_upstream(Duration::from_millis(300), received_sender).await;
         let state = proxy_state(upstream, Vec::new());
-        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
-            .await
-            .expect("bind proxy")
-            .with_worker_threads(2);
-        let proxy = server.local_addr();
-        let shutdown = Shutdown::new();
-        let served = tokio::spawn(server.serve(shutdown.listener()));
+        let (proxy, shutdown, served) = serve_proxy(state, |server| server.with_worker_threads(2)).await;
 
         let stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -994,13 +993,7 @@ mod tests {
             header_read_timeout_seconds: header_timeout.as_secs(),
             ..HttpConfig::default()
         };
-        let server = ProxyServer::bind("127.0.0.1:0".parse().expect("address"), Arc::new(state))
-            .await
-            .expect("bind proxy")
-            .with_http(http);
-        let proxy = server.local_addr();
-        let shutdown = Shutdown::new();
-        tokio::spawn(server.serve(shutdown.listener()));
+        let (proxy, shutdown, _served) = serve_proxy(state, |server| server.with_http(http)).await;
 
         let stream = TcpStream::connect(proxy)
             .await

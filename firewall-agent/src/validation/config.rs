@@ -54,7 +54,7 @@ pub enum EncodedBodies {
     /// 415 with `Accept-Encoding: identity` (RFC 7694), so the client sends it again plain.
     #[default]
     Reject,
-    /// Log and count, then let it through. The strict JSON parse of `json_bodies` skips it;
+    /// Log and count, then let it through. The strict JSON parse of `json_bodies` skips it, but
     /// a route or OpenAPI body schema still reads the bytes as sent and rejects them.
     Report,
     /// Let it through as `report` does, without a log line, for an upstream that takes
@@ -126,7 +126,7 @@ pub struct RouteValidationConfig {
     /// JSON pointers of rich-text string fields in a JSON body, such as `/bio` or
     /// `/posts/*/html` (`*` is any array index or key), whose HTML is sanitized.
     pub rich_text: Vec<String>,
-    /// Action on a request body with a content coding; `[validation] encoded_bodies` when
+    /// Action on a request body with a content coding, or `[validation] encoded_bodies` when
     /// unset. Unlike the other rules, `mode` does not apply to it.
     pub encoded_bodies: Option<EncodedBodies>,
 }

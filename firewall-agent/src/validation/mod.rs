@@ -243,7 +243,8 @@ impl Validation {
         });
 
         let encoded_bodies = entry.and_then(|(entry, _)| entry.encoded_bodies).unwrap_or(self.encoded_bodies);
-        if !request.body.is_empty() && has_content_coding(request.headers) {
+        let coded_body = !request.body.is_empty() && has_content_coding(request.headers);
+        if coded_body {
             // The strict JSON parse cannot read a coded body, so a body let through skips it.
             json_parsed = true;
             if encoded_bodies != EncodedBodies::Pass {
@@ -265,7 +266,7 @@ impl Validation {
         }
 
         if let Some((entry, parameters)) = entry {
-            let check = entry.rules.check(request, parameters);
+            let check = entry.rules.check(request, parameters, coded_body);
             json_parsed |= check.json_parsed;
             let enforce = entry.rules.mode() == ValidationMode::Enforce;
             if let Some(violation) = check.violation {

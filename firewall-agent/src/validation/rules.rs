@@ -11,7 +11,7 @@ use super::json::{self, JsonLimits, MAX_DEPTH_CEILING, PointerPattern};
 use super::path::split_path;
 use super::problem::{InvalidParam, ParamLocation};
 use super::request::{
-    RequestView, Violation, ViolationKind, has_content_coding, is_json, media_range_matches, media_type, parse_form,
+    RequestView, Violation, ViolationKind, is_json, media_range_matches, media_type, parse_form,
 };
 use super::sanitize::{Sanitized, sanitize_fields};
 use super::schema::{CompiledSchema, SchemaError, coerce_values};
@@ -142,8 +142,14 @@ impl RouteRules {
 
     /// Checks a request that matched the route, whose pattern captured `path_parameters`
     /// (still percent-encoded). Rules run in order: method, body size, media type, query, path
-    /// parameters, JSON body; the first broken one is reported.
-    pub fn check(&self, request: &RequestView<'_>, path_parameters: &[(String, String)]) -> RouteCheck {
+    /// parameters, JSON body; the first broken one is reported. `coded_body` tells that the body
+    /// has a content coding and was let through unread.
+    pub fn check(
+        &self,
+        request: &RequestView<'_>,
+        path_parameters: &[(String, String)],
+        coded_body: bool,
+    ) -> RouteCheck {
         let mut check = RouteCheck::default();
         if let Err(violation) = self.check_head(request, path_parameters) {
             check.violation = Some(violation);
@@ -157,9 +163,9 @@ impl RouteRules {
                 return check;
             }
         };
-        // A body with a content coding gets here only when it is let through. The depth check
-        // of a JSON media type cannot read it, but a schema still applies.
-        let plain_json = media.as_deref().is_some_and(is_json) && !has_content_coding(request.headers);
+        // The depth check of a JSON media type cannot read a coded body, but a schema still
+        // applies.
+        let plain_json = media.as_deref().is_some_and(is_json) && !coded_body;
         let wants_json = self.body_schema.is_some() || !self.rich_text.is_empty() || plain_json;
         if request.body.is_empty() || !wants_json {
             return check;
