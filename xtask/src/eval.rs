@@ -1,6 +1,6 @@
 //! `cargo xtask eval crs`: replays the OWASP CRS regression tests and a benign API traffic set
-//! through a real agent in detection-only mode, and records the detection and false-positive
-//! shares in BENCHMARKS.md.
+//! through a real agent in detection-only mode, once at each paranoia level, and records the
+//! detection and false-positive shares in BENCHMARKS.md.
 //!
 //! The agent runs with `[threat] mode = "detect"` and `verdict_header = true`, in front of a
 //! stub upstream on loopback, and every request's verdict is read from the
@@ -23,6 +23,19 @@ use serde_norway::Value;
 
 /// Title of the BENCHMARKS.md section that each run replaces.
 const SECTION_TITLE: &str = "## Threat detection";
+
+/// Highest `[threat] paranoia_level` the agent accepts.
+const MAX_PARANOIA_LEVEL: u8 = 4;
+
+/// Families whose detection share the table of paranoia levels shows, with their short names.
+const LEVEL_TABLE_FAMILIES: [(&str, &str); 6] = [
+    ("942-APPLICATION-ATTACK-SQLI", "SQL injection"),
+    ("941-APPLICATION-ATTACK-XSS", "XSS"),
+    ("930-APPLICATION-ATTACK-LFI", "LFI"),
+    ("932-APPLICATION-ATTACK-RCE", "RCE"),
+    ("934-APPLICATION-ATTACK-GENERIC", "generic"),
+    ("920-PROTOCOL-ENFORCEMENT", "protocol"),
+];
 
 /// Anomaly score at which the agent's default config blocks a request.
 const REQUEST_THRESHOLD: u32 = 5;
@@ -77,33 +90,54 @@ pub fn crs() -> Result<()> {
         benign.len()
     );
 
+    let listed_level = listed_level()?;
     crate::build_all()?;
     let upstream = StubUpstream::start()?;
     let interface_name = format!("{DUMMY_INTERFACE_PREFIX}{}", std::process::id() % 1_000_000);
     let _interface = DummyInterface::create(&interface_name)?;
-    let agent = EvalAgent::start(upstream.address, &interface_name)?;
 
-    let started = Instant::now();
-    let crs_outcomes: Vec<(LabelledRequest, Outcome)> = requests
-        .into_iter()
-        .map(|request| {
-            let outcome = send(agent.proxy, &request.raw);
-            (request, outcome)
-        })
-        .collect();
-    let benign_outcomes: Vec<(String, Outcome)> = benign
-        .into_iter()
-        .map(|value| {
-            let outcome = send(agent.proxy, &benign_request(&value));
-            (value, outcome)
-        })
-        .collect();
-    println!("==> replayed in {:.1} s", started.elapsed().as_secs_f64());
-
-    let report = Report::new(&crs_outcomes, &benign_outcomes);
-    let section = report.section(&corpus);
+    let mut levels = Vec::new();
+    let mut section = String::new();
+    for level in 1..=MAX_PARANOIA_LEVEL {
+        let started = Instant::now();
+        let (crs_outcomes, benign_outcomes) = {
+            let agent = EvalAgent::start(upstream.address, &interface_name, level)?;
+            replay(agent.proxy, &requests, &benign)
+        };
+        println!("==> paranoia level {level}: replayed in {:.1} s", started.elapsed().as_secs_f64());
+        let report = Report::new(&crs_outcomes, &benign_outcomes);
+        if level == 1 {
+            section = report.section(&corpus);
+        }
+        if level == listed_level {
+            list_outcomes(&crs_outcomes, &benign_outcomes);
+        }
+        levels.push(report);
+    }
+    section.push_str(&level_table(&levels));
+    section.push_str(
+        "\nGoals: at least 95% of SQL injection (942) and XSS (941) attacks, at least 90% of LFI \
+         (930), RCE (932) and generic injection (934); at most 1% of the non-attack tests and at \
+         most 0.5% of the benign values flagged.\n",
+    );
     print!("{section}");
-    for (request, outcome) in &crs_outcomes {
+    crate::bench::write_section(SECTION_TITLE, &section)
+}
+
+/// The outcome of each corpus request and of each benign value.
+type Outcomes<'a> = (Vec<(&'a LabelledRequest, Outcome)>, Vec<(&'a String, Outcome)>);
+
+/// Sends every corpus request and every benign value through the agent at `proxy`.
+fn replay<'a>(proxy: SocketAddr, requests: &'a [LabelledRequest], benign: &'a [String]) -> Outcomes<'a> {
+    let crs_outcomes = requests.iter().map(|request| (request, send(proxy, &request.raw))).collect();
+    let benign_outcomes = benign.iter().map(|value| (value, send(proxy, &benign_request(value)))).collect();
+    (crs_outcomes, benign_outcomes)
+}
+
+/// Prints the non-attack tests and benign values that were flagged and, when
+/// `FIREWALL_EVAL_MISSES` names a family, its missed attack tests.
+fn list_outcomes(crs_outcomes: &[(&LabelledRequest, Outcome)], benign_outcomes: &[(&String, Outcome)]) {
+    for (request, outcome) in crs_outcomes {
         if !request.attack
             && let Outcome::Scored(score) = outcome
             && *score >= REQUEST_THRESHOLD
@@ -112,20 +146,31 @@ pub fn crs() -> Result<()> {
         }
     }
     if let Some(family) = missed_family_filter() {
-        for (request, outcome) in &crs_outcomes {
+        for (request, outcome) in crs_outcomes {
             if request.attack && request.family.contains(&family) && !flagged(outcome) {
                 println!("attack test missed ({outcome:?}): {} {}", request.name, payload_summary(&request.raw));
             }
         }
     }
-    for (value, outcome) in &benign_outcomes {
+    for (value, outcome) in benign_outcomes {
         if let Outcome::Scored(score) = outcome
             && *score >= REQUEST_THRESHOLD
         {
             println!("benign value flagged (score {score}): {value}");
         }
     }
-    crate::bench::write_section(SECTION_TITLE, &section)
+}
+
+/// Returns the paranoia level whose flagged tests and misses are listed: the one in
+/// `FIREWALL_EVAL_LEVEL`, or 1.
+fn listed_level() -> Result<u8> {
+    let Ok(value) = std::env::var("FIREWALL_EVAL_LEVEL") else {
+        return Ok(1);
+    };
+    match value.parse() {
+        Ok(level) if (1..=MAX_PARANOIA_LEVEL).contains(&level) => Ok(level),
+        _ => bail!("FIREWALL_EVAL_LEVEL is `{value}`; set it to a paranoia level from 1 to {MAX_PARANOIA_LEVEL}"),
+    }
 }
 
 /// Returns the part of a family name given in `FIREWALL_EVAL_MISSES` (such as `SQLI`). The
@@ -426,7 +471,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(crs: &[(LabelledRequest, Outcome)], benign: &[(String, Outcome)]) -> Self {
+    fn new(crs: &[(&LabelledRequest, Outcome)], benign: &[(&String, Outcome)]) -> Self {
         let mut families: BTreeMap<String, Counts> = BTreeMap::new();
         for (request, outcome) in crs {
             let counts = families.entry(request.family.clone()).or_default();
@@ -456,6 +501,20 @@ impl Report {
         }
     }
 
+    /// Returns the counts of every family together.
+    fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for counts in self.families.values() {
+            total.attacks += counts.attacks;
+            total.detected += counts.detected;
+            total.attacks_not_inspected += counts.attacks_not_inspected;
+            total.benign += counts.benign;
+            total.flagged += counts.flagged;
+            total.benign_not_inspected += counts.benign_not_inspected;
+        }
+        total
+    }
+
     fn section(&self, corpus: &Path) -> String {
         let mut text = String::new();
         let _ = writeln!(text, "{SECTION_TITLE}\n");
@@ -477,7 +536,6 @@ impl Report {
             "| family | attack tests | detected | not inspected | non-attack tests | flagged | not inspected |"
         );
         let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-        let mut total = Counts::default();
         for (family, counts) in &self.families {
             let _ = writeln!(
                 text,
@@ -489,13 +547,8 @@ impl Report {
                 share(counts.flagged, counts.benign),
                 counts.benign_not_inspected,
             );
-            total.attacks += counts.attacks;
-            total.detected += counts.detected;
-            total.attacks_not_inspected += counts.attacks_not_inspected;
-            total.benign += counts.benign;
-            total.flagged += counts.flagged;
-            total.benign_not_inspected += counts.benign_not_inspected;
         }
+        let total = self.total();
         let _ = writeln!(
             text,
             "| all | {} | {} | {} | {} | {} | {} |\n",
@@ -514,23 +567,66 @@ impl Report {
             share(self.benign_flagged, self.benign_values),
             self.benign_not_inspected,
         );
-        let _ = writeln!(
-            text,
-            "Goals: at least 95% of SQL injection (942) and XSS (941) attacks, at least 90% of \
-             LFI (930), RCE (932) and generic injection (934); at most 1% of the non-attack \
-             tests and at most 0.5% of the benign values flagged."
-        );
         text
     }
+}
+
+/// Returns the table of detection and false-positive shares per paranoia level; `levels[0]` is
+/// level 1.
+fn level_table(levels: &[Report]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "The same replay at each `[threat] paranoia_level` (1 is the default). Each level adds \
+         rules for probes that also look like ordinary values, so it detects more and flags \
+         more.\n"
+    );
+    let mut header = String::from("| level |");
+    let mut rule = String::from("| ---: |");
+    for (_, name) in LEVEL_TABLE_FAMILIES {
+        let _ = write!(header, " {name} |");
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(text, "{header} all attacks | non-attack flagged | benign flagged |");
+    let _ = writeln!(text, "{rule} ---: | ---: | ---: |");
+    for (index, report) in levels.iter().enumerate() {
+        let _ = write!(text, "| {} |", index + 1);
+        for (suffix, _) in LEVEL_TABLE_FAMILIES {
+            let counts = report
+                .families
+                .iter()
+                .find(|(family, _)| family.ends_with(suffix))
+                .map(|(_, counts)| *counts)
+                .unwrap_or_default();
+            let _ = write!(text, " {} |", percent(counts.detected, counts.attacks));
+        }
+        let total = report.total();
+        let _ = writeln!(
+            text,
+            " {} | {} | {} |",
+            percent(total.detected, total.attacks),
+            percent(total.flagged, total.benign),
+            percent(report.benign_flagged, report.benign_values),
+        );
+    }
+    text
+}
+
+/// Returns `part` as a share of `whole` in percent, or `-` for an empty whole.
+fn percent(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+    let percent = part as f64 * 100.0 / whole as f64;
+    format!("{percent:.1}%")
 }
 
 fn share(part: usize, whole: usize) -> String {
     if whole == 0 {
         return "-".into();
     }
-    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
-    let percent = part as f64 * 100.0 / whole as f64;
-    format!("{part} ({percent:.1}%)")
+    format!("{part} ({})", percent(part, whole))
 }
 
 /// A minimal upstream on loopback that responds to every request with 200.
@@ -650,7 +746,8 @@ struct EvalAgent {
 }
 
 impl EvalAgent {
-    fn start(upstream: SocketAddr, interface: &str) -> Result<Self> {
+    /// Starts the agent in front of `upstream` with the rules of paranoia levels 1 to `level`.
+    fn start(upstream: SocketAddr, interface: &str, level: u8) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("fw-eval-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
@@ -685,6 +782,7 @@ path = "{store}"
 [threat]
 mode = "detect"
 verdict_header = true
+paranoia_level = {level}
 "#,
             admin = dir.join("admin.sock").display(),
             store = dir.join("state.redb").display(),

@@ -4,7 +4,7 @@
 use http::HeaderName;
 use serde::Deserialize;
 
-use super::{Family, Finding, rules};
+use super::{Family, Finding, MAX_PARANOIA_LEVEL, rules};
 
 /// Default request threshold: one critical finding (weight 5) blocks a request.
 pub const DEFAULT_REQUEST_THRESHOLD: u32 = 5;
@@ -35,6 +35,9 @@ pub struct ThreatConfig {
     /// Anomaly score at or above which a request is blocked: the sum of the weights of the
     /// distinct rules that matched (critical 5, error 4, warning 3, notice 2).
     pub request_threshold: u32,
+    /// Paranoia level, from 1 to 4. Each level adds rules that catch more probes and flag more
+    /// ordinary values. Level 1 is meant for every API.
+    pub paranoia_level: u8,
     /// Headers to inspect besides `Cookie`, `User-Agent` and `Referer`, by name.
     pub headers: Vec<String>,
     /// Rules or families (`sqli-union`, `xss`) that are reported but never count toward
@@ -55,6 +58,7 @@ impl Default for ThreatConfig {
             enabled: true,
             mode: ThreatMode::Block,
             request_threshold: DEFAULT_REQUEST_THRESHOLD,
+            paranoia_level: 1,
             headers: Vec::new(),
             detect_only: Vec::new(),
             exclusions: Vec::new(),
@@ -114,6 +118,15 @@ impl ThreatConfig {
             return Err(ThreatConfigError {
                 key: "threat.request_threshold".into(),
                 problem: "must be at least 1".into(),
+            });
+        }
+        if !(1..=MAX_PARANOIA_LEVEL).contains(&self.paranoia_level) {
+            return Err(ThreatConfigError {
+                key: "threat.paranoia_level".into(),
+                problem: format!(
+                    "{} is out of range; use 1 (the default) to {MAX_PARANOIA_LEVEL}",
+                    self.paranoia_level
+                ),
             });
         }
         for name in &self.headers {
@@ -261,6 +274,7 @@ fn field_matches(pattern: &str, field: &str) -> bool {
 pub struct ThreatPolicy {
     mode: ThreatMode,
     threshold: u32,
+    paranoia_level: u8,
     detect_only: Vec<RuleSelector>,
     exclusions: Vec<CompiledExclusion>,
     routes: Vec<(String, RouteThreatConfig, Vec<RuleSelector>)>,
@@ -308,6 +322,7 @@ impl ThreatPolicy {
         Self {
             mode: config.mode,
             threshold: config.request_threshold,
+            paranoia_level: config.paranoia_level,
             detect_only: config.detect_only.iter().filter_map(|rule| RuleSelector::parse(rule)).collect(),
             exclusions,
             routes: compiled_routes,
@@ -320,6 +335,11 @@ impl ThreatPolicy {
     /// Returns the headers to inspect besides `Cookie`.
     pub fn inspected_headers(&self) -> &[HeaderName] {
         &self.headers
+    }
+
+    /// Returns the paranoia level. The rules of this level and the levels below run.
+    pub fn paranoia_level(&self) -> u8 {
+        self.paranoia_level
     }
 
     /// Whether responses carry the verdict header.

@@ -3,6 +3,9 @@
 //! The id (such as `sqli-union`) is what config exclusions, detection-only lists, security
 //! events and the audit log name. The number is a short unique form of it. Neither is ever
 //! reused for another rule.
+//!
+//! A rule's level is the lowest `[threat] paranoia_level` at which it runs. Level 1 is the
+//! default; rules of higher levels catch more probes and flag more ordinary values.
 
 use super::{Family, Rule, Severity};
 
@@ -12,6 +15,7 @@ pub const SQLI_BOOLEAN: Rule = Rule {
     number: 1101,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// UNION SELECT, or UNION right after a closed value.
@@ -20,6 +24,7 @@ pub const SQLI_UNION: Rule = Rule {
     number: 1102,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A statement separator followed by a new statement.
@@ -28,6 +33,7 @@ pub const SQLI_STACKED_QUERY: Rule = Rule {
     number: 1103,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A time-based or file-reading function such as SLEEP or LOAD_FILE, or WAITFOR DELAY.
@@ -36,6 +42,7 @@ pub const SQLI_FUNCTION: Rule = Rule {
     number: 1104,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A closed string or number followed by a comment that cuts off the query.
@@ -44,6 +51,7 @@ pub const SQLI_COMMENT_BREAK: Rule = Rule {
     number: 1105,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A MySQL executable comment `/*!` or an optimizer hint `/*+name`.
@@ -52,6 +60,7 @@ pub const SQLI_EXECUTABLE_COMMENT: Rule = Rule {
     number: 1106,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A statement with its clauses, such as `SELECT x FROM` or `DROP TABLE x`.
@@ -60,6 +69,7 @@ pub const SQLI_STATEMENT: Rule = Rule {
     number: 1109,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A database's system catalogue, such as `information_schema` or `sqlite_master`.
@@ -68,6 +78,7 @@ pub const SQLI_SYSTEM_TABLE: Rule = Rule {
     number: 1110,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A `/* */` comment in place of a space next to a SQL keyword, as in `drop/*x*/table`, or
@@ -77,6 +88,60 @@ pub const SQLI_COMMENT_OBFUSCATION: Rule = Rule {
     number: 1111,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
+};
+
+/// A sample database or an `information_schema` column that probes name, such as `northwind`
+/// or `schema_name`. Runs from paranoia level 2: an API about databases may carry these words.
+pub const SQLI_DATABASE_NAME: Rule = Rule {
+    id: "sqli-database-name",
+    number: 1112,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+    level: 2,
+};
+
+/// A SQL string or binary type name, such as `varchar` or `nvarchar`, as casts in injected
+/// queries carry it. Runs from paranoia level 2.
+pub const SQLI_TYPE_NAME: Rule = Rule {
+    id: "sqli-type-name",
+    number: 1113,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+    level: 2,
+};
+
+/// Many characters that SQL and shells treat as operators or quotes in one parameter or cookie,
+/// such as `(((((())))))` or `!@#$%^&*()`. Runs from paranoia level 2 with a limit of 12, which
+/// later levels lower (see [`super::strict`]).
+pub const SQLI_CHARACTER_ANOMALY: Rule = Rule {
+    id: "sqli-character-anomaly",
+    number: 1114,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+    level: 2,
+};
+
+/// A value that ends with AND, OR or XOR and a space, the first half of a condition split over
+/// two parameters, such as `/3 or `. Runs from paranoia level 3: a search box that sends each
+/// keystroke sends such values too.
+pub const SQLI_TRAILING_OPERATOR: Rule = Rule {
+    id: "sqli-trailing-operator",
+    number: 1115,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+    level: 3,
+};
+
+/// A value that starts or ends with a single quote or a backtick, as probes for an unescaped
+/// string send, such as `'bla'` or `admin '`. Runs from paranoia level 3: names and prose can
+/// end with an apostrophe.
+pub const SQLI_EDGE_QUOTE: Rule = Rule {
+    id: "sqli-edge-quote",
+    number: 1116,
+    family: Family::Sqli,
+    severity: Severity::Critical,
+    level: 3,
 };
 
 /// A PHP script file name in an upload.
@@ -85,6 +150,7 @@ pub const PHP_FILE_UPLOAD: Rule = Rule {
     number: 1706,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A bracketed or chained SELECT.
@@ -93,6 +159,7 @@ pub const SQLI_SUBQUERY: Rule = Rule {
     number: 1107,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A closed string followed by an operator and a value, call or ORDER BY.
@@ -101,6 +168,7 @@ pub const SQLI_STRING_BREAK: Rule = Rule {
     number: 1108,
     family: Family::Sqli,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A tag that runs script or loads a document, such as `<script>` or `<iframe>`.
@@ -109,6 +177,7 @@ pub const XSS_DANGEROUS_TAG: Rule = Rule {
     number: 1201,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// An event handler attribute such as `onerror=`.
@@ -117,6 +186,7 @@ pub const XSS_EVENT_HANDLER: Rule = Rule {
     number: 1202,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A `javascript:`, `vbscript:` or HTML `data:` URL.
@@ -125,6 +195,7 @@ pub const XSS_SCRIPT_URL: Rule = Rule {
     number: 1203,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Script inside CSS: `expression(`, `-moz-binding`, `behavior:`.
@@ -133,6 +204,7 @@ pub const XSS_STYLE_SCRIPT: Rule = Rule {
     number: 1204,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A call of `alert`, `eval` and the like, or a DOM property scripts steal.
@@ -141,6 +213,7 @@ pub const XSS_SCRIPT_SINK: Rule = Rule {
     number: 1205,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// XML that makes a parser load markup from elsewhere: a namespace declaration or schema
@@ -150,6 +223,7 @@ pub const XSS_XML_INJECTION: Rule = Rule {
     number: 1206,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Markup written with bytes that read as `<`, `>` and `"` once their high bit is dropped,
@@ -159,6 +233,7 @@ pub const XSS_SEVEN_BIT_MARKUP: Rule = Rule {
     number: 1207,
     family: Family::Xss,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Two or more `../` steps.
@@ -167,6 +242,7 @@ pub const LFI_TRAVERSAL: Rule = Rule {
     number: 1301,
     family: Family::Lfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// One `../` step.
@@ -175,6 +251,7 @@ pub const LFI_TRAVERSAL_SINGLE: Rule = Rule {
     number: 1302,
     family: Family::Lfi,
     severity: Severity::Notice,
+    level: 1,
 };
 
 /// The path of a sensitive system or server file, such as `/etc/passwd`.
@@ -183,6 +260,7 @@ pub const LFI_SENSITIVE_FILE: Rule = Rule {
     number: 1303,
     family: Family::Lfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A request path naming a hidden file or folder, such as `/.git/`.
@@ -191,6 +269,7 @@ pub const LFI_RESTRICTED_FILE: Rule = Rule {
     number: 1304,
     family: Family::Lfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A stream wrapper such as `php://` or `phar://`.
@@ -199,6 +278,7 @@ pub const LFI_STREAM_WRAPPER: Rule = Rule {
     number: 1305,
     family: Family::Lfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A `file:` URL.
@@ -207,6 +287,7 @@ pub const LFI_FILE_URL: Rule = Rule {
     number: 1306,
     family: Family::Lfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A URL whose host is an IP address.
@@ -215,6 +296,7 @@ pub const RFI_IP_URL: Rule = Rule {
     number: 1401,
     family: Family::Rfi,
     severity: Severity::Warning,
+    level: 1,
 };
 
 /// The address of a cloud metadata service.
@@ -223,6 +305,7 @@ pub const RFI_METADATA_ADDRESS: Rule = Rule {
     number: 1402,
     family: Family::Rfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A `gopher:`, `dict:`, `ldap:` or `tftp:` URL.
@@ -231,6 +314,7 @@ pub const RFI_SCHEME: Rule = Rule {
     number: 1403,
     family: Family::Rfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A URL ending in `?`, which cuts off a path the application appends.
@@ -239,6 +323,7 @@ pub const RFI_TRAILING_QUESTION_MARK: Rule = Rule {
     number: 1404,
     family: Family::Rfi,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Unix command after a shell separator, or a globbed command path.
@@ -247,6 +332,7 @@ pub const RCE_UNIX_COMMAND: Rule = Rule {
     number: 1501,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Windows command after a shell separator.
@@ -255,6 +341,7 @@ pub const RCE_WINDOWS_COMMAND: Rule = Rule {
     number: 1502,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Shell syntax that only injections use: `${IFS}`, `/dev/tcp/`.
@@ -263,6 +350,7 @@ pub const RCE_SHELL_SYNTAX: Rule = Rule {
     number: 1503,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Shellshock function definition `() {`.
@@ -271,6 +359,7 @@ pub const RCE_SHELLSHOCK: Rule = Rule {
     number: 1504,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Shell brace expansion such as `{cat,/etc/passwd}`.
@@ -279,6 +368,7 @@ pub const RCE_BRACE_EXPANSION: Rule = Rule {
     number: 1505,
     family: Family::Rce,
     severity: Severity::Warning,
+    level: 1,
 };
 
 /// A PowerShell cmdlet or option that downloads or runs code.
@@ -287,6 +377,7 @@ pub const RCE_POWERSHELL: Rule = Rule {
     number: 1506,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Windows shell syntax: `cmd /c`, `%COMSPEC%`, `for /f`.
@@ -295,6 +386,7 @@ pub const RCE_WINDOWS_SHELL: Rule = Rule {
     number: 1507,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A mail protocol command (SMTP or IMAP) after a line break, which a mail library passes
@@ -304,6 +396,7 @@ pub const RCE_MAIL_COMMAND: Rule = Rule {
     number: 1508,
     family: Family::Rce,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A template expression with an operator, call or attribute access.
@@ -312,6 +405,7 @@ pub const SSTI_EXPRESSION: Rule = Rule {
     number: 1601,
     family: Family::Ssti,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A template statement such as `{% if %}` or `{% import %}`.
@@ -320,6 +414,7 @@ pub const SSTI_STATEMENT: Rule = Rule {
     number: 1602,
     family: Family::Ssti,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// `__proto__` or `constructor.prototype`.
@@ -328,6 +423,7 @@ pub const SSTI_PROTOTYPE_POLLUTION: Rule = Rule {
     number: 1603,
     family: Family::Ssti,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Node.js code: `require('child_process')`, `process.mainModule`, ...
@@ -336,6 +432,7 @@ pub const SSTI_NODEJS_INJECTION: Rule = Rule {
     number: 1604,
     family: Family::Ssti,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Django-style ORM lookup key, such as `user__password__startswith`, that walks a relation
@@ -346,6 +443,7 @@ pub const SSTI_ORM_LOOKUP: Rule = Rule {
     number: 1605,
     family: Family::Ssti,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A PHP open tag `<?php` or `<?=`.
@@ -354,6 +452,7 @@ pub const PHP_OPEN_TAG: Rule = Rule {
     number: 1701,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A PHP superglobal such as `$_GET`.
@@ -362,6 +461,7 @@ pub const PHP_SUPERGLOBAL: Rule = Rule {
     number: 1702,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A call of a PHP function that runs code or reads files.
@@ -370,6 +470,7 @@ pub const PHP_FUNCTION: Rule = Rule {
     number: 1703,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A call of a PHP function that reads or writes files, decodes or prints data, or is also a
@@ -379,6 +480,7 @@ pub const PHP_FUNCTION_CALL: Rule = Rule {
     number: 1704,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A PHP configuration directive such as `allow_url_include`.
@@ -387,6 +489,7 @@ pub const PHP_CONFIG_DIRECTIVE: Rule = Rule {
     number: 1705,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A call of a function of a bundled PHP extension, named by its prefix, such as
@@ -396,6 +499,7 @@ pub const PHP_EXTENSION_CALL: Rule = Rule {
     number: 1707,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A PHP variable function: a call through a variable, such as `$f(`, `${'a'}(` or
@@ -405,6 +509,7 @@ pub const PHP_VARIABLE_FUNCTION: Rule = Rule {
     number: 1708,
     family: Family::Php,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Java class names and expression-language payloads: `java.lang.Runtime`, `${jndi:`, OGNL.
@@ -413,6 +518,7 @@ pub const JAVA_CODE_INJECTION: Rule = Rule {
     number: 1801,
     family: Family::Java,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Base64 run that decodes to a Java gadget class name.
@@ -421,6 +527,7 @@ pub const JAVA_BASE64_GADGET: Rule = Rule {
     number: 1802,
     family: Family::Java,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A Java serialization stream header, raw or in Base64.
@@ -429,6 +536,7 @@ pub const DESERIALIZATION_JAVA: Rule = Rule {
     number: 1901,
     family: Family::Deserialization,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A PHP serialized object.
@@ -437,6 +545,7 @@ pub const DESERIALIZATION_PHP: Rule = Rule {
     number: 1902,
     family: Family::Deserialization,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A .NET or Java JSON type hint naming a dangerous class.
@@ -445,6 +554,7 @@ pub const DESERIALIZATION_DOTNET_JSON: Rule = Rule {
     number: 1903,
     family: Family::Deserialization,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A YAML tag or Python pickle opcode that builds objects.
@@ -453,6 +563,7 @@ pub const DESERIALIZATION_YAML_PICKLE: Rule = Rule {
     number: 1904,
     family: Family::Deserialization,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// An overlong UTF-8 sequence.
@@ -461,6 +572,7 @@ pub const PROTOCOL_OVERLONG_UTF8: Rule = Rule {
     number: 2001,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A NUL byte.
@@ -469,6 +581,7 @@ pub const PROTOCOL_NUL_BYTE: Rule = Rule {
     number: 2002,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A control byte other than tab, line feed and carriage return.
@@ -477,6 +590,7 @@ pub const PROTOCOL_CONTROL_BYTE: Rule = Rule {
     number: 2003,
     family: Family::Protocol,
     severity: Severity::Notice,
+    level: 1,
 };
 
 /// Percent-encoding nested deeper than the decoder follows.
@@ -485,6 +599,7 @@ pub const PROTOCOL_DEEP_ENCODING: Rule = Rule {
     number: 2004,
     family: Family::Protocol,
     severity: Severity::Error,
+    level: 1,
 };
 
 /// A line break followed by an HTTP header or request line.
@@ -493,6 +608,7 @@ pub const PROTOCOL_HEADER_INJECTION: Rule = Rule {
     number: 2005,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// The number `2.2250738585072011e-308` or `2.2250738585072012e-308`, whose conversion from
@@ -503,6 +619,7 @@ pub const PROTOCOL_FLOAT_DOS: Rule = Rule {
     number: 2006,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// More fields (parameters, cookies, body keys and values) than are inspected in one request.
@@ -512,6 +629,7 @@ pub const PROTOCOL_TOO_MANY_FIELDS: Rule = Rule {
     number: 2007,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// A `Content-Type` charset other than UTF-8, US-ASCII and the Latin-1 family, or more than one
@@ -521,6 +639,20 @@ pub const PROTOCOL_CHARSET: Rule = Rule {
     number: 2008,
     family: Family::Protocol,
     severity: Severity::Critical,
+    level: 1,
+};
+
+/// An integer just past a signed or unsigned 32- or 64-bit limit, such as `4294967296`, sent
+/// whole to find overflows in the application. Runs from paranoia level 2: some APIs take such
+/// limits as sizes or sentinels.
+///
+/// NOTE: JSON numbers are not fields, so only a parameter, cookie or JSON string is checked.
+pub const PROTOCOL_INTEGER_BOUNDARY: Rule = Rule {
+    id: "protocol-integer-boundary",
+    number: 2009,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+    level: 2,
 };
 
 /// An XML entity declaration, `<!ENTITY`. An external one (`SYSTEM` or `PUBLIC`) makes a parser
@@ -531,6 +663,7 @@ pub const XXE_ENTITY_DECLARATION: Rule = Rule {
     number: 2101,
     family: Family::Xxe,
     severity: Severity::Critical,
+    level: 1,
 };
 
 /// Every rule, in number order.
@@ -546,6 +679,11 @@ pub const ALL: &[Rule] = &[
     SQLI_STATEMENT,
     SQLI_SYSTEM_TABLE,
     SQLI_COMMENT_OBFUSCATION,
+    SQLI_DATABASE_NAME,
+    SQLI_TYPE_NAME,
+    SQLI_CHARACTER_ANOMALY,
+    SQLI_TRAILING_OPERATOR,
+    SQLI_EDGE_QUOTE,
     XSS_DANGEROUS_TAG,
     XSS_EVENT_HANDLER,
     XSS_SCRIPT_URL,
@@ -598,6 +736,7 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_FLOAT_DOS,
     PROTOCOL_TOO_MANY_FIELDS,
     PROTOCOL_CHARSET,
+    PROTOCOL_INTEGER_BOUNDARY,
     XXE_ENTITY_DECLARATION,
 ];
 

@@ -461,6 +461,23 @@ fn config_rejects_unknown_rules_and_empty_exclusions() {
         ..ThreatConfig::default()
     };
     assert_eq!(zero.validate().expect_err("zero threshold").key, "threat.request_threshold");
+
+    for level in [0, MAX_PARANOIA_LEVEL + 1] {
+        let config = ThreatConfig {
+            paranoia_level: level,
+            ..ThreatConfig::default()
+        };
+        let error = config.validate().expect_err("level out of range");
+        assert_eq!(error.key, "threat.paranoia_level");
+        assert!(error.problem.contains("use 1 (the default) to 4"), "{}", error.problem);
+    }
+    for level in 1..=MAX_PARANOIA_LEVEL {
+        let config = ThreatConfig {
+            paranoia_level: level,
+            ..ThreatConfig::default()
+        };
+        assert!(config.validate().is_ok(), "level {level}");
+    }
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl ThreatStage {
             inspected_headers: self.policy.inspected_headers(),
             body: request.body(),
         });
-        let findings = detect::inspect_fields(&fields);
+        let findings = detect::inspect_fields_at(&fields, self.policy.paranoia_level());
         Some(self.policy.judge(findings, route))
     }
 
@@ -351,6 +351,25 @@ mod tests {
         assert!(id_finding.excerpt.contains("union select"), "{id_finding:?}");
         let password = findings.iter().find(|finding| finding.field == "json:password").expect("password finding");
         assert_eq!(password.excerpt, "[redacted]");
+    }
+
+    #[tokio::test]
+    async fn paranoia_level_adds_rules() {
+        const PROBE: &str = r#"{"db": "northwind"}"#;
+        let default = TestProxy::start(ThreatConfig::default(), false).await;
+        assert_eq!(default.post("/api/items", PROBE).await.0, 200);
+
+        let strict = ThreatConfig {
+            paranoia_level: 2,
+            ..ThreatConfig::default()
+        };
+        let strict = TestProxy::start(strict, false).await;
+        assert_eq!(strict.post("/api/items", PROBE).await.0, 403);
+        assert!(matches!(
+            strict.events().as_slice(),
+            [SecurityEvent::RequestInspected { findings, .. }]
+                if findings.iter().any(|finding| finding.rule_id == "sqli-database-name")
+        ));
     }
 
     #[tokio::test]
