@@ -91,6 +91,9 @@ pub struct RouteThreatConfig {
     pub mode: Option<ThreatMode>,
     /// Whether the detectors skip this route entirely.
     pub disabled: bool,
+    /// Paranoia level on this route, overriding `[threat] paranoia_level`: higher on a login
+    /// form, lower on a route that takes free text.
+    pub paranoia_level: Option<u8>,
     /// Rules or families reported but not enforced on this route.
     pub detect_only: Vec<String>,
     /// Exclusions on this route.
@@ -120,15 +123,7 @@ impl ThreatConfig {
                 problem: "must be at least 1".into(),
             });
         }
-        if !(1..=MAX_PARANOIA_LEVEL).contains(&self.paranoia_level) {
-            return Err(ThreatConfigError {
-                key: "threat.paranoia_level".into(),
-                problem: format!(
-                    "{} is out of range; use 1 (the default) to {MAX_PARANOIA_LEVEL}",
-                    self.paranoia_level
-                ),
-            });
-        }
+        validate_paranoia_level(self.paranoia_level, "threat.paranoia_level")?;
         for name in &self.headers {
             if HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(ThreatConfigError {
@@ -165,9 +160,22 @@ impl RouteThreatConfig {
     ///
     /// [`ThreatConfigError`] naming the key.
     pub fn validate(&self, route: &str) -> Result<(), ThreatConfigError> {
+        if let Some(level) = self.paranoia_level {
+            validate_paranoia_level(level, &format!("routes.{route}.threat.paranoia_level"))?;
+        }
         validate_rule_names(&self.detect_only, &format!("routes.{route}.threat.detect_only"))?;
         validate_exclusions(&self.exclusions, &format!("routes.{route}.threat.exclusions"))
     }
+}
+
+fn validate_paranoia_level(level: u8, key: &str) -> Result<(), ThreatConfigError> {
+    if (1..=MAX_PARANOIA_LEVEL).contains(&level) {
+        return Ok(());
+    }
+    Err(ThreatConfigError {
+        key: key.to_owned(),
+        problem: format!("{level} is out of range; use 1 (the default) to {MAX_PARANOIA_LEVEL}"),
+    })
 }
 
 fn validate_rule_names(names: &[String], key: &str) -> Result<(), ThreatConfigError> {
@@ -337,9 +345,11 @@ impl ThreatPolicy {
         &self.headers
     }
 
-    /// Returns the paranoia level. The rules of this level and the levels below run.
-    pub fn paranoia_level(&self) -> u8 {
-        self.paranoia_level
+    /// Returns the paranoia level on `route`. The rules of this level and the levels below run.
+    pub fn paranoia_level(&self, route: Option<&str>) -> u8 {
+        self.route_config(route)
+            .and_then(|(config, _)| config.paranoia_level)
+            .unwrap_or(self.paranoia_level)
     }
 
     /// Whether responses carry the verdict header.

@@ -478,6 +478,30 @@ fn config_rejects_unknown_rules_and_empty_exclusions() {
         };
         assert!(config.validate().is_ok(), "level {level}");
     }
+
+    let route = RouteThreatConfig {
+        paranoia_level: Some(5),
+        ..RouteThreatConfig::default()
+    };
+    let error = route.validate("login").expect_err("route level out of range");
+    assert_eq!(error.key, "routes.login.threat.paranoia_level");
+}
+
+#[test]
+fn route_paranoia_level_overrides_global() {
+    let config = ThreatConfig {
+        paranoia_level: 2,
+        ..ThreatConfig::default()
+    };
+    let login = RouteThreatConfig {
+        paranoia_level: Some(3),
+        ..RouteThreatConfig::default()
+    };
+    let policy = ThreatPolicy::new(&config, [("login", &login), ("pages", &RouteThreatConfig::default())]);
+
+    assert_eq!(policy.paranoia_level(Some("login")), 3);
+    assert_eq!(policy.paranoia_level(Some("pages")), 2);
+    assert_eq!(policy.paranoia_level(None), 2);
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl ThreatStage {
             inspected_headers: self.policy.inspected_headers(),
             body: request.body(),
         });
-        let findings = detect::inspect_fields_at(&fields, self.policy.paranoia_level());
+        let findings = detect::inspect_fields_at(&fields, self.policy.paranoia_level(route));
         Some(self.policy.judge(findings, route))
     }
 
@@ -241,11 +241,8 @@ mod tests {
     }
 
     impl TestProxy {
+        /// Starts a proxy whose route `/pages/{*rest}` excludes XSS findings in `json:html`.
         async fn start(config: ThreatConfig, allowlisted: bool) -> Self {
-            let upstream = ok_upstream().await;
-            let recorder = Arc::new(Recorder::default());
-            let mut events = EventSinks::new();
-            events.push(recorder.clone());
             let route = crate::detect::RouteThreatConfig {
                 exclusions: vec![Exclusion {
                     rules: vec!["xss".into()],
@@ -254,6 +251,19 @@ mod tests {
                 }],
                 ..Default::default()
             };
+            Self::start_with_route(config, route, allowlisted).await
+        }
+
+        /// Starts a proxy whose route `/pages/{*rest}` has the threat settings `route`.
+        async fn start_with_route(
+            config: ThreatConfig,
+            route: crate::detect::RouteThreatConfig,
+            allowlisted: bool,
+        ) -> Self {
+            let upstream = ok_upstream().await;
+            let recorder = Arc::new(Recorder::default());
+            let mut events = EventSinks::new();
+            events.push(recorder.clone());
             let policy = Arc::new(ThreatPolicy::new(&config, [("pages", &route)]));
             let stage = ThreatStage::new(policy, events.clone(), Arc::new(move |_| allowlisted));
             let routes = RouteTable::new(&[RouteConfig {
@@ -370,6 +380,19 @@ mod tests {
             [SecurityEvent::RequestInspected { findings, .. }]
                 if findings.iter().any(|finding| finding.rule_id == "sqli-database-name")
         ));
+    }
+
+    #[tokio::test]
+    async fn route_paranoia_level_overrides() {
+        const PROBE: &str = r#"{"db": "northwind"}"#;
+        let route = crate::detect::RouteThreatConfig {
+            paranoia_level: Some(2),
+            ..Default::default()
+        };
+        let proxy = TestProxy::start_with_route(ThreatConfig::default(), route, false).await;
+
+        assert_eq!(proxy.post("/pages/home", PROBE).await.0, 403);
+        assert_eq!(proxy.post("/api/items", PROBE).await.0, 200);
     }
 
     #[tokio::test]
