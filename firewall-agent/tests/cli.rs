@@ -173,6 +173,33 @@ fn fwctl_rejects_invalid_ttl() {
     assert!(message.contains("such as 90s, 10m, 1h or 2d"), "{message}");
 }
 
+#[test]
+fn fwctl_lists_rules_without_agent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("admin.sock");
+    let socket = socket.to_str().expect("UTF-8 path");
+
+    let table = run(FWCTL, &["--socket", socket, "rules"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("ID "), "{text}");
+    assert!(text.contains("sqli-union"), "{text}");
+    assert!(text.contains("sqli-edge-quote"), "{text}");
+
+    let json = run(FWCTL, &["--socket", socket, "--json", "rules", "--level", "1"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let rules: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).expect("JSON array");
+    assert!(rules.iter().any(|rule| rule["id"] == "sqli-union" && rule["weight"] == 5));
+    assert!(rules.iter().all(|rule| rule["level"] == 1), "a rule above level 1 is listed");
+    let all: Vec<serde_json::Value> =
+        serde_json::from_slice(&run(FWCTL, &["--json", "rules"]).stdout).expect("JSON array");
+    assert!(all.len() > rules.len());
+
+    let invalid = run(FWCTL, &["rules", "--level", "5"]);
+    assert!(!invalid.status.success());
+    assert!(stderr(&invalid).contains("5 is not in 1..=4"), "{}", stderr(&invalid));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fwctl_manages_bans_of_running_agent() {
     let upstream = start_echo_upstream().await;

@@ -1,5 +1,6 @@
 //! `fwctl`: the control CLI. Lists, adds and removes bans and allowlist entries, shows the XDP
-//! counters, and manages the OAuth users and signing keys, through the agent's admin socket.
+//! counters, and manages the OAuth users and signing keys, through the agent's admin socket. It
+//! also lists the threat detection rules.
 //! While the agent is stopped, `bans add` and `bans remove` write the pinned kernel maps
 //! directly.
 
@@ -19,6 +20,7 @@ use firewall_agent::admin::oauth_api::{AddUserRequest, KeyView};
 use firewall_agent::admin::{AdminClient, ClientError};
 use firewall_agent::bans::validate_address;
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
+use firewall_agent::detect::{self, MAX_PARANOIA_LEVEL};
 use firewall_agent::kernel::{Blocklist, DEFAULT_PIN_DIR, PinnedBlocklist, remove_pins};
 use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
@@ -61,6 +63,9 @@ enum Command {
     /// List or rotate the OAuth signing keys.
     #[command(subcommand)]
     Keys(KeyCommand),
+    /// List the threat detection rules, whose ids `[threat]` exclusions and detection-only lists
+    /// name. It reads the catalogue built into fwctl, so the agent need not run.
+    Rules(RulesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +175,27 @@ struct DetachArgs {
     /// The agent's pin directory (`pin_dir` in the [xdp] config section).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RulesArgs {
+    /// Only the rules that run at this `[threat] paranoia_level`.
+    #[arg(long, value_name = "LEVEL",
+          value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_PARANOIA_LEVEL)))]
+    level: Option<u8>,
+}
+
+/// One detection rule, as `fwctl rules` prints it.
+#[derive(Debug, Serialize)]
+struct RuleView {
+    id: &'static str,
+    number: u32,
+    family: &'static str,
+    severity: &'static str,
+    /// Weight in the anomaly score.
+    weight: u32,
+    /// Lowest paranoia level at which the rule runs.
+    level: u8,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +362,11 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
     if let Command::Detach(args) = &cli.command {
         return Ok(detach(&cli.socket, &args.pin_dir, json));
     }
+    if let Command::Rules(args) = &cli.command {
+        let rules = rule_views(args.level);
+        print_output(json, &rules, |rules| print_rules(rules));
+        return Ok(Outcome::Complete);
+    }
     let client = AdminClient::new(cli.socket);
 
     match cli.command {
@@ -402,7 +433,7 @@ async fn execute(cli: Cli) -> Result<Outcome, ClientError> {
             });
         }
         // Handled above, without the admin socket.
-        Command::Detach(_) => {}
+        Command::Detach(_) | Command::Rules(_) => {}
         Command::Stats(args) => {
             let stats = client.stats(usize::from(args.top)).await?;
             print_output(json, &stats, print_stats);
@@ -698,6 +729,39 @@ fn print_allow_list(entries: &[AllowView]) {
     for entry in entries {
         let source = if entry.configured { "config" } else { "fwctl" };
         table.row(vec![entry.address.to_string(), source.to_owned()]);
+    }
+    table.print();
+}
+
+/// Returns the catalogue in number order, only the rules that run at `level` when it is set.
+fn rule_views(level: Option<u8>) -> Vec<RuleView> {
+    let mut rules: Vec<RuleView> = detect::rules::ALL
+        .iter()
+        .filter(|rule| level.is_none_or(|level| rule.level <= level))
+        .map(|rule| RuleView {
+            id: rule.id,
+            number: rule.number,
+            family: rule.family.label(),
+            severity: rule.severity.label(),
+            weight: rule.severity.weight(),
+            level: rule.level,
+        })
+        .collect();
+    rules.sort_by_key(|rule| rule.number);
+    rules
+}
+
+fn print_rules(rules: &[RuleView]) {
+    let mut table = Table::new(&["ID", "NUMBER", "FAMILY", "SEVERITY", "WEIGHT", "LEVEL"]);
+    for rule in rules {
+        table.row(vec![
+            rule.id.to_owned(),
+            rule.number.to_string(),
+            rule.family.to_owned(),
+            rule.severity.to_owned(),
+            rule.weight.to_string(),
+            rule.level.to_string(),
+        ]);
     }
     table.print();
 }
