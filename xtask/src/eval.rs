@@ -28,13 +28,14 @@ const SECTION_TITLE: &str = "## Threat detection";
 const MAX_PARANOIA_LEVEL: u8 = 4;
 
 /// Families whose detection share the table of paranoia levels shows, with their short names.
-const LEVEL_TABLE_FAMILIES: [(&str, &str); 6] = [
+const LEVEL_TABLE_FAMILIES: [(&str, &str); 7] = [
     ("942-APPLICATION-ATTACK-SQLI", "SQL injection"),
     ("941-APPLICATION-ATTACK-XSS", "XSS"),
     ("930-APPLICATION-ATTACK-LFI", "LFI"),
     ("932-APPLICATION-ATTACK-RCE", "RCE"),
     ("934-APPLICATION-ATTACK-GENERIC", "generic"),
     ("920-PROTOCOL-ENFORCEMENT", "protocol"),
+    ("921-PROTOCOL-ATTACK", "protocol attacks"),
 ];
 
 /// Anomaly score at which the agent's default config blocks a request.

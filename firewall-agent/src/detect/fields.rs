@@ -69,6 +69,8 @@ pub struct RequestFields<'a> {
     overflowed: bool,
     /// A charset of the body that is not on [`ALLOWED_CHARSETS`], as the request names it.
     unexpected_charset: Option<String>,
+    /// A media type given as the value of a `Content-Type` parameter, as the request names it.
+    hidden_media_type: Option<String>,
 }
 
 impl<'a> RequestFields<'a> {
@@ -97,6 +99,12 @@ impl<'a> RequestFields<'a> {
     /// `Content-Type` value when it names more than one charset.
     pub fn unexpected_charset(&self) -> Option<&str> {
         self.unexpected_charset.as_deref()
+    }
+
+    /// Returns a media type that a `Content-Type` parameter gives as its value, such as the
+    /// `application/json` of `application/x-www-form-urlencoded; boundary="application/json"`.
+    pub fn hidden_media_type(&self) -> Option<&str> {
+        self.hidden_media_type.as_deref()
     }
 
     /// Records that a value was left out because of the cap.
@@ -240,6 +248,8 @@ pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
     if !parts.body.is_empty() {
         fields.unexpected_charset = unexpected_charset(parts.headers);
     }
+    // Unlike a charset, a hidden media type is a probe even on a request without a body.
+    fields.hidden_media_type = hidden_media_type(parts.headers);
     fields
 }
 
@@ -354,6 +364,30 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
 /// Charsets a request body may be declared in, all of them ASCII-compatible. In others, such as
 /// EBCDIC (`ibm037`) or UTF-16, an attack that the upstream decodes is noise to the detectors.
 pub const ALLOWED_CHARSETS: &[&str] = &["utf-8", "utf8", "us-ascii", "iso-8859-1", "iso-8859-15", "windows-1252"];
+
+/// Top-level media types, by which a parameter value that names a media type is known.
+const TOP_LEVEL_TYPES: [&str; 9] = ["application", "text", "multipart", "image", "audio", "video", "font", "message", "model"];
+
+/// Returns the value of a `Content-Type` parameter that is itself a media type, at most
+/// [`MAX_NAME_CHARS`] characters. A firewall that picks its body parser by searching the header
+/// for `json` or `xml` reads such a body with the wrong parser, so clients that send one are
+/// probing for that. The `type` and `start-info` parameters of `multipart/related` name media
+/// types by design and are left alone.
+fn hidden_media_type(headers: &HeaderMap) -> Option<String> {
+    let text = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    text.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("type") || name.eq_ignore_ascii_case("start-info") {
+            return None;
+        }
+        let value = value.trim().trim_matches(['"', '\'']);
+        let (top_level, subtype) = value.split_once('/')?;
+        let media_type = TOP_LEVEL_TYPES.iter().any(|known| known.eq_ignore_ascii_case(top_level.trim()))
+            && !subtype.trim().is_empty();
+        media_type.then(|| value.chars().take(MAX_NAME_CHARS).collect())
+    })
+}
 
 /// Returns the `charset` of the `Content-Type` when it is not on [`ALLOWED_CHARSETS`], or the
 /// whole value when it names more than one, at most [`MAX_NAME_CHARS`] characters.

@@ -32,6 +32,7 @@ mod json_fields;
 pub mod rules;
 pub mod normalise;
 mod php;
+mod protocol;
 mod shell;
 mod signatures;
 mod sqli;
@@ -51,6 +52,8 @@ mod php_tests;
 mod json_fields_tests;
 #[cfg(test)]
 mod strict_tests;
+#[cfg(test)]
+mod protocol_tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -198,6 +201,7 @@ pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
     sqli::detect(&value.folded, &bytes, kind, hits);
     xss::detect(&value.folded, &bytes, hits);
     signatures::detect(value, &bytes, kind, hits);
+    protocol::detect(&value.folded, &bytes, kind, hits);
 }
 
 /// Normalises `raw` and runs every detector over it.
@@ -228,6 +232,13 @@ pub fn inspect_fields_at(fields: &RequestFields<'_>, level: u8) -> Vec<Finding> 
             rule: rules::PROTOCOL_TOO_MANY_FIELDS,
             field: "request".to_owned(),
             excerpt: format!("more than {MAX_FIELDS} fields"),
+        });
+    }
+    if let Some(media_type) = fields.hidden_media_type() {
+        findings.push(Finding {
+            rule: rules::PROTOCOL_HIDDEN_MEDIA_TYPE,
+            field: "header:content-type".to_owned(),
+            excerpt: media_type.to_owned(),
         });
     }
     if let Some(charset) = fields.unexpected_charset() {

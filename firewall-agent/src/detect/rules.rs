@@ -299,6 +299,16 @@ pub const RFI_IP_URL: Rule = Rule {
     level: 1,
 };
 
+/// `unix:` and a socket path followed by `|` and a URL, the request form that made Apache's
+/// mod_proxy forward to any server (CVE-2021-40438).
+pub const RFI_UNIX_SOCKET_URL: Rule = Rule {
+    id: "rfi-unix-socket-url",
+    number: 1405,
+    family: Family::Rfi,
+    severity: Severity::Critical,
+    level: 1,
+};
+
 /// The address of a cloud metadata service.
 pub const RFI_METADATA_ADDRESS: Rule = Rule {
     id: "rfi-metadata-address",
@@ -602,7 +612,9 @@ pub const PROTOCOL_DEEP_ENCODING: Rule = Rule {
     level: 1,
 };
 
-/// A line break followed by an HTTP header or request line.
+/// A line break followed by an HTTP header, request line or status line, which splits a
+/// response or smuggles a request when the value reaches a header or a back end. In body fields
+/// only the headers and lines that prose rarely starts a line with count.
 pub const PROTOCOL_HEADER_INJECTION: Rule = Rule {
     id: "protocol-header-injection",
     number: 2005,
@@ -637,6 +649,38 @@ pub const PROTOCOL_TOO_MANY_FIELDS: Rule = Rule {
 pub const PROTOCOL_CHARSET: Rule = Rule {
     id: "protocol-charset",
     number: 2008,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+    level: 1,
+};
+
+/// An HTTP request line such as `GET http://host/ HTTP/1.1` inside a parameter, cookie, header
+/// or path: a request smuggled to a back end that writes the value into its own request.
+pub const PROTOCOL_REQUEST_LINE: Rule = Rule {
+    id: "protocol-request-line",
+    number: 2010,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+    level: 1,
+};
+
+/// A carriage return or line feed in the path, which no resource name contains, or from
+/// paranoia level 2 in a query key or value. Either can split the request line or a header
+/// that a back end builds from it.
+pub const PROTOCOL_LINE_BREAK: Rule = Rule {
+    id: "protocol-line-break",
+    number: 2011,
+    family: Family::Protocol,
+    severity: Severity::Critical,
+    level: 1,
+};
+
+/// A `Content-Type` parameter whose value is another media type, such as
+/// `application/x-www-form-urlencoded; boundary="application/json"`, sent to make a firewall
+/// that matches the header as text read the body with the wrong parser.
+pub const PROTOCOL_HIDDEN_MEDIA_TYPE: Rule = Rule {
+    id: "protocol-hidden-media-type",
+    number: 2012,
     family: Family::Protocol,
     severity: Severity::Critical,
     level: 1,
@@ -701,6 +745,7 @@ pub const ALL: &[Rule] = &[
     RFI_METADATA_ADDRESS,
     RFI_SCHEME,
     RFI_TRAILING_QUESTION_MARK,
+    RFI_UNIX_SOCKET_URL,
     RCE_UNIX_COMMAND,
     RCE_WINDOWS_COMMAND,
     RCE_SHELL_SYNTAX,
@@ -737,6 +782,9 @@ pub const ALL: &[Rule] = &[
     PROTOCOL_TOO_MANY_FIELDS,
     PROTOCOL_CHARSET,
     PROTOCOL_INTEGER_BOUNDARY,
+    PROTOCOL_REQUEST_LINE,
+    PROTOCOL_LINE_BREAK,
+    PROTOCOL_HIDDEN_MEDIA_TYPE,
     XXE_ENTITY_DECLARATION,
 ];
 

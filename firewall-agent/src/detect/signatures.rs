@@ -355,9 +355,6 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     if kind == FieldKind::FileName && is_php_file_name(text) {
         hits.push(rules::PHP_FILE_UPLOAD);
     }
-    if kind != FieldKind::Body && bytes.contains_any(b"\r\n") && has_header_injection(text) {
-        hits.push(rules::PROTOCOL_HEADER_INJECTION);
-    }
     super::shell::detect(text, bytes, kind, hits);
 
     // Every cased signature contains an `A` and a `0`, `/` or `4`, which the lowercased bytes
@@ -433,31 +430,6 @@ fn is_php_file_name(name: &str) -> bool {
             extension.trim(),
             "php" | "php3" | "php4" | "php5" | "php7" | "php8" | "phtml" | "phar" | "pht" | "phps"
         )
-    })
-}
-
-/// Returns whether a line break is followed by a header that splits a response or smuggles a request.
-fn has_header_injection(text: &str) -> bool {
-    if !text.contains(['\r', '\n']) {
-        return false;
-    }
-    text.split(['\r', '\n']).skip(1).any(|line| {
-        let line = line.trim_start();
-        [
-            "set-cookie:",
-            "location:",
-            "content-length:",
-            "transfer-encoding:",
-            "content-type:",
-            "refresh:",
-            "x-forwarded-for:",
-            "host:",
-            "http/1.",
-        ]
-        .iter()
-        .any(|header| line.starts_with(header))
-            || line.starts_with("get /")
-            || line.starts_with("post /")
     })
 }
 

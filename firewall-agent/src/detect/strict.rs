@@ -70,6 +70,9 @@ pub fn detect(value: &Normalised, kind: FieldKind, level: u8, hits: &mut Vec<Rul
     {
         hits.push(rules::SQLI_CHARACTER_ANOMALY);
     }
+    if kind == FieldKind::Query && text.contains(['\r', '\n']) {
+        hits.push(rules::PROTOCOL_LINE_BREAK);
+    }
     if level < 3 || !parameter {
         return;
     }

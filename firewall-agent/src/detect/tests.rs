@@ -710,6 +710,28 @@ fn common_charsets_pass() {
 }
 
 #[test]
+fn media_type_in_parameter_is_flagged() {
+    for content_type in [
+        "application/x-www-form-urlencoded;boundary=\"application/json\"",
+        "application/x-www-form-urlencoded; boundary=\"application/vnd.example.customer-v2+json\"",
+        "application/x-www-form-urlencoded;boundary=text/xml",
+        "multipart/form-data; boundary=\"image/jpeg\"",
+    ] {
+        assert_eq!(charset_findings(content_type), ["protocol-hidden-media-type"], "{content_type}");
+        assert_eq!(typed_findings(content_type, b""), ["protocol-hidden-media-type"], "{content_type}");
+    }
+    for content_type in [
+        "multipart/form-data; boundary=something",
+        "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW",
+        "multipart/related; type=\"application/xop+xml\"; start-info=\"text/xml\"",
+        "application/soap+xml; action=\"urn:example/order\"",
+        "application/json",
+    ] {
+        assert!(!charset_findings(content_type).contains(&"protocol-hidden-media-type"), "{content_type}");
+    }
+}
+
+#[test]
 fn charset_without_body_passes() {
     assert_eq!(typed_findings("text/plain; charset=ibm037", b""), Vec::<&str>::new());
 }
