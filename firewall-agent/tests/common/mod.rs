@@ -153,6 +153,8 @@ pub fn test_config(dir: &std::path::Path, upstream: SocketAddr) -> Config {
         ..Overrides::default()
     });
     config.proxy.request_timeout_seconds = 5;
+    // Attack excerpts in the test output would look like failures.
+    config.audit.path = Some(dir.join("audit.jsonl"));
     // Every test client connects from loopback, which the default config allowlists.
     config.bans.allow_loopback = false;
     config
