@@ -113,7 +113,7 @@ pub const SQLI_TYPE_NAME: Rule = Rule {
 
 /// Many characters that SQL and shells treat as operators or quotes in one parameter or cookie,
 /// such as `(((((())))))` or `!@#$%^&*()`. Runs from paranoia level 2 with a limit of 12, which
-/// later levels lower (see [`super::strict`]).
+/// later levels lower (see [`super::strict`]). In a URL, its own syntax does not count.
 pub const SQLI_CHARACTER_ANOMALY: Rule = Rule {
     id: "sqli-character-anomaly",
     number: 1114,

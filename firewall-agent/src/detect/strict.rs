@@ -42,6 +42,9 @@ const INTEGER_BOUNDARIES: [&str; 12] = [
 /// typographic single quotes count too.
 const ANOMALY_CHARACTERS: &[u8] = b"~!@#$%^&*()-+={}[]|:;\"'`<>";
 
+/// Characters of URL syntax. An absolute URL contains many of them without any injection.
+const URL_SYNTAX: &[u8] = b":/?#[]@!$&+=~-%;";
+
 /// Boolean operators that a value split over two parameters ends with.
 const TRAILING_OPERATORS: [&str; 5] = ["or", "and", "xor", "&&", "||"];
 
@@ -103,9 +106,16 @@ pub fn character_limit(kind: FieldKind, level: u8) -> Option<usize> {
     }
 }
 
-/// Counts the operator and quote characters of `text`.
+/// Counts the operator and quote characters of `text`. In an absolute `http` or `https` URL
+/// without whitespace, such as a callback address, the characters of URL syntax do not count,
+/// but quotes, brackets, pipes and the others still do.
 fn anomaly_characters(text: &str) -> usize {
-    let ascii = text.bytes().filter(|byte| ANOMALY_CHARACTERS.contains(byte)).count();
+    let url = (text.starts_with("http://") || text.starts_with("https://"))
+        && !text.bytes().any(|byte| byte.is_ascii_whitespace());
+    let ascii = text
+        .bytes()
+        .filter(|byte| ANOMALY_CHARACTERS.contains(byte) && !(url && URL_SYNTAX.contains(byte)))
+        .count();
     let typographic = if text.is_ascii() {
         0
     } else {

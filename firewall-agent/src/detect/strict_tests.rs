@@ -80,6 +80,12 @@ fn character_limits_fall_with_the_level() {
     assert_eq!(strict_ids(&format!("{eleven}!"), FieldKind::Query, 2), ["sqli-character-anomaly"]);
     // Typographic quotes count like ASCII ones.
     assert_eq!(strict_ids("\u{2018}\u{2019}\u{2018}\u{2019}\u{2018}\u{2019}", FieldKind::Body, 3), ["sqli-character-anomaly"]);
+    // URL syntax does not count in a URL, but quotes and brackets do.
+    let callback = "https://api.example.com/v2/cb?state=a-b-c&code=x~y&scope=read,write#frag";
+    assert_eq!(strict_ids(callback, FieldKind::Query, 3), Vec::<&str>::new());
+    let injected = "https://example.com/?id=1')) or (('1'='1";
+    assert_eq!(strict_ids(injected, FieldKind::Query, 3), ["sqli-character-anomaly"]);
+    assert_eq!(strict_ids(&format!("see {callback}"), FieldKind::Query, 3), ["sqli-character-anomaly"]);
     // A JSON Web Token in a cookie stays under the cookie limit.
     assert_eq!(strict_ids("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9", FieldKind::Cookie, 3), Vec::<&str>::new());
 }
