@@ -187,6 +187,8 @@ impl EdgeAgent {
         config.admin.socket_path = dir.join("admin.sock");
         config.metrics.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         config.store.path = dir.join("state.redb");
+        // Attack excerpts in the test output would look like failures.
+        config.audit.path = Some(dir.join("audit.jsonl"));
         // Edge tests send many requests from loopback; the rate limit is not under test.
         config.rate_limit.requests = 1_000_000;
         config.xdp.interfaces = vec!["lo".into()];
