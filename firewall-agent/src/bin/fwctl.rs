@@ -632,11 +632,12 @@ fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<String> {
 }
 
 fn print_key_list(keys: &[KeyView]) {
-    println!("{:<24} {:<8} {:<20} {}", "KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)");
+    let mut table = Table::new(&["KID", "STATUS", "CREATED (UNIX MS)", "RETIRED UNTIL (UNIX MS)"]);
     for key in keys {
         let expires = key.expires_at_ms.map_or_else(|| "-".to_owned(), |at| at.to_string());
-        println!("{:<24} {:<8} {:<20} {}", key.kid, key.status, key.created_at_ms, expires);
+        table.row(vec![key.kid.clone(), key.status.to_string(), key.created_at_ms.to_string(), expires]);
     }
+    table.print();
 }
 
 /// Removes the pins in `pin_dir`, reporting the detached interfaces or the error.

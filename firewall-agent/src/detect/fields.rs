@@ -481,7 +481,7 @@ fn push_xml(fields: &mut RequestFields<'_>, body: &[u8]) {
             .find(|character: char| character.is_whitespace() || character == '/')
             .unwrap_or(tag.len());
         element = tag[..name_end].chars().take(MAX_NAME_CHARS).collect();
-        fields.push_owned(format!("xml:{element}"), tag[..name_end].as_bytes(), FieldEncoding::Plain, FieldKind::Body);
+        fields.push_owned(format!("xml:{element}"), &tag.as_bytes()[..name_end], FieldEncoding::Plain, FieldKind::Body);
         push_xml_attributes(fields, &element, &tag[name_end..]);
     }
     if fields.len() >= MAX_FIELDS && !only_closing_tags(rest) {
@@ -523,7 +523,7 @@ fn push_xml_attributes(fields: &mut RequestFields<'_>, element: &str, mut attrib
         fields.push_owned(field.clone(), name.as_bytes(), FieldEncoding::Plain, FieldKind::Body);
         fields.push_owned(
             field,
-            value_and_rest[..end].as_bytes(),
+            &value_and_rest.as_bytes()[..end],
             FieldEncoding::Plain,
             FieldKind::Body,
         );
