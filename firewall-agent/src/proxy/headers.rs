@@ -171,14 +171,16 @@ fn parse_name(name: &str, key: &'static str) -> Result<HeaderName, HeaderConfigE
 
 /// Removes every header named in `names`.
 ///
-/// Meant for lists of custom names that are usually absent, such as the revealing headers.
-/// A hashed lookup of such a name costs more than a pass over the few names of a typical map
-/// that skips every name whose length no listed name has, so only the names found are looked
-/// up.
+/// Meant for maps with few names and lists of custom names that are usually absent, such as
+/// the revealing headers. A hashed lookup of such a name costs more than a pass over a short
+/// map that skips every name whose length no listed name has, so only the names found are
+/// looked up.
 pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
     let listed = name_filter(names);
-    while let Some(name) = headers.keys().find(|name| listed(name)).cloned() {
-        headers.remove(&name);
+    let found: smallvec::SmallVec<[HeaderName; 2]> =
+        headers.keys().filter(|name| listed(name)).cloned().collect();
+    for name in found {
+        headers.remove(name);
     }
 }
 
@@ -225,7 +227,10 @@ pub fn apply_security_headers(headers: &mut HeaderMap, tls: bool, route: Option<
     for (name, value) in &route.set {
         headers.insert(name.clone(), value.clone());
     }
-    remove_named(headers, &route.remove);
+    // The map is full of defaults here, so a pass over it would cost more than the lookups.
+    for name in &route.remove {
+        headers.remove(name);
+    }
 }
 
 /// A validated `cors` table, parsed once when the config is read.
