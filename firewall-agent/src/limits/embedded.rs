@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use std::collections::hash_map::RandomState;
 
+use smallvec::SmallVec;
+
 use super::gcra::{Tier, TierOutcome, TierState};
 use super::metrics::{EvictionReason, LimitMetrics};
 use super::{CheckOutcome, RuleCheck};
@@ -21,6 +23,12 @@ const SHARD_COUNT: usize = 64;
 /// First fingerprint bit of the shard index. The map uses the low bits for the bucket and the
 /// top 7 bits as a tag, so the shard index comes from bits that neither uses.
 const SHARD_SHIFT: u32 = 40;
+
+/// Per-tier values of one request, kept on the stack because the engine runs on every request.
+/// A request usually falls under one or two rules of one or two tiers each.
+type PerTier<T> = SmallVec<[T; 4]>;
+/// Per-rule values of one request.
+type PerRule<T> = SmallVec<[T; 2]>;
 
 /// One (key, tier) entry.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +87,7 @@ impl EmbeddedEngine {
     /// rule whose tiers all admit it is committed; a shadow rule over its limit is not.
     pub fn check_at(&self, rules: &[RuleCheck], now: Instant) -> CheckOutcome {
         let now_ns = self.nanos_since_epoch(now);
-        let fingerprints: Vec<Vec<u64>> = rules
+        let fingerprints: PerRule<PerTier<u64>> = rules
             .iter()
             .map(|rule| {
                 rule.tiers
@@ -89,19 +97,19 @@ impl EmbeddedEngine {
             })
             .collect();
 
-        let mut shard_indexes: Vec<usize> = fingerprints
+        let mut shard_indexes: PerTier<usize> = fingerprints
             .iter()
             .flatten()
             .map(|&f| shard_of(f))
             .collect();
         shard_indexes.sort_unstable();
         shard_indexes.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, EntryMap>)> = shard_indexes
+        let mut guards: PerTier<(usize, MutexGuard<'_, EntryMap>)> = shard_indexes
             .into_iter()
             .map(|index| (index, lock(&self.shards[index])))
             .collect();
 
-        let levels: Vec<Vec<f64>> = rules
+        let levels: PerRule<PerTier<f64>> = rules
             .iter()
             .zip(&fingerprints)
             .map(|(rule, prints)| {

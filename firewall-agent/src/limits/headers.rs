@@ -11,8 +11,6 @@
 //! `q` is the limit, `w` the window in seconds, `r` the requests that still fit and `t` the
 //! seconds until the full limit is back, rounded up.
 
-use std::fmt::Write as _;
-
 use http::HeaderValue;
 use http::header::HeaderName;
 
@@ -36,8 +34,11 @@ impl RateLimitHeaders {
     /// Builds the headers from the enforced rules of a request. Returns `None` when every rule
     /// is a shadow rule.
     pub fn build(checks: &[RuleCheck], outcomes: &[RuleOutcome]) -> Option<Self> {
-        let mut policy = String::new();
-        let mut state = String::new();
+        // Both values are written with `push_str` and `itoa` because they are built for every
+        // request, where `write!` cost more than the rate-limit check itself.
+        let mut policy = String::with_capacity(64);
+        let mut state = String::with_capacity(64);
+        let mut numbers = itoa::Buffer::new();
         for (check, outcome) in checks.iter().zip(outcomes) {
             if !check.enforced {
                 continue;
@@ -50,25 +51,41 @@ impl RateLimitHeaders {
                 let window = tier.tier.window.as_secs().max(1);
                 let reset = tier.reset();
                 let reset_seconds = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
-                let _ = write!(
-                    policy,
-                    "\"{}-{window}s\";q={};w={window}",
-                    check.name, tier.tier.limit
-                );
-                let _ = write!(
-                    state,
-                    "\"{}-{window}s\";r={};t={reset_seconds}",
-                    check.name,
-                    tier.remaining()
-                );
+
+                push_policy_name(&mut policy, &check.name, window, &mut numbers);
+                policy.push_str(";q=");
+                policy.push_str(numbers.format(tier.tier.limit));
+                policy.push_str(";w=");
+                policy.push_str(numbers.format(window));
+
+                push_policy_name(&mut state, &check.name, window, &mut numbers);
+                state.push_str(";r=");
+                state.push_str(numbers.format(tier.remaining()));
+                state.push_str(";t=");
+                state.push_str(numbers.format(reset_seconds));
             }
         }
         if policy.is_empty() {
             return None;
         }
+        // A `String` becomes the header value without a copy.
         Some(Self {
-            policy: HeaderValue::from_str(&policy).ok()?,
-            state: HeaderValue::from_str(&state).ok()?,
+            policy: HeaderValue::try_from(policy).ok()?,
+            state: HeaderValue::try_from(state).ok()?,
         })
     }
+}
+
+/// Appends the quoted policy name `"RULE-WINDOWs"`.
+fn push_policy_name(
+    text: &mut String,
+    rule: &str,
+    window_seconds: u64,
+    numbers: &mut itoa::Buffer,
+) {
+    text.push('"');
+    text.push_str(rule);
+    text.push('-');
+    text.push_str(numbers.format(window_seconds));
+    text.push_str("s\"");
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use smallvec::SmallVec;
 
 pub use config::{EngineKind, FailureMode, LimitsConfig, RuleAction, RuleConfig, TierConfig};
 pub use embedded::EmbeddedEngine;
@@ -72,14 +73,14 @@ pub struct CheckOutcome {
 impl CheckOutcome {
     /// Decides a request from each tier's drained level before it. The embedded engine and
     /// the Redis script apply this same rule.
-    pub fn decide(rules: &[RuleCheck], levels: &[Vec<f64>]) -> Self {
-        let rule_admits: Vec<bool> = rules
+    pub fn decide<L: AsRef<[f64]>>(rules: &[RuleCheck], levels: &[L]) -> Self {
+        let rule_admits: smallvec::SmallVec<[bool; 4]> = rules
             .iter()
             .zip(levels)
             .map(|(rule, levels)| {
                 rule.tiers
                     .iter()
-                    .zip(levels)
+                    .zip(levels.as_ref())
                     .all(|(tier, &level)| tier.admits(level))
             })
             .collect();
@@ -98,7 +99,7 @@ impl CheckOutcome {
                     tiers: rule
                         .tiers
                         .iter()
-                        .zip(levels)
+                        .zip(levels.as_ref())
                         .map(|(tier, &level)| TierOutcome::new(*tier, level, committed))
                         .collect(),
                     admitted: admits,
@@ -299,8 +300,8 @@ impl RateLimits {
     /// engine always uses the server's clock.
     pub async fn check_at(&self, input: &KeyInput<'_>, now: Instant) -> Decision {
         let rules = self.rules.load();
-        let mut covered = Vec::new();
-        let mut checks = Vec::new();
+        let mut covered: SmallVec<[&CompiledRule; 2]> = SmallVec::new();
+        let mut checks: SmallVec<[RuleCheck; 2]> = SmallVec::new();
         for rule in &rules.rules {
             if let Some(key) = rule.key_for(input) {
                 checks.push(RuleCheck {
@@ -354,7 +355,7 @@ impl RateLimits {
         &self,
         input: &KeyInput<'_>,
         covered: &[&CompiledRule],
-        checks: Vec<RuleCheck>,
+        checks: SmallVec<[RuleCheck; 2]>,
         fallback: &EmbeddedEngine,
         fleet_size: u32,
         now: Instant,
@@ -375,7 +376,7 @@ impl RateLimits {
             };
         }
 
-        let local: Vec<RuleCheck> = checks
+        let local: SmallVec<[RuleCheck; 2]> = checks
             .into_iter()
             .map(|mut check| {
                 check.tiers = check

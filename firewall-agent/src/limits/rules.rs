@@ -326,7 +326,8 @@ impl CompiledRule {
                 .find_map(|route| route.matches(input.path))?
         };
 
-        let mut key = String::new();
+        // Room for an address and a short value without growing.
+        let mut key = String::with_capacity(64);
         for (index, part) in self.key.iter().enumerate() {
             if index > 0 {
                 key.push('|');
@@ -367,9 +368,7 @@ impl CompiledRule {
 /// Writes an IPv4 address as is and an IPv6 address as its network of `prefix_length` bits.
 fn write_client(key: &mut String, client: IpAddr, prefix_length: u8) {
     match client {
-        IpAddr::V4(v4) => {
-            let _ = write!(key, "{v4}");
-        }
+        IpAddr::V4(v4) => crate::network::push_ipv4(key, v4),
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
             let mask = u128::MAX

@@ -29,6 +29,10 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Headers that forwarding may add to a request: the four forwarding headers, `Host`,
+/// `x-request-id`, `Content-Length` and the `Upgrade` pair.
+const FORWARD_ADDED_HEADERS: usize = 9;
+
 /// Errors from forwarding a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -126,6 +130,9 @@ impl Upstream {
         *request.method_mut() = context.method().clone();
         *request.headers_mut() = context.headers().clone();
         let (mut parts, body) = request.into_parts();
+        // Room for the forwarding headers, `Host` and `x-request-id` at once, instead of the
+        // map growing several times for a request with few headers.
+        parts.headers.reserve(FORWARD_ADDED_HEADERS);
         parts.uri = self.target_path(context.uri())?;
         let original_host = original_host(&parts.headers, context.uri());
         rewrite_request_headers(&mut parts.headers, forwarding, request_id, original_host);
@@ -254,6 +261,11 @@ fn set_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
 
 /// Removes the fixed hop-by-hop headers and every header named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // A header named in `Connection` counts only while `Connection` is present, and that is
+    // one of the fixed names.
+    if !super::headers::contains_named(headers, &HOP_BY_HOP) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -5,12 +5,15 @@
 //! `X-Forwarded-For` header that is not itself a trusted proxy. Entries left of it come from
 //! the client or from untrusted proxies, so they are passed on but never name the client.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::network::IpNetwork;
+use crate::network::{IpNetwork, push_ip, push_ipv4};
+
+/// Room for the longest IPv6 address in text, so that writing the usual value needs no
+/// reallocation.
+const IP_TEXT_CAPACITY: usize = 45;
 
 /// `X-Forwarded-For` header name.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -174,14 +177,14 @@ pub fn set_forwarding_headers(
     let proto = if forwarding.tls { "https" } else { "http" };
 
     // Each value is written into one string, which becomes the header value without a copy.
-    let mut chain = String::new();
+    let mut chain = String::with_capacity(IP_TEXT_CAPACITY);
     if forwarding.peer_trusted {
         for entry in x_forwarded_for_entries(headers) {
             chain.push_str(&entry);
             chain.push_str(", ");
         }
     }
-    let _ = write!(chain, "{}", forwarding.peer);
+    push_ip(&mut chain, forwarding.peer);
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -203,7 +206,8 @@ pub fn set_forwarding_headers(
         None => headers.remove(X_FORWARDED_HOST),
     };
 
-    let mut forwarded = String::new();
+    let host = original_host.as_ref().and_then(|host| host.to_str().ok());
+    let mut forwarded = String::with_capacity(IP_TEXT_CAPACITY + 32 + host.map_or(0, str::len));
     if forwarding.peer_trusted {
         let received = headers
             .get_all(header::FORWARDED)
@@ -219,16 +223,24 @@ pub fn set_forwarding_headers(
             forwarded.push_str(", ");
         }
     }
-    let _ = match forwarding.peer {
-        IpAddr::V4(address) => write!(forwarded, "for={address}"),
-        IpAddr::V6(address) => write!(forwarded, "for=\"[{address}]\""),
-    };
-    let _ = write!(forwarded, ";proto={proto}");
-    if let Some(host) = original_host.as_ref().and_then(|host| host.to_str().ok()) {
-        // A host is a token or a quoted string; quoting always is valid.
-        if !host.contains(['"', '\\']) {
-            let _ = write!(forwarded, ";host=\"{host}\"");
+    match forwarding.peer {
+        IpAddr::V4(address) => {
+            forwarded.push_str("for=");
+            push_ipv4(&mut forwarded, address);
         }
+        IpAddr::V6(address) => {
+            forwarded.push_str("for=\"[");
+            push_ip(&mut forwarded, IpAddr::V6(address));
+            forwarded.push_str("]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    // A host is a token or a quoted string, and quoting is always valid.
+    if let Some(host) = host.filter(|host| !host.contains(['"', '\\'])) {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
     }
     if let Ok(value) = HeaderValue::try_from(forwarded) {
         headers.insert(header::FORWARDED, value);

@@ -169,14 +169,47 @@ fn parse_name(name: &str, key: &'static str) -> Result<HeaderName, HeaderConfigE
     })
 }
 
+/// Removes every header named in `names`.
+///
+/// Meant for maps with few names and lists of custom names that are usually absent, such as
+/// the revealing headers. A hashed lookup of such a name costs more than a pass over a short
+/// map that skips every name whose length no listed name has, so only the names found are
+/// looked up.
+pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let listed = name_filter(names);
+    let found: smallvec::SmallVec<[HeaderName; 2]> =
+        headers.keys().filter(|name| listed(name)).cloned().collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+/// Returns whether `headers` contains any of `names`, with the pass of [`remove_named`].
+pub fn contains_named(headers: &HeaderMap, names: &[HeaderName]) -> bool {
+    let listed = name_filter(names);
+    headers.keys().any(listed)
+}
+
+/// Returns a test for membership in `names` that rejects most other names by length alone.
+fn name_filter(names: &[HeaderName]) -> impl Fn(&HeaderName) -> bool + '_ {
+    let lengths = names
+        .iter()
+        .fold(0u64, |lengths, name| lengths | length_bit(name));
+    move |name| lengths & length_bit(name) != 0 && names.contains(name)
+}
+
+/// Returns a bit for the length of `name`. Lengths of 64 and more share one bit.
+fn length_bit(name: &HeaderName) -> u64 {
+    1u64.checked_shl(u32::try_from(name.as_str().len()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
 /// Sets the security headers on a response and removes revealing upstream headers.
 ///
 /// Order: revealing headers go, defaults are set (HSTS only when `tls`), then the route's
 /// `set` and `remove` apply, so a route has the last word on every header.
 pub fn apply_security_headers(headers: &mut HeaderMap, tls: bool, route: Option<&HeaderRules>) {
-    for name in REVEALING_HEADER_NAMES.iter() {
-        headers.remove(name);
-    }
+    remove_named(headers, &*REVEALING_HEADER_NAMES);
     // One allocation up front instead of the map growing step by step as headers go in.
     headers.reserve(DEFAULT_SECURITY_HEADERS.len() + 1);
     for (name, value) in DEFAULT_SECURITY_HEADER_PAIRS.iter() {
@@ -194,6 +227,7 @@ pub fn apply_security_headers(headers: &mut HeaderMap, tls: bool, route: Option<
     for (name, value) in &route.set {
         headers.insert(name.clone(), value.clone());
     }
+    // The map is full of defaults here, so a pass over it would cost more than the lookups.
     for name in &route.remove {
         headers.remove(name);
     }
@@ -552,6 +586,35 @@ mod tests {
         assert_eq!(headers["cache-control"], "no-store");
         assert_eq!(headers["x-frame-options"], "DENY");
         assert!(!headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    }
+
+    #[test]
+    fn named_headers_are_removed_with_every_value() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-powered-by", HeaderValue::from_static("one"));
+        headers.append("x-powered-by", HeaderValue::from_static("two"));
+        headers.append(header::SERVER, HeaderValue::from_static("upstream/1.0"));
+        headers.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.append("x-kept", HeaderValue::from_static("1"));
+
+        remove_named(&mut headers, &*REVEALING_HEADER_NAMES);
+
+        assert!(!headers.contains_key("x-powered-by"));
+        assert!(!headers.contains_key(header::SERVER));
+        assert_eq!(headers.len(), 2, "left: {headers:?}");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(headers["x-kept"], "1");
+    }
+
+    #[test]
+    fn removing_absent_names_keeps_the_map() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+
+        remove_named(&mut headers, &*REVEALING_HEADER_NAMES);
+        remove_named(&mut headers, &[]);
+
+        assert_eq!(headers.len(), 1);
     }
 
     #[test]

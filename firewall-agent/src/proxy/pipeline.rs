@@ -17,7 +17,7 @@ use std::time::Duration;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
 use super::ProxyBody;
 use super::stages::tokens::BearerCheck;
@@ -86,7 +86,32 @@ pub struct RequestContext {
     /// when two stages need it.
     bearer: OnceLock<BearerCheck>,
     /// Headers that stages add to the response, whether it is a rejection or the upstream's.
-    response_headers: std::sync::Mutex<HeaderMap>,
+    response_headers: std::sync::Mutex<AddedHeaders>,
+}
+
+/// Headers that stages add to a response, one value per name.
+///
+/// A short list rather than a `HeaderMap`, because a request gets only a few of them, such as
+/// the rate-limit pair on every limited route. A map would allocate and hash each name here
+/// and again in the response.
+#[derive(Debug, Default)]
+pub struct AddedHeaders(smallvec::SmallVec<[(HeaderName, HeaderValue); 2]>);
+
+impl AddedHeaders {
+    /// Adds a header, replacing an earlier one of that name.
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(added, _)| *added == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Sets each header on `headers`, replacing every value of that name there.
+    pub fn apply_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
+    }
 }
 
 impl fmt::Debug for RequestContext {
@@ -117,7 +142,7 @@ impl RequestContext {
             forward_body: OnceLock::new(),
             principal: OnceLock::new(),
             bearer: OnceLock::new(),
-            response_headers: std::sync::Mutex::new(HeaderMap::new()),
+            response_headers: std::sync::Mutex::new(AddedHeaders::default()),
         }
     }
 
@@ -199,7 +224,7 @@ impl RequestContext {
     }
 
     /// Takes the headers that stages added for the response.
-    pub fn take_response_headers(&self) -> HeaderMap {
+    pub fn take_response_headers(&self) -> AddedHeaders {
         std::mem::take(
             &mut *self
                 .response_headers

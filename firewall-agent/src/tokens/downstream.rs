@@ -20,9 +20,10 @@ pub const X_AUTH_ISSUER: HeaderName = HeaderName::from_static("x-auth-issuer");
 /// that cannot be a header value (control characters) is left out, so the upstream never receives
 /// a value the proxy did not verify.
 pub fn set_identity_headers(headers: &mut HeaderMap, principal: Option<&Principal>) {
-    for name in [&X_AUTH_SUBJECT, &X_AUTH_SCOPES, &X_AUTH_CLIENT_ID, &X_AUTH_ISSUER] {
-        headers.remove(name);
-    }
+    crate::proxy::headers::remove_named(
+        headers,
+        &[X_AUTH_SUBJECT, X_AUTH_SCOPES, X_AUTH_CLIENT_ID, X_AUTH_ISSUER],
+    );
     let Some(principal) = principal else {
         return;
     };
