@@ -83,15 +83,28 @@ struct Latency {
     send_delay_p99_ms: f64,
 }
 
+/// Time the bench agent gets to drain and remove its files after its stdin closes; above the
+/// agent's own drain timeout of 10 s.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A child process killed when dropped.
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // The bench agent stops and removes its files when its stdin closes. nginx's master
-        // stops its workers on SIGTERM. SIGKILL only if it is still running after 5 s.
-        drop(self.0.stdin.take());
-        std::thread::sleep(Duration::from_millis(200));
+        // The bench agent drains its connections and removes its files when its stdin
+        // closes; a signal would end it before it removed them. nginx's master stops its
+        // workers on SIGTERM. SIGKILL only if it is still running after 5 s more.
+        if let Some(stdin) = self.0.stdin.take() {
+            drop(stdin);
+            let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
