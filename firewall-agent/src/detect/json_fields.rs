@@ -68,7 +68,7 @@ struct Frame {
 /// Adds the keys and string values of `body` to `fields`. On [`NotJson`] the fields added so
 /// far stay, and the caller removes them.
 pub(super) fn push_json<'a>(fields: &mut RequestFields<'a>, body: &'a [u8]) -> Result<(), NotJson> {
-    let mut reader = Reader { body, position: 0 };
+    let mut reader = Reader::new(body);
     let mut stack: Vec<Frame> = Vec::new();
     // Path and inspection of the value about to be read.
     let mut path = ValuePath::Known(None);
@@ -187,10 +187,21 @@ fn read_member_key<'a>(
 /// A cursor over the body.
 struct Reader<'a> {
     body: &'a [u8],
+    /// The longest prefix of `body` that is valid UTF-8, checked once for the whole body, so
+    /// that each string inside it is borrowed without checking its bytes again.
+    valid_text: &'a str,
     position: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        let valid_text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&body[..error.valid_up_to()]).unwrap_or_default(),
+        };
+        Reader { body, valid_text, position: 0 }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.body.get(self.position).copied()
     }
@@ -285,6 +296,11 @@ impl<'a> Reader<'a> {
         }
         self.position = end + 1;
         if body[end] == b'"' {
+            // Both ends are ASCII quotes or backslashes, so they are character boundaries of
+            // the valid text whenever the string lies inside it.
+            if let Some(text) = self.valid_text.get(start..end) {
+                return Ok(Cow::Borrowed(text));
+            }
             return std::str::from_utf8(plain).map(Cow::Borrowed).map_err(|_| NotJson);
         }
         let mut decoded = plain.to_vec();

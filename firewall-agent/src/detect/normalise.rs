@@ -60,13 +60,21 @@ pub struct Normalised {
 /// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
-    if is_plain_ascii(raw, encoding) {
-        // No step applies: only lowercasing changes the text.
-        if let Ok(cased) = String::from_utf8(raw.to_vec()) {
-            let folded = cased.to_ascii_lowercase();
+    if has_no_escape_or_control(raw, encoding)
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        // Valid UTF-8 contains no overlong sequence, so only NFKC and lowercasing can change it.
+        if text.is_ascii() {
             return Normalised {
-                cased,
-                folded,
+                cased: text.to_owned(),
+                folded: text.to_ascii_lowercase(),
+                anomalies: Anomalies::default(),
+            };
+        }
+        if !has_c1_control(raw) && is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+            return Normalised {
+                cased: text.to_owned(),
+                folded: lowercase(text),
                 anomalies: Anomalies::default(),
             };
         }
@@ -74,18 +82,49 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     normalise_all_steps(raw, encoding)
 }
 
-/// Returns whether no normalisation step but lowercasing changes `raw`: it is printable ASCII,
-/// tabs and line breaks, without the byte that starts an escape (`%`, `\`, `&`) or, in a
-/// form value, a `+`. Overlong UTF-8 and NFKC only concern bytes above 0x7F, and controls
-/// below 0x20 and 0x7F.
-fn is_plain_ascii(raw: &[u8], encoding: FieldEncoding) -> bool {
+/// Returns whether `raw` lacks every byte that starts a decoding step (`%`, `\`, `&` and, in
+/// a form value, `+`) and every ASCII control byte but tab, line feed and carriage return.
+/// Valid UTF-8 that passes, and contains no C1 control either, is changed only by NFKC and
+/// lowercasing.
+fn has_no_escape_or_control(raw: &[u8], encoding: FieldEncoding) -> bool {
     let form = encoding == FieldEncoding::Form;
     raw.iter().all(|byte| match byte {
-        b'%' | b'\\' | b'&' => false,
+        b'%' | b'\\' | b'&' | 0x7F => false,
         b'+' => !form,
         b'\t' | b'\n' | b'\r' => true,
-        _ => (0x20..0x7F).contains(byte),
+        _ => *byte >= 0x20,
     })
+}
+
+/// Returns whether UTF-8 `text` contains a C1 control character, U+0080 to U+009F, which UTF-8
+/// writes as 0xC2 followed by 0x80 to 0x9F.
+fn has_c1_control(text: &[u8]) -> bool {
+    memchr::memchr_iter(0xC2, text)
+        .any(|index| text.get(index + 1).is_some_and(|next| (0x80..=0x9F).contains(next)))
+}
+
+/// Lowercases `text` exactly as [`str::to_lowercase`] does, with runs of ASCII characters
+/// lowercased in place instead of looked up in the Unicode tables one by one. The one
+/// context-dependent mapping, a capital sigma that ends a word, is left to the standard library.
+pub(super) fn lowercase(text: &str) -> String {
+    if text.contains('\u{3a3}') {
+        return text.to_lowercase();
+    }
+    let mut folded = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let ascii_length = rest.bytes().position(|byte| !byte.is_ascii()).unwrap_or(rest.len());
+        let start = folded.len();
+        folded.push_str(&rest[..ascii_length]);
+        folded[start..].make_ascii_lowercase();
+        rest = &rest[ascii_length..];
+        let mut characters = rest.chars();
+        if let Some(character) = characters.next() {
+            folded.extend(character.to_lowercase());
+        }
+        rest = characters.as_str();
+    }
+    folded
 }
 
 /// Runs every normalisation step in turn, as [`normalise`] describes.
@@ -140,7 +179,7 @@ pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normal
             IsNormalized::Yes => text,
             IsNormalized::No | IsNormalized::Maybe => text.nfkc().collect(),
         };
-        let folded = cased.to_lowercase();
+        let folded = lowercase(&cased);
         (cased, folded)
     };
     Normalised {
