@@ -21,6 +21,8 @@ const PIECES: &[&str] = &[
     "/*x*/", "%3c", "%25", "%u003c", "&lt;", "&#x3c;", "\\u003c", "+", "\u{ff1c}", "\u{e9}", "\0",
     "\x01", "\x7f", "\r\n", "\t", " ", "A", "Z", "1' or '1'='1", "union select", ":",
     "\u{2019} or 1=1", " \u{301}", "id=1&x=2", "a+b", " and ", " is not ", "null", " by",
+    "import('", "import {a} from '", "import * as m from \"", "new function(", "btoa(", "srcdoc=",
+    "formaction=", "settimeout(", "ale/**/rt(", "self[", "+[]", "[+!", "confirm`", "prompt (",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {

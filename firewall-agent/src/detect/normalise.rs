@@ -88,12 +88,20 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
 /// lowercasing.
 fn has_no_escape_or_control(raw: &[u8], encoding: FieldEncoding) -> bool {
     let form = encoding == FieldEncoding::Form;
-    raw.iter().all(|byte| match byte {
-        b'%' | b'\\' | b'&' | 0x7F => false,
-        b'+' => !form,
-        b'\t' | b'\n' | b'\r' => true,
-        _ => *byte >= 0x20,
+    // Each chunk is tested without branches, so that the compiler can compare its bytes in
+    // vector registers.
+    raw.chunks(16).all(|chunk| {
+        !chunk.iter().fold(false, |found, &byte| found | is_escape_or_control(byte, form))
     })
+}
+
+/// Returns whether `byte` starts a decoding step or is an ASCII control byte other than tab,
+/// line feed and carriage return. The operators do not short-circuit, so that no branch is
+/// taken per byte.
+fn is_escape_or_control(byte: u8, form: bool) -> bool {
+    let control = (byte < 0x20) & (byte != b'\t') & (byte != b'\n') & (byte != b'\r') | (byte == 0x7F);
+    let escape = (byte == b'%') | (byte == b'\\') | (byte == b'&') | form & (byte == b'+');
+    control | escape
 }
 
 /// Returns whether UTF-8 `text` contains a C1 control character, U+0080 to U+009F, which UTF-8

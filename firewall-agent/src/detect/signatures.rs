@@ -286,6 +286,13 @@ pub(super) fn signature_rules_filtered(text: &str) -> Vec<&'static str> {
 static CASED_SIGNATURES: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"rO0AB|AAEAAAD/////|H4sIAAAAAAAA[A-Za-z0-9+/]{0,8}rO0").ok());
 
+/// Returns `false` only when [`CASED_SIGNATURES`] cannot match the value whose lowercased text
+/// is `folded` and whose bytes are `bytes`. Every cased signature contains `rO0` or `AAEAAAD/`,
+/// and lowercasing turns them into `ro0` and `aaeaaad/`.
+fn may_match_cased_signature(folded: &str, bytes: &ByteSet) -> bool {
+    bytes.contains_all(b"ro0") && folded.contains("ro0") || bytes.contains_all(b"aed/") && folded.contains("aaeaaad/")
+}
+
 /// Most Base64 runs decoded per value, bounding the work on long values.
 const MAX_BASE64_RUNS: usize = 16;
 
@@ -360,10 +367,7 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     }
     super::shell::detect(text, bytes, kind, hits);
 
-    // Every cased signature contains an `A` and a `0`, `/` or `4`, which the lowercased bytes
-    // show without running the regex.
-    if bytes.contains(b'a')
-        && bytes.contains_any(b"0/4")
+    if may_match_cased_signature(text, bytes)
         && let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
     {
@@ -566,9 +570,9 @@ fn may_contain_marker(decoded: &[u8]) -> bool {
     decoded.iter().any(|byte| scan.feed(*byte))
 }
 
-/// A check of decoded bytes, fed one at a time, for whether they could contain a marker:
-/// every Node.js marker contains `$`, and every Java name, even with two letters lost, is a
-/// run of at least five letters and dots.
+/// A check of decoded bytes, fed one at a time, for whether they could contain a marker. Every
+/// Node.js marker contains `$`, and every Java name, even with two letters lost, is a run of at
+/// least five letters and dots.
 #[derive(Default)]
 struct MarkerScan {
     /// Length of the run of letters and dots that ends the bytes read so far.
@@ -651,6 +655,35 @@ mod tests {
             decode_base64_lenient(run.as_bytes(), &mut decoded);
             proptest::prop_assert_eq!(decodes_to_possible_marker(run.as_bytes()), may_contain_marker(&decoded), "run {:?}", run);
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn cased_signature_check_keeps_matches(
+            pieces in proptest::collection::vec(
+                "rO0AB|rO0|AAEAAAD/////|AAEAAAD/|H4sIAAAAAAAA|[A-Za-z0-9+/]{0,6}|\\PC{0,2}|\u{130}|\u{212a}",
+                0..8,
+            ),
+        ) {
+            let cased = pieces.concat();
+            let folded = super::super::normalise::lowercase(&cased);
+            let matches = CASED_SIGNATURES.as_ref().is_some_and(|regex| regex.is_match(&cased));
+            if matches {
+                proptest::prop_assert!(may_match_cased_signature(&folded, &ByteSet::of(&folded)), "cased {:?}", cased);
+            }
+        }
+    }
+
+    #[test]
+    fn cased_signature_check_passes_signatures() {
+        for cased in ["xrO0ABx", "AAEAAAD/////", "H4sIAAAAAAAAxyrO0"] {
+            let folded = cased.to_lowercase();
+            assert!(CASED_SIGNATURES.as_ref().is_some_and(|regex| regex.is_match(cased)), "cased {cased:?}");
+            assert!(may_match_cased_signature(&folded, &ByteSet::of(&folded)), "cased {cased:?}");
+        }
+        assert!(!may_match_cased_signature("order 600", &ByteSet::of("order 600")));
     }
 
     #[test]
