@@ -207,8 +207,8 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     } else {
         std::borrow::Cow::Borrowed(value)
     };
-    // The bytes of every text tokenized below, or a superset: replacing `+` with a space and
-    // taking a part of the value add no quote.
+    // A byte set that contains every quote of each text tokenized below, because replacing
+    // `+` with a space and taking a part of the value add no quote.
     let folded_bytes;
     let bytes = match &value {
         std::borrow::Cow::Borrowed(_) => bytes,
@@ -248,8 +248,8 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     }
 }
 
-/// Matches the fingerprints of a path read from the start of each segment. `bytes` are the
-/// bytes of `path` or a superset.
+/// Matches the fingerprints of a path read from the start of each segment. `bytes` contains
+/// every quote byte of `path`.
 fn detect_path_segments(path: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     let segment_starts = path
         .match_indices('/')
@@ -291,7 +291,7 @@ fn is_form_key(key: &str) -> bool {
 }
 
 /// Tokenizes `value` as written and as if it continued each kind of quote it contains, and
-/// matches the fingerprints. `bytes` are the bytes of `value` or a superset.
+/// matches the fingerprints. `bytes` contains every quote byte of `value`.
 fn detect_sql(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     let raw_tokens = sqli_tokens::tokenize(value, None, Escapes::Backslash);
     let plain = sqli_tokens::fold(&raw_tokens);
