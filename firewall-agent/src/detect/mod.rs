@@ -177,7 +177,7 @@ pub const EXCERPT_CHARS: usize = 80;
 pub const MAX_FINDINGS: usize = 32;
 
 /// Runs every detector over one normalised value and collects the rules that matched.
-pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+pub fn detect_value(value: &Normalised<'_>, kind: FieldKind, hits: &mut Vec<Rule>) {
     signatures::detect_anomalies(value, hits);
     // No detector matches a value of digits alone, such as an id or a quantity.
     if value.folded.bytes().all(|byte| byte.is_ascii_digit()) {

@@ -5,6 +5,8 @@
 //! case, NUL bytes between letters and overlong UTF-8. Detectors only ever see the result of
 //! undoing all of them, so one signature covers every spelling.
 
+use std::borrow::Cow;
+
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Maximum number of percent-decoding rounds. Three rounds undo triple encoding, which is more
@@ -40,14 +42,14 @@ pub struct Anomalies {
     pub deep_encoding: bool,
 }
 
-/// One field after normalisation.
+/// One field after normalisation. Text that no step changes is borrowed from the raw bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Normalised {
+pub struct Normalised<'a> {
     /// The decoded text after NFKC, with its case kept. Some detectors need the case, such as
     /// the one that looks for Base64-encoded gadget names.
-    pub cased: String,
+    pub cased: Cow<'a, str>,
     /// `cased` after lowercasing. Most detectors match on this.
-    pub folded: String,
+    pub folded: Cow<'a, str>,
     /// Anomalies met on the way.
     pub anomalies: Anomalies,
 }
@@ -59,22 +61,27 @@ pub struct Normalised {
 /// decoding with invalid bytes replaced, JavaScript `\uXXXX` escapes, HTML entity decoding,
 /// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
-pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
+pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised<'_> {
     if has_no_escape_or_control(raw, encoding)
         && let Ok(text) = std::str::from_utf8(raw)
     {
         // Valid UTF-8 contains no overlong sequence, so only NFKC and lowercasing can change it.
         if text.is_ascii() {
+            let folded = if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                Cow::Owned(text.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(text)
+            };
             return Normalised {
-                cased: text.to_owned(),
-                folded: text.to_ascii_lowercase(),
+                cased: Cow::Borrowed(text),
+                folded,
                 anomalies: Anomalies::default(),
             };
         }
         if !has_c1_control(raw) && is_nfkc_quick(text.chars()) == IsNormalized::Yes {
             return Normalised {
-                cased: text.to_owned(),
-                folded: lowercase(text),
+                cased: Cow::Borrowed(text),
+                folded: Cow::Owned(lowercase(text)),
                 anomalies: Anomalies::default(),
             };
         }
@@ -136,7 +143,7 @@ pub(super) fn lowercase(text: &str) -> String {
 }
 
 /// Runs every normalisation step in turn, as [`normalise`] describes.
-pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normalised {
+pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normalised<'static> {
     let mut anomalies = Anomalies::default();
 
     let mut bytes: Vec<u8> = raw.to_vec();
@@ -191,8 +198,8 @@ pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normal
         (cased, folded)
     };
     Normalised {
-        cased,
-        folded,
+        cased: Cow::Owned(cased),
+        folded: Cow::Owned(folded),
         anomalies,
     }
 }

@@ -318,7 +318,7 @@ const GADGET_NAMES: &[&[u8]] = &[
 ];
 
 /// Reports the encoding anomalies that normalisation met.
-pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
+pub fn detect_anomalies(value: &Normalised<'_>, hits: &mut Vec<Rule>) {
     let anomalies = value.anomalies;
     if anomalies.overlong_utf8 {
         hits.push(rules::PROTOCOL_OVERLONG_UTF8);
@@ -335,8 +335,8 @@ pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
 }
 
 /// Runs the signature detectors on one normalised value.
-pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
-    let text = value.folded.as_str();
+pub fn detect(value: &Normalised<'_>, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
+    let text: &str = &value.folded;
     let signatures = &*SIGNATURES;
     let mut candidates = signatures.candidates(text);
     if !bytes.contains(b'(') {
