@@ -715,9 +715,10 @@ fn is_number_list(classes: &str) -> bool {
 }
 
 fn classes(tokens: &[Token]) -> String {
-    // Every class is an ASCII letter or punctuation byte, so the bytes are always UTF-8 and
-    // need no encoding one character at a time.
-    String::from_utf8(tokens.iter().map(|token| token.class).collect()).unwrap_or_default()
+    // One byte more than the classes leaves room for the mark that `detect_sql` may insert.
+    let mut fingerprint = String::with_capacity(tokens.len() + 1);
+    fingerprint.extend(tokens.iter().map(|token| char::from(token.class)));
+    fingerprint
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {
