@@ -106,8 +106,8 @@ fn has_no_escape_or_control(raw: &[u8], encoding: FieldEncoding) -> bool {
 /// line feed and carriage return. The operators do not short-circuit, so that no branch is
 /// taken per byte.
 fn is_escape_or_control(byte: u8, form: bool) -> bool {
-    let control = (byte < 0x20) & (byte != b'\t') & (byte != b'\n') & (byte != b'\r') | (byte == 0x7F);
-    let escape = (byte == b'%') | (byte == b'\\') | (byte == b'&') | form & (byte == b'+');
+    let control = ((byte < 0x20) & (byte != b'\t') & (byte != b'\n') & (byte != b'\r')) | (byte == 0x7F);
+    let escape = (byte == b'%') | (byte == b'\\') | (byte == b'&') | (form & (byte == b'+'));
     control | escape
 }
 

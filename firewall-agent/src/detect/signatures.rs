@@ -290,7 +290,8 @@ static CASED_SIGNATURES: LazyLock<Option<Regex>> =
 /// is `folded` and whose bytes are `bytes`. Every cased signature contains `rO0` or `AAEAAAD/`,
 /// and lowercasing turns them into `ro0` and `aaeaaad/`.
 fn may_match_cased_signature(folded: &str, bytes: &ByteSet) -> bool {
-    bytes.contains_all(b"ro0") && folded.contains("ro0") || bytes.contains_all(b"aed/") && folded.contains("aaeaaad/")
+    (bytes.contains_all(b"ro0") && folded.contains("ro0"))
+        || (bytes.contains_all(b"aed/") && folded.contains("aaeaaad/"))
 }
 
 /// Most Base64 runs decoded per value, bounding the work on long values.
