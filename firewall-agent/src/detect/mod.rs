@@ -18,12 +18,12 @@
 //! every value differs it adds about 120 to 150 µs at p50 and 220 to 230 µs at p99, still over
 //! the 200 µs goal, and far more under other load. The added p99 is the difference of two
 //! tails, so it varies from run to run more than the p50 does. Splitting and inspecting such a
-//! body, about 220 fields of which about 100 distinct values, takes about 0.83 million
+//! body, about 220 fields of which about 100 distinct values, takes about 0.81 million
 //! instructions (callgrind over `threat_bench --inspect-distinct 200`). No single detector
 //! dominates. The SQL detector takes about a quarter of them, the signature scan a fifth (its
-//! anchor search alone a twelfth) and the command splitter a sixth. The JSON walk,
-//! normalisation and the XSS checks take a tenth each, so the cost still grows with the number
-//! of distinct values.
+//! anchor search alone a twelfth) and the command splitter a seventh. The JSON walk and
+//! normalisation take a tenth each and the XSS checks a twelfth, so the cost still grows with
+//! the number of distinct values.
 
 mod byte_set;
 pub mod config;
