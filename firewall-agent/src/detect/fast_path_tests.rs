@@ -21,6 +21,8 @@ const PIECES: &[&str] = &[
     "/*x*/", "%3c", "%25", "%u003c", "&lt;", "&#x3c;", "\\u003c", "+", "\u{ff1c}", "\u{e9}", "\0",
     "\x01", "\x7f", "\r\n", "\t", " ", "A", "Z", "1' or '1'='1", "union select", ":",
     "\u{2019} or 1=1", " \u{301}", "id=1&x=2", "a+b", " and ", " is not ", "null", " by",
+    "import('", "import {a} from '", "import * as m from \"", "new function(", "btoa(", "srcdoc=",
+    "formaction=", "settimeout(", "ale/**/rt(", "self[", "+[]", "[+!", "confirm`", "prompt (",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {
@@ -31,11 +33,26 @@ fn text_strategy() -> impl Strategy<Value = String> {
     proptest::collection::vec(piece, 0..6).prop_map(|pieces| pieces.concat())
 }
 
+/// Pieces of non-ASCII text: letters with accents, decomposed and compatibility forms that NFKC
+/// changes, the capital sigma whose lowercase form depends on its place, C1 controls and
+/// letters whose lowercase form has another length in UTF-8.
+const UNICODE_PIECES: &[&str] = &[
+    "Zo\u{eb}", "In\u{e8}s", "M\u{fc}ller", "Garc\u{ed}a", "e\u{301}", "\u{fb01}", "\u{2460}", "\u{3a3}",
+    "O\u{3a3}", "\u{3a3}A", "\u{85}", "\u{9f}", "\u{a0}", "\u{130}", "\u{212a}", "\u{1e9e}", "\u{10400}",
+    "\u{4e2d}", "\u{ff21}", "\u{c2}",
+];
+
 fn byte_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let unicode_piece = prop_oneof![
+        proptest::sample::select(UNICODE_PIECES).prop_map(str::to_owned),
+        proptest::sample::select(PIECES).prop_map(str::to_owned),
+        "\\PC{0,3}",
+    ];
     prop_oneof![
         text_strategy().prop_map(String::into_bytes),
+        proptest::collection::vec(unicode_piece, 0..6).prop_map(|pieces| pieces.concat().into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..64),
-        proptest::collection::vec(proptest::sample::select(b"aA%+&\\;u0c3 \t\x7f".as_slice()), 0..32),
+        proptest::collection::vec(proptest::sample::select(b"aA%+&\\;u0c3 \t\x7f\xc2\x85\xa0".as_slice()), 0..32),
     ]
 }
 
@@ -109,10 +126,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn ascii_fast_path_matches_all_steps(raw in byte_strategy()) {
+    fn plain_fast_path_matches_all_steps(raw in byte_strategy()) {
         for encoding in [FieldEncoding::Plain, FieldEncoding::Form] {
             prop_assert_eq!(normalise(&raw, encoding), normalise_all_steps(&raw, encoding), "raw {:?}", raw);
         }
+    }
+
+    #[test]
+    fn lowercase_matches_standard_library(text in "\\PC{0,24}|[A-Za-z\u{3a3}\u{130}\u{c9} .]{0,24}") {
+        prop_assert_eq!(super::normalise::lowercase(&text), text.to_lowercase(), "text {:?}", text);
     }
 
     #[test]
@@ -230,8 +252,11 @@ fn byte_set_matches_text_bytes() {
 }
 
 #[test]
-fn ascii_fast_path_skips_only_plain_values() {
-    for raw in [&b"Hello World"[..], b"a+b", b"a%41", b"a&lt;", b"a\\u0041", b"a\x01", b"\xc3\xa9"] {
+fn plain_fast_path_skips_only_plain_values() {
+    for raw in [
+        &b"Hello World"[..], b"a+b", b"a%41", b"a&lt;", b"a\\u0041", b"a\x01", b"\xc3\xa9", b"Zo\xc3\xab",
+        b"a\xc2\x85b", b"a\xc2\xa0b", b"\xef\xac\x81", b"e\xcc\x81", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xce\xa3",
+    ] {
         for encoding in [FieldEncoding::Plain, FieldEncoding::Form] {
             assert_eq!(normalise(raw, encoding), normalise_all_steps(raw, encoding), "raw {raw:?}");
         }

@@ -171,6 +171,12 @@ impl<'a> RequestFields<'a> {
         }
     }
 
+    /// Reserves room for `additional` more fields and as many JSON paths.
+    pub(super) fn reserve(&mut self, additional: usize) {
+        self.fields.reserve(additional);
+        self.json_paths.reserve(additional);
+    }
+
     /// Records a JSON path and returns its index.
     pub(super) fn push_path(&mut self, parent: Option<u32>, segment: Segment<'a>) -> u32 {
         let index = u32::try_from(self.json_paths.len()).unwrap_or(u32::MAX);

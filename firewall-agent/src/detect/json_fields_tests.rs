@@ -107,6 +107,8 @@ const PIECES: &[&str] = &[
     "{", "}", "[", "]", ",", ":", "\"", "\"a\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"",
     "\"\\x\"", "\\", "1", "-", "0", "01", "1.", ".5", "1e5", "1E+", "-0.5e-3", "e999", "true", "tru", "null",
     "nul", "false", " ", "\n", "\t", "\u{0}", "\u{e9}", "\"\u{1}\"", "x",
+    "\"a string longer than sixteen bytes\"", "\"a string longer than sixteen\u{1f} bytes\"",
+    "\"\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\\"\"",
 ];
 
 proptest! {

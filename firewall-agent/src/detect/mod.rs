@@ -16,14 +16,17 @@
 //! flagged. Nearly all of those carry attack payloads (shell commands, SQL, PHP calls, metadata
 //! addresses) that one CRS rule is only tested not to match.
 //!
-//! NOTE: in `cargo xtask bench threats` on a quiet 2-core machine, the stage adds about 40 to
-//! 90 µs at p50 and 77 to 95 µs at p99 to a 4 KB JSON body whose orders repeat their values.
-//! When every value differs it adds about 140 to 150 µs at p50 and 220 to 230 µs at p99, just
-//! over the 200 µs goal, and far more under other load. In a loop on one core, splitting and
-//! inspecting such a body takes about 92 µs (`threat_bench --inspect-distinct 3000`), a third of
-//! a microsecond for each of its roughly 270 distinct values. No single detector dominates: the
-//! signature scan, the SQL tokenizer, the command splitter and normalisation each take a tenth
-//! to a fifth of the instructions, so the cost still grows with the number of distinct values.
+//! NOTE: in `cargo xtask bench threats` on a 2-core machine, the stage adds about 40 to 90 µs
+//! at p50 and 50 to 100 µs at p99 to a 4 KB JSON body whose orders repeat their values. When
+//! every value differs it adds about 120 to 150 µs at p50 and 210 to 230 µs at p99, still over
+//! the 200 µs goal, and far more under other load. The added p99 is the difference of two
+//! tails, so it varies from run to run more than the p50 does. Splitting and inspecting such a
+//! body, about 220 fields of which about 100 distinct values, takes about 0.81 million
+//! instructions (callgrind over `threat_bench --inspect-distinct 200`). No single detector
+//! dominates. The SQL detector takes about a quarter of them, the signature scan a fifth (its
+//! anchor search alone a twelfth) and the command splitter a seventh. The JSON walk and
+//! normalisation take a tenth each and the XSS checks a twelfth, so the cost still grows with
+//! the number of distinct values.
 
 mod byte_set;
 pub mod config;
@@ -191,7 +194,7 @@ pub const EXCERPT_CHARS: usize = 80;
 pub const MAX_FINDINGS: usize = 32;
 
 /// Runs every detector over one normalised value and collects the rules that matched.
-pub fn detect_value(value: &Normalised, kind: FieldKind, hits: &mut Vec<Rule>) {
+pub fn detect_value(value: &Normalised<'_>, kind: FieldKind, hits: &mut Vec<Rule>) {
     signatures::detect_anomalies(value, hits);
     // No detector matches a value of digits alone, such as an id or a quantity.
     if value.folded.bytes().all(|byte| byte.is_ascii_digit()) {

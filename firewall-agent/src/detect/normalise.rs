@@ -5,6 +5,8 @@
 //! case, NUL bytes between letters and overlong UTF-8. Detectors only ever see the result of
 //! undoing all of them, so one signature covers every spelling.
 
+use std::borrow::Cow;
+
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Maximum number of percent-decoding rounds. Three rounds undo triple encoding, which is more
@@ -40,14 +42,14 @@ pub struct Anomalies {
     pub deep_encoding: bool,
 }
 
-/// One field after normalisation.
+/// One field after normalisation. Text that no step changes is borrowed from the raw bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Normalised {
+pub struct Normalised<'a> {
     /// The decoded text after NFKC, with its case kept. Some detectors need the case, such as
     /// the one that looks for Base64-encoded gadget names.
-    pub cased: String,
+    pub cased: Cow<'a, str>,
     /// `cased` after lowercasing. Most detectors match on this.
-    pub folded: String,
+    pub folded: Cow<'a, str>,
     /// Anomalies met on the way.
     pub anomalies: Anomalies,
 }
@@ -59,14 +61,27 @@ pub struct Normalised {
 /// decoding with invalid bytes replaced, JavaScript `\uXXXX` escapes, HTML entity decoding,
 /// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
-pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
-    if is_plain_ascii(raw, encoding) {
-        // No step applies: only lowercasing changes the text.
-        if let Ok(cased) = String::from_utf8(raw.to_vec()) {
-            let folded = cased.to_ascii_lowercase();
+pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised<'_> {
+    if has_no_escape_or_control(raw, encoding)
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        // Valid UTF-8 contains no overlong sequence, so only NFKC and lowercasing can change it.
+        if text.is_ascii() {
+            let folded = if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                Cow::Owned(text.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(text)
+            };
             return Normalised {
-                cased,
+                cased: Cow::Borrowed(text),
                 folded,
+                anomalies: Anomalies::default(),
+            };
+        }
+        if !has_c1_control(raw) && is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+            return Normalised {
+                cased: Cow::Borrowed(text),
+                folded: Cow::Owned(lowercase(text)),
                 anomalies: Anomalies::default(),
             };
         }
@@ -74,22 +89,61 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised {
     normalise_all_steps(raw, encoding)
 }
 
-/// Returns whether no normalisation step but lowercasing changes `raw`: it is printable ASCII,
-/// tabs and line breaks, without the byte that starts an escape (`%`, `\`, `&`) or, in a
-/// form value, a `+`. Overlong UTF-8 and NFKC only concern bytes above 0x7F, and controls
-/// below 0x20 and 0x7F.
-fn is_plain_ascii(raw: &[u8], encoding: FieldEncoding) -> bool {
+/// Returns whether `raw` lacks every byte that starts a decoding step (`%`, `\`, `&` and, in
+/// a form value, `+`) and every ASCII control byte but tab, line feed and carriage return.
+/// Valid UTF-8 that passes, and contains no C1 control either, is changed only by NFKC and
+/// lowercasing.
+fn has_no_escape_or_control(raw: &[u8], encoding: FieldEncoding) -> bool {
     let form = encoding == FieldEncoding::Form;
-    raw.iter().all(|byte| match byte {
-        b'%' | b'\\' | b'&' => false,
-        b'+' => !form,
-        b'\t' | b'\n' | b'\r' => true,
-        _ => (0x20..0x7F).contains(byte),
+    // Each chunk is tested without branches, so that the compiler can compare its bytes in
+    // vector registers.
+    raw.chunks(16).all(|chunk| {
+        !chunk.iter().fold(false, |found, &byte| found | is_escape_or_control(byte, form))
     })
 }
 
+/// Returns whether `byte` starts a decoding step or is an ASCII control byte other than tab,
+/// line feed and carriage return. The operators do not short-circuit, so that no branch is
+/// taken per byte.
+fn is_escape_or_control(byte: u8, form: bool) -> bool {
+    let control = ((byte < 0x20) & (byte != b'\t') & (byte != b'\n') & (byte != b'\r')) | (byte == 0x7F);
+    let escape = (byte == b'%') | (byte == b'\\') | (byte == b'&') | (form & (byte == b'+'));
+    control | escape
+}
+
+/// Returns whether UTF-8 `text` contains a C1 control character, U+0080 to U+009F, which UTF-8
+/// writes as 0xC2 followed by 0x80 to 0x9F.
+fn has_c1_control(text: &[u8]) -> bool {
+    memchr::memchr_iter(0xC2, text)
+        .any(|index| text.get(index + 1).is_some_and(|next| (0x80..=0x9F).contains(next)))
+}
+
+/// Lowercases `text` exactly as [`str::to_lowercase`] does, with runs of ASCII characters
+/// lowercased in place instead of looked up in the Unicode tables one by one. The one
+/// context-dependent mapping, a capital sigma that ends a word, is left to the standard library.
+pub(super) fn lowercase(text: &str) -> String {
+    if text.contains('\u{3a3}') {
+        return text.to_lowercase();
+    }
+    let mut folded = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let ascii_length = rest.bytes().position(|byte| !byte.is_ascii()).unwrap_or(rest.len());
+        let start = folded.len();
+        folded.push_str(&rest[..ascii_length]);
+        folded[start..].make_ascii_lowercase();
+        rest = &rest[ascii_length..];
+        let mut characters = rest.chars();
+        if let Some(character) = characters.next() {
+            folded.extend(character.to_lowercase());
+        }
+        rest = characters.as_str();
+    }
+    folded
+}
+
 /// Runs every normalisation step in turn, as [`normalise`] describes.
-pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normalised {
+pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normalised<'static> {
     let mut anomalies = Anomalies::default();
 
     let mut bytes: Vec<u8> = raw.to_vec();
@@ -140,12 +194,12 @@ pub(super) fn normalise_all_steps(raw: &[u8], encoding: FieldEncoding) -> Normal
             IsNormalized::Yes => text,
             IsNormalized::No | IsNormalized::Maybe => text.nfkc().collect(),
         };
-        let folded = cased.to_lowercase();
+        let folded = lowercase(&cased);
         (cased, folded)
     };
     Normalised {
-        cased,
-        folded,
+        cased: Cow::Owned(cased),
+        folded: Cow::Owned(folded),
         anomalies,
     }
 }

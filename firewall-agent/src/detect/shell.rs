@@ -300,7 +300,15 @@ struct CommandContext {
 }
 
 /// Decides whether one simple command runs a known command.
-fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Rule> {
+fn judge_simple_command(segment: &str, context: CommandContext) -> Option<Rule> {
+    if runs_no_listed_command(segment) {
+        return None;
+    }
+    judge_words(segment, context)
+}
+
+/// Decides whether one simple command runs a known command, reading its words in turn.
+fn judge_words(segment: &str, mut context: CommandContext) -> Option<Rule> {
     let mut words = segment.split_ascii_whitespace().peekable();
     while let Some(word) = words.next() {
         let has_next = words.peek().is_some();
@@ -356,6 +364,28 @@ fn judge_simple_command(segment: &str, mut context: CommandContext) -> Option<Ru
         return is_injected(name, &arguments, context).then(|| rule_for(name));
     }
     None
+}
+
+/// Returns `true` when the first word of `segment` settles that [`judge_simple_command`]
+/// returns `None`: there is no word, or the first word names no listed command and is not one
+/// that the judge skips or reads further (an assignment, a variable, a redirection or a
+/// number). Most simple commands in ordinary values start with such a word, and this check
+/// reads no further than it.
+fn runs_no_listed_command(segment: &str) -> bool {
+    let rest = segment.trim_start_matches(|character: char| character.is_ascii_whitespace());
+    let end = rest.bytes().position(|byte| byte.is_ascii_whitespace()).unwrap_or(rest.len());
+    let word = &rest[..end];
+    if word.is_empty() {
+        return true;
+    }
+    let skipped_or_read_further = word.bytes().any(|byte| byte == b'=')
+        || word.starts_with(['$', '<', '>'])
+        || word.bytes().all(|byte| byte.is_ascii_digit());
+    if skipped_or_read_further {
+        return false;
+    }
+    let lists = command_lists(command_name(word));
+    !lists.wrapper && !lists.is_known()
 }
 
 /// Words that start prose more often than they follow a command name.
@@ -618,6 +648,40 @@ mod tests {
         }
         for unknown in ["", "apples", "catalogue", "x".repeat(MAX_COMMAND_NAME_BYTES + 1).as_str()] {
             assert_eq!(command_lists(unknown), CommandLists::default(), "name {unknown:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn first_word_shortcut_keeps_judgement(
+            words in proptest::collection::vec(
+                "cat|ls|whoami|time|env|nohup|sudo|apples|leave|a=b|x=ls|\\$a|\\$\\{a\\}|<x|>/tmp/x|12|1234|-la|/etc/passwd|/bin/ls|python3\\.10|c\\.exe|[a-z]{1,6}",
+                0..5,
+            ),
+            separators in proptest::collection::vec("[ \t\x0c]{1,2}", 5),
+            position_start in proptest::bool::ANY,
+            flags in proptest::collection::vec(proptest::bool::ANY, 4),
+        ) {
+            let mut segment = String::from(separators[0].as_str());
+            for (index, word) in words.iter().enumerate() {
+                segment.push_str(word);
+                segment.push_str(&separators[(index + 1) % separators.len()]);
+            }
+            let context = CommandContext {
+                position: if position_start { Position::Start } else { Position::AfterSeparator },
+                obfuscated: flags[0],
+                kind: FieldKind::Query,
+                prose_separator: flags[1],
+                shell_separator: flags[2],
+                followed_by_separator: flags[3],
+            };
+            proptest::prop_assert_eq!(
+                judge_simple_command(&segment, context),
+                judge_words(&segment, context),
+                "segment {:?}", segment
+            );
         }
     }
 

@@ -286,6 +286,14 @@ pub(super) fn signature_rules_filtered(text: &str) -> Vec<&'static str> {
 static CASED_SIGNATURES: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"rO0AB|AAEAAAD/////|H4sIAAAAAAAA[A-Za-z0-9+/]{0,8}rO0").ok());
 
+/// Returns `false` only when [`CASED_SIGNATURES`] cannot match the value whose lowercased text
+/// is `folded` and whose bytes are `bytes`. Every cased signature contains `rO0` or `AAEAAAD/`,
+/// and lowercasing turns them into `ro0` and `aaeaaad/`.
+fn may_match_cased_signature(folded: &str, bytes: &ByteSet) -> bool {
+    (bytes.contains_all(b"ro0") && folded.contains("ro0"))
+        || (bytes.contains_all(b"aed/") && folded.contains("aaeaaad/"))
+}
+
 /// Most Base64 runs decoded per value, bounding the work on long values.
 const MAX_BASE64_RUNS: usize = 16;
 
@@ -311,7 +319,7 @@ const GADGET_NAMES: &[&[u8]] = &[
 ];
 
 /// Reports the encoding anomalies that normalisation met.
-pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
+pub fn detect_anomalies(value: &Normalised<'_>, hits: &mut Vec<Rule>) {
     let anomalies = value.anomalies;
     if anomalies.overlong_utf8 {
         hits.push(rules::PROTOCOL_OVERLONG_UTF8);
@@ -328,8 +336,8 @@ pub fn detect_anomalies(value: &Normalised, hits: &mut Vec<Rule>) {
 }
 
 /// Runs the signature detectors on one normalised value.
-pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
-    let text = value.folded.as_str();
+pub fn detect(value: &Normalised<'_>, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
+    let text: &str = &value.folded;
     let signatures = &*SIGNATURES;
     let mut candidates = signatures.candidates(text);
     if !bytes.contains(b'(') {
@@ -357,10 +365,7 @@ pub fn detect(value: &Normalised, bytes: &ByteSet, kind: FieldKind, hits: &mut V
     }
     super::shell::detect(text, bytes, kind, hits);
 
-    // Every cased signature contains an `A` and a `0`, `/` or `4`, which the lowercased bytes
-    // show without running the regex.
-    if bytes.contains(b'a')
-        && bytes.contains_any(b"0/4")
+    if may_match_cased_signature(text, bytes)
         && let Some(regex) = CASED_SIGNATURES.as_ref()
         && regex.is_match(&value.cased)
     {
@@ -451,19 +456,17 @@ const NODE_FUNCTION_MARKERS: &[&[u8]] = &[b"_$$nd_func$$_", b"_func$$_"];
 /// mid-character, so a name whose first one or two letters were lost counts at the start of
 /// the run.
 fn base64_gadget(text: &str) -> Option<Base64Gadget> {
-    // Base64 characters are ASCII, and every byte of a non-ASCII character ends a run, so
-    // splitting the bytes gives the runs that splitting the characters gives.
-    let runs = text
-        .as_bytes()
-        .split(|byte| !(byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'-' | b'_')))
-        .filter(|run| run.len() >= MIN_BASE64_RUN)
-        .take(MAX_BASE64_RUNS);
     let mut decoded = Vec::new();
-    for run in runs {
+    for run in base64_runs(text.as_bytes()).take(MAX_BASE64_RUNS) {
         for shift in 0..4 {
             let Some(start) = run.get(shift..) else {
                 break;
             };
+            // Most runs are ids and words whose decoded bytes contain no marker, which this
+            // check finds without storing the decoded bytes.
+            if !decodes_to_possible_marker(start) {
+                continue;
+            }
             decode_base64_lenient(start, &mut decoded);
             if let Some(gadget) = gadget_in(&decoded) {
                 return Some(gadget);
@@ -471,6 +474,47 @@ fn base64_gadget(text: &str) -> Option<Base64Gadget> {
         }
     }
     None
+}
+
+/// Value of a byte that is not a Base64 character in [`BASE64_VALUES`].
+const NOT_BASE64: u8 = 0xFF;
+
+/// The 6-bit value of each standard or URL-safe Base64 character, by byte value, and
+/// [`NOT_BASE64`] for every other byte.
+static BASE64_VALUES: [u8; 256] = {
+    let mut table = [NOT_BASE64; 256];
+    let mut index = 0;
+    while index < 26 {
+        table[b'A' as usize + index] = index as u8;
+        table[b'a' as usize + index] = index as u8 + 26;
+        index += 1;
+    }
+    index = 0;
+    while index < 10 {
+        table[b'0' as usize + index] = index as u8 + 52;
+        index += 1;
+    }
+    table[b'+' as usize] = 62;
+    table[b'-' as usize] = 62;
+    table[b'/' as usize] = 63;
+    table[b'_' as usize] = 63;
+    table
+};
+
+/// Returns the runs of Base64 characters in `bytes` that are at least [`MIN_BASE64_RUN`] long.
+/// Base64 characters are ASCII, and every byte of a non-ASCII character ends a run, so
+/// splitting the bytes gives the runs that splitting the characters gives.
+fn base64_runs(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|byte| BASE64_VALUES[usize::from(*byte)] == NOT_BASE64)
+        .filter(|run| run.len() >= MIN_BASE64_RUN)
+}
+
+/// Returns what [`may_contain_marker`] returns for the bytes that [`decode_base64_lenient`]
+/// decodes from `run`, without storing them.
+fn decodes_to_possible_marker(run: &[u8]) -> bool {
+    let mut scan = MarkerScan::default();
+    decode_base64_each(run, |byte| scan.feed(byte))
 }
 
 /// Finds a gadget marker in decoded bytes, ignoring ASCII case. A Node.js function marker wins
@@ -492,25 +536,36 @@ fn gadget_in(decoded: &[u8]) -> Option<Base64Gadget> {
     java.then_some(Base64Gadget::Java)
 }
 
-/// Returns whether `decoded` could contain a marker: every Node.js marker contains `$`, and
-/// every Java name, even with two letters lost, is a run of at least five letters and dots.
-/// Bytes decoded from ordinary words and ids almost never pass, which saves the search.
+/// Returns whether `decoded` could contain a marker. Bytes decoded from ordinary words and ids
+/// almost never pass, which saves the search.
 fn may_contain_marker(decoded: &[u8]) -> bool {
-    let mut run = 0;
-    for byte in decoded {
-        if *byte == b'$' {
+    let mut scan = MarkerScan::default();
+    decoded.iter().any(|byte| scan.feed(*byte))
+}
+
+/// A check of decoded bytes, fed one at a time, for whether they could contain a marker. Every
+/// Node.js marker contains `$`, and every Java name, even with two letters lost, is a run of at
+/// least five letters and dots.
+#[derive(Default)]
+struct MarkerScan {
+    /// Length of the run of letters and dots that ends the bytes read so far.
+    letters: usize,
+}
+
+impl MarkerScan {
+    /// Reads one byte and returns whether the bytes so far could contain a marker.
+    fn feed(&mut self, byte: u8) -> bool {
+        if byte == b'$' {
             return true;
         }
-        if byte.is_ascii_alphabetic() || *byte == b'.' {
-            run += 1;
-            if run == 5 {
-                return true;
-            }
+        if byte.is_ascii_alphabetic() || byte == b'.' {
+            self.letters += 1;
+            self.letters >= 5
         } else {
-            run = 0;
+            self.letters = 0;
+            false
         }
     }
-    false
 }
 
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
@@ -527,23 +582,94 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 /// trailing partial group.
 fn decode_base64_lenient(text: &[u8], output: &mut Vec<u8>) {
     output.clear();
+    decode_base64_each(text, |byte| {
+        output.push(byte);
+        false
+    });
+}
+
+/// Decodes standard or URL-safe Base64 up to the first byte that is not a Base64 character and
+/// passes each decoded byte to `stop`, ignoring a trailing partial group. Returns `true` as
+/// soon as `stop` does.
+fn decode_base64_each(text: &[u8], mut stop: impl FnMut(u8) -> bool) -> bool {
     let mut buffer: u32 = 0;
     let mut bits = 0;
-    for &byte in text {
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => break,
-        };
+    for &character in text {
+        let value = BASE64_VALUES[usize::from(character)];
+        if value == NOT_BASE64 {
+            break;
+        }
         buffer = (buffer << 6) | u32::from(value);
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            output.push((buffer >> bits) as u8);
+            let byte = (buffer >> bits) as u8;
             buffer &= (1 << bits) - 1;
+            if stop(byte) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn streamed_marker_check_matches_decoded(
+            run in "[A-Za-z0-9+/_-]{0,64}|(cnVudGltZQ|XyQkTkRf|amF2YS5sYW5n|[A-Za-z0-9]{0,6}){1,8}",
+        ) {
+            let mut decoded = Vec::new();
+            decode_base64_lenient(run.as_bytes(), &mut decoded);
+            proptest::prop_assert_eq!(decodes_to_possible_marker(run.as_bytes()), may_contain_marker(&decoded), "run {:?}", run);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn cased_signature_check_keeps_matches(
+            pieces in proptest::collection::vec(
+                "rO0AB|rO0|AAEAAAD/////|AAEAAAD/|H4sIAAAAAAAA|[A-Za-z0-9+/]{0,6}|\\PC{0,2}|\u{130}|\u{212a}",
+                0..8,
+            ),
+        ) {
+            let cased = pieces.concat();
+            let folded = super::super::normalise::lowercase(&cased);
+            let matches = CASED_SIGNATURES.as_ref().is_some_and(|regex| regex.is_match(&cased));
+            if matches {
+                proptest::prop_assert!(may_match_cased_signature(&folded, &ByteSet::of(&folded)), "cased {:?}", cased);
+            }
+        }
+    }
+
+    #[test]
+    fn cased_signature_check_passes_signatures() {
+        for cased in ["xrO0ABx", "AAEAAAD/////", "H4sIAAAAAAAAxyrO0"] {
+            let folded = cased.to_lowercase();
+            assert!(CASED_SIGNATURES.as_ref().is_some_and(|regex| regex.is_match(cased)), "cased {cased:?}");
+            assert!(may_match_cased_signature(&folded, &ByteSet::of(&folded)), "cased {cased:?}");
+        }
+        assert!(!may_match_cased_signature("order 600", &ByteSet::of("order 600")));
+    }
+
+    #[test]
+    fn base64_table_matches_alphabets() {
+        let standard = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let url_safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for byte in 0..=u8::MAX {
+            let expected = standard
+                .iter()
+                .position(|character| *character == byte)
+                .or_else(|| url_safe.iter().position(|character| *character == byte))
+                .map_or(NOT_BASE64, |value| value as u8);
+            assert_eq!(BASE64_VALUES[usize::from(byte)], expected, "byte {byte:#x}");
         }
     }
 }

@@ -207,14 +207,24 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     } else {
         std::borrow::Cow::Borrowed(value)
     };
-    detect_sql(&value, hits);
+    // A byte set that contains every quote of each text tokenized below, because replacing
+    // `+` with a space and taking a part of the value add no quote.
+    let folded_bytes;
+    let bytes = match &value {
+        std::borrow::Cow::Borrowed(_) => bytes,
+        std::borrow::Cow::Owned(folded) => {
+            folded_bytes = ByteSet::of(folded);
+            &folded_bytes
+        }
+    };
+    detect_sql(&value, bytes, hits);
     // A form value decoded twice by the application turns `%2B` into `+` and then into a
     // space, so `from+x+where` reaches the database as `from x where`. A path segment is
     // read that way too by routers that decode `+` as a space.
     let spaced = (bytes.contains(b'+') && value.contains('+') && !value.contains(char::is_whitespace))
         .then(|| value.replace('+', " "));
     if let Some(spaced) = &spaced {
-        detect_sql(spaced, hits);
+        detect_sql(spaced, bytes, hits);
     }
     if bytes.contains_all(b"unionselct") && value.contains("unionselect") {
         // `unionselect` glued into one word reaches some databases as `union select` once a
@@ -226,27 +236,28 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
     }
 
     if kind == FieldKind::Path {
-        detect_path_segments(&value, hits);
+        detect_path_segments(&value, bytes, hits);
         if let Some(spaced) = &spaced {
-            detect_path_segments(spaced, hits);
+            detect_path_segments(spaced, bytes, hits);
         }
     }
     if bytes.contains(b'=') {
         for embedded in embedded_form_values(&value) {
-            detect_sql(embedded, hits);
+            detect_sql(embedded, bytes, hits);
         }
     }
 }
 
-/// Matches the fingerprints of a path read from the start of each segment.
-fn detect_path_segments(path: &str, hits: &mut Vec<Rule>) {
+/// Matches the fingerprints of a path read from the start of each segment. `bytes` contains
+/// every quote byte of `path`.
+fn detect_path_segments(path: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     let segment_starts = path
         .match_indices('/')
         .map(|(index, _)| index + 1)
         .filter(|start| *start < path.len())
         .take(MAX_PATH_SEGMENTS);
     for start in segment_starts {
-        detect_sql(&path[start..], hits);
+        detect_sql(&path[start..], bytes, hits);
     }
 }
 
@@ -279,9 +290,9 @@ fn is_form_key(key: &str) -> bool {
         })
 }
 
-/// Tokenizes `value` as written and as if it continued each kind of quote, and matches the
-/// fingerprints.
-fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
+/// Tokenizes `value` as written and as if it continued each kind of quote it contains, and
+/// matches the fingerprints. `bytes` contains every quote byte of `value`.
+fn detect_sql(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     let raw_tokens = sqli_tokens::tokenize(value, None, Escapes::Backslash);
     let plain = sqli_tokens::fold(&raw_tokens);
     let mut fingerprint = classes(&plain);
@@ -311,7 +322,7 @@ fn detect_sql(value: &str, hits: &mut Vec<Rule>) {
     match_fingerprint(&fingerprint, hits);
 
     for quote in CONTEXT_QUOTES {
-        if value.as_bytes().contains(&quote) {
+        if bytes.contains(quote) && value.as_bytes().contains(&quote) {
             detect_quoted(value, quote, hits);
         }
     }
@@ -704,9 +715,10 @@ fn is_number_list(classes: &str) -> bool {
 }
 
 fn classes(tokens: &[Token]) -> String {
-    // Every class is an ASCII letter or punctuation byte, so the bytes are always UTF-8 and
-    // need no encoding one character at a time.
-    String::from_utf8(tokens.iter().map(|token| token.class).collect()).unwrap_or_default()
+    // One byte more than the classes leaves room for the mark that `detect_sql` may insert.
+    let mut fingerprint = String::with_capacity(tokens.len() + 1);
+    fingerprint.extend(tokens.iter().map(|token| char::from(token.class)));
+    fingerprint
 }
 
 fn push(hits: &mut Vec<Rule>, rule: Rule) {

@@ -11,6 +11,10 @@ pub(super) const MAX_TOKENS: usize = 16;
 /// fit, and heap vectors would cost every tokenized value two allocations.
 pub(super) type Tokens = SmallVec<[Token; MAX_TOKENS * 2]>;
 
+/// Tokens after [`fold`], which keeps at most [`MAX_TOKENS`] of them. The smaller inline
+/// buffer halves the bytes copied when the list is returned.
+pub(super) type FoldedTokens = SmallVec<[Token; MAX_TOKENS]>;
+
 /// One token: its class and where its text lies in the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Token {
@@ -50,8 +54,8 @@ pub(super) fn tokenize(value: &str, quote: Option<u8>, escapes: Escapes) -> Toke
 /// Folds a token list. Comments followed by more tokens are dropped, so an attacker's
 /// `union/**/select` reads as `union select`. Adjacent strings and qualified names are merged,
 /// and the length is capped at [`MAX_TOKENS`].
-pub(super) fn fold(tokens: &[Token]) -> Tokens {
-    let mut folded = Tokens::new();
+pub(super) fn fold(tokens: &[Token]) -> FoldedTokens {
+    let mut folded = FoldedTokens::new();
     for (index, token) in tokens.iter().copied().enumerate() {
         let last = folded.last().map(|token| token.class);
         let is_last = index + 1 == tokens.len();

@@ -49,11 +49,11 @@ const URL_SYNTAX: &[u8] = b":/?#[]@!$&+=~-%;";
 const TRAILING_OPERATORS: [&str; 5] = ["or", "and", "xor", "&&", "||"];
 
 /// Runs the rules of levels 2 to `level` over one normalised value.
-pub fn detect(value: &Normalised, kind: FieldKind, level: u8, hits: &mut Vec<Rule>) {
+pub fn detect(value: &Normalised<'_>, kind: FieldKind, level: u8, hits: &mut Vec<Rule>) {
     if level < 2 {
         return;
     }
-    let text = value.folded.as_str();
+    let text: &str = &value.folded;
 
     // A body without a form or JSON type is one value to the detectors, so the rules for single
     // parameters apply to it too.
