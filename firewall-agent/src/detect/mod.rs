@@ -18,8 +18,8 @@
 //!
 //! NOTE: in `cargo xtask bench threats` on a 2-core machine, the stage adds about 40 to 90 µs
 //! at p50 and 50 to 100 µs at p99 to a 4 KB JSON body whose orders repeat their values. When
-//! every value differs it adds about 120 to 150 µs at p50 and 210 to 230 µs at p99, still over
-//! the 200 µs goal, and far more under other load. The added p99 is the difference of two
+//! every value differs it adds about 120 to 150 µs at p50 and 170 to 230 µs at p99, around the
+//! 200 µs goal, and far more under other load. The added p99 is the difference of two
 //! tails, so it varies from run to run more than the p50 does. Splitting and inspecting such a
 //! body, about 220 fields of which about 100 distinct values, takes about 0.81 million
 //! instructions (callgrind over `threat_bench --inspect-distinct 200`). No single detector
