@@ -83,8 +83,8 @@ struct Latency {
     send_delay_p99_ms: f64,
 }
 
-/// Time the bench agent gets to drain and remove its files after its stdin closes; above the
-/// agent's own drain timeout of 10 s.
+/// Time the bench agent gets to drain and remove its files after its stdin closes. It is longer
+/// than the agent's own drain timeout of 10 s.
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A child process killed when dropped.
@@ -93,7 +93,7 @@ struct Process(Child);
 impl Drop for Process {
     fn drop(&mut self) {
         // The bench agent drains its connections and removes its files when its stdin
-        // closes; a signal would end it before it removed them. nginx's master stops its
+        // closes. A signal would end it before it removed them. nginx's master stops its
         // workers on SIGTERM. SIGKILL only if it is still running after 5 s more.
         if let Some(stdin) = self.0.stdin.take() {
             drop(stdin);
