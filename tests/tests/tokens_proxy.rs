@@ -67,6 +67,9 @@ listen = "127.0.0.1:0"
 [store]
 path = "{dir}/state.redb"
 
+[audit]
+path = "{dir}/audit.jsonl"
+
 [[tokens.issuers]]
 issuer = "{ISSUER}"
 audiences = ["{AUDIENCE}"]
