@@ -309,6 +309,17 @@ pub const RFI_UNIX_SOCKET_URL: Rule = Rule {
     level: 1,
 };
 
+/// A value that is a `data:` URL of text, such as `data:text/plain;base64,PD9waHA...`, which
+/// PHP's `include` runs as code. Runs from paranoia level 2: some APIs take text files as
+/// data URLs. Images and other media types are left alone.
+pub const RFI_DATA_URL: Rule = Rule {
+    id: "rfi-data-url",
+    number: 1406,
+    family: Family::Rfi,
+    severity: Severity::Critical,
+    level: 2,
+};
+
 /// The address of a cloud metadata service.
 pub const RFI_METADATA_ADDRESS: Rule = Rule {
     id: "rfi-metadata-address",
@@ -746,6 +757,7 @@ pub const ALL: &[Rule] = &[
     RFI_SCHEME,
     RFI_TRAILING_QUESTION_MARK,
     RFI_UNIX_SOCKET_URL,
+    RFI_DATA_URL,
     RCE_UNIX_COMMAND,
     RCE_WINDOWS_COMMAND,
     RCE_SHELL_SYNTAX,

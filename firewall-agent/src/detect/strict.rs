@@ -67,6 +67,9 @@ pub fn detect(value: &Normalised<'_>, kind: FieldKind, level: u8, hits: &mut Vec
     if parameter && INTEGER_BOUNDARIES.contains(&text.trim()) {
         hits.push(rules::PROTOCOL_INTEGER_BOUNDARY);
     }
+    if parameter && is_text_data_url(text.trim_start()) {
+        hits.push(rules::RFI_DATA_URL);
+    }
 
     if let Some(limit) = character_limit(kind, level)
         && anomaly_characters(text) >= limit
@@ -138,6 +141,19 @@ fn contains_word(text: &str, words: &[&str]) -> bool {
 
 fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// Returns whether `text` is a `data:` URL with a text media type, or none (which means
+/// `text/plain`), or written as `data://`, the form PHP's stream wrapper takes.
+fn is_text_data_url(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("data:") else {
+        return false;
+    };
+    rest.starts_with("//")
+        || rest.starts_with("text/")
+        || rest.starts_with(',')
+        || rest.starts_with(";base64,")
+        || rest.starts_with("application/x-httpd-php")
 }
 
 /// Returns whether `text` ends with whitespace after a boolean operator that follows other

@@ -91,6 +91,22 @@ fn character_limits_fall_with_the_level() {
 }
 
 #[test]
+fn text_data_urls_are_flagged() {
+    for value in [
+        "data:text/plain;base64,SSBsb3ZlIFBIUAo=",
+        "data:text/plain",
+        "data://text/plain;base64,PD9waHAgc3lzdGVtKCdpZCcpOyA/Pg==",
+        "data:,<?php system('id'); ?>",
+        " data:application/x-httpd-php;base64,PD9waHA=",
+    ] {
+        assert_eq!(levels_matching(value, "rfi-data-url"), [2, 3, 4], "{value}");
+    }
+    for value in ["data:image/png;base64,iVBORw0KGgo=", "metadata:text/plain", "see data:text/plain", "data"] {
+        assert_eq!(levels_matching(value, "rfi-data-url"), Vec::<u8>::new(), "{value}");
+    }
+}
+
+#[test]
 fn trailing_operator_needs_context() {
     for value in ["/3 or ", "xxxx_r and ", "a xor  ", "x && ", "1 || "] {
         assert_eq!(strict_ids(value, FieldKind::Body, 3), ["sqli-trailing-operator"], "{value}");
