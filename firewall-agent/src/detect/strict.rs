@@ -2,9 +2,11 @@
 //!
 //! Scanners send lone SQL names (`northwind`, `varchar`), integers just past a type's limit,
 //! runs of punctuation, fragments that end in `OR`, and values wrapped in quotes, to see which
-//! of them changes the application's response. Each of these also occurs in real traffic, so the
-//! rules here run only when `[threat] paranoia_level` asks for them. Higher levels flag more
-//! probes and more ordinary values; the figures per level are in BENCHMARKS.md.
+//! of them changes the application's response. Line breaks in the query and `data:` URLs of
+//! text are attacks more often than not, but some APIs take them too. Each of these also occurs
+//! in real traffic, so the rules here run only when `[threat] paranoia_level` asks for them.
+//! Higher levels flag more probes and more ordinary values. The figures per level are in
+//! BENCHMARKS.md.
 
 use super::normalise::Normalised;
 use super::{FieldKind, Rule, rules};
