@@ -547,7 +547,28 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_field, parse_milliseconds};
+    use std::process::{Command, Stdio};
+
+    use super::{Process, parse_field, parse_milliseconds};
+
+    #[test]
+    fn stopped_process_finishes_after_stdin_closes() {
+        let marker = std::env::temp_dir().join(format!("fw-xtask-stop-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        // Like the bench agent: wait for stdin to close, take a while to drain, then clean up.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat > /dev/null; sleep 1; touch '{}'", marker.display()))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start sh");
+
+        drop(Process(child));
+
+        let finished = marker.exists();
+        let _ = std::fs::remove_file(&marker);
+        assert!(finished, "the process was signalled before it finished");
+    }
 
     #[test]
     fn client_fields_parse_by_name() {
