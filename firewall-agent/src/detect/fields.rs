@@ -381,13 +381,11 @@ const TOP_LEVEL_TYPES: [&str; 9] = ["application", "text", "multipart", "image",
 /// types by design and are left alone.
 fn hidden_media_type(headers: &HeaderMap) -> Option<String> {
     let text = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
-    text.split(';').skip(1).find_map(|parameter| {
-        let (name, value) = parameter.split_once('=')?;
-        let name = name.trim();
+    media_type_parameters(text).find_map(|(name, value)| {
         if name.eq_ignore_ascii_case("type") || name.eq_ignore_ascii_case("start-info") {
             return None;
         }
-        let value = value.trim().trim_matches(['"', '\'']);
+        let value = value.trim_matches(['"', '\'']);
         let (top_level, subtype) = value.split_once('/')?;
         let media_type = TOP_LEVEL_TYPES.iter().any(|known| known.eq_ignore_ascii_case(top_level.trim()))
             && !subtype.trim().is_empty();
@@ -403,18 +401,24 @@ fn unexpected_charset(headers: &HeaderMap) -> Option<String> {
     let Ok(text) = value.to_str() else {
         return Some(shorten(&String::from_utf8_lossy(value.as_bytes())));
     };
-    let mut charsets = text.split(';').skip(1).filter_map(|parameter| {
-        let (name, value) = parameter.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches(['"', '\'']))
-    });
+    let mut charsets = media_type_parameters(text)
+        .filter(|(name, _)| name.eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim_matches(['"', '\'']));
     let charset = charsets.next()?;
     if charsets.next().is_some() {
         return Some(shorten(text));
     }
     let allowed = ALLOWED_CHARSETS.iter().any(|allowed| allowed.eq_ignore_ascii_case(charset));
     (!allowed).then(|| shorten(charset))
+}
+
+/// Returns the parameters of a media type such as `Content-Type`, as name and value with the
+/// surrounding whitespace removed and any quotes kept. Parameters without `=` are skipped.
+fn media_type_parameters(media_type: &str) -> impl Iterator<Item = (&str, &str)> {
+    media_type.split(';').skip(1).filter_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        Some((name.trim(), value.trim()))
+    })
 }
 
 /// Returns whether `essence`, a lowercase media type without parameters, names binary
@@ -565,12 +569,9 @@ fn join_path(path: &str, key: &str) -> String {
 }
 
 fn multipart_boundary(content_type: &str) -> Option<String> {
-    let mut boundaries = content_type.split(';').skip(1).filter_map(|parameter| {
-        let (name, value) = parameter.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| value.trim().trim_matches('"').to_owned())
-    });
+    let mut boundaries = media_type_parameters(content_type)
+        .filter(|(name, _)| name.eq_ignore_ascii_case("boundary"))
+        .map(|(_, value)| value.trim_matches('"').to_owned());
     let boundary = boundaries.next()?;
     // Servers disagree on which of two boundaries counts, so neither is trusted.
     boundaries.next().is_none().then_some(boundary)
