@@ -572,7 +572,7 @@ impl Report {
     }
 }
 
-/// Returns the table of detection and false-positive shares per paranoia level; `levels[0]` is
+/// Returns the table of detection and false-positive shares per paranoia level. `levels[0]` is
 /// level 1.
 fn level_table(levels: &[Report]) -> String {
     let mut text = String::new();

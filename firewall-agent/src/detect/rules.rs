@@ -5,7 +5,7 @@
 //! reused for another rule.
 //!
 //! A rule's level is the lowest `[threat] paranoia_level` at which it runs. Level 1 is the
-//! default; rules of higher levels catch more probes and flag more ordinary values.
+//! default. Rules of higher levels catch more probes and flag more ordinary values.
 
 use super::{Family, Rule, Severity};
 

@@ -367,10 +367,10 @@ fn judge_words(segment: &str, mut context: CommandContext) -> Option<Rule> {
 }
 
 /// Returns `true` when the first word of `segment` settles that [`judge_simple_command`]
-/// returns `None`: there is no word, or the first word names no listed command and is not one
-/// that the judge skips or reads further (an assignment, a variable, a redirection or a
-/// number). Most simple commands in ordinary values start with such a word, and this check
-/// reads no further than it.
+/// returns `None`. That is so when there is no word, or when the first word names no listed
+/// command and is none of the words the judge skips or reads past: an assignment, a variable,
+/// a redirection or a number. Most simple commands in ordinary values start with such a word,
+/// and this check reads no further than it.
 fn runs_no_listed_command(segment: &str) -> bool {
     let rest = segment.trim_start_matches(|character: char| character.is_ascii_whitespace());
     let end = rest.bytes().position(|byte| byte.is_ascii_whitespace()).unwrap_or(rest.len());

@@ -3,8 +3,8 @@
 //! Scanners send lone SQL names (`northwind`, `varchar`), integers just past a type's limit,
 //! runs of punctuation, fragments that end in `OR`, and values wrapped in quotes, to see which
 //! of them changes the application's response. Line breaks in the query and `data:` URLs of
-//! text are attacks more often than not, but some APIs take them too. Each of these also occurs
-//! in real traffic, so the rules here run only when `[threat] paranoia_level` asks for them.
+//! text are probes too, but some APIs take them. Each of these also occurs in real traffic, so
+//! the rules here run only when `[threat] paranoia_level` is set to their level or higher.
 //! Higher levels flag more probes and more ordinary values. The figures per level are in
 //! BENCHMARKS.md.
 
@@ -56,6 +56,7 @@ pub fn detect(value: &Normalised<'_>, kind: FieldKind, level: u8, hits: &mut Vec
         return;
     }
     let text: &str = &value.folded;
+    let trimmed = text.trim();
 
     // A body without a form or JSON type is one value to the detectors, so the rules for single
     // parameters apply to it too.
@@ -66,10 +67,10 @@ pub fn detect(value: &Normalised<'_>, kind: FieldKind, level: u8, hits: &mut Vec
     if contains_word(text, &TYPE_NAMES) {
         hits.push(rules::SQLI_TYPE_NAME);
     }
-    if parameter && INTEGER_BOUNDARIES.contains(&text.trim()) {
+    if parameter && INTEGER_BOUNDARIES.contains(&trimmed) {
         hits.push(rules::PROTOCOL_INTEGER_BOUNDARY);
     }
-    if parameter && is_text_data_url(text.trim_start()) {
+    if parameter && is_text_data_url(trimmed) {
         hits.push(rules::RFI_DATA_URL);
     }
 
@@ -89,13 +90,12 @@ pub fn detect(value: &Normalised<'_>, kind: FieldKind, level: u8, hits: &mut Vec
         hits.push(rules::SQLI_TRAILING_OPERATOR);
     }
 
-    let trimmed = text.trim();
     if trimmed.starts_with(['\'', '`']) || trimmed.ends_with(['\'', '`']) {
         hits.push(rules::SQLI_EDGE_QUOTE);
     }
 }
 
-/// Returns how many operator and quote characters one value of `kind` may hold at `level`
+/// Returns how many operator and quote characters one value of `kind` may contain at `level`
 /// before [`rules::SQLI_CHARACTER_ANOMALY`] matches, or `None` where the rule does not run.
 ///
 /// Session cookies are Base64 with `-`, `_` and `=`, so cookies get a higher limit and only
