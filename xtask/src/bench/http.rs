@@ -71,6 +71,15 @@ struct Measurement {
     requests_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of the measured server's processes per request, user and kernel.
+    cpu: CpuPerRequest,
+}
+
+/// CPU time per request, in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerRequest {
+    user_us: f64,
+    system_us: f64,
 }
 
 /// One fixed-rate latency result.
@@ -120,6 +129,27 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// This process and its children, such as nginx's master and workers.
+    fn tree(&self) -> Vec<u32> {
+        let pid = self.0.id();
+        let mut tree = vec![pid];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(child) = entry.file_name().to_str().and_then(|name| name.parse().ok())
+                else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                if stat_parent(&stat) == Some(pid) {
+                    tree.push(child);
+                }
+            }
+        }
+        tree
+    }
+}
+
 /// Runs the benchmark and writes its section.
 pub fn http() -> Result<()> {
     if crate::is_root() {
@@ -135,7 +165,7 @@ pub fn http() -> Result<()> {
 }
 
 fn run(dir: &Path) -> Result<(Vec<Measurement>, Vec<Latency>)> {
-    println!("==> cargo build --release --bin edge-bench-agent --bin fixed-rate-client");
+    println!("==> cargo build --release --bin edge-bench-agent --bin bare-proxy --bin fixed-rate-client");
     packages::run_checked(Command::new(env!("CARGO")).args([
         "build",
         "--release",
@@ -145,62 +175,65 @@ fn run(dir: &Path) -> Result<(Vec<Measurement>, Vec<Latency>)> {
         "--bin",
         "edge-bench-agent",
         "--bin",
+        "bare-proxy",
+        "--bin",
         "fixed-rate-client",
     ]))?;
-    let agent_binary = crate::target_dir().join("release/edge-bench-agent");
-    let client_binary = crate::target_dir().join("release/fixed-rate-client");
+    let release = crate::target_dir().join("release");
+    let agent_binary = release.join("edge-bench-agent");
+    let bare_binary = release.join("bare-proxy");
+    let client_binary = release.join("fixed-rate-client");
 
     let (cert, key) = write_certificate(dir)?;
-    let ports = [free_port()?, free_port()?, free_port()?];
-    let [upstream_port, nginx_port, nginx_tls_port] = ports;
-    let _nginx = start_nginx(dir, ports, &cert, &key)?;
+    let upstream_port = free_port()?;
+    let upstream_nginx = start_nginx(&dir.join("upstream"), &upstream_server(upstream_port))?;
+    let [nginx_port, nginx_tls_port] = [free_port()?, free_port()?];
+    let proxy_nginx = start_nginx(
+        &dir.join("proxy"),
+        &proxy_servers(upstream_port, nginx_port, nginx_tls_port, &cert, &key),
+    )?;
     let upstream = format!("127.0.0.1:{upstream_port}");
+    let (cert_arg, key_arg) = (path_str(&cert)?, path_str(&key)?);
 
+    let bare = start_agent(&bare_binary, &upstream, &[])?;
+    let bare_tls = start_agent(&bare_binary, &upstream, &["--tls", cert_arg, key_arg])?;
     let plain = start_agent(&agent_binary, &upstream, &[])?;
     let edge = start_agent(&agent_binary, &upstream, &["--edge"])?;
     let edge_tls = start_agent(
         &agent_binary,
         &upstream,
-        &["--edge", "--tls", path_str(&cert)?, path_str(&key)?],
+        &["--edge", "--tls", cert_arg, key_arg],
     )?;
 
+    let url = |scheme: &str, port: u16| format!("{scheme}://127.0.0.1:{port}{REQUEST_TARGET}");
     let targets = [
-        (
-            "upstream direct",
-            format!("http://127.0.0.1:{upstream_port}{REQUEST_TARGET}"),
-        ),
-        (
-            "nginx proxy",
-            format!("http://127.0.0.1:{nginx_port}{REQUEST_TARGET}"),
-        ),
-        (
-            "nginx proxy, TLS",
-            format!("https://127.0.0.1:{nginx_tls_port}{REQUEST_TARGET}"),
-        ),
-        (
-            "agent, defaults",
-            format!("http://127.0.0.1:{}{REQUEST_TARGET}", plain.1),
-        ),
-        (
-            "agent, edge features",
-            format!("http://127.0.0.1:{}{REQUEST_TARGET}", edge.1),
-        ),
+        ("upstream direct", url("http", upstream_port), upstream_nginx.tree()),
+        ("nginx proxy", url("http", nginx_port), proxy_nginx.tree()),
+        ("nginx proxy, TLS", url("https", nginx_tls_port), proxy_nginx.tree()),
+        (BARE, url("http", bare.1), bare.0.tree()),
+        (BARE_TLS, url("https", bare_tls.1), bare_tls.0.tree()),
+        ("agent, defaults", url("http", plain.1), plain.0.tree()),
+        ("agent, edge features", url("http", edge.1), edge.0.tree()),
         (
             "agent, edge features, TLS",
-            format!("https://127.0.0.1:{}{REQUEST_TARGET}", edge_tls.1),
+            url("https", edge_tls.1),
+            edge_tls.0.tree(),
         ),
     ];
     let mut measurements = Vec::new();
-    for (target, url) in &targets {
-        let measurement = wrk(target, url)?;
+    for (target, url, processes) in &targets {
+        let measurement = wrk(target, url, processes)?;
         println!(
-            "{target}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
-            measurement.requests_per_second, measurement.p50_ms, measurement.p99_ms
+            "{target}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU {:.1} us/request",
+            measurement.requests_per_second,
+            measurement.p50_ms,
+            measurement.p99_ms,
+            measurement.cpu.user_us + measurement.cpu.system_us,
         );
         measurements.push(measurement);
     }
     let mut latencies = Vec::new();
-    for (target, url) in &targets {
+    for (target, url, _) in &targets {
         let latency = fixed_rate(&client_binary, target, url, &cert)?;
         println!(
             "{target} at {LATENCY_RATE} req/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -210,6 +243,10 @@ fn run(dir: &Path) -> Result<(Vec<Measurement>, Vec<Latency>)> {
     }
     Ok((measurements, latencies))
 }
+
+/// Row names of the reference proxy built from the agent's stack without its checks.
+const BARE: &str = "hyper proxy, no checks";
+const BARE_TLS: &str = "hyper proxy, no checks, TLS";
 
 fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
@@ -258,8 +295,34 @@ fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// Starts nginx: the static upstream, a plain proxy and a TLS proxy to it.
-fn start_nginx(dir: &Path, ports: [u16; 3], cert: &Path, key: &Path) -> Result<Process> {
-    let [upstream, proxy, proxy_tls] = ports;
+/// The upstream: a static JSON response on `port`.
+fn upstream_server(port: u16) -> String {
+    format!(
+        "server {{\n        listen 127.0.0.1:{port};\n        location / {{ default_type \
+         application/json; return 200 '{UPSTREAM_BODY}'; }}\n    }}"
+    )
+}
+
+/// nginx as a reverse proxy to the upstream on `upstream`, over plain HTTP on `plain` and over
+/// TLS on `tls`.
+fn proxy_servers(upstream: u16, plain: u16, tls: u16, cert: &Path, key: &Path) -> String {
+    let location = "location / { proxy_pass http://backend; proxy_http_version 1.1; \
+                    proxy_set_header Connection \"\"; }";
+    format!(
+        "upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n    \
+         server {{\n        listen 127.0.0.1:{plain};\n        {location}\n    }}\n    \
+         server {{\n        listen 127.0.0.1:{tls} ssl;\n        ssl_certificate {cert};\n        \
+         ssl_certificate_key {key};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        \
+         {location}\n    }}",
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// Starts an nginx with 2 worker processes and `servers` in its `http` block, with its files
+/// in `dir`, and waits until it listens on every port of `servers`.
+fn start_nginx(dir: &Path, servers: &str) -> Result<Process> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let config = format!(
         r#"worker_processes 2;
 pid {dir}/nginx.pid;
@@ -272,27 +335,10 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{upstream};
-        location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
-    }}
-    server {{
-        listen 127.0.0.1:{proxy};
-        location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    }}
-    server {{
-        listen 127.0.0.1:{proxy_tls} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    }}
+    {servers}
 }}
 "#,
         dir = dir.display(),
-        cert = cert.display(),
-        key = key.display(),
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, config).context("failed to write the nginx config")?;
@@ -305,6 +351,10 @@ http {{
         .spawn()
         .context("failed to start nginx")?;
     let process = Process(child);
+    let ports = servers
+        .split("listen 127.0.0.1:")
+        .skip(1)
+        .filter_map(|rest| rest.split([';', ' ']).next()?.parse::<u16>().ok());
     for port in ports {
         wait_for_port(port)?;
     }
@@ -346,7 +396,8 @@ fn start_agent(binary: &Path, upstream: &str, args: &[&str]) -> Result<(Process,
 }
 
 /// Runs wrk against `url` and parses requests per second and the 50th and 99th percentiles.
-fn wrk(target: &'static str, url: &str) -> Result<Measurement> {
+fn wrk(target: &'static str, url: &str, processes: &[u32]) -> Result<Measurement> {
+    let cpu_before = cpu_ticks(processes)?;
     let output = Command::new("wrk")
         .args([
             "--latency",
@@ -360,6 +411,7 @@ fn wrk(target: &'static str, url: &str) -> Result<Measurement> {
         ])
         .output()
         .context("failed to run wrk")?;
+    let cpu_after = cpu_ticks(processes)?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!("wrk failed against {url}: {text}");
@@ -378,12 +430,66 @@ fn wrk(target: &'static str, url: &str) -> Result<Measurement> {
             .and_then(|value| parse_milliseconds(value.trim()))
             .with_context(|| format!("no {label} latency in wrk output:\n{text}"))
     };
+    let requests = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.trim().parse::<f64>().ok())
+        .filter(|&count| count > 0.0)
+        .with_context(|| format!("no request count in wrk output:\n{text}"))?;
+    let microseconds_per_tick = 1e6 / clock_ticks_per_second();
+    let per_request = |before: u64, after: u64| {
+        after.saturating_sub(before) as f64 * microseconds_per_tick / requests
+    };
     Ok(Measurement {
         target,
         requests_per_second,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
+        cpu: CpuPerRequest {
+            user_us: per_request(cpu_before.0, cpu_after.0),
+            system_us: per_request(cpu_before.1, cpu_after.1),
+        },
     })
+}
+
+/// Sums the user and kernel CPU time, in clock ticks, of `processes` and all their threads.
+fn cpu_ticks(processes: &[u32]) -> Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for pid in processes {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
+        let (user, system) = stat_times(&stat).with_context(|| format!("unexpected {path}: {stat}"))?;
+        total.0 += user;
+        total.1 += system;
+    }
+    Ok(total)
+}
+
+/// Reads utime and stime, the 14th and 15th fields, from a `/proc/PID/stat` line. The command
+/// name in the 2nd field may hold spaces, so fields count from its closing parenthesis.
+fn stat_times(stat: &str) -> Option<(u64, u64)> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some((user, system))
+}
+
+/// Returns the parent process id from a `/proc/PID/stat` line.
+fn stat_parent(stat: &str) -> Option<u32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The kernel's clock tick rate for `/proc` times: `getconf CLK_TCK`, 100 if that fails.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+        .filter(|&ticks: &f64| ticks > 0.0)
+        .unwrap_or(100.0)
 }
 
 /// Runs the fixed-rate client against `url` and parses its percentiles.
@@ -467,19 +573,21 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
         text,
         "Written by `cargo xtask bench http` (release build, `xtask/src/bench/http.rs`) on {cpu}, \
          {cores} cores, 1-minute load average {load} when the report was written. The load \
-         generators, nginx and the agent share the machine's cores over loopback, so the \
+         generators, nginx and the proxies share the machine's cores over loopback, so the \
          absolute numbers are lower than on separate hosts; the ratios are the comparison. The \
-         upstream is nginx returning a {} byte JSON body to `GET {REQUEST_TARGET}`. Both \
-         proxies get the same resources: nginx runs 2 worker processes and keeps up to 64 idle \
-         HTTP/1.1 connections per worker to the upstream; the agent runs 2 worker threads, each \
-         with a single-threaded tokio runtime and its own idle HTTP/1.1 connections to the \
-         upstream without a bound. Both set \
-         TCP_NODELAY, and the upstream closes every connection after nginx's default of 1000 \
-         requests. \"Edge features\" adds a matched route with request validation (methods, \
-         content types, body size and a JSON Schema for the query), header overrides and a \
-         CORS policy, and trusted-proxy resolution; the framing guard, the security headers, \
-         the rate limit and threat scoring run in every agent row. TLS rows compare with \
-         nginx's TLS proxy.\n",
+         upstream is an nginx of its own returning a {} byte JSON body to \
+         `GET {REQUEST_TARGET}`. The proxies get the same resources: a second nginx runs 2 \
+         worker processes and keeps up to 64 idle HTTP/1.1 connections per worker to the \
+         upstream; the agent runs 2 worker threads, each with a single-threaded tokio runtime \
+         and its own idle HTTP/1.1 connections to the upstream without a bound. \
+         \"{BARE}\" (`tests/src/bin/bare_proxy.rs`) is the agent's stack (tokio, hyper, rustls, \
+         mimalloc, one single-threaded runtime per core) forwarding requests with no check at \
+         all, one upstream connection per client connection: the floor of what any proxy built \
+         on that stack costs. All set TCP_NODELAY, and the upstream closes every connection \
+         after nginx's default of 1000 requests. \"Edge features\" adds a matched route with \
+         request validation (methods, content types, body size and a JSON Schema for the \
+         query), header overrides and a CORS policy, and trusted-proxy resolution; the framing \
+         guard, the security headers, the rate limit and threat scoring run in every agent row.\n",
         UPSTREAM_BODY.len()
     )?;
     writeln!(
@@ -488,13 +596,18 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
          connections, {RUN_SECONDS} s per row. wrk sends the next request on a connection as \
          soon as the previous response arrives, so it saturates the machine and its \
          percentiles measure queueing in front of the slowest process, not the time a proxy \
-         adds to one request.\n"
+         adds to one request. \"Same transport\" compares TLS rows with nginx's TLS proxy and \
+         the others with its plain proxy. The CPU columns are the user and kernel time of the \
+         row's server processes (the proxy's, or the upstream's in the direct row) divided by \
+         the requests served, from `/proc/PID/stat`; they depend less on what else shares the \
+         machine than requests per second do.\n"
     )?;
     writeln!(
         text,
-        "| target | requests/s | p50 ms | p99 ms | throughput vs nginx proxy |"
+        "| target | requests/s | p50 ms | p99 ms | vs nginx proxy, same transport | vs nginx \
+         plain proxy | CPU us/request | of which kernel |"
     )?;
-    writeln!(text, "| --- | --- | --- | --- | --- |")?;
+    writeln!(text, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
     for measurement in measurements {
         let baseline = if measurement.target.contains("TLS") {
             nginx_tls
@@ -503,12 +616,15 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
         };
         writeln!(
             text,
-            "| {} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} | {:.1} |",
             measurement.target,
             measurement.requests_per_second,
             measurement.p50_ms,
             measurement.p99_ms,
             measurement.requests_per_second / baseline.requests_per_second,
+            measurement.requests_per_second / nginx.requests_per_second,
+            measurement.cpu.user_us + measurement.cpu.system_us,
+            measurement.cpu.system_us,
         )?;
     }
     writeln!(
@@ -549,7 +665,37 @@ fn section(measurements: &[Measurement], latencies: &[Latency]) -> Result<String
 mod tests {
     use std::process::{Command, Stdio};
 
-    use super::{Process, parse_field, parse_milliseconds};
+    use super::{Process, parse_field, parse_milliseconds, stat_parent, stat_times};
+
+    #[test]
+    fn stat_fields_count_from_the_command_name_end() {
+        // A command name may hold spaces and parentheses.
+        let stat = "4242 (nginx: (worker) x) S 4241 4241 4241 0 -1 4194624 120 0 0 0 \
+                    731 288 0 0 20 0 1 0 900 12345 67 18446744073709551615";
+        assert_eq!(stat_times(stat), Some((731, 288)));
+        assert_eq!(stat_parent(stat), Some(4241));
+        assert_eq!(stat_times("4242 (short) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_tree_holds_a_child_process() {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 5 & cat > /dev/null; kill $!")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let process = Process(child);
+        let pid = process.0.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut tree = process.tree();
+        while tree.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tree = process.tree();
+        }
+        assert_eq!(tree.first(), Some(&pid));
+        assert_eq!(tree.len(), 2, "sh and its sleep: {tree:?}");
+    }
 
     #[test]
     fn stopped_process_finishes_after_stdin_closes() {
