@@ -43,14 +43,14 @@ fn main() -> Result<()> {
         _ => bail!("unexpected arguments: expected nothing or --tls CERT KEY"),
     };
 
-    // tokio binds the sockets and hands them over as std listeners; it needs a reactor for
-    // that, and each thread registers its listener with its own runtime after.
+    // tokio needs a reactor to create listening sockets. Each thread registers its listener
+    // with its own runtime afterwards.
     let setup = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .context("failed to start a runtime")?;
     let _entered = setup.enter();
-    // The first socket picks the port; the others bind the same one.
+    // The first socket picks the port, and the others bind the same one.
     let first = reuseport_socket(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = first.local_addr().context("failed to read the bound port")?;
     let mut sockets = vec![first];
@@ -70,7 +70,7 @@ fn main() -> Result<()> {
         .flush()
         .context("failed to print the port")?;
 
-    // Serve until the parent closes stdin; the threads end with the process.
+    // Serve until the parent closes stdin. The threads end with the process.
     for line in std::io::stdin().lock().lines() {
         if line.is_err() {
             break;

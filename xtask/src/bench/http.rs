@@ -295,7 +295,7 @@ fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// Starts nginx: the static upstream, a plain proxy and a TLS proxy to it.
-/// The upstream: a static JSON response on `port`.
+/// Returns the upstream's nginx server block: a static JSON response on `port`.
 fn upstream_server(port: u16) -> String {
     format!(
         "server {{\n        listen 127.0.0.1:{port};\n        location / {{ default_type \
@@ -303,8 +303,8 @@ fn upstream_server(port: u16) -> String {
     )
 }
 
-/// nginx as a reverse proxy to the upstream on `upstream`, over plain HTTP on `plain` and over
-/// TLS on `tls`.
+/// Returns nginx server blocks that proxy to the upstream on `upstream`, over plain HTTP on
+/// `plain` and over TLS on `tls`.
 fn proxy_servers(upstream: u16, plain: u16, tls: u16, cert: &Path, key: &Path) -> String {
     let location = "location / { proxy_pass http://backend; proxy_http_version 1.1; \
                     proxy_set_header Connection \"\"; }";
@@ -466,7 +466,7 @@ fn cpu_ticks(processes: &[u32]) -> Result<(u64, u64)> {
 }
 
 /// Reads utime and stime, the 14th and 15th fields, from a `/proc/PID/stat` line. The command
-/// name in the 2nd field may hold spaces, so fields count from its closing parenthesis.
+/// name in the 2nd field may contain spaces, so fields count from its closing parenthesis.
 fn stat_times(stat: &str) -> Option<(u64, u64)> {
     let (_, after_name) = stat.rsplit_once(')')?;
     let mut fields = after_name.split_whitespace().skip(11);
@@ -481,7 +481,8 @@ fn stat_parent(stat: &str) -> Option<u32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The kernel's clock tick rate for `/proc` times: `getconf CLK_TCK`, 100 if that fails.
+/// Returns the kernel's clock tick rate for `/proc` times: `getconf CLK_TCK`, or 100 if that
+/// fails.
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -668,8 +669,8 @@ mod tests {
     use super::{Process, parse_field, parse_milliseconds, stat_parent, stat_times};
 
     #[test]
-    fn stat_fields_count_from_the_command_name_end() {
-        // A command name may hold spaces and parentheses.
+    fn stat_fields_skip_command_name() {
+        // A command name may contain spaces and parentheses.
         let stat = "4242 (nginx: (worker) x) S 4241 4241 4241 0 -1 4194624 120 0 0 0 \
                     731 288 0 0 20 0 1 0 900 12345 67 18446744073709551615";
         assert_eq!(stat_times(stat), Some((731, 288)));
@@ -678,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn own_tree_holds_a_child_process() {
+    fn process_tree_includes_child() {
         let child = Command::new("sh")
             .arg("-c")
             .arg("sleep 5 & cat > /dev/null; kill $!")
