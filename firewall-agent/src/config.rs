@@ -100,6 +100,9 @@ pub struct ProxyConfig {
     /// Number of threads that serve client connections, each with its own single-threaded
     /// runtime and its own upstream connections. 0 starts one per CPU core.
     pub worker_threads: usize,
+    /// Maximum number of upstream connections each worker thread keeps open for reuse. A
+    /// connection beyond it closes after its response, so more concurrent requests open new ones.
+    pub upstream_idle_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -111,6 +114,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             max_body_bytes: crate::proxy::DEFAULT_MAX_BODY_BYTES,
             worker_threads: 0,
+            upstream_idle_connections: crate::proxy::DEFAULT_UPSTREAM_IDLE_CONNECTIONS,
         }
     }
 }

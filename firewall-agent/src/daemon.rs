@@ -214,7 +214,8 @@ impl Agent {
             upstream_url,
             self.config.proxy.request_timeout(),
             upstream_tls,
-        );
+        )
+        .with_max_idle(self.config.proxy.upstream_idle_connections);
 
         // The threat engine and the audit log join the event sinks before any stage takes a
         // copy of them.

@@ -553,3 +553,19 @@ fn is_sub_table(prefix: &str, key: &str) -> bool {
             | "tokens.issuers" | "oauth.clients"
     )
 }
+
+#[test]
+fn upstream_idle_connections_parse() {
+    let config = parse("[proxy]\nupstream = \"http://127.0.0.1:8080\"\n").expect("valid config");
+    assert_eq!(
+        config.proxy.upstream_idle_connections,
+        crate::proxy::DEFAULT_UPSTREAM_IDLE_CONNECTIONS
+    );
+
+    let config = parse("[proxy]\nupstream = \"http://127.0.0.1:8080\"\nupstream_idle_connections = 0\n")
+        .expect("valid config");
+    assert_eq!(config.proxy.upstream_idle_connections, 0);
+
+    let error = parse("[proxy]\nupstream_idle_connections = -1\n").expect_err("negative count");
+    assert!(error.to_string().contains("upstream_idle_connections"), "{error}");
+}

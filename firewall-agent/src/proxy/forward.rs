@@ -87,7 +87,20 @@ impl Upstream {
             host: host_header(&url),
             url,
             timeout,
-            pool: Arc::new(ConnectionPool::new(connector, connect_uri)),
+            pool: Arc::new(ConnectionPool::new(
+                connector,
+                connect_uri,
+                super::upstream_pool::DEFAULT_MAX_IDLE,
+            )),
+        }
+    }
+
+    /// Returns this client with an empty pool that keeps up to `max_idle` connections for
+    /// reuse.
+    pub fn with_max_idle(self, max_idle: usize) -> Self {
+        Self {
+            pool: Arc::new(self.pool.empty_copy(max_idle)),
+            ..self
         }
     }
 
@@ -99,7 +112,7 @@ impl Upstream {
             url: self.url.clone(),
             timeout: self.timeout,
             host: self.host.clone(),
-            pool: Arc::new(self.pool.empty_copy()),
+            pool: Arc::new(self.pool.empty_copy(self.pool.max_idle())),
         }
     }
 

@@ -41,7 +41,7 @@ pub use pipeline::{
 };
 pub use settings::HttpConfig;
 pub use upgrade::UpgradeError;
-pub use upstream_pool::UpstreamError;
+pub use upstream_pool::{DEFAULT_MAX_IDLE as DEFAULT_UPSTREAM_IDLE_CONNECTIONS, UpstreamError};
 pub use workers::MAX_WORKER_THREADS;
 
 use self::connections::{Activity, TrackedStream};

@@ -20,9 +20,12 @@ use tower_service::Service;
 use crate::telemetry::ErrorChain;
 
 /// Time after which an unused connection is closed instead of reused.
-// NOTE: a request's checkout is what closes expired connections, so after traffic stops the
-// idle ones stay open until the upstream closes them or the worker stops.
+// NOTE: a request's checkout is what closes expired connections, so after traffic stops up to
+// `max_idle` of them per worker stay open until the upstream closes them or the worker stops.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Default for the connections one pool keeps for reuse, `proxy.upstream_idle_connections`.
+pub const DEFAULT_MAX_IDLE: usize = 128;
 
 /// Error from sending a request to the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +54,32 @@ pub struct ConnectionPool {
     connect_uri: Uri,
     /// Connections, both idle ones and ones whose response body is still streaming.
     connections: Mutex<Vec<Pooled>>,
+    /// Maximum number of connections kept in `connections`, a bound like nginx's `keepalive`
+    /// count. A connection returned beyond it is closed once its response ends, so a burst of
+    /// concurrent requests does not leave as many upstream sockets open.
+    max_idle: usize,
 }
 
 impl ConnectionPool {
-    /// Creates an empty pool that opens connections to `connect_uri` with `connector`.
-    pub fn new(connector: HttpsConnector<HttpConnector>, connect_uri: Uri) -> Self {
+    /// Creates an empty pool that opens connections to `connect_uri` with `connector` and keeps
+    /// up to `max_idle` of them for reuse.
+    pub fn new(connector: HttpsConnector<HttpConnector>, connect_uri: Uri, max_idle: usize) -> Self {
         Self {
             connector,
             connect_uri,
             connections: Mutex::new(Vec::new()),
+            max_idle,
         }
     }
 
-    /// Creates an empty pool to the same upstream.
-    pub fn empty_copy(&self) -> Self {
-        Self::new(self.connector.clone(), self.connect_uri.clone())
+    /// Creates an empty pool to the same upstream that keeps up to `max_idle` connections.
+    pub fn empty_copy(&self, max_idle: usize) -> Self {
+        Self::new(self.connector.clone(), self.connect_uri.clone(), max_idle)
+    }
+
+    /// Returns the number of connections the pool keeps for reuse.
+    pub fn max_idle(&self) -> usize {
+        self.max_idle
     }
 
     /// Sends `request` on an idle connection, or on a new one when none is idle. A request
@@ -130,18 +144,26 @@ impl ConnectionPool {
     }
 
     /// Puts a connection back once its response head arrived. A connection that switched
-    /// protocols belongs to the upgraded stream and is not reused.
+    /// protocols belongs to the upgraded stream and is not reused. When the pool is full, the
+    /// connection is dropped: hyper finishes the response on it and then closes it.
     fn checkin(&self, sender: SendRequest<Full<Bytes>>, response: &Response<Incoming>) {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return;
         }
-        self.connections
+        let mut connections = self
+            .connections
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Pooled {
-                sender,
-                returned_at: Instant::now(),
-            });
+            .unwrap_or_else(PoisonError::into_inner);
+        if connections.len() >= self.max_idle {
+            connections.retain(|pooled| !pooled.sender.is_closed());
+            if connections.len() >= self.max_idle {
+                return;
+            }
+        }
+        connections.push(Pooled {
+            sender,
+            returned_at: Instant::now(),
+        });
     }
 
     /// Opens a connection and spawns its task on the current runtime.
@@ -218,6 +240,10 @@ mod tests {
     }
 
     fn pool_for(address: SocketAddr) -> ConnectionPool {
+        pool_keeping(address, DEFAULT_MAX_IDLE)
+    }
+
+    fn pool_keeping(address: SocketAddr, max_idle: usize) -> ConnectionPool {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let tls = crate::tls::client_config(rustls::RootCertStore::empty()).expect("client config");
@@ -227,7 +253,7 @@ mod tests {
             .enable_http1()
             .wrap_connector(http);
         let uri = format!("http://{address}/").parse().expect("connect URI");
-        ConnectionPool::new(connector, uri)
+        ConnectionPool::new(connector, uri, max_idle)
     }
 
     async fn get(pool: &ConnectionPool) -> (u16, Bytes) {
@@ -255,6 +281,36 @@ mod tests {
         }
 
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn full_pool_closes_extra_connections() {
+        let (address, accepted) = counting_upstream(false).await;
+        let pool = pool_keeping(address, 1);
+
+        // Two requests at once need two connections, and only one goes back into the pool.
+        let (first, second) = tokio::join!(get(&pool), get(&pool));
+        assert_eq!(first, (200, Bytes::from_static(b"ok")));
+        assert_eq!(second, (200, Bytes::from_static(b"ok")));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.connections.lock().expect("pool lock").len(), 1);
+
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await, (200, Bytes::from_static(b"ok")));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn zero_idle_opens_connection_per_request() {
+        let (address, accepted) = counting_upstream(false).await;
+        let pool = pool_keeping(address, 0);
+
+        for _ in 0..3 {
+            assert_eq!(get(&pool).await, (200, Bytes::from_static(b"ok")));
+        }
+
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
