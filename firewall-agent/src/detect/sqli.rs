@@ -197,7 +197,7 @@ static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Looks for SQL injection in a normalised, lowercased value.
 pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
-    if !might_be_sql(value, bytes) || is_plain_name_path(value) {
+    if is_plain_name_path(value) || !might_be_sql(value, bytes) {
         return;
     }
     detect_tokens(value, bytes, kind, hits);
@@ -213,27 +213,23 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
 /// keyword such as `select`, `union` or `order` still goes through the tokenizer.
 pub(super) fn is_plain_name_path(value: &str) -> bool {
     // A longer value is cut before it is tokenized, which may leave a keyword at its end.
-    if value.len() > MAX_SQL_BYTES {
-        return false;
-    }
-    // [`detect_tokens`] reports `unionselect` glued into one name on its own.
-    if value.contains("unionselect") {
-        return false;
-    }
-    value.split('/').all(|piece| {
-        let bytes = piece.as_bytes();
-        match bytes.first() {
-            None => true,
-            Some(b'0'..=b'9') => bytes.iter().all(u8::is_ascii_digit),
-            Some(b'a'..=b'z' | b'_') => {
-                bytes
-                    .iter()
-                    .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
-                    && sqli_tokens::classify_word(bytes) == b'n'
-            }
-            Some(_) => false,
+    value.len() <= MAX_SQL_BYTES && value.as_bytes().split(|byte| *byte == b'/').all(is_plain_piece)
+}
+
+/// Returns whether a piece of [`is_plain_name_path`] is empty, a number or a plain name.
+fn is_plain_piece(piece: &[u8]) -> bool {
+    const GLUED_UNION: &[u8] = b"unionselect";
+    match piece.first() {
+        None => true,
+        Some(b'0'..=b'9') => piece.iter().all(u8::is_ascii_digit),
+        Some(b'a'..=b'z' | b'_') => {
+            piece.iter().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+                && sqli_tokens::classify_word(piece) == b'n'
+                // [`detect_tokens`] reports `unionselect` glued into one name on its own.
+                && !piece.windows(GLUED_UNION.len()).any(|window| window == GLUED_UNION)
         }
-    })
+        Some(_) => false,
+    }
 }
 
 /// Runs every SQL check on a value that [`might_be_sql`] let through.
