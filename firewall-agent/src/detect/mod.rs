@@ -278,12 +278,13 @@ pub fn inspect_fields_at(fields: &RequestFields<'_>, level: u8) -> Vec<Finding> 
     findings
 }
 
-/// Most fields whose values are told apart by comparing each with every other. A request with
-/// more fields, such as a large JSON body, uses a hash table instead, whose fixed cost per
-/// request is larger than comparing a few values.
+/// Maximum number of fields whose repeated values are found by comparing each value with the
+/// earlier ones. A request with more fields, such as a large JSON body, uses a hash table,
+/// whose fixed cost per request is larger than a few comparisons.
 const MAX_FIELDS_COMPARED: usize = 16;
 
-/// What makes two fields inspect alike: raw bytes, encoding and kind.
+/// Key of a value's inspection: raw bytes, encoding and kind, which together decide the rules
+/// it matches.
 type InspectionKey<'f> = (&'f [u8], FieldEncoding, FieldKind);
 
 /// The inspected values of one request, by [`InspectionKey`].

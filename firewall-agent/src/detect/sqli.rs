@@ -206,7 +206,7 @@ pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule
 /// Returns whether `value` is made only of plain names and numbers between slashes, such as
 /// `page`, `/items` or `/api/v2/users/42`, and has no `unionselect` in it. No rule matches such
 /// a value: it tokenizes to names, numbers and the operator `/`, a fingerprint that no pattern
-/// accepts, and none of the checks outside the patterns applies. A property test holds this
+/// accepts, and none of the checks outside the patterns applies. A property test checks this
 /// against [`detect_tokens`].
 ///
 /// A name counts as plain only when [`sqli_tokens::classify_word`] reads it as a name, so a

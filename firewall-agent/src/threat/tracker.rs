@@ -207,15 +207,15 @@ struct UsernameState {
 }
 
 /// Hasher of the tracker's maps, faster than SipHash on the small keys they have: client
-/// addresses, token subjects and keyed hashes of usernames and paths. None of these lets a
-/// client choose many keys that collide. A client has to connect from each address it uses,
-/// a subject comes from a verified token, and the hashes are keyed with a secret. The seed
-/// is random per process and no hash value leaves it, and each map is capped at
+/// addresses, token subjects and keyed hashes of usernames and paths. A client can hardly
+/// pick many of these keys so that they collide. It has to connect from each address it
+/// uses, a subject comes from a verified token, and the hashes are keyed with a secret. The
+/// seed is random per process, no hash value leaves the process, and each map is capped at
 /// `max_sources` entries.
 ///
-/// NOTE: a client that holds a whole IPv6 prefix does choose its addresses. foldhash is only
-/// minimally resistant to collision attacks, so such a client that learned the seed through
-/// timing could slow down the lookups of its own prefix.
+/// NOTE: a client with a whole IPv6 prefix does choose its addresses. foldhash is only
+/// minimally resistant to collision attacks, so such a client that learned the seed, for
+/// example through response timing, could make lookups in the sources map slow.
 type FastHasher = foldhash::fast::RandomState;
 
 /// A map of at most `capacity` entries that evicts the least recently used first.
