@@ -206,6 +206,49 @@ proptest! {
     }
 }
 
+/// Words and numbers that paths and keys are made of, with SQL keywords and the names of every
+/// token class among them, so that glued and separated keywords both occur.
+const PATH_WORDS: &[&str] = &[
+    "select", "union", "all", "order", "group", "by", "and", "or", "xor", "exec", "execute",
+    "immediate", "set", "from", "where", "like", "not", "in", "is", "as", "null", "true", "the",
+    "a", "x", "b", "n", "sleep", "char", "user", "version", "xp_cmdshell", "pg_sleep", "waitfor",
+    "delay", "procedure", "analyse", "div", "glob", "int", "items", "api", "v2", "page", "users",
+    "_", "0", "1", "42", "4294967296", "e", "0x41", "1e5", "unionselect", "xunionselectfrom",
+];
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        proptest::sample::select(PATH_WORDS).prop_map(str::to_owned),
+        Just("/".to_owned()),
+        "[a-z0-9_/]{0,6}",
+    ];
+    proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn plain_name_path_has_no_sql_finding(text in path_strategy(), kind in kind_strategy()) {
+        if super::sqli::is_plain_name_path(&text) {
+            let mut hits = Vec::new();
+            super::sqli::detect_tokens(&text, &ByteSet::of(&text), kind, &mut hits);
+            prop_assert!(hits.is_empty(), "text {:?} kind {:?} hits {:?}", text, kind, hits);
+        }
+    }
+}
+
+#[test]
+fn plain_name_path_skips_only_plain_names() {
+    for plain in ["page", "/items", "/api/v2/users/42/", "_id", "4294967296", "", "//"] {
+        assert!(super::sqli::is_plain_name_path(plain), "{plain:?}");
+    }
+    let long = "a".repeat(5000);
+    for other in ["select", "/order", "/x/union", "/xunionselectfrom", "1e5", "0x41", "a b", "a-b", "a.b", "Page", "caf\u{e9}", long.as_str()] {
+        assert!(!super::sqli::is_plain_name_path(other), "{other:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

@@ -50,10 +50,16 @@ pub struct Field<'a> {
     pub kind: FieldKind,
 }
 
-/// A field's name, or what it is made from.
+/// A field's name, or what it is made from. Names are only needed for findings, so the ones
+/// that take work to spell out are kept as parts until then.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum FieldName<'a> {
     Text(Cow<'a, str>),
+    /// `PREFIX:KEY` with the raw key of a query, form or cookie pair, shown as
+    /// [`display_name`] shows it.
+    Keyed { prefix: &'static str, key: &'a [u8] },
+    /// `header:NAME`.
+    Header(&'a str),
     /// `json:` and the path of a JSON value, by its index in [`RequestFields::json_paths`];
     /// `None` for the document's root.
     Json(Option<u32>),
@@ -118,6 +124,8 @@ impl<'a> RequestFields<'a> {
     pub fn name<'f>(&'f self, field: &'f Field<'a>) -> Cow<'f, str> {
         match &field.name {
             FieldName::Text(name) => Cow::Borrowed(name.as_ref()),
+            FieldName::Keyed { prefix, key } => Cow::Owned(format!("{prefix}:{}", display_name(key))),
+            FieldName::Header(name) => Cow::Owned(format!("header:{name}")),
             FieldName::Json(path) => Cow::Owned(self.json_name(*path)),
         }
     }
@@ -146,8 +154,13 @@ impl<'a> RequestFields<'a> {
     }
 
     /// Adds a field borrowed from the request unless the cap is reached.
-    fn push(&mut self, name: String, raw: &'a [u8], encoding: FieldEncoding, kind: FieldKind) {
-        self.push_raw(FieldName::Text(Cow::Owned(name)), Cow::Borrowed(raw), encoding, kind);
+    fn push(&mut self, name: impl Into<Cow<'a, str>>, raw: &'a [u8], encoding: FieldEncoding, kind: FieldKind) {
+        self.push_named(FieldName::Text(name.into()), raw, encoding, kind);
+    }
+
+    /// Adds a field borrowed from the request, named by `name`, unless the cap is reached.
+    fn push_named(&mut self, name: FieldName<'a>, raw: &'a [u8], encoding: FieldEncoding, kind: FieldKind) {
+        self.push_raw(name, Cow::Borrowed(raw), encoding, kind);
     }
 
     /// Adds a field with a copy of `raw` unless the cap is reached.
@@ -223,7 +236,7 @@ pub struct RequestParts<'a> {
 /// content type.
 pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
     let mut fields = RequestFields::default();
-    fields.push("path".into(), parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
+    fields.push("path", parts.path.as_bytes(), FieldEncoding::Plain, FieldKind::Path);
     if let Some(query) = parts.query {
         push_form_pairs(&mut fields, query.as_bytes(), "query", FieldKind::Query);
     }
@@ -232,8 +245,8 @@ pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
     }
     for name in parts.inspected_headers {
         for value in parts.headers.get_all(name) {
-            fields.push(
-                format!("header:{}", name.as_str()),
+            fields.push_named(
+                FieldName::Header(name.as_str()),
                 value.as_bytes(),
                 FieldEncoding::Plain,
                 FieldKind::Header,
@@ -247,7 +260,7 @@ pub fn extract_fields<'a>(parts: RequestParts<'a>) -> RequestFields<'a> {
             } else {
                 FieldKind::Header
             };
-            fields.push(format!("header:{}", name.as_str()), value.as_bytes(), FieldEncoding::Plain, kind);
+            fields.push_named(FieldName::Header(name.as_str()), value.as_bytes(), FieldEncoding::Plain, kind);
         }
     }
     push_body(&mut fields, parts.headers, parts.body);
@@ -282,7 +295,7 @@ fn is_standard_header(name: &str) -> bool {
     name.starts_with("sec-") || STANDARD_HEADERS.contains(&name)
 }
 
-fn push_form_pairs<'a>(fields: &mut RequestFields<'a>, raw: &'a [u8], prefix: &str, kind: FieldKind) {
+fn push_form_pairs<'a>(fields: &mut RequestFields<'a>, raw: &'a [u8], prefix: &'static str, kind: FieldKind) {
     for pair in raw.split(|byte| *byte == b'&') {
         if pair.is_empty() {
             continue;
@@ -291,9 +304,9 @@ fn push_form_pairs<'a>(fields: &mut RequestFields<'a>, raw: &'a [u8], prefix: &s
             Some(index) => (&pair[..index], &pair[index + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        let name = format!("{prefix}:{}", display_name(key));
-        fields.push(name.clone(), key, FieldEncoding::Form, kind);
-        fields.push(name, value, FieldEncoding::Form, kind);
+        let name = FieldName::Keyed { prefix, key };
+        fields.push_named(name.clone(), key, FieldEncoding::Form, kind);
+        fields.push_named(name, value, FieldEncoding::Form, kind);
     }
 }
 
@@ -304,9 +317,9 @@ fn push_cookies<'a>(fields: &mut RequestFields<'a>, header: &'a [u8]) {
             Some(index) => (&cookie[..index], &cookie[index + 1..]),
             None => (cookie, &cookie[cookie.len()..]),
         };
-        let field = format!("cookie:{}", display_name(name));
-        fields.push(field.clone(), name, FieldEncoding::Plain, FieldKind::Cookie);
-        fields.push(field, value, FieldEncoding::Plain, FieldKind::Cookie);
+        let field = FieldName::Keyed { prefix: "cookie", key: name };
+        fields.push_named(field.clone(), name, FieldEncoding::Plain, FieldKind::Cookie);
+        fields.push_named(field, value, FieldEncoding::Plain, FieldKind::Cookie);
     }
 }
 
@@ -342,7 +355,7 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
         let checkpoint = fields.checkpoint();
         if json_fields::push_json(fields, body).is_err() {
             fields.restore(checkpoint);
-            fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
+            fields.push("body", body, FieldEncoding::Plain, FieldKind::RawBody);
         }
     } else if essence == "multipart/form-data" {
         // The boundary is case-sensitive, so it is read from the header as sent.
@@ -350,20 +363,20 @@ fn push_body<'a>(fields: &mut RequestFields<'a>, headers: &HeaderMap, body: &'a 
         let parts = multipart_boundary(original_content_type)
             .map_or(0, |boundary| push_multipart(fields, body, boundary.as_bytes()));
         if parts == 0 {
-            fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
+            fields.push("body", body, FieldEncoding::Plain, FieldKind::RawBody);
         }
     } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
         push_xml(fields, body);
     } else if essence.is_empty() && !body.iter().any(u8::is_ascii_whitespace) {
         // A body without a content type and without whitespace is most likely form-encoded
         // text that is not a `key=value` list, so `+` and `%XX` are decoded as in a form.
-        fields.push("body".into(), body, FieldEncoding::Form, FieldKind::RawBody);
+        fields.push("body", body, FieldEncoding::Form, FieldKind::RawBody);
     } else if is_binary_media_type(essence) && looks_binary(body) {
         // NOTE: a binary upload is not inspected, like a multipart file, because its bytes set
         // off the NUL and UTF-8 rules on every image. Valid UTF-8 text under a binary type is
         // still inspected, but text with a NUL byte added is not.
     } else {
-        fields.push("body".into(), body, FieldEncoding::Plain, FieldKind::RawBody);
+        fields.push("body", body, FieldEncoding::Plain, FieldKind::RawBody);
     }
 }
 

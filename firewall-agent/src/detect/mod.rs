@@ -251,13 +251,9 @@ pub fn inspect_fields_at(fields: &RequestFields<'_>, level: u8) -> Vec<Finding> 
             excerpt: charset.to_owned(),
         });
     }
-    let mut inspected: HashMap<(&[u8], FieldEncoding, FieldKind), InspectedValue, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(fields.len(), foldhash::fast::RandomState::default());
+    let mut inspected = InspectedValues::with_capacity(fields.len());
     for field in fields.iter() {
-        let key = (field.raw.as_ref(), field.encoding, field.kind);
-        let value = inspected
-            .entry(key)
-            .or_insert_with(|| InspectedValue::new(&field.raw, field.encoding, field.kind, level));
+        let value = inspected.get_or_inspect(field, level);
         if value.rules.is_empty() {
             continue;
         }
@@ -280,6 +276,50 @@ pub fn inspect_fields_at(fields: &RequestFields<'_>, level: u8) -> Vec<Finding> 
         }
     }
     findings
+}
+
+/// Maximum number of fields whose repeated values are found by comparing each value with the
+/// earlier ones. A request with more fields, such as a large JSON body, uses a hash table,
+/// whose fixed cost per request is larger than a few comparisons.
+const MAX_FIELDS_COMPARED: usize = 16;
+
+/// Key of a value's inspection: raw bytes, encoding and kind, which together decide the rules
+/// it matches.
+type InspectionKey<'f> = (&'f [u8], FieldEncoding, FieldKind);
+
+/// The inspected values of one request, by [`InspectionKey`].
+enum InspectedValues<'f> {
+    Few(Vec<(InspectionKey<'f>, InspectedValue)>),
+    Many(HashMap<InspectionKey<'f>, InspectedValue, foldhash::fast::RandomState>),
+}
+
+impl<'f> InspectedValues<'f> {
+    fn with_capacity(fields: usize) -> Self {
+        if fields <= MAX_FIELDS_COMPARED {
+            Self::Few(Vec::with_capacity(fields))
+        } else {
+            Self::Many(HashMap::with_capacity_and_hasher(fields, foldhash::fast::RandomState::default()))
+        }
+    }
+
+    /// Returns the inspection of `field`'s value, inspecting it when no earlier field had it.
+    fn get_or_inspect(&mut self, field: &'f Field<'_>, level: u8) -> &InspectedValue {
+        let key = (field.raw.as_ref(), field.encoding, field.kind);
+        let inspect = || InspectedValue::new(&field.raw, field.encoding, field.kind, level);
+        match self {
+            Self::Few(values) => {
+                let index = match values.iter().position(|(known, _)| *known == key) {
+                    Some(index) => index,
+                    None => {
+                        values.push((key, inspect()));
+                        values.len() - 1
+                    }
+                };
+                &values[index].1
+            }
+            Self::Many(values) => values.entry(key).or_insert_with(inspect),
+        }
+    }
 }
 
 /// The rules one raw value matched, in the order the detectors reported them, and its excerpt.

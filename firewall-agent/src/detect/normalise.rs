@@ -62,12 +62,13 @@ pub struct Normalised<'a> {
 /// NUL removal, control bytes to spaces, Unicode NFKC and lowercasing. Every step is linear in the input, so the whole runs
 /// in bounded time on any input.
 pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised<'_> {
-    if has_no_escape_or_control(raw, encoding)
+    let classes = ByteClasses::of(raw, encoding);
+    if !classes.escape_or_control
         && let Ok(text) = std::str::from_utf8(raw)
     {
         // Valid UTF-8 contains no overlong sequence, so only NFKC and lowercasing can change it.
-        if text.is_ascii() {
-            let folded = if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        if !classes.non_ascii {
+            let folded = if classes.uppercase {
                 Cow::Owned(text.to_ascii_lowercase())
             } else {
                 Cow::Borrowed(text)
@@ -89,17 +90,36 @@ pub fn normalise(raw: &[u8], encoding: FieldEncoding) -> Normalised<'_> {
     normalise_all_steps(raw, encoding)
 }
 
-/// Returns whether `raw` lacks every byte that starts a decoding step (`%`, `\`, `&` and, in
-/// a form value, `+`) and every ASCII control byte but tab, line feed and carriage return.
-/// Valid UTF-8 that passes, and contains no C1 control either, is changed only by NFKC and
-/// lowercasing.
-fn has_no_escape_or_control(raw: &[u8], encoding: FieldEncoding) -> bool {
-    let form = encoding == FieldEncoding::Form;
-    // Each chunk is tested without branches, so that the compiler can compare its bytes in
-    // vector registers.
-    raw.chunks(16).all(|chunk| {
-        !chunk.iter().fold(false, |found, &byte| found | is_escape_or_control(byte, form))
-    })
+/// The kinds of bytes in a raw value that decide which path [`normalise`] takes, found in one
+/// pass.
+struct ByteClasses {
+    /// A byte that starts a decoding step (`%`, `\`, `&` and, in a form value, `+`) or an ASCII
+    /// control byte other than tab, line feed and carriage return. Valid UTF-8 without one,
+    /// and without a C1 control, is changed only by NFKC and lowercasing.
+    escape_or_control: bool,
+    /// A byte outside ASCII.
+    non_ascii: bool,
+    /// An ASCII uppercase letter.
+    uppercase: bool,
+}
+
+impl ByteClasses {
+    fn of(raw: &[u8], encoding: FieldEncoding) -> Self {
+        let form = encoding == FieldEncoding::Form;
+        let mut classes = Self {
+            escape_or_control: false,
+            non_ascii: false,
+            uppercase: false,
+        };
+        // No branch depends on a byte, so that the compiler can compare many bytes at once in
+        // vector registers.
+        for &byte in raw {
+            classes.escape_or_control |= is_escape_or_control(byte, form);
+            classes.non_ascii |= byte >= 0x80;
+            classes.uppercase |= byte.is_ascii_uppercase();
+        }
+        classes
+    }
 }
 
 /// Returns whether `byte` starts a decoding step or is an ASCII control byte other than tab,

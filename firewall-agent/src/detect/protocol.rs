@@ -34,7 +34,7 @@ pub fn detect(text: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>
     }
     // A body field may quote a request, as an API for HTTP logs or tests does. Only one that
     // starts a line after a line break counts there, as an injected header.
-    if kind != FieldKind::Body && bytes.contains(b'/') && contains_request_line(text) {
+    if kind != FieldKind::Body && bytes.contains_all(b"http/") && contains_request_line(text) {
         hits.push(rules::PROTOCOL_REQUEST_LINE);
     }
     if bytes.contains_all(b"|:") && has_unix_socket_url(text) {

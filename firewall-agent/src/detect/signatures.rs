@@ -456,6 +456,10 @@ const NODE_FUNCTION_MARKERS: &[&[u8]] = &[b"_$$nd_func$$_", b"_func$$_"];
 /// mid-character, so a name whose first one or two letters were lost counts at the start of
 /// the run.
 fn base64_gadget(text: &str) -> Option<Base64Gadget> {
+    // No run long enough to decode fits in a shorter text.
+    if text.len() < MIN_BASE64_RUN {
+        return None;
+    }
     let mut decoded = Vec::new();
     for run in base64_runs(text.as_bytes()).take(MAX_BASE64_RUNS) {
         for shift in 0..4 {

@@ -197,9 +197,43 @@ static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Looks for SQL injection in a normalised, lowercased value.
 pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
-    if !might_be_sql(value, bytes) {
+    if is_plain_name_path(value) || !might_be_sql(value, bytes) {
         return;
     }
+    detect_tokens(value, bytes, kind, hits);
+}
+
+/// Returns whether `value` is made only of plain names and numbers between slashes, such as
+/// `page`, `/items` or `/api/v2/users/42`, and has no `unionselect` in it. No rule matches such
+/// a value: it tokenizes to names, numbers and the operator `/`, a fingerprint that no pattern
+/// accepts, and none of the checks outside the patterns applies. A property test checks this
+/// against [`detect_tokens`].
+///
+/// A name counts as plain only when [`sqli_tokens::classify_word`] reads it as a name, so a
+/// keyword such as `select`, `union` or `order` still goes through the tokenizer.
+pub(super) fn is_plain_name_path(value: &str) -> bool {
+    // A longer value is cut before it is tokenized, which may leave a keyword at its end.
+    value.len() <= MAX_SQL_BYTES && value.as_bytes().split(|byte| *byte == b'/').all(is_plain_piece)
+}
+
+/// Returns whether a piece of [`is_plain_name_path`] is empty, a number or a plain name.
+fn is_plain_piece(piece: &[u8]) -> bool {
+    const GLUED_UNION: &[u8] = b"unionselect";
+    match piece.first() {
+        None => true,
+        Some(b'0'..=b'9') => piece.iter().all(u8::is_ascii_digit),
+        Some(b'a'..=b'z' | b'_') => {
+            piece.iter().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+                && sqli_tokens::classify_word(piece) == b'n'
+                // [`detect_tokens`] reports `unionselect` glued into one name on its own.
+                && !piece.windows(GLUED_UNION.len()).any(|window| window == GLUED_UNION)
+        }
+        Some(_) => false,
+    }
+}
+
+/// Runs every SQL check on a value that [`might_be_sql`] let through.
+pub(super) fn detect_tokens(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     let value = truncate(value, MAX_SQL_BYTES);
     // Typographic quotes start with the byte 0xE2 in UTF-8, and a combining acute accent with 0xCC.
     let value = if bytes.contains_any(&[0xE2, 0xCC]) {

@@ -152,8 +152,9 @@ struct Window {
     unauthorized: u32,
     failed_logins: u32,
     token_failures: u32,
-    /// Hashes of distinct paths, at most `scan_distinct_paths`.
-    paths: HashSet<u64>,
+    /// Hashes of distinct paths, at most `scan_distinct_paths`. They are keyed SipHash
+    /// values, which a client cannot aim at collisions, so the fast hasher suits them.
+    paths: HashSet<u64, FastHasher>,
     /// Hashes of distinct usernames in failed logins, at most `stuffing_usernames`.
     usernames: HashSet<u64>,
     /// Signals fired in this window, one bit each.
@@ -170,7 +171,7 @@ impl Window {
             unauthorized: 0,
             failed_logins: 0,
             token_failures: 0,
-            paths: HashSet::new(),
+            paths: HashSet::default(),
             usernames: HashSet::new(),
             fired: 0,
         }
@@ -205,10 +206,22 @@ struct UsernameState {
     sources: HashSet<IpAddr>,
 }
 
+/// Hasher of the tracker's maps, faster than SipHash on the small keys they have: client
+/// addresses, token subjects and keyed hashes of usernames and paths. A client can hardly
+/// pick many of these keys so that they collide. It has to connect from each address it
+/// uses, a subject comes from a verified token, and the hashes are keyed with a secret. The
+/// seed is random per process, no hash value leaves the process, and each map is capped at
+/// `max_sources` entries.
+///
+/// NOTE: a client with a whole IPv6 prefix does choose its addresses. foldhash is only
+/// minimally resistant to collision attacks, so such a client that learned the seed, for
+/// example through response timing, could make lookups in the sources map slow.
+type FastHasher = foldhash::fast::RandomState;
+
 /// A map of at most `capacity` entries that evicts the least recently used first.
 #[derive(Debug)]
 struct Lru<K, V> {
-    entries: HashMap<K, (V, u64)>,
+    entries: HashMap<K, (V, u64), FastHasher>,
     order: BTreeMap<u64, K>,
     next: u64,
     capacity: usize,
@@ -217,7 +230,7 @@ struct Lru<K, V> {
 impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: BTreeMap::new(),
             next: 0,
             capacity,
@@ -227,19 +240,27 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     /// Returns the entry of `key`, created with `make` when missing, and marks it as the most
     /// recently used.
     fn touch(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
-        let sequence = self.next;
-        self.next += 1;
-        if let Some((_, used)) = self.entries.get(key) {
-            self.order.remove(used);
-        } else {
-            while self.entries.len() >= self.capacity {
-                let Some((_, oldest)) = self.order.pop_first() else {
-                    break;
-                };
-                self.entries.remove(&oldest);
+        match self.entries.get(key) {
+            // Already the most recently used: the order stays as it is. One observation
+            // touches its source more than once, so this is the common case.
+            Some((_, used)) if *used + 1 == self.next => {}
+            Some((_, used)) => {
+                self.order.remove(used);
+                self.order.insert(self.next, key.clone());
+                self.next += 1;
+            }
+            None => {
+                while self.entries.len() >= self.capacity {
+                    let Some((_, oldest)) = self.order.pop_first() else {
+                        break;
+                    };
+                    self.entries.remove(&oldest);
+                }
+                self.order.insert(self.next, key.clone());
+                self.next += 1;
             }
         }
-        self.order.insert(sequence, key.clone());
+        let sequence = self.next - 1;
         let entry = self
             .entries
             .entry(key.clone())
@@ -372,27 +393,28 @@ impl Tracker {
 
         let requests = window.requests;
         let share = |count: u32| f64::from(count) / f64::from(requests.max(1));
-        let mut reached = Vec::new();
-        if requests >= config.rate_requests {
-            reached.push((Signal::RequestRate, requests));
+        // Only signals that fire for the first time in this window are collected, so a busy
+        // source past a threshold costs no allocation per request.
+        let mut newly = Vec::new();
+        if requests >= config.rate_requests && window.fire_once(Signal::RequestRate) {
+            newly.push((Signal::RequestRate, requests));
         }
         let distinct = u32::try_from(window.paths.len()).unwrap_or(u32::MAX);
         if distinct >= config.scan_distinct_paths
             && share(window.not_found) >= config.scan_not_found_ratio
+            && window.fire_once(Signal::PathScan)
         {
-            reached.push((Signal::PathScan, distinct));
+            newly.push((Signal::PathScan, distinct));
         }
-        if requests >= config.error_min_requests && share(window.errors) >= config.error_ratio {
-            reached.push((Signal::ErrorRate, window.errors));
+        if requests >= config.error_min_requests
+            && share(window.errors) >= config.error_ratio
+            && window.fire_once(Signal::ErrorRate)
+        {
+            newly.push((Signal::ErrorRate, window.errors));
         }
-        if window.unauthorized >= config.unauthorized_responses {
-            reached.push((Signal::Unauthorized, window.unauthorized));
+        if window.unauthorized >= config.unauthorized_responses && window.fire_once(Signal::Unauthorized) {
+            newly.push((Signal::Unauthorized, window.unauthorized));
         }
-
-        let newly: Vec<(Signal, u32)> = reached
-            .into_iter()
-            .filter(|(signal, _)| window.fire_once(*signal))
-            .collect();
         for (signal, count) in newly {
             fired.push(self.fired(signal, count, None));
         }

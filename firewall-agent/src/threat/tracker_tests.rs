@@ -260,3 +260,29 @@ fn forget_resets_score() {
 
     assert_eq!(after.score, 60.0);
 }
+
+#[test]
+fn responses_keep_least_recent_order() {
+    let config = SourcesConfig {
+        max_sources: 2,
+        ..SourcesConfig::default()
+    };
+    let mut tracker = Tracker::new(config);
+    let now = Instant::now();
+    let inspected = Observation::Inspected {
+        score: 50.0,
+        blocked: false,
+    };
+
+    // A response touches its source twice, the second time while it is the most recent.
+    tracker.observe(addr("203.0.113.1"), inspected, now);
+    tracker.observe(addr("203.0.113.2"), inspected, now);
+    tracker.observe(addr("203.0.113.1"), response("/a", 200), now);
+    tracker.observe(addr("203.0.113.1"), response("/b", 200), now);
+    tracker.observe(addr("203.0.113.3"), response("/c", 200), now);
+    let first = tracker.observe(addr("203.0.113.1"), inspected, now);
+    let second = tracker.observe(addr("203.0.113.2"), inspected, now);
+
+    assert_eq!(first.score, 100.0, "recently seen source kept its score");
+    assert_eq!(second.score, 50.0, "least recently seen source was forgotten");
+}
