@@ -193,6 +193,23 @@ pub const EXCERPT_CHARS: usize = 80;
 /// bounds the work of writing events.
 pub const MAX_FINDINGS: usize = 32;
 
+/// Compiles every detector's patterns now. Otherwise the first request that needs them pays
+/// for it: about 60 ms for the first request after the agent started.
+pub fn compile_patterns() {
+    shell::compile_patterns();
+    signatures::compile_patterns();
+    sqli::compile_patterns();
+    xss::compile_patterns();
+}
+
+/// Returns whether every detector's patterns are compiled.
+pub fn patterns_compiled() -> bool {
+    shell::patterns_compiled()
+        && signatures::patterns_compiled()
+        && sqli::patterns_compiled()
+        && xss::patterns_compiled()
+}
+
 /// Runs every detector over one normalised value and collects the rules that matched.
 pub fn detect_value(value: &Normalised<'_>, kind: FieldKind, hits: &mut Vec<Rule>) {
     signatures::detect_anomalies(value, hits);

@@ -192,6 +192,31 @@ struct CommandLine<'a> {
 
 /// A regex check of the command line: the regex, the rule it reports and a test of the value's
 /// bytes that is true whenever the regex can match.
+/// The regular expressions of this module, compiled ahead by [`compile_patterns`].
+static PATTERNS: [&LazyLock<Option<Regex>>; 7] = [
+    &GLOBBED_COMMAND,
+    &SHELL_WITH_COMMAND,
+    &COMMAND_PATH,
+    &BATCH_SYNTAX,
+    &MAIL_COMMAND,
+    &SHELL_SYNTAX,
+    &SPLIT_WORD,
+];
+
+/// Builds the command lists and compiles the patterns of this module.
+pub(super) fn compile_patterns() {
+    LazyLock::force(&COMMAND_LISTS);
+    for pattern in PATTERNS {
+        LazyLock::force(pattern);
+    }
+}
+
+/// Returns whether the command lists and every pattern of this module are built.
+pub(super) fn patterns_compiled() -> bool {
+    LazyLock::get(&COMMAND_LISTS).is_some()
+        && PATTERNS.iter().all(|pattern| LazyLock::get(pattern).is_some())
+}
+
 type SyntaxCheck = (&'static LazyLock<Option<Regex>>, Rule, fn(&ByteSet) -> bool);
 
 /// The regex checks that run on the value as sent and after [`deobfuscate`]. Each byte test

@@ -282,6 +282,17 @@ pub(super) fn signature_rules_filtered(text: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// Compiles the signatures of this module.
+pub(super) fn compile_patterns() {
+    LazyLock::force(&SIGNATURES);
+    LazyLock::force(&CASED_SIGNATURES);
+}
+
+/// Returns whether the signatures of this module are compiled.
+pub(super) fn patterns_compiled() -> bool {
+    LazyLock::get(&SIGNATURES).is_some() && LazyLock::get(&CASED_SIGNATURES).is_some()
+}
+
 /// Rules matched on the value with its case kept.
 static CASED_SIGNATURES: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"rO0AB|AAEAAAD/////|H4sIAAAAAAAA[A-Za-z0-9+/]{0,8}rO0").ok());

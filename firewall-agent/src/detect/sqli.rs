@@ -195,6 +195,16 @@ static FINGERPRINT_RULES: LazyLock<RegexSet> = LazyLock::new(|| {
         .unwrap_or_else(|_| RegexSet::empty())
 });
 
+/// Compiles the fingerprint patterns.
+pub(super) fn compile_patterns() {
+    LazyLock::force(&FINGERPRINT_RULES);
+}
+
+/// Returns whether the fingerprint patterns are compiled.
+pub(super) fn patterns_compiled() -> bool {
+    LazyLock::get(&FINGERPRINT_RULES).is_some()
+}
+
 /// Looks for SQL injection in a normalised, lowercased value.
 pub fn detect(value: &str, bytes: &ByteSet, kind: FieldKind, hits: &mut Vec<Rule>) {
     if is_plain_name_path(value) || !might_be_sql(value, bytes) {

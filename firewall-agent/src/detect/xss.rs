@@ -98,6 +98,28 @@ const MAX_SEVEN_BIT_TAGS: usize = 16;
 static BROKEN_ATTRIBUTE: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"(?:^|["'`/\s])on([a-z]{3,})\s*="#).ok());
 
+/// The regular expressions of this module, compiled ahead by [`compile_patterns`].
+static PATTERNS: [&LazyLock<Option<Regex>>; 6] = [
+    &SINK,
+    &STYLE_SCRIPT_URL,
+    &DATA_URL_MARKUP,
+    &XML_INJECTION,
+    &SEVEN_BIT_TAG,
+    &BROKEN_ATTRIBUTE,
+];
+
+/// Compiles the patterns of this module.
+pub(super) fn compile_patterns() {
+    for pattern in PATTERNS {
+        LazyLock::force(pattern);
+    }
+}
+
+/// Returns whether every pattern of this module is compiled.
+pub(super) fn patterns_compiled() -> bool {
+    PATTERNS.iter().all(|pattern| LazyLock::get(pattern).is_some())
+}
+
 /// Looks for cross-site scripting in a normalised, lowercased value whose bytes are `bytes`.
 pub fn detect(value: &str, bytes: &ByteSet, hits: &mut Vec<Rule>) {
     if value.contains('<') {

@@ -51,6 +51,8 @@ impl fmt::Debug for ThreatStage {
 impl ThreatStage {
     /// Creates the stage.
     pub fn new(policy: Arc<ThreatPolicy>, events: EventSinks, allowlisted: AllowlistCheck) -> Self {
+        // At start rather than in the first request, which would wait for it.
+        detect::compile_patterns();
         Self {
             policy,
             events,
