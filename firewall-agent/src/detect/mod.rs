@@ -16,9 +16,9 @@
 //! flagged. Nearly all of those carry attack payloads (shell commands, SQL, PHP calls, metadata
 //! addresses) that one CRS rule is only tested not to match.
 //!
-//! NOTE: in `cargo xtask bench threats` on a 2-core machine, the stage adds about 40 to 90 µs
-//! at p50 and 50 to 100 µs at p99 to a 4 KB JSON body whose orders repeat their values. When
-//! every value differs it adds about 120 to 150 µs at p50 and 170 to 230 µs at p99, around the
+//! NOTE: in `cargo xtask bench threats` on a 2-core machine, the stage adds about 50 to 75 µs
+//! at p50 and 60 to 80 µs at p99 to a 4 KB JSON body whose orders repeat their values. When
+//! every value differs it adds about 110 to 135 µs at p50 and 190 to 210 µs at p99, around the
 //! 200 µs goal, and far more under other load. The added p99 is the difference of two
 //! tails, so it varies from run to run more than the p50 does. Splitting and inspecting such a
 //! body, about 220 fields of which about 100 distinct values, takes about 0.81 million

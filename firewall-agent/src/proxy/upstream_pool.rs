@@ -63,7 +63,11 @@ pub struct ConnectionPool {
 impl ConnectionPool {
     /// Creates an empty pool that opens connections to `connect_uri` with `connector` and keeps
     /// up to `max_idle` of them for reuse.
-    pub fn new(connector: HttpsConnector<HttpConnector>, connect_uri: Uri, max_idle: usize) -> Self {
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        connect_uri: Uri,
+        max_idle: usize,
+    ) -> Self {
         Self {
             connector,
             connect_uri,
@@ -205,7 +209,9 @@ mod tests {
     /// with 200 `ok`. With `close_after_response` it closes each connection after one response
     /// without announcing it, as an upstream whose keep-alive timeout ran out does.
     async fn counting_upstream(close_after_response: bool) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let address = listener.local_addr().expect("upstream address");
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
@@ -263,7 +269,12 @@ mod tests {
             .expect("request");
         let response = pool.send(request).await.expect("upstream responds");
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         // Lets the connection task see the end of the response and mark itself ready.
         for _ in 0..3 {
             tokio::task::yield_now().await;

@@ -52,7 +52,9 @@ fn main() -> Result<()> {
     let _entered = setup.enter();
     // The first socket picks the port, and the others bind the same one.
     let first = reuseport_socket(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let addr = first.local_addr().context("failed to read the bound port")?;
+    let addr = first
+        .local_addr()
+        .context("failed to read the bound port")?;
     let mut sockets = vec![first];
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     for _ in 1..threads {
@@ -84,16 +86,14 @@ fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor> {
         .with_context(|| format!("failed to open {cert}"))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("failed to read the certificates in {cert}"))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).with_context(|| format!("failed to read {key}"))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(
-        firewall_agent::tls::crypto_provider(),
-    )
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .context("the crypto provider supports neither TLS 1.2 nor 1.3")?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .context("the certificate and key do not form a valid pair")?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("failed to read {key}"))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(firewall_agent::tls::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("the crypto provider supports neither TLS 1.2 nor 1.3")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("the certificate and key do not form a valid pair")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
