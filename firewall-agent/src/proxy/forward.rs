@@ -116,6 +116,12 @@ impl Upstream {
         }
     }
 
+    /// Closes the pooled connections that stayed unused too long. Returns how many were
+    /// closed.
+    pub fn close_expired(&self) -> usize {
+        self.pool.close_expired_at(std::time::Instant::now())
+    }
+
     /// Returns the upstream URL.
     pub fn url(&self) -> &UpstreamUrl {
         &self.url

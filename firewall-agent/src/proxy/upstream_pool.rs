@@ -20,11 +20,14 @@ use tower_service::Service;
 use crate::telemetry::ErrorChain;
 
 /// Time after which an unused connection is closed instead of reused.
-// NOTE: a request's checkout is what closes expired connections, so after traffic stops up to
-// `max_idle` of them per worker stay open until the upstream closes them or the worker stops.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Default for the connections one pool keeps for reuse, `proxy.upstream_idle_connections`.
+/// Interval at which each worker closes the connections unused for [`IDLE_TIMEOUT`], so that
+/// they do not stay open after traffic stops.
+pub const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default maximum number of connections one pool keeps for reuse, set by
+/// `proxy.upstream_idle_connections`.
 pub const DEFAULT_MAX_IDLE: usize = 128;
 
 /// Error from sending a request to the upstream.
@@ -145,6 +148,22 @@ impl ConnectionPool {
             }
         }
         None
+    }
+
+    /// Closes the connections that the upstream closed or that are idle and were last used
+    /// [`IDLE_TIMEOUT`] or longer before `now`. Returns how many were closed.
+    pub fn close_expired_at(&self, now: Instant) -> usize {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = connections.len();
+        connections.retain(|pooled| {
+            let expired = pooled.sender.is_ready()
+                && now.saturating_duration_since(pooled.returned_at) >= IDLE_TIMEOUT;
+            !pooled.sender.is_closed() && !expired
+        });
+        before - connections.len()
     }
 
     /// Puts a connection back once its response head arrived. A connection that switched
@@ -309,6 +328,20 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(get(&pool).await, (200, Bytes::from_static(b"ok")));
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_closed() {
+        let (address, accepted) = counting_upstream(false).await;
+        let pool = pool_for(address);
+        assert_eq!(get(&pool).await, (200, Bytes::from_static(b"ok")));
+
+        assert_eq!(pool.close_expired_at(Instant::now()), 0);
+        assert_eq!(pool.close_expired_at(Instant::now() + IDLE_TIMEOUT), 1);
+        assert!(pool.connections.lock().expect("pool lock").is_empty());
+
+        assert_eq!(get(&pool).await, (200, Bytes::from_static(b"ok")));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::connections::ConnectionPermit;
+use super::upstream_pool::IDLE_SWEEP_INTERVAL;
 use super::{ClientConnection, DRAIN_TIMEOUT, HttpConfig, ProxyState, Upstream};
 use crate::telemetry::ErrorChain;
 
@@ -251,6 +252,7 @@ impl Worker {
     /// Serves connections until the listener stops sending them, then gives the open ones up
     /// to [`DRAIN_TIMEOUT`] to finish.
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Accepted>) {
+        let sweeper = tokio::spawn(close_expired_connections(Arc::clone(&self.upstream)));
         let graceful = GracefulShutdown::new();
         while let Some(accepted) = receiver.recv().await {
             let Accepted {
@@ -295,6 +297,21 @@ impl Worker {
                 timeout_seconds = DRAIN_TIMEOUT.as_secs(),
                 "proxy connections still open after the drain timeout, closing them"
             );
+        }
+        sweeper.abort();
+    }
+}
+
+/// Closes the worker's idle upstream connections that stayed unused too long, every
+/// [`IDLE_SWEEP_INTERVAL`], until the task is aborted.
+async fn close_expired_connections(upstream: Arc<Upstream>) {
+    let mut interval = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let closed = upstream.close_expired();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle upstream connections");
         }
     }
 }
