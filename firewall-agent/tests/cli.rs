@@ -277,3 +277,17 @@ async fn fwctl_manages_bans_of_running_agent() {
     assert_eq!(agent.blocklist.banned_addresses().len(), 1);
     agent.stop().await;
 }
+
+#[test]
+fn detach_without_pins_says_nothing_pinned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pin_dir = dir.path().join("never-pinned");
+    let socket = dir.path().join("admin.sock");
+    let pin_dir = pin_dir.to_str().expect("UTF-8 path");
+    let socket = socket.to_str().expect("UTF-8 path");
+
+    let output = run(FWCTL, &["--socket", socket, "detach", "--pin-dir", pin_dir]);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("nothing pinned in {pin_dir}\n"));
+}

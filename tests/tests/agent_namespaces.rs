@@ -5,11 +5,14 @@
 //! test network.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use integration_tests::agent::{Agent, AgentSettings, CurlOutcome, Upstream, curl, free_port};
+use integration_tests::agent::{
+    Agent, AgentSettings, CurlOutcome, Upstream, curl, free_port, fwctl_binary,
+};
 use integration_tests::netns::{ClientHost, is_root};
 
 const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -309,6 +312,26 @@ fn xdp_stays_attached_until_fwctl_detach() {
     assert!(
         bench.agent.pin_dir.exists(),
         "fwctl removed the pins of a running agent"
+    );
+
+    // Pointed at another admin socket, fwctl still finds the agent by its open link.
+    let elsewhere = Command::new(fwctl_binary())
+        .args([
+            "--socket",
+            "/nonexistent/admin.sock",
+            "detach",
+            "--pin-dir",
+            &pin_dir,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fwctl");
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(!elsewhere.status.success(), "{stderr}");
+    assert!(stderr.contains("has the XDP link"), "{stderr}");
+    assert!(
+        bench.agent.pin_dir.exists(),
+        "fwctl removed the pins of an agent with another admin socket"
     );
 
     bench.agent.stop();

@@ -21,7 +21,7 @@ use firewall_agent::admin::{AdminClient, ClientError};
 use firewall_agent::bans::validate_address;
 use firewall_agent::config::{DEFAULT_ADMIN_SOCKET, MAX_DURATION_SECONDS};
 use firewall_agent::detect::{self, MAX_PARANOIA_LEVEL};
-use firewall_agent::kernel::{Blocklist, DEFAULT_PIN_DIR, PinnedBlocklist, remove_pins};
+use firewall_agent::kernel::{Blocklist, DEFAULT_PIN_DIR, PinnedBlocklist, link_holders, remove_pins};
 use firewall_agent::network::IpNetwork;
 use firewall_agent::telemetry::ErrorChain;
 
@@ -653,15 +653,38 @@ fn detach(socket: &Path, pin_dir: &Path, json: bool) -> Outcome {
         );
         return Outcome::Partial;
     }
+    // An agent whose admin socket is elsewhere still has its links open.
+    match link_holders(pin_dir) {
+        Ok(holders) if !holders.is_empty() => {
+            for holder in &holders {
+                eprintln!(
+                    "fwctl: process {} has the XDP link of {} pinned in {} open; stop it first \
+                     (SIGTERM), then run `fwctl detach` again",
+                    holder.pid,
+                    holder.interface,
+                    pin_dir.display()
+                );
+            }
+            return Outcome::Partial;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            eprintln!("fwctl: {}", ErrorChain(&error));
+            return Outcome::Partial;
+        }
+    }
+    let existed = pin_dir.exists();
     match remove_pins(pin_dir) {
         Ok(interfaces) => {
             print_output(json, &interfaces, |interfaces| {
-                if interfaces.is_empty() {
-                    println!("no XDP link pinned in {}", pin_dir.display());
-                } else {
+                if !interfaces.is_empty() {
                     println!("detached from {}", interfaces.join(", "));
                 }
-                println!("removed the pins in {}", pin_dir.display());
+                if existed {
+                    println!("removed the pins in {}", pin_dir.display());
+                } else {
+                    println!("nothing pinned in {}", pin_dir.display());
+                }
             });
             Outcome::Complete
         }

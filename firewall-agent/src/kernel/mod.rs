@@ -37,7 +37,7 @@ mod table;
 
 pub use loader::KernelFirewall;
 pub use pinned::PinnedBlocklist;
-pub use pins::remove_pins;
+pub use pins::{LinkHolder, link_holders, remove_pins};
 pub use privileges::check_privileges;
 
 /// Checks that every interface in `settings` exists in the network namespace of this process,

@@ -15,8 +15,8 @@ use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
 use firewall_common::{
     MAP_ALLOW_SUMMARY, MAP_ALLOW_V4, MAP_ALLOW_V6, MAP_BAN_RANGES_V4, MAP_BAN_RANGES_V6,
-    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, MAP_BANS_V4, MAP_BANS_V6, MAP_SOURCE_STATS,
-    MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict,
+    MAP_BAN_TABLE_STATE, MAP_BAN_TABLE_V4, MAP_BAN_TABLE_V6, MAP_BANS_V4, MAP_BANS_V6,
+    MAP_SOURCE_STATS, MAP_VERDICTS, PIN_SCHEMA_VERSION, Verdict,
 };
 use nix::mount::{MsFlags, mount};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
@@ -244,6 +244,108 @@ pub fn remove_pins(path: &Path) -> Result<Vec<String>, KernelError> {
 
     detached.sort();
     Ok(detached)
+}
+
+/// A process other than this one with a descriptor of a link pinned in the pin directory, such
+/// as the agent that attached it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHolder {
+    /// Process id.
+    pub pid: u32,
+    /// Interface whose pinned link the process has open.
+    pub interface: String,
+}
+
+/// Returns the other processes that hold a descriptor of a link pinned in `path`. Removing the
+/// pins while one does would leave the program attached until that process exits, so
+/// `fwctl detach` checks this before it removes anything. A missing directory contains no links.
+///
+/// # Errors
+///
+/// [`KernelError`] when the directory or a pinned link cannot be read.
+pub fn link_holders(path: &Path) -> Result<Vec<LinkHolder>, KernelError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(pin_io(path, "list the pin directory")(error)),
+    };
+    let mut links = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(pin_io(path, "list the pin directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(interface) = name.strip_prefix(LINK_PREFIX) else {
+            continue;
+        };
+        let pin = entry.path();
+        let link: FdLink = PinnedLink::from_pin(&pin)
+            .map_err(|source| KernelError::OpenPinnedLink {
+                path: pin.clone(),
+                source,
+            })?
+            .into();
+        let id = link
+            .info()
+            .map_err(|source| KernelError::OpenPinnedLink { path: pin, source })?
+            .id();
+        links.push((id, interface.to_owned()));
+    }
+    if links.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let own = std::process::id();
+    let mut holders = Vec::new();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Ok(holders);
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        for id in held_link_ids(pid) {
+            if let Some((_, interface)) = links.iter().find(|(link, _)| *link == id) {
+                holders.push(LinkHolder {
+                    pid,
+                    interface: interface.clone(),
+                });
+            }
+        }
+    }
+    Ok(holders)
+}
+
+/// Returns the ids of the BPF links that process `pid` has descriptors of. A process that ends
+/// or whose descriptors cannot be read has none.
+fn held_link_ids(pid: u32) -> Vec<u32> {
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for descriptor in descriptors.flatten() {
+        let is_link = std::fs::read_link(descriptor.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
+        if !is_link {
+            continue;
+        }
+        let info = format!(
+            "/proc/{pid}/fdinfo/{}",
+            descriptor.file_name().to_string_lossy()
+        );
+        let id = std::fs::read_to_string(info).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("link_id:"))
+                .and_then(|value| value.trim().parse::<u32>().ok())
+        });
+        ids.extend(id);
+    }
+    ids
 }
 
 /// Removes the pinned link at `path`. Dropping the returned handle closes the last reference,
