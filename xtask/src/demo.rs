@@ -126,7 +126,7 @@ fn drive_traffic(
     agent: &Agent,
     legit: &ClientHost,
     abuser: &ClientHost,
-    interrupted: &AtomicBool,
+    interrupted: &Arc<AtomicBool>,
 ) -> Result<()> {
     let url = format!("http://{}/api/items", agent.settings.listen);
     let legit_counts = Arc::new(ClientCounts::default());
@@ -139,10 +139,14 @@ fn drive_traffic(
 
     let legit_thread = {
         let (counts, stop, url) = (Arc::clone(&legit_counts), Arc::clone(&stop), url.clone());
-        let namespace = legit.namespace.clone();
+        let (namespace, interrupted) = (legit.namespace.clone(), Arc::clone(interrupted));
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let outcome = curl(netns::command_in(&namespace, "curl"), &url, 2);
+                // Ctrl-C in a terminal also ends curl, which is no failure of the firewall.
+                if interrupted.load(Ordering::Relaxed) {
+                    break;
+                }
                 if outcome != CurlOutcome::Status(200) {
                     say(start, &format!("legitimate client {LEGIT_CLIENT} not served: {}", describe(&outcome)));
                 }
@@ -154,10 +158,14 @@ fn drive_traffic(
     let abuse_thread = {
         let (counts, stop, done) = (Arc::clone(&abuse_counts), Arc::clone(&stop), Arc::clone(&abuse_done));
         let (namespace, story) = (abuser.namespace.clone(), Arc::clone(&story));
+        let interrupted = Arc::clone(interrupted);
         thread::spawn(move || {
             let mut timed_out_before = false;
             while !stop.load(Ordering::Relaxed) {
                 let outcome = curl(netns::command_in(&namespace, "curl"), &url, 1);
+                if interrupted.load(Ordering::Relaxed) {
+                    break;
+                }
                 counts.record(&outcome);
                 if outcome == CurlOutcome::TimedOut {
                     timed_out_before = true;
@@ -178,7 +186,6 @@ fn drive_traffic(
     let abuser_key = ABUSE_CLIENT.to_string();
     while !abuse_done.load(Ordering::Relaxed) {
         if interrupted.load(Ordering::Relaxed) {
-            println!("interrupted; tearing down");
             break;
         }
         if start.elapsed() > DEMO_TIMEOUT {
@@ -186,6 +193,10 @@ fn drive_traffic(
             break;
         }
         thread::sleep(Duration::from_secs(1));
+        // Ctrl-C in a terminal also ends the agent, so fwctl would find nothing to ask.
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
         let ban = agent.ban_entry(&abuser_key);
         let drops = agent.dropped_packets(ABUSE_CLIENT);
         let mut story = story.lock().map_err(|_| anyhow::anyhow!("demo state lock poisoned"))?;
@@ -216,6 +227,9 @@ fn drive_traffic(
     stop.store(true, Ordering::Relaxed);
     let _ = legit_thread.join();
     let _ = abuse_thread.join();
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted before the end of the demo");
+    }
 
     let story = story.lock().map_err(|_| anyhow::anyhow!("demo state lock poisoned"))?;
     print_summary(&legit_counts, &abuse_counts, &story)
