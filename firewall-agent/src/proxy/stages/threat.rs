@@ -77,7 +77,9 @@ impl ThreatStage {
         Some(self.policy.judge(findings, route))
     }
 
-    fn report(&self, request: &RequestContext, verdict: &Verdict, blocked: bool) {
+    /// Logs and emits the findings of a request. `allowlisted` says why a verdict that blocks
+    /// let the request pass.
+    fn report(&self, request: &RequestContext, verdict: &Verdict, blocked: bool, allowlisted: bool) {
         let rules: Vec<&str> = verdict.findings.iter().map(|finding| finding.rule.id).collect();
         let rules = rules.join(",");
         tracing::info!(
@@ -86,6 +88,7 @@ impl ThreatStage {
             route = request.route_name().unwrap_or(""),
             score = verdict.score,
             blocked,
+            allowlisted,
             rules = %rules,
             "request inspected"
         );
@@ -113,9 +116,10 @@ impl Stage for ThreatStage {
         let outcome = match self.judge(request) {
             None => StageOutcome::Continue,
             Some(verdict) => {
-                let blocked = verdict.block && !(self.allowlisted)(request.client());
+                let allowlisted = verdict.block && (self.allowlisted)(request.client());
+                let blocked = verdict.block && !allowlisted;
                 if !verdict.findings.is_empty() {
-                    self.report(request, &verdict, blocked);
+                    self.report(request, &verdict, blocked, allowlisted);
                 }
                 if self.policy.verdict_header() {
                     add_verdict_header(request, &verdict, blocked);
