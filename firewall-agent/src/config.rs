@@ -758,7 +758,8 @@ fn check_seconds(value: u64, key: &'static str) -> Result<(), (&'static str, Str
 /// Rewrites a TOML error as "unknown key `a.b` at line N" or "invalid value for `a.b` at line
 /// N: ...", falling back to the parser's message and line.
 fn describe_toml_error(text: &str, error: &toml::de::Error, key: Option<&str>) -> String {
-    let message = error.message().trim_end();
+    let message = plain_type_names(error.message().trim_end());
+    let message = message.as_str();
     let line = error
         .span()
         .map(|span| format!(" at line {}", line_of(text, span.start)))
@@ -775,6 +776,42 @@ fn describe_toml_error(text: &str, error: &toml::de::Error, key: Option<&str>) -
         Some(key) => format!("invalid value for `{key}`{line}: {message}"),
         None => format!("invalid TOML{line}: {message}"),
     }
+}
+
+/// Replaces the Rust type names in serde's "expected u32" with what an operator types.
+fn plain_type_names(message: &str) -> String {
+    const NAMES: [(&str, &str); 10] = [
+        ("usize", "a whole number, 0 or more"),
+        ("u64", "a whole number, 0 or more"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        ("bool", "true or false"),
+    ];
+    let mut plain = message.to_owned();
+    for (name, words) in NAMES {
+        let pattern = format!("expected {name}");
+        let mut from = 0;
+        while let Some(found) = plain[from..].find(&pattern) {
+            let start = from + found;
+            let end = start + pattern.len();
+            let whole_word = plain[end..]
+                .chars()
+                .next()
+                .is_none_or(|next| !next.is_ascii_alphanumeric());
+            if whole_word {
+                plain.replace_range(start..end, &format!("expected {words}"));
+                from = start + "expected ".len() + words.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    plain
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

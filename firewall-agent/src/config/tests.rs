@@ -567,5 +567,21 @@ fn upstream_idle_connections_parse() {
     assert_eq!(config.proxy.upstream_idle_connections, 0);
 
     let error = parse("[proxy]\nupstream_idle_connections = -1\n").expect_err("negative count");
-    assert!(error.to_string().contains("upstream_idle_connections"), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("upstream_idle_connections"), "{message}");
+    assert!(message.contains("expected a whole number, 0 or more"), "{message}");
+    assert!(!message.contains("usize"), "{message}");
+}
+
+#[test]
+fn type_errors_name_no_rust_types() {
+    let error = parse("[rate_limit]\nrequests = \"many\"\n").expect_err("a string for a count");
+    let message = error.to_string();
+    assert!(message.contains("expected a whole number from 0 to 4294967295"), "{message}");
+    assert!(!message.contains("u32"), "{message}");
+
+    assert_eq!(
+        plain_type_names("expected u8, expected u16x"),
+        "expected a whole number from 0 to 255, expected u16x"
+    );
 }

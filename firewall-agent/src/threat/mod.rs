@@ -282,7 +282,9 @@ impl BanWorker {
 
         match result {
             Ok(Ok(Some(ban))) => {
-                tracing::info!(%source, offences = ban.offences, "threat ban applied");
+                // Counted from 1, as in the ban's reason: `offences` counts the earlier bans.
+                let offence = ban.offences.saturating_add(1);
+                tracing::info!(%source, offence, "threat ban applied");
             }
             Ok(Ok(None)) => {}
             Ok(Err(error)) => {
