@@ -80,6 +80,9 @@ pub enum FramingViolation {
     HeadTimeout,
     /// The request target contains a fragment (`#`), which a client never sends.
     FragmentInTarget,
+    /// The request target contains `<`, `>` or a backtick. hyper rejects these with an empty
+    /// 400 that no log line records, so the guard rejects them first.
+    InvalidTargetCharacter,
     /// `Host` is missing from an HTTP/1.1 request, repeated, empty, or not `host[:port]`.
     InvalidHost,
 }
@@ -100,6 +103,7 @@ impl FramingViolation {
             FramingViolation::MalformedChunkedBody => "malformed chunked body",
             FramingViolation::HeadTimeout => "request head not received in time",
             FramingViolation::FragmentInTarget => "fragment in request target",
+            FramingViolation::InvalidTargetCharacter => "invalid character in request target",
             FramingViolation::InvalidHost => "missing, repeated or invalid host header",
         }
     }
@@ -534,8 +538,13 @@ fn inspect_head_with<'buffer>(
     if length > limits.max_head_bytes {
         return Err(FramingViolation::HeadTooLarge);
     }
-    if request.path.is_some_and(|path| path.contains('#')) {
-        return Err(FramingViolation::FragmentInTarget);
+    let invalid = request
+        .path
+        .and_then(|path| path.bytes().find(|byte| matches!(byte, b'#' | b'<' | b'>' | b'`')));
+    match invalid {
+        Some(b'#') => return Err(FramingViolation::FragmentInTarget),
+        Some(_) => return Err(FramingViolation::InvalidTargetCharacter),
+        None => {}
     }
     check_host(&request)?;
 
@@ -1117,7 +1126,7 @@ mod tests {
 
     #[test]
     fn framing_errors_are_named() {
-        let cases: [(&[u8], FramingViolation); 13] = [
+        let cases: [(&[u8], FramingViolation); 15] = [
             (
                 b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
                 FramingViolation::DuplicateContentLength,
@@ -1149,6 +1158,14 @@ mod tests {
             (
                 b"GET /#top HTTP/1.1\r\nhost: x\r\n\r\n",
                 FramingViolation::FragmentInTarget,
+            ),
+            (
+                b"GET /<script> HTTP/1.1\r\nhost: x\r\n\r\n",
+                FramingViolation::InvalidTargetCharacter,
+            ),
+            (
+                b"GET /?q=`id` HTTP/1.1\r\nhost: x\r\n\r\n",
+                FramingViolation::InvalidTargetCharacter,
             ),
             (b"GET / HTTP/1.1\r\n\r\n", FramingViolation::InvalidHost),
             (
