@@ -213,23 +213,19 @@ impl PinDir {
 /// Fails when a pin cannot be opened or removed. A running agent keeps its own handles, so
 /// stop it first.
 pub fn remove_pins(path: &Path) -> Result<Vec<String>, KernelError> {
-    let entries = match std::fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(pin_io(path, "list the pin directory")(error)),
+    let Some(entries) = pin_entries(path)? else {
+        return Ok(Vec::new());
     };
 
     let mut detached = Vec::new();
     let mut others = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(pin_io(path, "list the pin directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, pin) in entries {
         match name.strip_prefix(LINK_PREFIX) {
             Some(interface) => {
-                unpin_link(&entry.path())?;
+                unpin_link(&pin)?;
                 detached.push(interface.to_owned());
             }
-            None => others.push(entry.path()),
+            None => others.push(pin),
         }
     }
     for other in others {
@@ -264,19 +260,11 @@ pub struct LinkHolder {
 ///
 /// [`KernelError`] when the directory or a pinned link cannot be read.
 pub fn link_holders(path: &Path) -> Result<Vec<LinkHolder>, KernelError> {
-    let entries = match std::fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(pin_io(path, "list the pin directory")(error)),
-    };
     let mut links = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(pin_io(path, "list the pin directory"))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, pin) in pin_entries(path)?.unwrap_or_default() {
         let Some(interface) = name.strip_prefix(LINK_PREFIX) else {
             continue;
         };
-        let pin = entry.path();
         let link: FdLink = PinnedLink::from_pin(&pin)
             .map_err(|source| KernelError::OpenPinnedLink {
                 path: pin.clone(),
@@ -319,6 +307,25 @@ pub fn link_holders(path: &Path) -> Result<Vec<LinkHolder>, KernelError> {
         }
     }
     Ok(holders)
+}
+
+/// Returns the name and path of each entry of the pin directory `path`, or `None` when the
+/// directory does not exist.
+fn pin_entries(path: &Path) -> Result<Option<Vec<(String, PathBuf)>>, KernelError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(pin_io(path, "list the pin directory")(error)),
+    };
+    let mut pins = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(pin_io(path, "list the pin directory"))?;
+        pins.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    Ok(Some(pins))
 }
 
 /// Returns the ids of the BPF links that process `pid` has descriptors of. A process that ends
