@@ -2,6 +2,7 @@
 //! `fwctl` as real processes, and a small upstream server.
 
 pub mod agent;
+pub mod bench;
 pub mod edge;
 pub mod netns;
 pub mod oauth;

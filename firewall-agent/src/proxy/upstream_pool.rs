@@ -49,6 +49,13 @@ struct Pooled {
     returned_at: Instant,
 }
 
+impl Pooled {
+    /// Returns whether the connection was last returned [`IDLE_TIMEOUT`] or longer before `now`.
+    fn unused_too_long(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.returned_at) >= IDLE_TIMEOUT
+    }
+}
+
 /// The upstream connections of one worker thread.
 #[derive(Debug)]
 pub struct ConnectionPool {
@@ -140,7 +147,7 @@ impl ConnectionPool {
             if pooled.sender.is_closed() {
                 connections.swap_remove(index);
             } else if pooled.sender.is_ready() {
-                if pooled.returned_at.elapsed() >= IDLE_TIMEOUT {
+                if pooled.unused_too_long(Instant::now()) {
                     connections.swap_remove(index);
                     continue;
                 }
@@ -159,8 +166,7 @@ impl ConnectionPool {
             .unwrap_or_else(PoisonError::into_inner);
         let before = connections.len();
         connections.retain(|pooled| {
-            let expired = pooled.sender.is_ready()
-                && now.saturating_duration_since(pooled.returned_at) >= IDLE_TIMEOUT;
+            let expired = pooled.sender.is_ready() && pooled.unused_too_long(now);
             !pooled.sender.is_closed() && !expired
         });
         before - connections.len()

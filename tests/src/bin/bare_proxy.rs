@@ -12,7 +12,6 @@
 //! for the response's `Connection` header: no forwarding headers, no limits, no checks. Never put it in front of anything.
 
 use std::cell::RefCell;
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use integration_tests::bench;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpSocket, TcpStream};
@@ -32,11 +32,7 @@ static ALLOCATOR: firewall_agent::MiMalloc = firewall_agent::MiMalloc;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let upstream: SocketAddr = args
-        .next()
-        .context("missing the upstream address, such as 127.0.0.1:9000")?
-        .parse()
-        .context("invalid upstream address")?;
+    let upstream = bench::upstream_arg(&mut args)?;
     let tls = match (args.next().as_deref(), args.next(), args.next()) {
         (None, _, _) => None,
         (Some("--tls"), Some(cert), Some(key)) => Some(acceptor(&cert, &key)?),
@@ -67,17 +63,9 @@ fn main() -> Result<()> {
             .spawn(move || serve_thread(socket, upstream, tls))
             .context("failed to start a proxy thread")?;
     }
-    println!("{}", addr.port());
-    std::io::stdout()
-        .flush()
-        .context("failed to print the port")?;
-
-    // Serve until the parent closes stdin. The threads end with the process.
-    for line in std::io::stdin().lock().lines() {
-        if line.is_err() {
-            break;
-        }
-    }
+    bench::announce_port(addr.port())?;
+    // The threads end with the process.
+    bench::wait_for_stdin_close();
     Ok(())
 }
 

@@ -5,14 +5,13 @@
 //! on the first line of stdout and serves until stdin is closed. `--edge` turns on the
 //! per-route features, request validation among them.
 
-use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use firewall_agent::proxy::headers::{CorsConfig, CorsPolicy, HeaderRules, HeadersConfig};
 use firewall_agent::routes::RouteConfig;
 use firewall_agent::validation::RouteValidationConfig;
+use integration_tests::bench;
 use integration_tests::edge::EdgeAgent;
 
 /// The agent binary's allocator, so that the bench measures what the daemon runs.
@@ -21,11 +20,7 @@ static ALLOCATOR: firewall_agent::MiMalloc = firewall_agent::MiMalloc;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let upstream: SocketAddr = args
-        .next()
-        .context("missing the upstream address, such as 127.0.0.1:9000")?
-        .parse()
-        .context("invalid upstream address")?;
+    let upstream = bench::upstream_arg(&mut args)?;
     let mut edge = false;
     let mut tls: Option<(PathBuf, PathBuf)> = None;
     while let Some(arg) = args.next() {
@@ -55,17 +50,8 @@ fn main() -> Result<()> {
             configure_edge(config, query_schema.clone());
         }
     });
-    println!("{}", agent.addr.port());
-    std::io::stdout()
-        .flush()
-        .context("failed to print the port")?;
-
-    // Serve until the parent closes stdin.
-    for line in std::io::stdin().lock().lines() {
-        if line.is_err() {
-            break;
-        }
-    }
+    bench::announce_port(agent.addr.port())?;
+    bench::wait_for_stdin_close();
     drop(agent);
     if edge {
         let _ = std::fs::remove_file(&query_schema);

@@ -77,9 +77,15 @@ impl ThreatStage {
         Some(self.policy.judge(findings, route))
     }
 
-    /// Logs and emits the findings of a request. `allowlisted` says why a verdict that blocks
-    /// let the request pass.
-    fn report(&self, request: &RequestContext, verdict: &Verdict, blocked: bool, allowlisted: bool) {
+    /// Logs and emits the findings of a request. `allowlisted` is true when the allowlist let a
+    /// blocking verdict pass.
+    fn report(
+        &self,
+        request: &RequestContext,
+        verdict: &Verdict,
+        blocked: bool,
+        allowlisted: bool,
+    ) {
         let rules: Vec<&str> = verdict.findings.iter().map(|finding| finding.rule.id).collect();
         let rules = rules.join(",");
         tracing::info!(
